@@ -1,0 +1,77 @@
+"""`from_pretrained` and the thin model object that bundles (config, params, forward function).
+
+The forward passes themselves are plain functions in `refimpl.models.<family>`; the object exists so
+that `model(input_ids=..., attention_mask=...)` reads like upstream.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from .checkpoint import match_params, read_state_dict
+from .config import BaseConfig, load_config
+from .models import family_module
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def resolve_dtype(dtype) -> np.dtype:
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r} is not supported; use 'float32' or 'float64'")
+        return np.dtype(DTYPES[dtype])
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"dtype {dt} is not supported; use float32 or float64")
+    return dt
+
+
+class Model:
+    """A loaded model: `model(**upstream_kwargs)` runs the forward function of `architecture`."""
+
+    def __init__(self, config: BaseConfig, params: dict, architecture: str, dtype):
+        module = family_module(config.model_type)
+        if architecture not in module.ARCHITECTURES:
+            raise ValueError(f"{architecture!r} is not a {config.model_type} architecture; "
+                             f"expected one of {sorted(module.ARCHITECTURES)}")
+        self.config, self.params, self.architecture = config, params, architecture
+        self.dtype = np.dtype(dtype)
+        self.forward_fn = module.ARCHITECTURES[architecture]
+
+    def __call__(self, *args, **kwargs):
+        return self.forward_fn(self.params, self.config, *args, **kwargs)
+
+    forward = __call__
+
+    def __repr__(self):
+        n = sum(v.size for v in self.params.values())
+        return f"<refimpl {self.architecture} ({n:,} parameters, {self.dtype})>"
+
+
+def default_architecture(config: BaseConfig) -> str:
+    module = family_module(config.model_type)
+    if config.architectures:
+        return config.architectures[0]
+    return next(iter(module.ARCHITECTURES))  # the base model comes first
+
+
+def from_pretrained(path: Union[str, Path], architecture: Optional[str] = None, dtype="float32") -> Model:
+    """Load a checkpoint directory saved by upstream's `save_pretrained` (config.json + weights).
+
+    architecture: the upstream class name whose head to build (default: the config's first
+    `architectures` entry). dtype: "float32" (default) or "float64"; every weight is cast to it once
+    and all computation happens in it.
+    """
+    dtype = resolve_dtype(dtype)
+    config = load_config(path)
+    architecture = architecture or default_architecture(config)
+    module = family_module(config.model_type)
+    if architecture not in module.ARCHITECTURES:
+        raise ValueError(f"{architecture!r} is not a {config.model_type} architecture; "
+                         f"expected one of {sorted(module.ARCHITECTURES)}")
+    state = read_state_dict(path)
+    params = match_params(state, module.param_shapes(config, architecture), dtype,
+                          base_prefix=module.BASE_PREFIX, tied=getattr(module, "TIED", None), source=str(path))
+    return Model(config, params, architecture, dtype)

@@ -1,0 +1,217 @@
+"""OPT (transformers 4.37.2 `modeling_opt.py`): a decoder-only transformer with learned positions.
+
+    ids -> embed_tokens [-> project_in] + embed_positions(mask) -> N x decoder layer
+        -> [final_layer_norm] [-> project_out] -> heads (lm_head / score / qa_outputs)
+
+Parameter names are upstream's state-dict names. The base model (`OPTModel`) owns `decoder.*`;
+heads keep it under `model.` and add their own weights.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import inputs
+from ..layers import check_head_mask, decoder_layer, norm, run_decoder_stack, sub
+from ..ops import activation, causal_padding_mask, classification_loss, cross_entropy, embedding, linear, span_loss
+from ..outputs import (BaseModelOutputWithPast, CausalLMOutputWithPast, QuestionAnsweringModelOutput,
+                       SequenceClassifierOutputWithPast)
+
+BASE_PREFIX = "model"  # OPTPreTrainedModel.base_model_prefix
+POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding: "if padding_idx is specified then offset the embedding ids by 2"
+
+
+# ---------------------------------------------------------------- parameters
+
+
+def param_shapes(cfg, architecture):  # -> {name: shape} of every weight the architecture uses
+    D, E, F, V = cfg.hidden_size, cfg.word_embed_proj_dim, cfg.ffn_dim, cfg.vocab_size
+    shapes = {"decoder.embed_tokens.weight": (V, E),
+              "decoder.embed_positions.weight": (cfg.max_position_embeddings + POSITION_OFFSET, D)}
+    if E != D:
+        shapes["decoder.project_in.weight"] = (D, E)
+        shapes["decoder.project_out.weight"] = (E, D)
+    if _has_final_norm(cfg) and cfg.layer_norm_elementwise_affine:
+        shapes.update({"decoder.final_layer_norm.weight": (D,), "decoder.final_layer_norm.bias": (D,)})
+    for i in range(cfg.num_hidden_layers):
+        layer = f"decoder.layers.{i}."
+        linears = {"self_attn.q_proj": (D, D), "self_attn.k_proj": (D, D), "self_attn.v_proj": (D, D),
+                   "self_attn.out_proj": (D, D), "fc1": (F, D), "fc2": (D, F)}
+        for name, shape in linears.items():
+            shapes[layer + name + ".weight"] = shape
+            if cfg.enable_bias:
+                shapes[layer + name + ".bias"] = shape[:1]
+        if cfg.layer_norm_elementwise_affine:
+            for name in ("self_attn_layer_norm", "final_layer_norm"):
+                shapes[layer + name + ".weight"] = (D,)
+                shapes[layer + name + ".bias"] = (D,)
+    if architecture == "OPTModel":
+        return shapes
+    shapes = {f"{BASE_PREFIX}.{k}": v for k, v in shapes.items()}
+    shapes.update(HEAD_SHAPES[architecture](cfg))
+    return shapes
+
+
+HEAD_SHAPES = {
+    "OPTForCausalLM": lambda cfg: {"lm_head.weight": (cfg.vocab_size, cfg.word_embed_proj_dim)},
+    "OPTForSequenceClassification": lambda cfg: {"score.weight": (cfg.num_labels, cfg.word_embed_proj_dim)},
+    "OPTForQuestionAnswering": lambda cfg: {"qa_outputs.weight": (2, cfg.word_embed_proj_dim), "qa_outputs.bias": (2,)},
+}
+TIED = {"lm_head.weight": f"{BASE_PREFIX}.decoder.embed_tokens.weight"}  # OPTForCausalLM._tied_weights_keys
+
+
+def _has_final_norm(cfg):  # OPTDecoder.__init__: only pre-LN models end with a LayerNorm
+    return cfg.do_layer_norm_before and not cfg._remove_final_layer_norm
+
+
+# ---------------------------------------------------------------- base model
+
+
+def positions_from_mask(attention_mask, past_length):  # [B, S] 0/1 -> [B, S - past] row indices
+    """OPTLearnedPositionalEmbedding.forward: cumsum(mask) * mask - 1, cut to the new tokens, + offset 2.
+
+    Padding reads row 1 (position -1 + 2); the first real token of every row reads row 2.
+    """
+    positions = np.cumsum(attention_mask, axis=1) * attention_mask - 1  # [B, S]
+    return positions[:, past_length:] + POSITION_OFFSET
+
+
+def opt_model(p, cfg, input_ids=None, attention_mask=None, head_mask=None, past_key_values=None,
+              inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None):
+    """OPTModel / OPTDecoder.forward. input_ids [B, T] -> BaseModelOutputWithPast.
+
+    last_hidden_state [B, T, word_embed_proj_dim]; past_key_values: per layer (k, v) [B, H, S, d];
+    hidden_states: L+1 entries (the last after final norm / project_out); attentions [B, H, T, S].
+    """
+    dtype = p["decoder.embed_tokens.weight"].dtype
+    use_cache = cfg.use_cache if use_cache is None else use_cache
+    output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
+    output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
+
+    inputs.one_of(input_ids, inputs_embeds)
+    if input_ids is not None:
+        input_ids = inputs.ids(input_ids, vocab_size=cfg.vocab_size)
+        inputs_embeds = embedding(input_ids, p["decoder.embed_tokens.weight"])  # [B, T, E]
+    else:
+        inputs_embeds = inputs.floats(inputs_embeds, dtype, "inputs_embeds")
+        if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != cfg.word_embed_proj_dim:
+            raise ValueError(f"inputs_embeds must have shape (batch, sequence, {cfg.word_embed_proj_dim}), got {inputs_embeds.shape}")
+    batch, length = inputs_embeds.shape[:2]
+    past_length = _past_length(past_key_values, cfg.num_hidden_layers, batch)
+
+    if attention_mask is None:
+        attention_mask = np.ones((batch, past_length + length), dtype=np.int64)
+    attention_mask = inputs.mask(attention_mask, (batch, past_length + length),
+                                 "attention_mask (it must span past + current tokens)")
+    head_mask = check_head_mask(inputs.floats(head_mask, dtype, "head_mask"), cfg.num_hidden_layers, cfg.num_attention_heads)
+
+    positions = positions_from_mask(attention_mask, past_length)  # [B, T]
+    table = p["decoder.embed_positions.weight"]
+    if positions.max() >= table.shape[0]:
+        raise ValueError(f"{int(attention_mask.sum(1).max())} attended tokens exceed max_position_embeddings="
+                         f"{cfg.max_position_embeddings} of this OPT model")
+    if "decoder.project_in.weight" in p:
+        inputs_embeds = linear(inputs_embeds, p["decoder.project_in.weight"])  # [B, T, D]
+    x = inputs_embeds + table[positions]  # [B, T, D]
+
+    mask = causal_padding_mask(attention_mask, length, dtype)  # [B, 1, T, S]
+    act = activation(cfg.activation_function)
+    layers = [sub(p, f"decoder.layers.{i}") for i in range(cfg.num_hidden_layers)]
+
+    def layer_fn(lp, x, past, layer_head_mask, _):
+        return decoder_layer(lp, x, cfg.num_attention_heads, act, mask, norm_first=cfg.do_layer_norm_before,
+                             past=past, head_mask=layer_head_mask, clamp_to_min=True)
+
+    x, hidden, attentions, _, cache = run_decoder_stack(
+        layers, x, layer_fn, past_key_values=past_key_values, head_mask=head_mask, use_cache=use_cache,
+        output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+
+    if _has_final_norm(cfg):
+        x = norm(p, "decoder.final_layer_norm", x)
+    if "decoder.project_out.weight" in p:
+        x = linear(x, p["decoder.project_out.weight"])  # [B, T, E]
+    if output_hidden_states:
+        hidden = tuple(hidden) + (x,)
+    return BaseModelOutputWithPast(last_hidden_state=x, past_key_values=cache, hidden_states=hidden,
+                                   attentions=attentions)
+
+
+def _past_length(past_key_values, num_layers, batch):
+    if past_key_values is None:
+        return 0
+    if len(past_key_values) != num_layers:
+        raise ValueError(f"past_key_values must hold one (key, value) pair per layer ({num_layers}), got {len(past_key_values)}")
+    k = past_key_values[0][0]
+    if k.ndim != 4 or k.shape[0] != batch:
+        raise ValueError(f"past_key_values[0][0] must have shape (batch={batch}, heads, past, head_dim), got {k.shape}")
+    return k.shape[2]
+
+
+# ---------------------------------------------------------------- heads
+
+
+def opt_for_causal_lm(p, cfg, input_ids=None, attention_mask=None, head_mask=None, past_key_values=None,
+                      inputs_embeds=None, labels=None, use_cache=None, output_attentions=None,
+                      output_hidden_states=None):
+    """OPTForCausalLM. -> CausalLMOutputWithPast; logits [B, T, V]; loss: next-token CE, -100 ignored."""
+    out = opt_model(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, head_mask, past_key_values,
+                    inputs_embeds, use_cache, output_attentions, output_hidden_states)
+    logits = linear(out.last_hidden_state, p["lm_head.weight"])  # [B, T, V]
+    loss = None
+    if labels is not None:
+        labels = inputs.ids(labels, "labels")
+        loss = cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
+    return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values,
+                                  hidden_states=out.hidden_states, attentions=out.attentions)
+
+
+def last_token_index(input_ids, pad_token_id, length):  # [B, T] -> [B]
+    """OPTForSequenceClassification pooling: (argmax(ids == pad) - 1) mod T.
+
+    Upstream quirk, reproduced: right for right padding; for left padding (or no pad at all) the
+    argmax is 0 and -1 mod T picks the last position; a pad id inside the text cuts the row short.
+    """
+    if input_ids is None or pad_token_id is None:  # inputs_embeds: upstream takes the last position
+        return None
+    return (np.argmax(input_ids == pad_token_id, axis=-1) - 1) % length
+
+
+def opt_for_sequence_classification(p, cfg, input_ids=None, attention_mask=None, head_mask=None,
+                                    past_key_values=None, inputs_embeds=None, labels=None, use_cache=None,
+                                    output_attentions=None, output_hidden_states=None):
+    """OPTForSequenceClassification. -> SequenceClassifierOutputWithPast; logits [B, num_labels]."""
+    out = opt_model(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, head_mask, past_key_values,
+                    inputs_embeds, use_cache, output_attentions, output_hidden_states)
+    logits = linear(out.last_hidden_state, p["score.weight"])  # [B, T, C]
+    batch, length = logits.shape[:2]
+    index = last_token_index(None if input_ids is None else np.asarray(input_ids), cfg.pad_token_id, length)
+    pooled = logits[np.arange(batch), -1 if index is None else index]  # [B, C]
+    loss = None
+    if labels is not None:
+        loss, _ = classification_loss(pooled, labels, cfg.num_labels, cfg.problem_type)
+    return SequenceClassifierOutputWithPast(loss=loss, logits=pooled, past_key_values=out.past_key_values,
+                                            hidden_states=out.hidden_states, attentions=out.attentions)
+
+
+def opt_for_question_answering(p, cfg, input_ids=None, attention_mask=None, head_mask=None,
+                               past_key_values=None, inputs_embeds=None, start_positions=None,
+                               end_positions=None, use_cache=None, output_attentions=None,
+                               output_hidden_states=None):
+    """OPTForQuestionAnswering. -> QuestionAnsweringModelOutput; start/end logits [B, T]."""
+    out = opt_model(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, head_mask, past_key_values,
+                    inputs_embeds, use_cache, output_attentions, output_hidden_states)
+    logits = linear(out.last_hidden_state, p["qa_outputs.weight"], p["qa_outputs.bias"])  # [B, T, 2]
+    start_logits, end_logits = logits[..., 0], logits[..., 1]  # [B, T] each
+    loss = None
+    if start_positions is not None and end_positions is not None:
+        loss = span_loss(start_logits, end_logits, start_positions, end_positions)
+    return QuestionAnsweringModelOutput(loss=loss, start_logits=np.ascontiguousarray(start_logits),
+                                        end_logits=np.ascontiguousarray(end_logits),
+                                        hidden_states=out.hidden_states, attentions=out.attentions)
+
+
+ARCHITECTURES = {
+    "OPTModel": opt_model,
+    "OPTForCausalLM": opt_for_causal_lm,
+    "OPTForSequenceClassification": opt_for_sequence_classification,
+    "OPTForQuestionAnswering": opt_for_question_answering,
+}

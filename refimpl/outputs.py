@@ -1,0 +1,149 @@
+"""Output containers with upstream's field names, order and tuple behaviour.
+
+Like transformers' `ModelOutput`: fields are attributes, `out["logits"]` works, and `out[i]` /
+`out.to_tuple()` give the fields that are not None in declaration order, which is exactly upstream's
+`return_dict=False` tuple.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Optional
+
+
+@dataclass
+class ModelOutput:
+    def to_tuple(self) -> tuple:
+        return tuple(getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None)
+
+    def keys(self) -> list:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def items(self) -> list:
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(key)
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+
+Array = Any  # numpy.ndarray; tuples of them for hidden_states / attentions / past_key_values
+
+
+@dataclass
+class BaseModelOutput(ModelOutput):
+    last_hidden_state: Array = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+
+
+@dataclass
+class BaseModelOutputWithPast(ModelOutput):
+    last_hidden_state: Array = None
+    past_key_values: Optional[tuple] = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+
+
+@dataclass
+class BaseModelOutputWithPastAndCrossAttentions(ModelOutput):
+    last_hidden_state: Array = None
+    past_key_values: Optional[tuple] = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+    cross_attentions: Optional[tuple] = None
+
+
+@dataclass
+class BaseModelOutputWithPoolingAndCrossAttentions(ModelOutput):
+    last_hidden_state: Array = None
+    pooler_output: Array = None
+    hidden_states: Optional[tuple] = None
+    past_key_values: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+    cross_attentions: Optional[tuple] = None
+
+
+@dataclass
+class CausalLMOutputWithPast(ModelOutput):
+    loss: Array = None
+    logits: Array = None
+    past_key_values: Optional[tuple] = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+
+
+@dataclass
+class CausalLMOutputWithCrossAttentions(ModelOutput):
+    loss: Array = None
+    logits: Array = None
+    past_key_values: Optional[tuple] = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+    cross_attentions: Optional[tuple] = None
+
+
+@dataclass
+class SequenceClassifierOutputWithPast(ModelOutput):
+    loss: Array = None
+    logits: Array = None
+    past_key_values: Optional[tuple] = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+
+
+@dataclass
+class SequenceClassifierOutput(ModelOutput):
+    loss: Array = None
+    logits: Array = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+
+
+@dataclass
+class QuestionAnsweringModelOutput(ModelOutput):
+    loss: Array = None
+    start_logits: Array = None
+    end_logits: Array = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+
+
+@dataclass
+class MaskedLMOutput(ModelOutput):
+    loss: Array = None
+    logits: Array = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+
+
+@dataclass
+class NextSentencePredictorOutput(ModelOutput):
+    loss: Array = None
+    logits: Array = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+
+
+@dataclass
+class MultipleChoiceModelOutput(ModelOutput):
+    loss: Array = None
+    logits: Array = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+
+
+@dataclass
+class TokenClassifierOutput(ModelOutput):
+    loss: Array = None
+    logits: Array = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
