@@ -20,7 +20,7 @@ import torch  # noqa: E402
 
 from common import ROOT, SEED, versions  # noqa: E402
 
-FAMILIES = ["opt"]  # each has capture_<family>.py with capture(manifest_entries)
+FAMILIES = sorted(p.stem[len("capture_"):] for p in HERE.glob("capture_*.py"))  # capture(manifest_entries) each
 
 
 def main(argv):

@@ -9,7 +9,6 @@ Two steps, kept apart:
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Dict, Iterable, Mapping, Optional, Tuple
@@ -49,6 +48,7 @@ def match_params(
     dtype,
     base_prefix: str = "",
     tied: Optional[Mapping[str, str]] = None,
+    ignore: Iterable[str] = (),
     source: str = "checkpoint",
 ) -> Dict[str, np.ndarray]:
     """Pick, rename, check and cast the parameters one architecture needs.
@@ -57,6 +57,7 @@ def match_params(
     base_prefix: upstream's `base_model_prefix` ("model", "led", "nezha"); a checkpoint saved from the
       base model lacks it, one saved from a head has it: both load, either way round.
     tied: {name: source name} for weights upstream ties (lm_head <- embed_tokens) when the file lacks them.
+    ignore: name suffixes of buffers upstream may save but we recompute (not reported as unexpected).
     """
     dtype = np.dtype(dtype)
     tied = dict(tied or {})
@@ -80,7 +81,7 @@ def match_params(
         used.add(key)
     if missing:
         raise CheckpointError(f"{source}: missing weights: " + ", ".join(missing))
-    unexpected = sorted(set(state) - used - set(_IGNORED_BUFFERS(state)))
+    unexpected = sorted(k for k in set(state) - used if not k.endswith(tuple(ignore)))
     if unexpected:
         warnings.warn(f"{source}: ignoring {len(unexpected)} unexpected weights: {', '.join(unexpected[:8])}"
                       + (" ..." if len(unexpected) > 8 else ""), stacklevel=3)
@@ -96,24 +97,3 @@ def _prefix_variants(state: Iterable[str], base_prefix: str) -> Dict[str, str]:
             alt = key[len(p):] if key.startswith(p) else p + key
             lookup.setdefault(alt, key)
     return lookup
-
-
-def _IGNORED_BUFFERS(state):
-    """Non-parameter buffers upstream may save and we recompute (none yet for OPT)."""
-    return [k for k in state if k.endswith("position_ids")]
-
-
-def cast_input(x, dtype, name):  # any float array-like -> ndarray of the compute dtype
-    if x is None:
-        return None
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "fiub":
-        raise ValueError(f"{name} must be a numeric array, got dtype {arr.dtype}")
-    return arr.astype(dtype, copy=False)
-
-
-def read_json(file: Path) -> dict:
-    try:
-        return json.loads(Path(file).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{file} is not valid JSON: {err}") from None

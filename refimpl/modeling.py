@@ -73,5 +73,6 @@ def from_pretrained(path: Union[str, Path], architecture: Optional[str] = None, 
                          f"expected one of {sorted(module.ARCHITECTURES)}")
     state = read_state_dict(path)
     params = match_params(state, module.param_shapes(config, architecture), dtype,
-                          base_prefix=module.BASE_PREFIX, tied=getattr(module, "TIED", None), source=str(path))
+                          base_prefix=module.BASE_PREFIX, tied=getattr(module, "TIED", None),
+                          ignore=getattr(module, "IGNORED_BUFFERS", ()), source=str(path))
     return Model(config, params, architecture, dtype)
