@@ -1,45 +1,99 @@
 """Checkpoint files -> {upstream state-dict name: ndarray}, and the match against a model's parameters.
 
 Two steps, kept apart:
-1. `read_state_dict(path)`: the tensors in the files, under the names the files use.
+1. `read_state_dict(path)`: the tensors in the files, under the names the files use. A directory is
+   searched in upstream's order (modeling_utils.py PreTrainedModel.from_pretrained): model.safetensors,
+   model.safetensors.index.json (shards), pytorch_model.bin, pytorch_model.bin.index.json. The
+   readers live in refimpl/formats/; no torch, no code from the checkpoint is ever run.
 2. `match_params(state, expected, ...)`: the parameters one architecture needs, named as that
    architecture names them (upstream's prefix variants resolved, tied weights filled in), checked
    for shape, and cast to the compute dtype. Anything missing or mis-shaped is an error naming
-   the key; nothing half-loaded is returned.
+   the file and key; nothing half-loaded is returned.
+
+`resolve_checkpoint(name, cache_dir, revision)` turns a repo id ("facebook/opt-125m") into its
+snapshot directory in the Hugging Face cache (offline; see refimpl/formats/hub_cache.py).
 """
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
-from typing import Dict, Iterable, Mapping, Optional, Tuple
+from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
 
+from .formats import CheckpointError
+from .formats.hub_cache import hub_cache_dir, resolve_checkpoint
+from .formats.safetensors_file import read_safetensors
+from .formats.torch_pickle import read_torch_file
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model; the message names file and key."""
-
+__all__ = ["CheckpointError", "StateDict", "read_state_dict", "read_weight_file", "match_params",
+           "resolve_checkpoint", "hub_cache_dir", "read_safetensors", "read_torch_file", "WEIGHT_FILES"]
 
 SAFETENSORS = "model.safetensors"
+WEIGHT_FILES = (SAFETENSORS, "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-def read_state_dict(path) -> Dict[str, np.ndarray]:
-    """Read every tensor of a checkpoint directory (or a single .safetensors file)."""
+class StateDict(dict):
+    """{name: ndarray} that also remembers which file each tensor came from (`files[name]`), for messages."""
+
+    def __init__(self, tensors=(), files: Optional[Mapping[str, str]] = None):
+        super().__init__(tensors)
+        self.files: Dict[str, str] = dict(files or {})
+
+
+def read_state_dict(path) -> StateDict:
+    """Read every tensor of a checkpoint directory, or of one weight file (.safetensors, .bin, .index.json)."""
     path = Path(path)
-    file = path / SAFETENSORS if path.is_dir() else path
-    if not file.exists():
-        raise CheckpointError(f"no weights found: {file} does not exist (expected {SAFETENSORS})")
-    return read_safetensors(file)
+    if path.is_dir():
+        found = [path / name for name in WEIGHT_FILES if (path / name).is_file()]
+        if not found:
+            raise CheckpointError(f"no weights found in {path}: expected one of {', '.join(WEIGHT_FILES)}")
+        path = found[0]
+    elif not path.exists():
+        raise CheckpointError(f"no weights found: {path} does not exist (expected a directory holding "
+                              f"{SAFETENSORS} or another of {', '.join(WEIGHT_FILES[1:])})")
+    return read_weight_file(path)
 
 
-def read_safetensors(file: Path) -> Dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+def read_weight_file(file: Path) -> StateDict:
+    """One file by its name: *.index.json -> its shards; *.safetensors; anything else -> torch.save format."""
+    file = Path(file)
+    if file.name.endswith(".index.json"):
+        return read_sharded(file)
+    reader = read_safetensors if file.suffix == ".safetensors" else read_torch_file
+    tensors = reader(file)
+    return StateDict(tensors, {k: str(file) for k in tensors})
 
+
+def read_sharded(index_file: Path) -> StateDict:
+    """An index ({"weight_map": {name: shard file}}) -> every tensor of every shard, each shard read once."""
     try:
-        return load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{file}: not a readable safetensors file ({err})") from None
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CheckpointError(f"{index_file}: not a readable shard index ({err})") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not (isinstance(weight_map, dict) and weight_map
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items())):
+        raise CheckpointError(f"{index_file}: expected a non-empty \"weight_map\": {{tensor name: shard file}}")
+    state = StateDict()
+    for shard in sorted(set(weight_map.values())):
+        if Path(shard).name != shard:  # save_pretrained writes bare file names next to the index
+            raise CheckpointError(f"{index_file}: shard name {shard!r} must be a file name in the same directory")
+        file = index_file.parent / shard
+        if not file.is_file():
+            raise CheckpointError(f"{index_file}: shard {shard} is missing ({file} does not exist)")
+        tensors = read_weight_file(file)
+        for key in tensors:
+            if key in state:
+                raise CheckpointError(f"{file}: tensor {key!r} is also in {state.files[key]}")
+        state.update(tensors)
+        state.files.update(tensors.files)
+    for key, shard in weight_map.items():
+        if key not in state or Path(state.files[key]).name != shard:
+            where = f"it is in {state.files[key]}" if key in state else "no shard holds it"
+            raise CheckpointError(f"{index_file}: the index puts {key!r} in {shard}, but {where}")
+    return state
 
 
 def match_params(
@@ -50,6 +104,7 @@ def match_params(
     tied: Optional[Mapping[str, str]] = None,
     ignore: Iterable[str] = (),
     source: str = "checkpoint",
+    defaults: Optional[Mapping[str, Callable[[Tuple[int, ...]], np.ndarray]]] = None,
 ) -> Dict[str, np.ndarray]:
     """Pick, rename, check and cast the parameters one architecture needs.
 
@@ -58,42 +113,65 @@ def match_params(
       base model lacks it, one saved from a head has it: both load, either way round.
     tied: {name: source name} for weights upstream ties (lm_head <- embed_tokens) when the file lacks them.
     ignore: name suffixes of buffers upstream may save but we recompute (not reported as unexpected).
+    defaults: {name: shape -> array} for buffers upstream fills in when a file lacks them
+      (its `_keys_to_ignore_on_load_missing`, e.g. LED's `final_logits_bias`, zeros).
+    Float weights (float16, float32, float64, bfloat16 already decoded) are cast to `dtype`; a
+    non-float weight where a float is expected is an error.
     """
     dtype = np.dtype(dtype)
-    tied = dict(tied or {})
-    lookup = _prefix_variants(state, base_prefix)
+    tied, defaults = dict(tied or {}), dict(defaults or {})
+    files = getattr(state, "files", {})
+    lookup = _name_variants(state, base_prefix)
     params, missing, used = {}, [], set()
     for name, shape in expected.items():
         key = lookup.get(name)
         if key is None and name in tied and lookup.get(tied[name]) is not None:
             key = lookup[tied[name]]
+        if key is None and name in defaults:
+            params[name] = np.ascontiguousarray(defaults[name](tuple(shape)), dtype=dtype)
+            continue
         if key is None:
             missing.append(f"{name} {tuple(shape)}")
             continue
-        array = state[key]
+        array, where = state[key], files.get(key, source)
         if tuple(array.shape) != tuple(shape):
-            raise CheckpointError(
-                f"{source}: weight {key!r} has shape {tuple(array.shape)}, but the config expects {tuple(shape)} for {name!r}"
-            )
+            raise CheckpointError(f"{where}: weight {key!r} has shape {tuple(array.shape)}, but the config "
+                                  f"expects {tuple(shape)} for {name!r}")
         if array.dtype.kind != "f":
-            raise CheckpointError(f"{source}: weight {key!r} has dtype {array.dtype}, expected a floating-point tensor")
+            raise CheckpointError(f"{where}: weight {key!r} has dtype {array.dtype}, expected a floating-point tensor")
         params[name] = np.ascontiguousarray(array, dtype=dtype)
         used.add(key)
     if missing:
         raise CheckpointError(f"{source}: missing weights: " + ", ".join(missing))
     unexpected = sorted(k for k in set(state) - used if not k.endswith(tuple(ignore)))
-    if unexpected:
+    if unexpected:  # one warning per load, listing them all
         warnings.warn(f"{source}: ignoring {len(unexpected)} unexpected weights: {', '.join(unexpected[:8])}"
                       + (" ..." if len(unexpected) > 8 else ""), stacklevel=3)
     return params
 
 
-def _prefix_variants(state: Iterable[str], base_prefix: str) -> Dict[str, str]:
-    """{name the model may ask for: key in the file}, adding/removing the base-model prefix."""
+def _name_variants(state: Iterable[str], base_prefix: str) -> Dict[str, str]:
+    """{name the model may ask for: key in the file}: the key itself, then upstream's renames.
+
+    modeling_utils.py _load_pretrained_model: `_fix_key` renames "gamma" -> "weight" and "beta" -> "bias"
+    (old TF-style LayerNorm names), and the base-model prefix is added or removed so that a base model
+    loads a head checkpoint and a head model loads a base checkpoint. Exact names win over variants.
+    """
     lookup = {k: k for k in state}
+    fixed = {k: _fix_key(k) for k in state}
+    for key, new in fixed.items():
+        lookup.setdefault(new, key)
     if base_prefix:
         p = base_prefix + "."
-        for key in state:
-            alt = key[len(p):] if key.startswith(p) else p + key
-            lookup.setdefault(alt, key)
+        for key, new in fixed.items():
+            for name in (key, new):
+                lookup.setdefault(name[len(p):] if name.startswith(p) else p + name, key)
     return lookup
+
+
+def _fix_key(key: str) -> str:  # modeling_utils.py _fix_key (substring replace, as upstream; beta first)
+    if "beta" in key:
+        return key.replace("beta", "bias")
+    if "gamma" in key:
+        return key.replace("gamma", "weight")
+    return key

@@ -10,7 +10,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .checkpoint import match_params, read_state_dict
+from .checkpoint import match_params, read_state_dict, resolve_checkpoint
 from .config import BaseConfig, load_config
 from .models import family_module
 
@@ -57,14 +57,19 @@ def default_architecture(config: BaseConfig) -> str:
     return next(iter(module.ARCHITECTURES))  # the base model comes first
 
 
-def from_pretrained(path: Union[str, Path], architecture: Optional[str] = None, dtype="float32") -> Model:
+def from_pretrained(path: Union[str, Path], architecture: Optional[str] = None, dtype="float32",
+                    cache_dir=None, revision: Optional[str] = None) -> Model:
     """Load a checkpoint directory saved by upstream's `save_pretrained` (config.json + weights).
+
+    path: a directory, or a repo id ("facebook/opt-125m") already in the Hugging Face cache
+    (`cache_dir`, else the standard environment variables; `revision` defaults to "main"); never downloads.
 
     architecture: the upstream class name whose head to build (default: the config's first
     `architectures` entry). dtype: "float32" (default) or "float64"; every weight is cast to it once
     and all computation happens in it.
     """
     dtype = resolve_dtype(dtype)
+    path = resolve_checkpoint(path, cache_dir=cache_dir, revision=revision)
     config = load_config(path)
     architecture = architecture or default_architecture(config)
     module = family_module(config.model_type)

@@ -88,6 +88,43 @@ def tanh(x):
     return np.tanh(x)
 
 
+# The rest of transformers.activations.ACT2CLS (4.37.2), so any `activation_function` upstream accepts works.
+
+
+def gelu_10(x):  # ClippedGELUActivation(min=-10, max=10): clip(gelu(x), -10, 10)
+    return np.clip(gelu(x), x.dtype.type(-10), x.dtype.type(10))
+
+
+def gelu_accurate(x):  # AccurateGELUActivation: the tanh formula of gelu_new
+    return gelu_new(x)
+
+
+def laplace(x, mu=0.707107, sigma=0.282095):  # LaplaceActivation: 0.5 * (1 + erf((x - mu) / (sigma sqrt 2)))
+    z = (x - x.dtype.type(mu)) / x.dtype.type(sigma * math.sqrt(2.0))
+    return x.dtype.type(0.5) * (x.dtype.type(1) + _erf(z))
+
+
+def leaky_relu(x):  # torch.nn.LeakyReLU() default negative_slope 0.01
+    return np.where(x >= 0, x, x * x.dtype.type(0.01))
+
+
+def identity(x):  # LinearActivation ("linear")
+    return x
+
+
+def mish(x):  # torch.nn.functional.mish: x * tanh(softplus(x))
+    return x * np.tanh(np.logaddexp(x.dtype.type(0), x))
+
+
+def relu2(x):  # ReLUSquaredActivation
+    r = relu(x)
+    return r * r
+
+
+def relu6(x):  # torch.nn.ReLU6
+    return np.clip(x, x.dtype.type(0), x.dtype.type(6))
+
+
 def _erf_taylor_table(step=1.0 / 256, limit=6.0, order=6):  # -> (anchors [N], coefficients [N, order+1])
     """Taylor coefficients of erf around anchors x0 = 0, step, 2 step, ..., limit.
 
@@ -141,6 +178,15 @@ ACTIVATIONS = {
     "silu": silu,
     "swish": silu,
     "tanh": tanh,
+    "gelu_10": gelu_10,
+    "gelu_python": gelu,  # GELUActivation(use_gelu_python=True): the same erf formula
+    "gelu_accurate": gelu_accurate,
+    "laplace": laplace,
+    "leaky_relu": leaky_relu,
+    "linear": identity,
+    "mish": mish,
+    "relu2": relu2,
+    "relu6": relu6,
 }
 
 
@@ -205,7 +251,7 @@ def cross_entropy(logits, labels, ignore_index=-100):  # logits [N, C], labels [
     With every row ignored torch returns nan (0/0); so does this.
     """
     labels = np.asarray(labels).reshape(-1)
-    logits = logits.reshape(labels.shape[0], -1)
+    logits = logits.reshape(-1, logits.shape[-1])
     keep = labels != ignore_index
     if np.any(keep & ((labels < 0) | (labels >= logits.shape[-1]))):
         bad = labels[keep & ((labels < 0) | (labels >= logits.shape[-1]))][0]

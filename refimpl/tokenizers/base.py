@@ -699,13 +699,8 @@ class Tokenizer:
             return BatchEncoding({"input_ids": [], "attention_mask": []}) if return_attention_mask is not False \
                 else BatchEncoding({"input_ids": []})
         batch = {k: [r[k] for r in rows] for k in rows[0]}
-        lengths = batch.pop("length", None)
-        out = self.pad(batch, padding=pad, max_length=max_length, pad_to_multiple_of=pad_to_multiple_of,
-                       return_attention_mask=return_attention_mask, return_tensors=return_tensors)
-        if lengths is not None:
-            out["length"] = np.asarray(lengths, dtype=np.int64) if isinstance(out["input_ids"], np.ndarray) \
-                else lengths
-        return out
+        return self.pad(batch, padding=pad, max_length=max_length, pad_to_multiple_of=pad_to_multiple_of,
+                        return_attention_mask=return_attention_mask, return_tensors=return_tensors)
 
     def encode(self, text, text_pair=None, add_special_tokens: bool = True, padding=False, truncation=None,
                max_length=None, stride=0, return_tensors=None, **kwargs):

@@ -1,0 +1,267 @@
+"""Numba twins of refimpl's hot loops. Optional: `HAVE_NUMBA` is False when numba is missing.
+
+Each kernel mirrors one NumPy function (same signature, same result within rounding):
+  banded_attention_numba  <->  refimpl.banded_attention.banded_attention_numpy
+
+Rules for the kernels here: `cache=True` (compiled once per machine, stored in __pycache__),
+`fastmath=False` (no reassociation: results stay a fixed, documented sum order), float32 stays
+float32 (scalars are made from arrays of the right dtype, never from Python float literals).
+
+Matrix products inside the kernels are `np.dot` on contiguous 2-D blocks, which Numba maps to
+BLAS through `scipy.linalg.cython_blas`; so the Numba path needs scipy too (numba's own
+requirement for np.dot). The kernel runs one block per thread (`prange`), so the BLAS called from
+inside must be single-threaded: a multi-threaded OpenBLAS called from two worker threads on two
+cores runs ~10x slower (measured: 5 vs 65 GFLOP/s). `_single_threaded_blas` sets scipy's OpenBLAS
+to one thread for the duration of the call and restores it afterwards.
+"""
+
+import contextlib
+import ctypes
+import glob
+import os
+
+import numpy as np
+
+from refimpl.banded_attention import (UPSTREAM_SOFTMAX_DTYPE, _check_inputs, default_block_size)
+
+try:  # numba, and scipy's BLAS which numba's np.dot calls
+    import numba
+    from numba import njit, prange, types
+    from numba.extending import intrinsic
+    from llvmlite import ir as llvm_ir
+    import scipy.linalg.cython_blas  # noqa: F401  (numba's np.dot needs it)
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - exercised by monkeypatching HAVE_NUMBA in the tests
+    numba = None
+    HAVE_NUMBA = False
+
+
+# ----------------------------------------------------------------------------------------------
+# BLAS threads
+# ----------------------------------------------------------------------------------------------
+
+def _find_scipy_openblas():
+    """-> (get_num_threads, set_num_threads) ctypes functions of scipy's bundled OpenBLAS, or None."""
+    try:
+        import scipy
+    except ImportError:
+        return None
+    libdir = os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy.libs")
+    for path in sorted(glob.glob(os.path.join(libdir, "*openblas*"))):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for get_name, set_name in (("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+                                   ("openblas_get_num_threads", "openblas_set_num_threads")):
+            if hasattr(lib, get_name) and hasattr(lib, set_name):
+                get_fn, set_fn = getattr(lib, get_name), getattr(lib, set_name)
+                get_fn.restype, set_fn.argtypes = ctypes.c_int, [ctypes.c_int]
+                return get_fn, set_fn
+    return None
+
+
+_SCIPY_OPENBLAS = _find_scipy_openblas() if HAVE_NUMBA else None
+
+
+@contextlib.contextmanager
+def _single_threaded_blas():
+    """Run the body with scipy's OpenBLAS on one thread (the kernel parallelises over blocks)."""
+    if _SCIPY_OPENBLAS is None:
+        yield
+        return
+    get_fn, set_fn = _SCIPY_OPENBLAS
+    previous = get_fn()
+    set_fn(1)
+    try:
+        yield
+    finally:
+        set_fn(previous)
+
+
+# ----------------------------------------------------------------------------------------------
+# Banded attention
+# ----------------------------------------------------------------------------------------------
+
+if HAVE_NUMBA:
+
+    @intrinsic
+    def _i32_as_f32(typingctx, x):
+        """int32 bits -> float32 with the same bits (a register bitcast; keeps loops vectorisable)."""
+        sig = types.float32(types.int32)
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], llvm_ir.FloatType())
+        return sig, codegen
+
+    @njit(cache=True, fastmath=False, nogil=True)
+    def _exp_f32_inplace(buf, n):
+        """buf[:n] <- exp(buf[:n]) in float32, for x <= 0 (softmax after max-subtraction).
+
+        Cephes `expf` (range reduction x = n ln2 + r, degree-6 polynomial, 2^n built from its bits):
+        max error 0.97 ulp on [-100, 0] (numpy's float32 exp here: 2.5 ulp), exp(-inf) = 0,
+        NaN stays NaN, results below 2^-126 flush to 0. Pure arithmetic, so LLVM vectorises it
+        without fastmath; the libm call `np.exp` is scalar (5-6x slower on this loop).
+        """
+        for t in range(n):
+            x = buf[t]
+            fx = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
+            r = x - fx * np.float32(0.693359375) - fx * np.float32(-2.12194440e-4)
+            y = ((((np.float32(1.9875691500e-4) * r + np.float32(1.3981999507e-3)) * r
+                   + np.float32(8.3334519073e-3)) * r + np.float32(4.1665795894e-2)) * r
+                 + np.float32(1.6666665459e-1)) * r + np.float32(5.0000001201e-1)
+            y = y * (r * r) + r + np.float32(1.0)
+            two_n = _i32_as_f32(max(np.int32(fx) + np.int32(127), np.int32(1)) << np.int32(23))
+            buf[t] = np.float32(0.0) if x < np.float32(-87.33654) else y * two_n
+
+    @njit(cache=True, fastmath=False, nogil=True)
+    def _max_4_lanes(buf, n):
+        """max(buf[:n]), n >= 1, from 4 running maxima (independent chains; max itself is exact)."""
+        m0 = m1 = m2 = m3 = buf[0]
+        n4 = n - n % 4
+        for t in range(0, n4, 4):
+            m0 = buf[t] if buf[t] > m0 else m0
+            m1 = buf[t + 1] if buf[t + 1] > m1 else m1
+            m2 = buf[t + 2] if buf[t + 2] > m2 else m2
+            m3 = buf[t + 3] if buf[t + 3] > m3 else m3
+        for t in range(n4, n):
+            m0 = buf[t] if buf[t] > m0 else m0
+        m0 = m1 if m1 > m0 else m0
+        m2 = m3 if m3 > m2 else m2
+        return m2 if m2 > m0 else m0
+
+    @njit(cache=True, fastmath=False, nogil=True)
+    def _sum_4_lanes(buf, n):
+        """sum(buf[:n]) as 4 strided partial sums, combined (s0 + s1) + (s2 + s3), plus the tail:
+        a fixed summation order (fastmath=False forbids LLVM to reorder it)."""
+        s0 = s1 = s2 = s3 = buf[0] - buf[0]
+        n4 = n - n % 4
+        for t in range(0, n4, 4):
+            s0 += buf[t]
+            s1 += buf[t + 1]
+            s2 += buf[t + 2]
+            s3 += buf[t + 3]
+        tot = (s0 + s1) + (s2 + s3)
+        for t in range(n4, n):
+            tot += buf[t]
+        return tot
+
+    @njit(cache=True, fastmath=False, nogil=True)
+    def _softmax_block_rows(S, G, key_bias_b, global_bias_b, masked_b, s0, k0, w, sm_proto, fast_exp,
+                            P, PG):
+        """One query block: scores S [nb, nk], G [nb, X] -> probabilities P [nb, nk], PG [nb, X].
+
+        Row r is query i = s0 + r; column c is key j = k0 + c; band: |i - j| <= w, else p = 0.
+        Scores get the key bias (input dtype), are cast to the softmax dtype (sm_proto.dtype;
+        upstream: float32), then max-subtract, exp, sum, times 1/sum, cast back into P.
+        fast_exp: use _exp_f32_inplace (only when the softmax dtype is float32), else np.exp.
+        """
+        nb, nk = S.shape
+        X = G.shape[1]
+        buf = np.empty(X + 2 * w + 1, sm_proto.dtype)                 # [X + 2w + 1] one row
+        one = np.ones(1, sm_proto.dtype)[0]
+        for r in range(nb):
+            i = s0 + r
+            lo = max(0, i - w - k0)                                   # first band column
+            hi = min(nk, i + w + 1 - k0)                              # one past the last
+            n = X + hi - lo
+            if masked_b[i]:                                           # upstream masked_fill(..., 0)
+                P[r, :] = 0
+                PG[r, :] = 0
+                continue
+            # 1-D slices with non-negative loop indices: numba then emits no negative-index
+            # wraparound checks and LLVM vectorises the loops (2x faster than S[r, c] indexing)
+            s_band = S[r, lo:hi]                                      # [hi - lo]
+            b_band = key_bias_b[k0 + lo:k0 + hi]                      # [hi - lo]
+            g_row = G[r]                                              # [X]
+            for x in range(X):
+                buf[x] = g_row[x] + global_bias_b[x]
+            for t in range(hi - lo):
+                buf[X + t] = s_band[t] + b_band[t]
+            mx = _max_4_lanes(buf, n)
+            for t in range(n):
+                buf[t] = buf[t] - mx
+            if fast_exp:
+                _exp_f32_inplace(buf, n)
+            else:
+                for t in range(n):
+                    buf[t] = np.exp(buf[t])
+            inv = one / _sum_4_lanes(buf, n)
+            pg_row = PG[r]                                            # [X]
+            for x in range(X):
+                pg_row[x] = buf[x] * inv
+            P[r, :lo] = 0                                             # outside the band
+            P[r, hi:] = 0
+            p_band = P[r, lo:hi]                                      # [hi - lo]
+            for t in range(hi - lo):
+                p_band[t] = buf[X + t] * inv
+
+    @njit(cache=True, fastmath=False, parallel=True)
+    def _banded_attention_kernel(q, k, v, gk, gv, key_bias, global_bias, query_masked, w, bs,
+                                 sm_proto, fast_exp, want_probs, context, probs):
+        """q, k, v [B, H, T, d] (C-contiguous) -> context [B, H, T, d] (and probs, if want_probs).
+
+        prange over (batch x head x query block); per block: S = Q_blk K_win^T (BLAS), the masked
+        softmax row by row, context = P V_win + PG V_global (BLAS).
+        """
+        B, H, T, d = q.shape
+        X = gk.shape[2]
+        n_blocks = (T + bs - 1) // bs
+        for item in prange(B * H * n_blocks):
+            bh = item // n_blocks
+            b = bh // H
+            h = bh % H
+            s0 = (item % n_blocks) * bs
+            e0 = min(s0 + bs, T)
+            k0 = max(0, s0 - w)
+            k1 = min(T, e0 + w)
+            qb = q[b, h, s0:e0]                                       # [nb, d]
+            S = np.dot(qb, k[b, h, k0:k1].T)                           # [nb, nk]
+            G = np.dot(qb, gk[b, h].T)                                 # [nb, X]
+            P = np.empty_like(S)
+            PG = np.empty_like(G)
+            _softmax_block_rows(S, G, key_bias[b], global_bias[b], query_masked[b], s0, k0, w,
+                                sm_proto, fast_exp, P, PG)
+            ctx = np.dot(P, v[b, h, k0:k1])                            # [nb, d]
+            if X > 0:
+                ctx += np.dot(PG, gv[b, h])
+            context[b, h, s0:e0] = ctx
+            if want_probs:
+                for r in range(e0 - s0):
+                    i = s0 + r
+                    for x in range(X):
+                        probs[b, h, i, x] = PG[r, x]
+                    for s in range(2 * w + 1):
+                        c = i - w + s - k0                             # band slot s <-> key i - w + s
+                        if c >= 0 and c < k1 - k0:
+                            probs[b, h, i, X + s] = P[r, c]
+
+
+def banded_attention_numba(q, k, v, one_sided_window, key_bias=None, query_masked=None,
+                           global_k=None, global_v=None, global_bias=None, *,
+                           output_probs=False, softmax_dtype=UPSTREAM_SOFTMAX_DTYPE, block_size=None):
+    """q, k, v [B, H, T, d] -> context [B, H, T, d], probs [B, H, T, X + 2w + 1] or None.
+
+    Numba twin of refimpl.banded_attention.banded_attention_numpy (same arguments, same result).
+    """
+    if not HAVE_NUMBA:
+        raise ValueError("banded_attention_numba needs numba and scipy (pip install numba scipy)")
+    key_bias, query_masked, gk, gv, global_bias, sm_dtype = _check_inputs(
+        q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias, softmax_dtype)
+    w = int(one_sided_window)
+    B, H, T, d = q.shape
+    X = gk.shape[2]
+    bs = default_block_size(T, w) if block_size is None else int(block_size)
+    if bs < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    q, k, v, gk, gv = (np.ascontiguousarray(a) for a in (q, k, v, gk, gv))
+    key_bias, global_bias = np.ascontiguousarray(key_bias), np.ascontiguousarray(global_bias)
+    query_masked = np.ascontiguousarray(query_masked)
+    context = np.empty((B, H, T, d), q.dtype)
+    # probs are written only when asked; otherwise a 1-element dummy keeps the kernel's types fixed
+    probs = np.zeros((B, H, T, X + 2 * w + 1) if output_probs else (1, 1, 1, 1), q.dtype)
+    sm_proto = np.zeros(1, sm_dtype)
+    with _single_threaded_blas():
+        _banded_attention_kernel(q, k, v, gk, gv, key_bias, global_bias, query_masked, w, bs,
+                                 sm_proto, sm_dtype == np.float32, bool(output_probs), context, probs)
+    return context, (probs if output_probs else None)

@@ -1,0 +1,261 @@
+"""XGLM (transformers 4.37.2 `modeling_xglm.py`): a pre-LN decoder-only transformer with sinusoidal positions.
+
+    ids -> embed_tokens * embed_scale + sinusoid(position + 2) -> N x decoder layer (pre-LN)
+        -> layer_norm -> lm_head (tied to embed_tokens)
+
+The decoder layer, attention and the loop over layers are the ones OPT uses (refimpl.layers);
+XGLM differs only in its embeddings, its position ids and its loss. Parameter names are upstream's
+state-dict names: the base model (`XGLMModel`) owns `embed_tokens.*`, `layers.*`, `layer_norm.*`;
+`XGLMForCausalLM` keeps them under `model.` and adds `lm_head.weight`.
+
+The position table is never stored: the rows a call needs are computed from the formula.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import inputs
+from ..layers import check_head_mask, decoder_layer, norm, run_decoder_stack, sub
+from ..ops import activation, causal_padding_mask, cross_entropy, embedding, linear, padding_mask
+from ..outputs import BaseModelOutputWithPastAndCrossAttentions, CausalLMOutputWithCrossAttentions
+
+BASE_PREFIX = "model"  # XGLMPreTrainedModel.base_model_prefix
+POSITION_OFFSET = 2  # XGLMSinusoidalPositionalEmbedding.offset
+# The sinusoid buffer is not persistent upstream; fairseq conversions may still carry these.
+IGNORED_BUFFERS = ("embed_positions.weights", "embed_positions._float_tensor")
+
+
+# ---------------------------------------------------------------- parameters
+
+
+def param_shapes(cfg, architecture):  # -> {name: shape} of every weight the architecture uses
+    D, F, V = cfg.d_model, cfg.ffn_dim, cfg.vocab_size
+    shapes = {"embed_tokens.weight": (V, D), "layer_norm.weight": (D,), "layer_norm.bias": (D,)}
+    attentions = ("self_attn", "encoder_attn") if cfg.add_cross_attention else ("self_attn",)
+    for i in range(cfg.num_layers):
+        layer = f"layers.{i}."
+        linears = {"fc1": (F, D), "fc2": (D, F)}
+        for attn in attentions:  # XGLMDecoderLayer: encoder_attn only when config.add_cross_attention
+            linears.update({f"{attn}.{proj}": (D, D) for proj in ("q_proj", "k_proj", "v_proj", "out_proj")})
+        for name, shape in linears.items():
+            shapes[layer + name + ".weight"] = shape
+            shapes[layer + name + ".bias"] = shape[:1]
+        for name in (*(f"{attn}_layer_norm" for attn in attentions), "final_layer_norm"):
+            shapes[layer + name + ".weight"] = (D,)
+            shapes[layer + name + ".bias"] = (D,)
+    if architecture == "XGLMModel":
+        return shapes
+    shapes = {f"{BASE_PREFIX}.{k}": v for k, v in shapes.items()}
+    shapes["lm_head.weight"] = (V, D)
+    return shapes
+
+
+TIED = {"lm_head.weight": f"{BASE_PREFIX}.embed_tokens.weight"}  # XGLMForCausalLM._tied_weights_keys
+
+
+# ---------------------------------------------------------------- positions
+
+
+def sinusoid_rows(rows, dim, padding_idx=None):  # rows [...] int -> [..., dim] float32
+    """Rows of XGLMSinusoidalPositionalEmbedding.get_embedding's table, computed only where asked.
+
+    row r, column k < half:  sin(r * f_k);  column half + k: cos(r * f_k)   (halves, not interleaved)
+    f_k = exp(-k * ln(10000) / (half - 1)), half = dim // 2; an odd dim gets a zero last column;
+    the row `padding_idx` is all zeros. Rows are table rows, i.e. position + 2.
+
+    Upstream computes the table in float32 whatever the model dtype (`dtype=torch.float`, then cast),
+    so these are float32 values: the step, k * step, f_k and r * f_k are rounded to float32 as upstream
+    rounds them; exp, sin and cos are evaluated in float64 and rounded once to float32 (correctly
+    rounded). torch's float32 exp/sin/cos (MKL VML, high-accuracy mode) are within 1 ulp but not
+    correctly rounded, so a few percent of upstream's entries differ from these by one float32 ulp.
+    """
+    half = dim // 2
+    if half < 2:  # upstream divides by half - 1
+        raise ValueError(f"the sinusoidal position table needs d_model >= 4, got {dim}")
+    rows = np.asarray(rows)
+    step = np.float32(math.log(10000) / (half - 1))
+    exponent = np.arange(half, dtype=np.float32) * -step  # [half] float32, as torch rounds it
+    freq = np.exp(exponent.astype(np.float64)).astype(np.float32)  # [half]
+    angle = (rows.astype(np.float32)[..., None] * freq).astype(np.float64)  # [..., half], float32 product
+    parts = [np.sin(angle).astype(np.float32), np.cos(angle).astype(np.float32)]  # [..., half] each
+    if dim % 2 == 1:
+        parts.append(np.zeros(rows.shape + (1,), dtype=np.float32))
+    table = np.concatenate(parts, axis=-1)  # [..., dim]
+    if padding_idx is not None:
+        table[rows == padding_idx] = 0
+    return table
+
+
+def forward_position_ids(past_length, length):  # -> [1, T]
+    """XGLMModel.forward without position_ids: arange(past, past + T) for every row, padding ignored."""
+    return np.arange(past_length, past_length + length, dtype=np.int64)[None, :]
+
+
+def generation_position_ids(attention_mask, query_length=None):  # [B, S] 0/1 -> [B, S] or [B, query_length]
+    """XGLMForCausalLM.prepare_inputs_for_generation: cumsum(mask) - 1 with pads set to 1.
+
+    With a cache upstream keeps the last `query_length` columns (the tokens being fed). Unlike
+    forward()'s default, the first real token of a left-padded row gets position 0. Pads get 1,
+    not -1: they read table row 3, a real sinusoid row, not the zero padding row.
+    """
+    attention_mask = np.asarray(attention_mask).astype(np.int64)
+    positions = np.cumsum(attention_mask, axis=-1) - 1  # [B, S]
+    positions[attention_mask == 0] = 1
+    if query_length is not None:
+        positions = positions[:, positions.shape[1] - query_length:]
+    return positions
+
+
+def position_embeddings(cfg, position_ids, batch, length, past_length, dtype):  # -> [1 or B, T, D]
+    """XGLMSinusoidalPositionalEmbedding.forward for position ids [1 or B, T] (not changed in place).
+
+    Upstream adds the offset with `position_ids += 2`, mutating the caller's tensor; here a new array
+    holds the rows. A fresh upstream table has max(max_position_embeddings, T + past) + 2 rows (it is
+    regrown for long inputs); rows outside it are refused as upstream's index_select refuses them.
+    """
+    if position_ids is None:
+        position_ids = forward_position_ids(past_length, length)
+    position_ids = inputs.ids(position_ids, "position_ids")
+    if position_ids.shape[1] != length or position_ids.shape[0] not in (1, batch):
+        raise ValueError(f"position_ids must have shape ({batch}, {length}) or (1, {length}), got {position_ids.shape}")
+    rows = position_ids + POSITION_OFFSET  # [1 or B, T]
+    table_rows = max(cfg.max_position_embeddings, length + past_length) + POSITION_OFFSET
+    if rows.min() < 0 or rows.max() >= table_rows:
+        raise ValueError(f"position_ids must lie in -{POSITION_OFFSET}..{table_rows - POSITION_OFFSET - 1} "
+                         f"(the sinusoid table has {table_rows} rows, offset {POSITION_OFFSET}); "
+                         f"got {int(position_ids.min())}..{int(position_ids.max())}")
+    return sinusoid_rows(rows, cfg.d_model, cfg.pad_token_id).astype(dtype)  # [1 or B, T, D]
+
+
+# ---------------------------------------------------------------- base model
+
+
+def xglm_model(p, cfg, input_ids=None, attention_mask=None, position_ids=None, encoder_hidden_states=None,
+               encoder_attention_mask=None, head_mask=None, cross_attn_head_mask=None, past_key_values=None,
+               inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None):
+    """XGLMModel.forward. input_ids [B, T] -> BaseModelOutputWithPastAndCrossAttentions.
+
+    last_hidden_state [B, T, D] (after the final LayerNorm); past_key_values: per layer (k, v), plus
+    (cross_k, cross_v) with encoder states, each [B, H, S, d]; hidden_states: L+1 entries, the last
+    after the final LayerNorm; attentions [B, H, T, S]; cross_attentions [B, H, T, S_enc].
+    """
+    dtype = p["embed_tokens.weight"].dtype
+    use_cache = cfg.use_cache if use_cache is None else use_cache
+    output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
+    output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
+
+    inputs.one_of(input_ids, inputs_embeds)
+    if input_ids is not None:
+        input_ids = inputs.ids(input_ids, vocab_size=cfg.vocab_size)
+        x = embedding(input_ids, p["embed_tokens.weight"])  # [B, T, D]
+        if cfg.scale_embedding:  # XGLMModel.embed_scale; inputs_embeds are taken as given (not scaled)
+            x = x * dtype.type(math.sqrt(cfg.d_model))
+    else:
+        x = inputs.floats(inputs_embeds, dtype, "inputs_embeds")
+        if x.ndim != 3 or x.shape[-1] != cfg.d_model:
+            raise ValueError(f"inputs_embeds must have shape (batch, sequence, {cfg.d_model}), got {x.shape}")
+    batch, length = x.shape[:2]
+    past_length = _past_length(past_key_values, cfg.num_layers, batch)
+
+    if attention_mask is None:
+        attention_mask = np.ones((batch, past_length + length), dtype=np.int64)
+    attention_mask = inputs.mask(attention_mask, (batch, past_length + length),
+                                 "attention_mask (it must span past + current tokens)")
+    head_mask = check_head_mask(inputs.floats(head_mask, dtype, "head_mask"), cfg.num_layers, cfg.attention_heads)
+
+    encoder_states, encoder_mask = _encoder_inputs(cfg, encoder_hidden_states, encoder_attention_mask, batch, dtype)
+    cross_head_mask = check_head_mask(inputs.floats(cross_attn_head_mask, dtype, "cross_attn_head_mask"),
+                                      cfg.num_layers, cfg.attention_heads, "cross_attn_head_mask")
+
+    x = x + position_embeddings(cfg, position_ids, batch, length, past_length, dtype)  # [B, T, D]
+    mask = causal_padding_mask(attention_mask, length, dtype)  # [B, 1, T, S]
+    act = activation(cfg.activation_function)
+    layers = [sub(p, f"layers.{i}") for i in range(cfg.num_layers)]
+
+    def layer_fn(lp, x, past, layer_head_mask, layer_cross_head_mask):
+        # XGLMAttention clamps scores at finfo.min after adding the mask, as OPTAttention does
+        return decoder_layer(lp, x, cfg.attention_heads, act, mask, norm_first=True, past=past,
+                             head_mask=layer_head_mask, encoder_states=encoder_states, encoder_mask=encoder_mask,
+                             cross_head_mask=layer_cross_head_mask, clamp_to_min=True)
+
+    x, hidden, attentions, cross, cache = run_decoder_stack(
+        layers, x, layer_fn, past_key_values=past_key_values, head_mask=head_mask, cross_head_mask=cross_head_mask,
+        use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+
+    x = norm(p, "layer_norm", x)
+    if output_hidden_states:
+        hidden = tuple(hidden) + (x,)
+    return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=x, past_key_values=cache,
+                                                     hidden_states=hidden, attentions=attentions,
+                                                     cross_attentions=cross)
+
+
+def _encoder_inputs(cfg, states, mask, batch, dtype):  # -> (states [B, S, D], mask [B, 1, 1, S] additive) or Nones
+    """XGLMModel.forward: cross-attention inputs; the mask only when given (else no mask, no clamp)."""
+    if states is None:  # upstream ignores an encoder_attention_mask without encoder states
+        return None, None
+    if not cfg.add_cross_attention:
+        raise ValueError("encoder_hidden_states needs a model with cross-attention layers (add_cross_attention=True)")
+    states = inputs.floats(states, dtype, "encoder_hidden_states")
+    if states.ndim != 3 or states.shape[0] != batch or states.shape[2] != cfg.d_model:
+        raise ValueError(f"encoder_hidden_states must have shape ({batch}, source, {cfg.d_model}), got {states.shape}")
+    if mask is not None:  # _prepare_4d_attention_mask: 0 where attended, finfo.min where not
+        mask = padding_mask(inputs.mask(mask, states.shape[:2], "encoder_attention_mask"), dtype)
+    return states, mask
+
+
+def _past_length(past_key_values, num_layers, batch):
+    if past_key_values is None:
+        return 0
+    if len(past_key_values) != num_layers:
+        raise ValueError(f"past_key_values must hold one tuple per layer ({num_layers}), got {len(past_key_values)}")
+    k = past_key_values[0][0]
+    if k.ndim != 4 or k.shape[0] != batch:
+        raise ValueError(f"past_key_values[0][0] must have shape (batch={batch}, heads, past, head_dim), got {k.shape}")
+    return k.shape[2]
+
+
+# ---------------------------------------------------------------- head
+
+
+def shift_labels_left(labels, pad_token_id):  # [B, T] -> [B, T]
+    """XGLMForCausalLM.forward: labels[:, 1:] then pad_token_id in the last slot (not -100).
+
+    Upstream quirk, reproduced: the last position of every row is trained to predict the pad token,
+    so that term enters the mean; -100 elsewhere is still ignored.
+    """
+    if pad_token_id is None:
+        raise ValueError("the XGLM loss fills the last label slot with pad_token_id, but the config has none")
+    shifted = np.empty_like(labels)
+    shifted[:, :-1] = labels[:, 1:]
+    shifted[:, -1] = pad_token_id
+    return shifted
+
+
+def xglm_for_causal_lm(p, cfg, input_ids=None, attention_mask=None, position_ids=None, encoder_hidden_states=None,
+                       encoder_attention_mask=None, head_mask=None, cross_attn_head_mask=None, past_key_values=None,
+                       inputs_embeds=None, labels=None, use_cache=None, output_attentions=None,
+                       output_hidden_states=None):
+    """XGLMForCausalLM. -> CausalLMOutputWithCrossAttentions; logits [B, T, V]; loss: see shift_labels_left."""
+    out = xglm_model(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, position_ids, encoder_hidden_states,
+                     encoder_attention_mask, head_mask, cross_attn_head_mask, past_key_values, inputs_embeds,
+                     use_cache, output_attentions, output_hidden_states)
+    logits = linear(out.last_hidden_state, p["lm_head.weight"])  # [B, T, V]
+    loss = None
+    if labels is not None:
+        labels = inputs.ids(labels, "labels")
+        if labels.shape != logits.shape[:2]:
+            raise ValueError(f"labels must have shape {logits.shape[:2]} (batch, sequence), got {labels.shape}")
+        shifted = shift_labels_left(labels, cfg.pad_token_id)
+        loss = cross_entropy(logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1))  # [B*T, V], [B*T]
+    return CausalLMOutputWithCrossAttentions(loss=loss, logits=logits, past_key_values=out.past_key_values,
+                                             hidden_states=out.hidden_states, attentions=out.attentions,
+                                             cross_attentions=out.cross_attentions)
+
+
+ARCHITECTURES = {
+    "XGLMModel": xglm_model,
+    "XGLMForCausalLM": xglm_for_causal_lm,
+}

@@ -1,0 +1,34 @@
+"""Live differential checks against upstream (torch + transformers 4.37.2), shared by every family.
+
+`live_problems(model, case, tmp_path)` saves an upstream model with save_pretrained, runs the case
+upstream in float32 and float64 (golden/common.py, the same code the golden capture uses) and with
+refimpl, and returns the comparison failures (tests/golden.py). Import this module only after
+`pytest.importorskip("torch")`.
+"""
+import sys
+
+import numpy as np
+
+from golden import GOLDEN, GoldenCase, run_case
+
+sys.path.insert(0, str(GOLDEN))
+from common import Case, Step, randomize_, run_both_dtypes  # noqa: E402,F401  (re-exported for tests)
+
+import refimpl  # noqa: E402
+
+
+def live_problems(model, case: Case, tmp_path, architecture=None):
+    model.eval()
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    tensors = {f"{case.name}/{k}": v for k, v in run_both_dtypes(model, case).items()}
+    for s, step in enumerate(case.steps):
+        for arg, value in step.arrays.items():
+            value = np.asarray(value)
+            tensors[f"{case.name}/{s}/input/{arg}"] = value.astype(np.float64) if value.dtype.kind == "f" else value
+    steps = [{"arrays": sorted(st.arrays), "kwargs": st.kwargs, "use_past": st.use_past} for st in case.steps]
+    golden = GoldenCase("live", tmp_path.name, architecture or type(model).__name__, case.name, steps, "", tensors)
+
+    def loader(_directory, arch, dtype):
+        return refimpl.from_pretrained(tmp_path, architecture=arch, dtype=dtype)
+
+    return run_case(loader, golden, "float32") + run_case(loader, golden, "float64")

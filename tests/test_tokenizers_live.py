@@ -1,0 +1,124 @@
+"""refimpl.tokenizers against live upstream slow tokenizers (skipped without transformers).
+
+1. The golden tokenizer directories, on hypothesis-drawn Unicode (with special tokens mixed in).
+2. The real vocabularies in ../shared/vocab/ (skipped when absent): roberta-base as OPT and as LED,
+   bert-base-chinese as NEZHA's BertTokenizer, barthez-spm run through XGLMTokenizer's logic.
+   The files are read in place, never copied into the project.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+transformers = pytest.importorskip("transformers")
+
+import refimpl.tokenizers as rt  # noqa: E402
+
+pytestmark = pytest.mark.upstream
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN_DIR = ROOT / "golden" / "tokenizers"
+SHARED_VOCAB = Path(__file__).resolve().parents[2] / "shared" / "vocab"
+NAMES = ["opt", "led", "xglm-bpe", "xglm-unigram", "bert-uncased", "bert-cased"]
+transformers.logging.set_verbosity_error()
+
+_spec = importlib.util.spec_from_file_location("capture_tokenizers", ROOT / "golden" / "capture_tokenizers.py")
+CAPTURE = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(CAPTURE)
+
+
+@functools.lru_cache(maxsize=None)
+def golden_pair(name):
+    upstream = transformers.AutoTokenizer.from_pretrained(str(GOLDEN_DIR / name), use_fast=False)
+    return upstream, rt.load_tokenizer(GOLDEN_DIR / name)
+
+
+def _real_files(*parts):
+    path = SHARED_VOCAB.joinpath(*parts)
+    if not path.is_file():
+        pytest.skip(f"{path} not present (real vocabularies live in ../shared/vocab/)")
+    return str(path)
+
+
+@functools.lru_cache(maxsize=None)
+def real_pair(kind):
+    """(upstream slow tokenizer, refimpl tokenizer) over a real vocabulary, configured identically."""
+    if kind in ("roberta-opt", "roberta-led"):
+        vocab, merges = _real_files("roberta-base", "vocab.json"), _real_files("roberta-base", "merges.txt")
+        if kind == "roberta-opt":  # facebook/opt-* tokenizer_config.json
+            kw = dict(bos_token="</s>", eos_token="</s>", unk_token="</s>", pad_token="<pad>", add_bos_token=True)
+            return transformers.GPT2Tokenizer(vocab, merges, **kw), rt.GPT2Tokenizer(vocab, merges, **kw)
+        return transformers.LEDTokenizer(vocab, merges), rt.LEDTokenizer(vocab, merges)
+    if kind == "bert-base-chinese":
+        vocab = _real_files("bert-base-chinese", "vocab.txt")
+        return transformers.BertTokenizer(vocab), rt.BertTokenizer(vocab)
+    if kind == "barthez-spm":
+        model = _real_files("barthez-spm", "sentencepiece.bpe.model")
+        return transformers.XGLMTokenizer(vocab_file=model), rt.XGLMTokenizer(vocab_file=model)
+    raise KeyError(kind)
+
+
+REAL = ["roberta-opt", "roberta-led", "bert-base-chinese", "barthez-spm"]
+
+
+def compare(upstream, ours, text, pair=None, label=""):
+    """Every observable of one (text, pair) call: ids, masks, token types, tokens, decoded strings."""
+    kw = dict(return_special_tokens_mask=True, return_token_type_ids=True)
+    exp, got = dict(upstream(text, pair, **kw)), dict(ours(text, pair, **kw))
+    assert exp == got, f"{label} call {text!r} / {pair!r}:\n upstream {exp}\n refimpl  {got}"
+    assert upstream.tokenize(text) == ours.tokenize(text), f"{label} tokenize {text!r}"
+    ids = exp["input_ids"]
+    for options in ({}, {"skip_special_tokens": True}, {"clean_up_tokenization_spaces": False}):
+        e, g = upstream.decode(ids, **options), ours.decode(ids, **options)
+        assert e == g, f"{label} decode {ids} {options}: upstream {e!r} refimpl {g!r}"
+
+
+TEXT = st.text(max_size=60)
+WITH_SPECIALS = st.lists(st.one_of(st.text(max_size=10), st.sampled_from(
+    ["</s>", "<s>", "<pad>", "<mask>", " <mask> ", "<unk>", "[CLS]", "[SEP]", "[MASK]", "[UNK]", "<madeupword0>",
+     "\t", "  ", "\n", "'s", "中文", "é", "e\u0301", "Σ", "İ", "👨‍👩‍👧"])), max_size=8).map("".join)
+ANY_TEXT = st.one_of(TEXT, WITH_SPECIALS)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(NAMES), ANY_TEXT, st.one_of(st.none(), ANY_TEXT))
+def test_golden_directories_match_upstream_on_drawn_unicode(name, text, pair):
+    upstream, ours = golden_pair(name)
+    compare(upstream, ours, text, pair, label=name)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(NAMES), st.lists(ANY_TEXT, min_size=1, max_size=4), st.data())
+def test_golden_directories_batches_match_upstream(name, texts, data):
+    upstream, ours = golden_pair(name)
+    kw = data.draw(st.sampled_from([
+        {"padding": True}, {"padding": True, "truncation": True, "max_length": 7},
+        {"padding": "max_length", "max_length": 12, "truncation": True, "pad_to_multiple_of": 4},
+        {"truncation": True, "max_length": 5}, {"padding": True, "return_special_tokens_mask": True}]))
+    side = data.draw(st.sampled_from(["left", "right"]))
+    op = {"op": "call", "text": texts, "kwargs": kw, "attrs": {"padding_side": side}}
+    assert CAPTURE.apply_op(ours, op) == CAPTURE.apply_op(upstream, op), (name, texts, kw, side)
+
+
+@pytest.mark.parametrize("kind", REAL)
+def test_real_vocabularies_match_upstream_on_hard_strings(kind):
+    upstream, ours = real_pair(kind)
+    lines = CAPTURE.make_corpus(n_lines=200)
+    for text in CAPTURE.HARD + lines[:40] + [" ".join(lines[40:120])]:
+        compare(upstream, ours, text, label=kind)
+    for a, b in CAPTURE.PAIRS:
+        compare(upstream, ours, a, b, label=kind)
+    for op in CAPTURE.operations(lines, "bpe" if kind.startswith("roberta") else "other"):
+        if op["op"] == "call" and isinstance(op["text"], list):
+            assert CAPTURE.apply_op(ours, op) == CAPTURE.apply_op(upstream, op), (kind, op)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(REAL), ANY_TEXT, st.one_of(st.none(), ANY_TEXT))
+def test_real_vocabularies_match_upstream_on_drawn_unicode(kind, text, pair):
+    upstream, ours = real_pair(kind)
+    compare(upstream, ours, text, pair, label=kind)
