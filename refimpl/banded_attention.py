@@ -222,60 +222,124 @@ def _band_slot_index(n_rows, row0, key0, w):
     return rows[:, None] - w + np.arange(2 * w + 1)[None, :] - key0   # [n, 2w+1]
 
 
+def _numpy_openblas_local_threads():
+    """-> ctypes `openblas_set_num_threads_local` of numpy's bundled OpenBLAS, or None.
+
+    Thread-local (OpenBLAS >= 0.3.27): lets each worker thread below run single-threaded BLAS
+    without touching the process-wide setting. Small GEMMs (128 x 64 x 1152) on a multi-threaded
+    OpenBLAS are ~8x slower than single-threaded ones here, so the blocks are spread over threads
+    instead. Without it (other BLAS vendors) the blocks run one after the other.
+    """
+    import ctypes
+    import glob
+    import os
+    libdir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libdir, "*openblas*"))):
+        try:
+            fn = ctypes.CDLL(path).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+        return fn
+    return None
+
+
+_SET_BLAS_THREADS_LOCAL = _numpy_openblas_local_threads()
+
+
+def _numpy_block(q, k, v, gkT, gv, key_bias, global_bias, query_masked, w, s0, e0, sm_dtype,
+                 context, probs):
+    """Query block [s0, e0): writes context[:, :, s0:e0] (and probs[:, :, s0:e0] if probs is not None).
+
+    The block sees keys [s0 - w, e0 + w) clipped to the sequence: one matmul
+    [B, H, nb, d] @ [B, H, d, nk], out-of-band entries -inf, key bias added, softmax over
+    [global | block keys] in sm_dtype, one matmul with the block's values.
+    """
+    B, H, T, d = q.shape
+    X = gkT.shape[-1]
+    dtype = q.dtype
+    k0, k1 = max(0, s0 - w), min(T, e0 + w)
+    nb, nk = e0 - s0, k1 - k0
+    # band test inside the block: |i - j| <= w with i = s0 + r, j = k0 + c
+    rel = (k0 + np.arange(nk))[None, :] - (s0 + np.arange(nb))[:, None]       # [nb, nk]
+    add = np.where((np.abs(rel) <= w)[None], key_bias[:, None, k0:k1], dtype.type(-np.inf))  # [B, nb, nk]
+    scores = q[:, :, s0:e0] @ np.swapaxes(k[:, :, k0:k1], -1, -2)               # [B, H, nb, nk]
+    scores += add[:, None]                                                      # [B, 1, nb, nk] bcast
+    g_scores = q[:, :, s0:e0] @ gkT                                             # [B, H, nb, X]
+    g_scores += global_bias[:, None, None, :]
+    # one softmax over [global | block keys], in the softmax dtype (upstream: float32)
+    both = np.concatenate([g_scores, scores], axis=-1)                          # [B, H, nb, X + nk]
+    del scores, g_scores
+    with np.errstate(over="ignore"):  # float64 finfo.min -> -inf in float32, as upstream
+        both = both.astype(sm_dtype, copy=False)
+    p = _softmax_rows(both, dtype)                                              # [B, H, nb, X + nk]
+    del both
+    masked = query_masked[:, s0:e0]                                             # [B, nb]
+    if masked.any():
+        p[np.broadcast_to(masked[:, None, :, None], p.shape)] = 0              # also clears NaN rows
+    ctx = p[..., X:] @ v[:, :, k0:k1]                                           # [B, H, nb, d]
+    if X:
+        ctx += p[..., :X] @ gv
+    context[:, :, s0:e0] = ctx
+    if probs is not None:
+        probs[:, :, s0:e0, :X] = p[..., :X]
+        col = _band_slot_index(nb, s0, k0, w)                                   # [nb, 2w+1]
+        ok = (col >= 0) & (col < nk)
+        band = np.take_along_axis(p[..., X:], np.clip(col, 0, nk - 1)[None, None], axis=-1)
+        probs[:, :, s0:e0, X:] = np.where(ok, band, 0)
+
+
 def banded_attention_numpy(q, k, v, one_sided_window, key_bias=None, query_masked=None,
                            global_k=None, global_v=None, global_bias=None, *,
-                           output_probs=False, softmax_dtype=UPSTREAM_SOFTMAX_DTYPE, block_size=None):
+                           output_probs=False, softmax_dtype=UPSTREAM_SOFTMAX_DTYPE, block_size=None,
+                           n_threads=None):
     """q, k, v [B, H, T, d] -> context [B, H, T, d], probs [B, H, T, X + 2w + 1] or None.
 
-    Query block [s0, e0) sees keys [s0 - w, e0 + w) (clipped to the sequence): one matmul
-    [B, H, nb, d] @ [B, H, d, nk] per block, then out-of-band entries set to -inf, the key bias
-    added, softmax over [global | block keys], and one matmul with the block's values.
-    Temporaries are O(B * H * block * (block + 2w)); probabilities for the whole sequence are
-    stored only when output_probs.
+    Query blocks of `block_size` rows, each one GEMM-shaped step (`_numpy_block`); temporaries are
+    O(B * H * block * (block + 2w)), never T x T; probabilities for the whole sequence are stored
+    only when output_probs. Blocks are independent: with numpy's bundled OpenBLAS they run on
+    `n_threads` threads (default: all cpus), each with single-threaded BLAS.
     """
     key_bias, query_masked, gk, gv, global_bias, sm_dtype = _check_inputs(
         q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias, softmax_dtype)
     w = int(one_sided_window)
     B, H, T, d = q.shape
     X = gk.shape[2]
-    dtype = q.dtype
     bs = default_block_size(T, w) if block_size is None else int(block_size)
     if bs < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
-    neg_inf = dtype.type(-np.inf)
-    gkT = np.swapaxes(gk, -1, -2)                                    # [B, H, d, X]
-    context = np.empty((B, H, T, d), dtype)
-    probs = np.zeros((B, H, T, X + 2 * w + 1), dtype) if output_probs else None
-    for s0 in range(0, T, bs):
-        e0 = min(s0 + bs, T)
-        k0, k1 = max(0, s0 - w), min(T, e0 + w)
-        nb, nk = e0 - s0, k1 - k0
-        # band test inside the block: |i - j| <= w with i = s0 + r, j = k0 + c
-        rel = (k0 + np.arange(nk))[None, :] - (s0 + np.arange(nb))[:, None]   # [nb, nk]
-        in_band = np.abs(rel) <= w
-        add = np.where(in_band[None, :, :], key_bias[:, None, k0:k1], neg_inf)  # [B, nb, nk]
-        scores = q[:, :, s0:e0] @ np.swapaxes(k[:, :, k0:k1], -1, -2)           # [B, H, nb, nk]
-        scores += add[:, None]                                                  # [B, 1, nb, nk] bcast
-        g_scores = q[:, :, s0:e0] @ gkT                                         # [B, H, nb, X]
-        g_scores += global_bias[:, None, None, :]
-        # one softmax over [global | block keys], in the softmax dtype (upstream: float32)
-        both = np.concatenate([g_scores, scores], axis=-1)                      # [B, H, nb, X+nk]
-        with np.errstate(over="ignore"):  # float64 finfo.min -> -inf in float32, as upstream
-            both = both.astype(sm_dtype, copy=False)
-        p = _softmax_rows(both, dtype)
-        del both, scores, g_scores
-        masked = query_masked[:, s0:e0]                                          # [B, nb]
-        if masked.any():
-            p[np.broadcast_to(masked[:, None, :, None], p.shape)] = 0           # also clears NaN rows
-        context[:, :, s0:e0] = p[..., X:] @ v[:, :, k0:k1]                      # [B, H, nb, d]
-        if X:
-            context[:, :, s0:e0] += p[..., :X] @ gv
-        if output_probs:
-            probs[:, :, s0:e0, :X] = p[..., :X]
-            col = _band_slot_index(nb, s0, k0, w)                               # [nb, 2w+1]
-            ok = (col >= 0) & (col < nk)
-            band = np.take_along_axis(p[..., X:], np.clip(col, 0, nk - 1)[None, None], axis=-1)
-            probs[:, :, s0:e0, X:] = np.where(ok, band, 0)
+    gkT = np.swapaxes(gk, -1, -2)                                              # [B, H, d, X]
+    context = np.empty((B, H, T, d), q.dtype)
+    probs = np.zeros((B, H, T, X + 2 * w + 1), q.dtype) if output_probs else None
+    starts = list(range(0, T, bs))
+
+    def one_block(s0):
+        _numpy_block(q, k, v, gkT, gv, key_bias, global_bias, query_masked, w, s0, min(s0 + bs, T),
+                     sm_dtype, context, probs)
+
+    import os
+    n_threads = (os.cpu_count() or 1) if n_threads is None else int(n_threads)
+
+    def worker(chunk):                      # one thread: single-threaded BLAS, a share of the blocks
+        previous = _SET_BLAS_THREADS_LOCAL(1) if _SET_BLAS_THREADS_LOCAL is not None else None
+        try:
+            for s0 in chunk:
+                one_block(s0)
+        finally:
+            if previous is not None:
+                _SET_BLAS_THREADS_LOCAL(previous)
+
+    if _SET_BLAS_THREADS_LOCAL is None:     # unknown BLAS: let it thread, run the blocks in order
+        for s0 in starts:
+            one_block(s0)
+        return context, probs
+    if n_threads <= 1 or len(starts) == 1:
+        worker(starts)
+        return context, probs
+
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(n_threads) as pool:
+        list(pool.map(worker, [starts[t::n_threads] for t in range(n_threads)]))
     return context, probs
 
 
@@ -302,7 +366,7 @@ def banded_attention(q, k, v, one_sided_window, key_bias=None, query_masked=None
         return banded_attention_reference(*args, output_probs=output_probs, softmax_dtype=softmax_dtype)
     if backend == "numpy":
         return banded_attention_numpy(*args, output_probs=output_probs, softmax_dtype=softmax_dtype,
-                                      block_size=block_size)
+                                      block_size=block_size)  # n_threads: all cpus
     if not kernels.HAVE_NUMBA:
         raise ValueError("backend='numba' requested but numba is not installed (pip install numba), "
                          "use backend='numpy' or None")

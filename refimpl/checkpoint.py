@@ -42,9 +42,12 @@ class StateDict(dict):
         self.files: Dict[str, str] = dict(files or {})
 
 
-def read_state_dict(path) -> StateDict:
-    """Read every tensor of a checkpoint directory, or of one weight file (.safetensors, .bin, .index.json)."""
-    path = Path(path)
+def read_state_dict(path, cache_dir=None, revision: Optional[str] = None) -> StateDict:
+    """Read every tensor of a checkpoint directory, or of one weight file (.safetensors, .bin, .index.json).
+
+    path may also be a repo id ("org/name") already in the Hugging Face cache (see resolve_checkpoint).
+    """
+    path = resolve_checkpoint(path, cache_dir=cache_dir, revision=revision)
     if path.is_dir():
         found = [path / name for name in WEIGHT_FILES if (path / name).is_file()]
         if not found:

@@ -82,7 +82,9 @@ def test_every_format_reads_upstream_tensors(name, variant):
     ours = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in state.items()}
     assert_same(ours, {k: want[k] for k in state}, f"{name}/{variant}")
     floats = {v.dtype for v in state.values() if v.dtype.kind == "f"}
-    assert floats == {np.dtype(np.float16) if label == "float16" else np.dtype(np.float32)}, f"{name}/{variant}: {floats}"
+    want_float = np.dtype(np.float16) if label == "float16" else np.dtype(np.float32)  # bfloat16 decodes to float32
+    assert floats == {want_float}, f"{name}/{variant}: float dtypes {floats}, expected {want_float}"
+    assert isinstance(state, StateDict) and all(Path(state.files[k]).is_file() for k in state)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -100,6 +102,16 @@ def test_from_pretrained_every_format(name, variant, dtype):
                         ignore=getattr(module, "IGNORED_BUFFERS", ()))
     assert set(model.params) == set(want)
     assert_same(model.params, want, f"{name}/{variant}/{dtype}")
+
+
+@pytest.mark.parametrize("file", ["pytorch_model.bin", "legacy.bin"])
+def test_every_torch_dtype_and_view(file):
+    """float64/16, bfloat16, every integer type incl. uint16/32 (_rebuild_tensor_v3), bool, views sharing a
+    storage (transposed, row, strided column, expanded position_ids), empty, scalar."""
+    want = load_file(str(FORMATS / "special" / "expected.safetensors"))
+    state = read_torch_file(FORMATS / "special" / file)
+    assert set(state) == set(want), f"{file}: names differ: {sorted(set(state) ^ set(want))}"
+    assert_same(state, want, file)
 
 
 def _mapped(array) -> bool:  # is this array a view of a memory map (not a copy in RAM)?
@@ -162,8 +174,9 @@ def test_prefix_variants_both_ways():
         == {"model.decoder.w"}  # a base-model file (OPTModel: "decoder.*") into a head model
     assert set(match_params({"model.decoder.w": a}, {"decoder.w": (2,)}, np.float32, base_prefix="model")) \
         == {"decoder.w"}
-    got = match_params({"led.shared.weight": a, "shared.weight": a + 1}, {"shared.weight": (2,)}, np.float32,
-                       base_prefix="led")
+    with pytest.warns(UserWarning, match="ignoring 1 unexpected weights: led.shared.weight"):
+        got = match_params({"led.shared.weight": a, "shared.weight": a + 1}, {"shared.weight": (2,)}, np.float32,
+                           base_prefix="led")
     assert got["shared.weight"][0] == 1  # an exact name wins over a prefix variant
 
 
@@ -201,7 +214,8 @@ def test_shape_mismatch_names_file_and_key(tmp_path):
     config = json.loads((directory / "config.json").read_text())
     config["ffn_dim"] = 21
     (directory / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"pytorch_model-0000\d-of-0000\d\.bin: weight 'decoder\.layers\.\d\.fc\d\.(weight|bias)' has shape"):
+    shard = r"pytorch_model-0000\d-of-0000\d\.bin"
+    with pytest.raises(CheckpointError, match=shard + r": weight 'decoder\.layers\.\d\.fc\d\.(weight|bias)' has shape"):
         refimpl.from_pretrained(directory)
 
 
@@ -264,6 +278,10 @@ def test_cache_misses_are_clear(tmp_path, no_network):
         refimpl.from_pretrained("org/absent", cache_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match=r"revision 'v2'.*cached snapshots: \['0123abcd"):
         refimpl.from_pretrained("org/tiny", cache_dir=tmp_path, revision="v2")
+    with pytest.raises(CheckpointError, match="never downloads"):  # the same error is also a CheckpointError
+        read_state_dict("org/absent", cache_dir=tmp_path)
+    local = read_state_dict(FORMATS / "opt-OPTModel" / "safetensors")
+    assert_same(read_state_dict("org/tiny", cache_dir=tmp_path), local, "read_state_dict(repo id)")
 
 
 # ---------------------------------------------------------------- unsafe pickles are refused
@@ -281,13 +299,25 @@ class Payload:
 
 def payloads(marker: Path):
     write = f"open({str(marker)!r}, 'w').write('ran')"
+    code = write.encode()
     return {
-        "os.system": Payload(os.system, f"touch {marker}"),
-        "eval": Payload(eval, write),
-        "builtins.exec": Payload(exec, write),
-        "nested_reduce": OrderedDict(w=Payload(OrderedDict, [("x", Payload(exec, write))])),
-        "inside_tensor_args": Payload(OrderedDict, [("x", Payload(Payload, Payload(exec, write)))]),
+        "os.system": pickle.dumps(Payload(os.system, f"touch {marker}"), protocol=2),
+        "eval": pickle.dumps(Payload(eval, write), protocol=2),
+        "builtins.exec": pickle.dumps(Payload(exec, write), protocol=2),
+        "exec_protocol5": pickle.dumps(Payload(exec, write), protocol=5),  # STACK_GLOBAL inside a FRAME
+        "nested_reduce": pickle.dumps(OrderedDict(w=Payload(OrderedDict, [("x", Payload(exec, write))])), protocol=2),
+        # a real tensor record whose storage argument is computed by exec(...): an allowed call wrapping a forbidden one
+        "inside_tensor_args": (b"\x80\x02ccollections\nOrderedDict\n)R(X\x01\x00\x00\x00w"
+                               b"ctorch._utils\n_rebuild_tensor_v2\n(cbuiltins\nexec\nX" + len(code).to_bytes(4, "little")
+                               + code + b"\x85RK\x00K\x01\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtRu."),
     }
+
+
+class LiveUnpickler(pickle.Unpickler):
+    """Plain pickle, except torch's rebuild function is a no-op: proves a payload runs when unpickled normally."""
+
+    def find_class(self, module, name):
+        return (lambda *args: None) if module == "torch._utils" else super().find_class(module, name)
 
 
 def torch_zip(pickled: bytes, storages=()) -> bytes:  # the layout torch.save writes
@@ -306,18 +336,19 @@ def torch_legacy(pickled: bytes) -> bytes:
     return head + pickled + pickle.dumps([], protocol=2)
 
 
-@pytest.mark.parametrize("kind", ["os.system", "eval", "builtins.exec", "nested_reduce", "inside_tensor_args"])
+@pytest.mark.parametrize("kind", ["os.system", "eval", "builtins.exec", "exec_protocol5", "nested_reduce",
+                                  "inside_tensor_args"])
 @pytest.mark.parametrize("container", ["zip", "legacy"])
 def test_malicious_pickles_are_refused_before_running(tmp_path, kind, container):
     marker = tmp_path / "marker"
-    pickled = pickle.dumps(payloads(marker)[kind], protocol=2)
+    pickled = payloads(marker)[kind]
     file = tmp_path / "pytorch_model.bin"
     file.write_bytes(torch_zip(pickled) if container == "zip" else torch_legacy(pickled))
     with pytest.raises(CheckpointError, match="refusing"):
         read_state_dict(tmp_path)
     assert not marker.exists(), f"{kind}: the payload ran"
-    pickle.loads(pickled)  # the test's own check that the payload is live: unpickling it normally runs it
-    assert marker.exists()
+    LiveUnpickler(io.BytesIO(pickled)).load()  # the test's own check: unpickled normally, the payload runs
+    assert marker.exists(), f"{kind}: the payload is not live"
 
 
 def test_build_opcode_cannot_patch_rebuild_functions(tmp_path):
@@ -338,7 +369,7 @@ def test_tensor_views_are_checked_against_their_storage(tmp_path):
                b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQK\x02K\x03\x85K\x01\x85\x89ccollections\nOrderedDict\n)Rt"
                b"Ru.")
     (tmp_path / "pytorch_model.bin").write_bytes(torch_zip(pickled, [("0", np.arange(4, dtype="<f4").tobytes())]))
-    with pytest.raises(CheckpointError, match=r"tensor 'w' \[3\] \(offset 2, stride \[1\]\) does not fit its storage of 4"):
+    with pytest.raises(CheckpointError, match=r"tensor 'w' \[3\] \(offset 2, stride \[1\]\) does not fit its storage"):
         read_state_dict(tmp_path)
 
 
@@ -354,7 +385,8 @@ def tiny_safetensors() -> bytes:
 
 
 def tiny_torch_bin(kind: str) -> bytes:
-    return (FORMATS / "opt-OPTModel" / ("bin-legacy" if kind == "legacy" else "bfloat16-bin") / "pytorch_model.bin").read_bytes()
+    variant = "bin-legacy" if kind == "legacy" else "bfloat16-bin"
+    return (FORMATS / "opt-OPTModel" / variant / "pytorch_model.bin").read_bytes()
 
 
 @pytest.mark.parametrize("cut", [0, 7, 8, 40, -1, -13])
@@ -369,8 +401,10 @@ def test_truncated_safetensors(tmp_path, cut):
 @pytest.mark.parametrize("header,message", [
     (b"\xff\xfe", "not valid JSON"),
     (b"[1, 2]", "must be a JSON object"),
-    (json.dumps({"a": {"dtype": "F8_E4M3", "shape": [1], "data_offsets": [0, 1]}}).encode(), "tensor 'a' has dtype 'F8_E4M3'"),
-    (json.dumps({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}).encode(), r"tensor 'a': F32 \[3\] needs 12 bytes"),
+    (json.dumps({"a": {"dtype": "F8_E4M3", "shape": [1], "data_offsets": [0, 1]}}).encode(),
+     "tensor 'a' has dtype 'F8_E4M3'"),
+    (json.dumps({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}).encode(),
+     r"tensor 'a': F32 \[3\] needs 12 bytes"),
     (json.dumps({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}).encode(), "bad shape"),
     (json.dumps({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]},
                  "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}).encode(), "overlapping or missing"),
@@ -399,7 +433,8 @@ def test_broken_shard_indexes(tmp_path, variant):
     index = json.loads(index_file.read_text())
     shards = sorted(set(index["weight_map"].values()))
     key = sorted(index["weight_map"])[0]
-    wrong = dict(index, weight_map=dict(index["weight_map"], **{key: next(s for s in shards if s != index["weight_map"][key])}))
+    other = next(s for s in shards if s != index["weight_map"][key])
+    wrong = dict(index, weight_map=dict(index["weight_map"], **{key: other}))
     index_file.write_text(json.dumps(wrong))
     with pytest.raises(CheckpointError, match=f"the index puts '{key}' in .*, but it is in"):
         read_state_dict(directory)
@@ -474,8 +509,40 @@ def test_fuzz_pickle_inside_valid_zip(tmp_path_factory, flips, cut, payload):
         members = {n: z.read(n) for n in z.namelist()}
     pkl = next(n for n in members if n.endswith("/data.pkl"))
     storages = [(n.rsplit("/", 1)[1], d) for n, d in members.items() if "/data/" in n]
-    for source in (members[pkl], pickle.dumps(payloads(marker)[payload], protocol=2)):
+    for source in (members[pkl], payloads(marker)[payload]):
         file = directory / "pytorch_model.bin"
         file.write_bytes(torch_zip(mutate(source, flips, cut), storages))
         read_or_refuse(file, read_torch_file)
         assert not marker.exists()
+
+
+# ---------------------------------------------------------------- live: against torch.load (skipped without torch)
+
+TORCH_DTYPES = ["float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool"]
+
+
+@pytest.mark.upstream
+@FUZZ
+@given(data=st.data(), legacy=st.booleans())
+def test_torch_files_match_torch_load(tmp_path_factory, data, legacy):
+    """Random state dicts of every dtype, with shared storages and strided views, as torch.save writes them."""
+    torch = pytest.importorskip("torch")
+    state = {}
+    for i in range(data.draw(st.integers(1, 4))):
+        dtype = getattr(torch, data.draw(st.sampled_from(TORCH_DTYPES)))
+        shape = data.draw(st.lists(st.integers(0, 4), min_size=0, max_size=3))
+        base = (torch.randn(shape) * 50).to(dtype)
+        state[f"t{i}"] = base
+        if base.ndim >= 2 and data.draw(st.booleans()):
+            state[f"t{i}.T"] = base.transpose(0, -1)  # a view sharing the storage
+        if base.ndim >= 1 and base.shape[0] > 1:
+            state[f"t{i}.slice"] = base[1:]  # a storage offset
+    file = tmp_path_factory.mktemp("live") / "pytorch_model.bin"
+    torch.save(state, file, _use_new_zipfile_serialization=not legacy)
+    ours = read_torch_file(file)
+    theirs = torch.load(file, weights_only=True)
+    assert set(ours) == set(theirs)
+    for key, tensor in theirs.items():
+        want = (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
+        assert ours[key].dtype == want.dtype and ours[key].shape == want.shape, f"{key}: {ours[key].dtype}{ours[key].shape}"
+        assert np.array_equal(ours[key], want, equal_nan=want.dtype.kind == "f"), f"{key} differs"

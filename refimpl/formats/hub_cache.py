@@ -18,9 +18,15 @@ import re
 from pathlib import Path
 from typing import Mapping, Optional, Union
 
+from . import CheckpointError
+
 CACHE_VARIABLES = ("TRANSFORMERS_CACHE", "PYTORCH_TRANSFORMERS_CACHE", "PYTORCH_PRETRAINED_BERT_CACHE",
                    "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
 REPO_ID = re.compile(r"^[\w.\-]{1,96}(/[\w.\-]{1,96})?$")  # huggingface_hub validate_repo_id
+
+
+class CheckpointNotFound(CheckpointError, FileNotFoundError):
+    """Neither a local path nor a cached repo: a CheckpointError (ValueError) and a FileNotFoundError."""
 
 
 def hub_cache_dir(cache_dir=None, environ: Optional[Mapping[str, str]] = None) -> Path:
@@ -42,14 +48,14 @@ def is_repo_id(name: str) -> bool:
 
 
 def resolve_checkpoint(name: Union[str, Path], cache_dir=None, revision: Optional[str] = None) -> Path:
-    """A local path as it is; a repo id -> its snapshot directory in the cache. Raises FileNotFoundError."""
+    """A local path as it is; a repo id -> its snapshot directory in the cache. Raises CheckpointNotFound."""
     path = Path(name).expanduser()
     if path.exists() or isinstance(name, Path) or not is_repo_id(str(name)):
         return path  # a local path (a missing one fails later, naming the file it wanted)
     cache = hub_cache_dir(cache_dir)
     repo = cache / ("models--" + str(name).replace("/", "--"))
     if not repo.is_dir():
-        raise FileNotFoundError(f"{name!r} is neither a local directory nor in the Hugging Face cache "
+        raise CheckpointNotFound(f"{name!r} is neither a local directory nor in the Hugging Face cache "
                                 f"({repo} does not exist). refimpl never downloads; fetch it first, e.g. "
                                 f"`huggingface-cli download {name}`, or pass cache_dir=")
     revision = revision or "main"
@@ -60,6 +66,6 @@ def resolve_checkpoint(name: Union[str, Path], cache_dir=None, revision: Optiona
     snapshot = repo / "snapshots" / commit
     if not snapshot.is_dir():
         have = sorted(p.name for p in (repo / "snapshots").glob("*")) if (repo / "snapshots").is_dir() else []
-        raise FileNotFoundError(f"{name!r} revision {revision!r} (commit {commit!r}) is not in the cache at "
+        raise CheckpointNotFound(f"{name!r} revision {revision!r} (commit {commit!r}) is not in the cache at "
                                 f"{repo}; cached snapshots: {have or 'none'}")
     return snapshot

@@ -77,7 +77,7 @@ def _is_count(x) -> bool:
 
 
 def _check_tiling(file: Path, header: dict, data_length: int) -> None:
-    """Tensors must cover the data buffer exactly, back to back (safetensors: InvalidOffset / MetadataIncompleteBuffer)."""
+    """Tensors must tile the data buffer, back to back (safetensors: InvalidOffset, MetadataIncompleteBuffer)."""
     end = 0
     for name, entry in sorted(header.items(), key=lambda kv: tuple(kv[1]["data_offsets"])):
         begin, stop = entry["data_offsets"]

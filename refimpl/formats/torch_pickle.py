@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import io
+import mmap
 import pickle
 import struct
 import zipfile
@@ -52,7 +53,7 @@ TORCH_DTYPES = {  # torch.<dtype> names, as _rebuild_tensor_v3 receives them (ui
 }
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C  # torch/serialization.py, legacy format
 PROTOCOL_VERSION = 1001
-MAX_PICKLE_BYTES = 1 << 30  # data.pkl of a 70B-parameter model is a few MB
+MAX_PICKLE_BYTES = 1 << 26  # data.pkl holds ~100 bytes per tensor: a few MB even for 70B-parameter models
 
 
 # ---------------------------------------------------------------- what the pickle may build
@@ -127,8 +128,8 @@ class RestrictedUnpickler(pickle._Unpickler):
     def find_class(self, module, name):  # GLOBAL / STACK_GLOBAL: the only way a pickle names a callable
         if (module, name) in CALLABLES:
             return CALLABLES[(module, name)]
-        if module == "torch" and name in STORAGE_TYPES:
-            return StorageType(name, STORAGE_TYPES[name])
+        if (module == "torch" and name in STORAGE_TYPES) or (module, name) == ("torch.storage", "UntypedStorage"):
+            return StorageType(name, STORAGE_TYPES[name])  # UntypedStorage: bytes, typed by _rebuild_tensor_v3
         if module == "torch" and name in TORCH_DTYPES:
             return TorchDtype(name, TORCH_DTYPES[name])
         raise CheckpointError(f"{self.file}: refusing to unpickle {module}.{name}: only tensor-rebuilding "
@@ -233,7 +234,9 @@ def _member_bytes(file: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo, nbytes:
 
 def _read_legacy(file: Path) -> Dict[str, np.ndarray]:
     storages: Dict[str, StorageRef] = {}
-    with open(file, "rb") as f:
+    # Read the pickles from a memory map: a corrupt length field then asks mmap.read for bytes that
+    # are not there and gets fewer, where a file object would first allocate the claimed size.
+    with open(file, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as f:
         def plain():  # a pickle with no globals and no storages
             return RestrictedUnpickler(f, file, {}).load()
 

@@ -138,51 +138,59 @@ def relative_position_table(max_relative_position, head_dim, dtype):  # -> table
     return table.astype(dtype)
 
 
-def relative_distance_index(query_length, key_length, max_relative_position):  # -> [T, S] int in 0..2K
-    """clip(j - i, -K, K) + K: the table row query i uses for key j (upstream's `final_mat`)."""
-    distance = np.arange(key_length)[None, :] - np.arange(query_length)[:, None]  # [T, S]
-    return np.clip(distance, -max_relative_position, max_relative_position) + max_relative_position
+def relative_key_scores(q, table):  # q [B, H, T, d], table [R, d] -> [B, H, T, T] (a strided view)
+    """q_i . R_ij for every pair: q meets the R = 2K+1 distinct rows once, then each (i, j) reads its row.
 
-
-def relative_key_scores(q, table, index):  # q [B, H, T, d], table [R, d], index [T, S] -> [B, H, T, S]
-    """q_i . R_ij for every pair: q meets the R distinct rows once, then each (i, j) picks its row."""
+    Entry (i, j) is per_row[i, clip(j - i, -K, K) + K]. Clipping is edge replication: pad per_row's last
+    axis with copies of its first column on the left and of its last column on the right, long enough
+    for every distance; then (i, j) reads padded[i, E + K + j - i], a diagonal walk, i.e. a view with row
+    stride L - 1 (no [T, T] index array, no gather).
+    """
     batch, heads, length, _ = q.shape
     rows = table.shape[0]
-    per_row = q @ table.T  # [B, H, T, R]
-    # flat gather: entry (i, j) reads per_row[..., i, index[i, j]], i.e. offset i * R + index[i, j]
-    flat = (np.arange(length)[:, None] * rows + index).reshape(-1)  # [T*S]
-    picked = np.take(per_row.reshape(batch * heads, length * rows), flat, axis=1)  # [B*H, T*S]
-    return picked.reshape(batch, heads, length, index.shape[1])  # [B, H, T, S]
+    k = (rows - 1) // 2
+    left = right = max(0, length - 1 - k)  # E: distances beyond -K / +K need this many replicated columns
+    # one GEMM over every (token, head) pair: q arrives as a head view of a [B, T, H*d] projection
+    by_token = q.transpose(0, 2, 1, 3).reshape(-1, q.shape[-1])  # [B*T*H, d] (free when q is such a view)
+    per_row = (by_token @ table.T).reshape(batch, length, heads, rows).transpose(0, 2, 1, 3)  # [B, H, T, R]
+    padded = np.empty((batch, heads, length, left + rows + right), q.dtype)  # [B, H, T, L]
+    padded[..., :left] = per_row[..., :1]
+    padded[..., left:left + rows] = per_row
+    padded[..., left + rows:] = per_row[..., -1:]
+    item = padded.itemsize
+    width = padded.shape[-1]
+    # view [B, H, T, T]: (i, j) -> padded[..., i, left + K - i + j]; each row starts one column further left
+    return np.lib.stride_tricks.as_strided(
+        padded[..., left + k:], shape=(batch, heads, length, length),
+        strides=padded.strides[:2] + ((width - 1) * item, item), writeable=False)
 
 
-def probabilities_per_distance(probs, index, rows):  # probs [B, H, T, S], index [T, S] -> [B, H, T, R]
-    """sum_{j : index[i, j] = r} P_ij: the transpose of the gather in `relative_key_scores`.
+def probabilities_per_distance(probs, rows):  # probs [B, H, T, T] -> [B, H, T, R]
+    """sum_{j : clip(j - i) = r - K} P_ij: the transpose of the gather in `relative_key_scores`.
 
-    Inside the clipping window every row r holds at most one key (j = i + r - K): a gather from P with
-    one zero column appended for keys outside 0..S-1. The two end rows collect every key at distance
-    <= -K and >= +K: a masked sum over keys.
+    Row r < 2K+1 holds the one key j = i + r - K when it exists (a diagonal walk through P padded with
+    K zeros on each side: a view with row stride S + 2K + 1); the end rows 0 and 2K must also collect
+    every key beyond the window (j < i - K, j > i + K): added from masked row sums.
     """
     batch, heads, length, keys = probs.shape
     k = (rows - 1) // 2
-    flat_probs = probs.reshape(batch * heads, length, keys)  # [B*H, T, S]
-    if k == 0:  # every distance clips to 0: one bucket with all the mass
-        return probs.sum(axis=-1, keepdims=True)
-    key = np.arange(length)[:, None] + np.arange(rows)[None, :] - k  # [T, R]: the key j of bucket r
-    inside = (key >= 0) & (key < keys)
-    padded = np.concatenate([flat_probs, np.zeros((batch * heads, length, 1), probs.dtype)], axis=-1)  # [B*H, T, S+1]
-    flat = (np.arange(length)[:, None] * (keys + 1) + np.where(inside, key, keys)).reshape(-1)  # [T*R]
-    buckets = np.take(padded.reshape(batch * heads, length * (keys + 1)), flat, axis=1)  # [B*H, T*R]
-    buckets = buckets.reshape(batch * heads, length, rows)  # [B*H, T, R]
-    below = (index == 0).astype(probs.dtype)  # [T, S]: keys at distance <= -K
-    above = (index == rows - 1).astype(probs.dtype)  # keys at distance >= +K
-    buckets[..., 0] = np.einsum("bts,ts->bt", flat_probs, below)
-    buckets[..., rows - 1] = np.einsum("bts,ts->bt", flat_probs, above)
-    return buckets.reshape(batch, heads, length, rows)  # [B, H, T, R]
+    padded = np.zeros((batch, heads, length, keys + 2 * k), probs.dtype)  # [B, H, T, S + 2K]
+    padded[..., k:k + keys] = probs
+    item = padded.itemsize
+    window = np.lib.stride_tricks.as_strided(  # [B, H, T, R]: (i, r) -> padded[..., i, i + r] = P[i, i + r - K]
+        padded, shape=(batch, heads, length, rows),
+        strides=padded.strides[:2] + ((padded.shape[-1] + 1) * item, item), writeable=False).copy()
+    if length - 1 > k:  # some keys lie beyond +-K: fold them into the end rows
+        distance = np.arange(keys)[None, :] - np.arange(length)[:, None]  # [T, S]
+        window[..., 0] += np.einsum("bhts,ts->bht", probs, (distance < -k).astype(probs.dtype))
+        window[..., rows - 1] += np.einsum("bhts,ts->bht", probs, (distance > k).astype(probs.dtype))
+    return window
 
 
-def relative_value_context(probs, table, index):  # probs [B, H, T, S], table [R, d] -> [B, H, T, d]
-    """sum_j P_ij R_ij = sum_r (sum_{j: index[i, j] = r} P_ij) table[r]."""
-    return probabilities_per_distance(probs, index, table.shape[0]) @ table  # [B, H, T, d]
+def relative_value_context(probs, table):  # probs [B, H, T, T], table [R, d] -> [B, H, T, d]
+    """sum_j P_ij R_ij = sum_r (sum_{j: clip(j - i) = r - K} P_ij) table[r]."""
+    buckets = probabilities_per_distance(probs, table.shape[0])  # [B, H, T, R], contiguous
+    return (buckets.reshape(-1, table.shape[0]) @ table).reshape(probs.shape[:3] + table.shape[1:])  # [B, H, T, d]
 
 
 # ---------------------------------------------------------------- base model
@@ -193,7 +201,7 @@ def self_output(p, hidden, residual, eps):  # NezhaSelfOutput / NezhaOutput: LN(
                       p["LayerNorm.weight"], p["LayerNorm.bias"], eps)
 
 
-def nezha_attention(p, x, num_heads, mask, table, index, eps, *, source=None, head_mask=None):
+def nezha_attention(p, x, num_heads, mask, table, eps, *, source=None, head_mask=None):
     """NezhaAttention: relative self- (or cross-) attention + output. x [B, T, D] -> (out [B, T, D], probs, (k, v)).
 
     source [B, S, D]: encoder states for cross-attention (upstream applies the relative terms there too,
@@ -207,22 +215,22 @@ def nezha_attention(p, x, num_heads, mask, table, index, eps, *, source=None, he
     v = split_heads(linear(source, p["self.value.weight"], p["self.value.bias"]), num_heads)  # [B, H, S, d]
     q_scaled = q * x.dtype.type(1 / math.sqrt(head_dim))
     context, probs = attend(q_scaled, k, v, mask, head_mask,
-                            score_bias=lambda qs: relative_key_scores(qs, table, index),
-                            value_bias=lambda pr: relative_value_context(pr, table, index))
+                            score_bias=lambda qs: relative_key_scores(qs, table),
+                            value_bias=lambda pr: relative_value_context(pr, table))
     out = self_output(sub(p, "output"), merge_heads(context), x, eps)  # [B, T, D]
     return out, probs, (k, v)
 
 
-def nezha_layer(p, x, cfg, mask, table, index, act, *, head_mask=None, encoder_states=None, encoder_mask=None):
+def nezha_layer(p, x, cfg, mask, table, act, *, head_mask=None, encoder_states=None, encoder_mask=None):
     """NezhaLayer (post-LN). x [B, T, D] -> (x [B, T, D], self probs, cross probs or None, present)."""
     eps = cfg.layer_norm_eps
-    x, self_probs, present = nezha_attention(sub(p, "attention"), x, cfg.num_attention_heads, mask, table, index,
+    x, self_probs, present = nezha_attention(sub(p, "attention"), x, cfg.num_attention_heads, mask, table,
                                              eps, head_mask=head_mask)
     cross_probs = None
     if encoder_states is not None:
         # NezhaLayer passes the same layer_head_mask to the cross-attention
         x, cross_probs, cross_kv = nezha_attention(sub(p, "crossattention"), x, cfg.num_attention_heads,
-                                                   encoder_mask, table, index, eps, source=encoder_states,
+                                                   encoder_mask, table, eps, source=encoder_states,
                                                    head_mask=head_mask)
         present = present + cross_kv
     hidden = act(linear(x, p["intermediate.dense.weight"], p["intermediate.dense.bias"]))  # [B, T, F]
@@ -318,7 +326,6 @@ def nezha_model(p, cfg, input_ids=None, attention_mask=None, token_type_ids=None
 
     head_dim = cfg.hidden_size // cfg.num_attention_heads
     table = relative_position_table(cfg.max_relative_position, head_dim, dtype)  # [2K+1, d], shared by all layers
-    index = relative_distance_index(length, length, cfg.max_relative_position)  # [T, T]
     act = activation(cfg.hidden_act)
 
     hidden, attentions, cross, cache = [], [], [], []
@@ -326,7 +333,7 @@ def nezha_model(p, cfg, input_ids=None, attention_mask=None, token_type_ids=None
         if output_hidden_states:
             hidden.append(x)
         x, self_probs, cross_probs, present = nezha_layer(
-            sub(p, f"encoder.layer.{i}"), x, cfg, mask, table, index, act,
+            sub(p, f"encoder.layer.{i}"), x, cfg, mask, table, act,
             head_mask=None if head_mask is None else head_mask[i],
             encoder_states=encoder_states, encoder_mask=encoder_mask)
         if use_cache:

@@ -57,6 +57,7 @@ HEAD_SHAPES = {
     "OPTForQuestionAnswering": lambda cfg: {"qa_outputs.weight": (2, cfg.word_embed_proj_dim), "qa_outputs.bias": (2,)},
 }
 TIED = {"lm_head.weight": f"{BASE_PREFIX}.decoder.embed_tokens.weight"}  # OPTForCausalLM._tied_weights_keys
+BASE_MODEL, LM_HEAD, EMBEDDINGS = "OPTModel", "lm_head.weight", "decoder.embed_tokens.weight"  # for scoring.py
 
 
 def _has_final_norm(cfg):  # OPTDecoder.__init__: only pre-LN models end with a LayerNorm

@@ -16,7 +16,6 @@ batching, decoding with clean-up) lives here, once.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, replace
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
@@ -169,13 +168,21 @@ class Tokenizer:
                 out.append(tok)
         return out
 
+    def _memo(self, key, compute):
+        """Per-instance memo for values derived from the added tokens; cleared by add_tokens."""
+        cache = self.__dict__.setdefault("_derived_cache", {})
+        if key not in cache:
+            cache[key] = compute()
+        return cache[key]
+
     @property
     def all_special_tokens(self) -> List[str]:
-        return [t.content for t in self._all_special_added_tokens()]
+        return list(self._memo("all_special_tokens", lambda: [t.content for t in self._all_special_added_tokens()]))
 
     @property
     def all_special_ids(self) -> List[int]:
-        return [self.convert_tokens_to_ids(t) for t in self.all_special_tokens]
+        return list(self._memo("all_special_ids", lambda: [self.convert_tokens_to_ids(t)
+                                                           for t in self.all_special_tokens]))
 
     @property
     def additional_special_tokens(self) -> List[str]:
@@ -218,11 +225,17 @@ class Tokenizer:
             self.added_tokens_decoder[index] = token
             self.added_tokens_encoder[token.content] = index
         self._added_split_re = None
+        self._special_id_cache = {}
+        self._derived_cache = {}
         return added
 
     def _token_attr_id(self, attr: str) -> Optional[int]:
-        tok = self._special.get(attr)
-        return None if tok is None else self.convert_tokens_to_ids(tok.content)
+        # memoised: read several times per encoded text (templates); reset by add_tokens
+        cache = self.__dict__.setdefault("_special_id_cache", {})
+        if attr not in cache:
+            tok = self._special.get(attr)
+            cache[attr] = None if tok is None else self.convert_tokens_to_ids(tok.content)
+        return cache[attr]
 
     def _token_attr(self, attr: str) -> Optional[str]:
         tok = self._special.get(attr)
@@ -293,14 +306,19 @@ class Tokenizer:
         Lower-casing is per character (so a final capital sigma becomes 'σ', not 'ς'), special tokens
         and normalized non-special added tokens are kept, and '.' does not match '\\n'.
         """
-        pieces = [re.escape(s) for s in self.all_special_tokens]
-        pieces += [re.escape(t.content) for t in self.added_tokens_decoder.values() if not t.special and t.normalized]
-        pattern = r"(" + r"|".join(pieces) + r")|" + r"(.+?)"
+        def patterns():
+            pieces = [re.escape(s) for s in self.all_special_tokens]
+            pieces += [re.escape(t.content) for t in self.added_tokens_decoder.values()
+                       if not t.special and t.normalized]
+            keep = r"(" + r"|".join(pieces) + r")"
+            return re.compile(keep + r"|" + r"(.+?)"), (re.compile(keep) if pieces else None)
+
+        per_char, keep = self._memo("lowercase_patterns", patterns)
         if "Σ" not in text:
             # str.lower is per character except for the final-sigma rule; avoid a Python call per char.
-            parts = re.split(r"(" + r"|".join(pieces) + r")", text) if pieces else [text]
+            parts = keep.split(text) if keep is not None else [text]
             return "".join(p if i % 2 else p.lower() for i, p in enumerate(parts))
-        return re.sub(pattern, lambda m: m.groups()[0] or m.groups()[1].lower(), text)
+        return per_char.sub(lambda m: m.groups()[0] or m.groups()[1].lower(), text)
 
     def _split_on_added(self, text: str) -> List[str]:
         """text -> pieces, every added token its own piece (upstream Trie.split: leftmost, longest match)."""
@@ -407,7 +425,8 @@ class Tokenizer:
         return [0] * ((len(ids1) if ids1 else 0) + len(ids0))
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
-        return len(self.build_inputs_with_special_tokens([], [] if pair else None))
+        return self._memo(("num_special", bool(pair)),
+                          lambda: len(self.build_inputs_with_special_tokens([], [] if pair else None)))
 
     # ------------------------------------------------------------------ strategies
     def _strategies(self, padding=False, truncation=None, max_length=None, pad_to_multiple_of=None):
@@ -769,52 +788,3 @@ def _valid_text_input(t) -> bool:
         if isinstance(t[0], (list, tuple)):
             return len(t[0]) == 0 or isinstance(t[0][0], str)
     return False
-
-
-def unicode_classes():
-    """Lazily built character classes from Python's unicodedata (the tables upstream's slow tokenizers use)."""
-    global _UNICODE_CLASSES
-    if _UNICODE_CLASSES is None:
-        _UNICODE_CLASSES = _build_unicode_classes()
-    return _UNICODE_CLASSES
-
-
-_UNICODE_CLASSES = None
-
-
-def _build_unicode_classes() -> dict:
-    """{'control', 'whitespace', 'punctuation', 'mn'}: re character-class strings, from unicodedata.category.
-
-    Upstream tokenization_utils._is_control/_is_whitespace/_is_punctuation, evaluated once for every code
-    point so the per-character Python loops become C regex scans.
-    """
-    members = {"control": [], "whitespace": [], "punctuation": [], "mn": []}
-    for cp in range(0x110000):
-        ch = chr(cp)
-        cat = unicodedata.category(ch)
-        if ch in " \t\n\r" or cat == "Zs":
-            members["whitespace"].append(cp)
-        elif cat[0] == "C":
-            members["control"].append(cp)
-        if (33 <= cp <= 47) or (58 <= cp <= 64) or (91 <= cp <= 96) or (123 <= cp <= 126) or cat[0] == "P":
-            members["punctuation"].append(cp)
-        if cat == "Mn":
-            members["mn"].append(cp)
-    return {k: "[" + _ranges_to_class(v) + "]" for k, v in members.items()}
-
-
-def _ranges_to_class(cps: List[int]) -> str:
-    """sorted code points -> 'a-zA-Z...' with every char escaped."""
-    parts, i = [], 0
-    while i < len(cps):
-        j = i
-        while j + 1 < len(cps) and cps[j + 1] == cps[j] + 1:
-            j += 1
-        lo, hi = cps[i], cps[j]
-        parts.append(_esc(lo) if lo == hi else f"{_esc(lo)}-{_esc(hi)}")
-        i = j + 1
-    return "".join(parts)
-
-
-def _esc(cp: int) -> str:
-    return f"\\U{cp:08x}"

@@ -91,30 +91,46 @@ def load_merges(path: str) -> Dict[Tuple[str, ...], int]:
     return {tuple(line.split()): rank for rank, line in enumerate(lines)}
 
 
+_NO_MERGE = 1 << 62  # rank of a pair that is not in merges.txt
+
+
 def bpe_merge(word: str, ranks: Dict[Tuple[str, ...], int]) -> List[str]:
     """'ĠHello' -> ['ĠHel', 'lo']: repeatedly merge every occurrence (left to right) of the lowest-rank pair.
 
-    Same result as GPT2Tokenizer.bpe (which takes min() over the set of pairs; ranks are unique).
+    Same result as GPT2Tokenizer.bpe, which takes min() over the set of adjacent pairs and then merges
+    all non-overlapping occurrences of that pair scanning left to right. Ranks are unique per pair, so
+    the positions holding the best rank are exactly the occurrences of the best pair.
     """
     symbols = list(word)
-    while len(symbols) > 1:
-        best, best_rank = None, None
-        for i in range(len(symbols) - 1):
-            r = ranks.get((symbols[i], symbols[i + 1]))
-            if r is not None and (best_rank is None or r < best_rank):
-                best, best_rank = (symbols[i], symbols[i + 1]), r
-        if best is None:
+    get = ranks.get
+    pair_ranks = [get(p, _NO_MERGE) for p in zip(symbols, symbols[1:])]  # [n - 1]: rank of (s[k], s[k+1])
+    while pair_ranks:
+        best = min(pair_ranks)
+        if best == _NO_MERGE:
             break
-        first, second = best
-        merged, i, n = [], 0, len(symbols)
-        while i < n:
-            if i < n - 1 and symbols[i] == first and symbols[i + 1] == second:
-                merged.append(first + second)
-                i += 2
-            else:
-                merged.append(symbols[i])
-                i += 1
-        symbols = merged
+        j = pair_ranks.index(best)
+        merged = symbols[j] + symbols[j + 1]
+        # Rebuild symbols [n] -> [n - merges] and their pair ranks; only pairs touching a merge are looked up.
+        new_symbols, new_ranks, prev = [], [], 0
+        while True:
+            if j > prev:  # unchanged run symbols[prev:j]
+                if new_symbols:
+                    new_ranks.append(get((new_symbols[-1], symbols[prev]), _NO_MERGE))
+                new_symbols.extend(symbols[prev:j])
+                new_ranks.extend(pair_ranks[prev:j - 1])
+            if new_symbols:
+                new_ranks.append(get((new_symbols[-1], merged), _NO_MERGE))
+            new_symbols.append(merged)
+            prev = j + 2
+            try:  # next occurrence that does not overlap the merge just made
+                j = pair_ranks.index(best, prev)
+            except ValueError:
+                break
+        if prev < len(symbols):
+            new_ranks.append(get((merged, symbols[prev]), _NO_MERGE))
+            new_symbols.extend(symbols[prev:])
+            new_ranks.extend(pair_ranks[prev:])
+        symbols, pair_ranks = new_symbols, new_ranks
     return symbols
 
 
@@ -152,7 +168,8 @@ class ByteLevelBPETokenizer(Tokenizer):
 
     def _token_to_id(self, token: str) -> Optional[int]:
         # upstream: unknown -> the unk token's id (None when even that is missing from vocab.json)
-        return self.encoder.get(token, self.encoder.get(self.unk_token))
+        idx = self.encoder.get(token)
+        return idx if idx is not None else self.encoder.get(self.unk_token)
 
     def _id_to_token(self, index: int) -> str:
         tok = self.decoder.get(index)
@@ -173,17 +190,17 @@ class ByteLevelBPETokenizer(Tokenizer):
 
     def _tokenize_ids(self, text: str) -> List[int]:
         """text (no added tokens) -> ids, memoised per pre-token (the hot loop)."""
-        ids: List[int] = []
         cache = self._cache
-        for pre in self._pattern.findall(text):
-            hit = cache.get(pre)
-            if hit is None:
-                hit = tuple(self._convert_one_token(t) for t in self.bpe(byte_encode(pre)))
-                if len(cache) >= self._CACHE_LIMIT:
-                    cache.clear()
-                cache[pre] = hit
-            ids.extend(hit)
-        return ids
+        pres = self._pattern.findall(text)
+        hits = list(map(cache.get, pres))
+        if None in hits:
+            for k, pre in enumerate(pres):
+                if hits[k] is None:
+                    hits[k] = tuple(self.convert_tokens_to_ids(self.bpe(byte_encode(pre))))
+                    if len(cache) >= self._CACHE_LIMIT:
+                        cache.clear()
+                    cache[pre] = hits[k]
+        return [i for hit in hits for i in hit]
 
     def tokens_to_string(self, tokens: List[str]) -> str:
         return byte_decode("".join(tokens), self.errors)

@@ -8,8 +8,9 @@ character classes of tokenization_utils.py (_is_control, _is_whitespace, _is_pun
     -> per piece: greedy longest-match against vocab.txt, continuations prefixed '##'; a word that cannot
     be covered, or is longer than max_input_chars_per_word, becomes [UNK].
 
-Upstream walks every character in Python; here the same per-character tests are precomputed once
-from `unicodedata` (so the Unicode version is Python's, as upstream's) into regex classes.
+Upstream walks every character of every text in Python; here the same per-character tests
+(`_is_control`, `_is_whitespace`, `_is_punctuation`, written as upstream's) are memoised per distinct
+character, so a text costs one `set()` and one `str.translate`.
 """
 from __future__ import annotations
 
@@ -19,14 +20,62 @@ import re
 import unicodedata
 from typing import Dict, Iterable, List, Optional
 
-from .base import AddedToken, Tokenizer, unicode_classes
+from .base import AddedToken, Tokenizer
 from .bpe import _pop_special
 
 # BasicTokenizer._is_chinese_char: the CJK Unified Ideographs blocks (not Hangul, not kana).
-CJK_CLASS = (
-    "[\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0002a6df\U0002a700-\U0002b73f\U0002b740-\U0002b81f"
-    "\U0002b820-\U0002ceaf\uf900-\ufaff\U0002f800-\U0002fa1f]"
+_CJK_RE = re.compile(
+    "([\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0002a6df\U0002a700-\U0002b73f\U0002b740-\U0002b81f"
+    "\U0002b820-\U0002ceaf\uf900-\ufaff\U0002f800-\U0002fa1f])"
 )
+
+
+def _is_whitespace(ch: str) -> bool:
+    """tokenization_utils._is_whitespace: space, \\t, \\n, \\r and category Zs."""
+    return ch in " \t\n\r" or unicodedata.category(ch) == "Zs"
+
+
+def _is_control(ch: str) -> bool:
+    """tokenization_utils._is_control: categories C* except \\t, \\n, \\r."""
+    return ch not in "\t\n\r" and unicodedata.category(ch).startswith("C")
+
+
+def _is_punctuation(ch: str) -> bool:
+    """tokenization_utils._is_punctuation: ASCII non-alphanumeric printables, and categories P*."""
+    cp = ord(ch)
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    return unicodedata.category(ch).startswith("P")
+
+
+def _clean_action(ch: str) -> Optional[str]:
+    """BasicTokenizer._clean_text for one char: '' (drop), ' ' (whitespace) or None (keep)."""
+    if ch in "\x00\ufffd" or _is_control(ch):
+        return ""
+    if _is_whitespace(ch):
+        return " "
+    return None
+
+
+# Memo of the per-character tests over the characters seen so far: the chars already classified, the
+# str.translate table of those _clean_text changes, and those that are punctuation.
+_CLEAN_TABLE: Dict[int, str] = {}
+_PUNCT_CHARS: set = set()
+_SEEN: set = set()
+
+
+def _classify(chars) -> None:
+    """Add unseen characters to the memo tables."""
+    for ch in chars:
+        action = _clean_action(ch)
+        if action is not None:
+            _CLEAN_TABLE[ord(ch)] = action
+        if _is_punctuation(ch):
+            _PUNCT_CHARS.add(ch)
+        _SEEN.add(ch)
+
+
+_classify(chr(cp) for cp in range(128))
 
 
 def load_vocab_txt(path: str) -> Dict[str, int]:
@@ -46,61 +95,59 @@ def load_vocab_txt(path: str) -> Dict[str, int]:
     return vocab
 
 
-class _Classes:
-    """Compiled regexes for the basic tokenizer, built once per process."""
-
-    def __init__(self):
-        c = unicode_classes()
-        # _clean_text: NUL, U+FFFD and control chars vanish; \t \n \r and Zs become ' '.
-        self.remove = re.compile(c["control"][:-1] + "\x00\ufffd]")
-        self.whitespace = re.compile(c["whitespace"])
-        self.cjk = re.compile(CJK_CLASS)
-        self.mn = re.compile(c["mn"])
-        punct_inner = c["punctuation"][1:-1]
-        # _run_split_on_punc: every punctuation char alone, runs of anything else together
-        self.punct_split = re.compile(f"[{punct_inner}]|[^{punct_inner}]+", re.DOTALL)
-
-
-_CLASSES: Optional[_Classes] = None
-
-
-def _classes() -> _Classes:
-    global _CLASSES
-    if _CLASSES is None:
-        _CLASSES = _Classes()
-    return _CLASSES
-
-
 def clean_text(text: str) -> str:
-    """BasicTokenizer._clean_text."""
-    c = _classes()
-    return c.whitespace.sub(" ", c.remove.sub("", text))
+    """BasicTokenizer._clean_text: drop NUL, U+FFFD and control chars; whitespace -> ' '."""
+    if not text.isascii():
+        new = set(text) - _SEEN
+        if new:
+            _classify(new)
+    return text.translate(_CLEAN_TABLE)
 
 
 def tokenize_chinese_chars(text: str) -> str:
     """BasicTokenizer._tokenize_chinese_chars: ' 中 ' around every CJK ideograph."""
-    return _classes().cjk.sub(lambda m: " " + m.group(0) + " ", text)
+    return _CJK_RE.sub(r" \1 ", text)
 
 
 def strip_accents(text: str) -> str:
     """BasicTokenizer._run_strip_accents: NFD, then drop nonspacing marks (Mn)."""
-    return _classes().mn.sub("", unicodedata.normalize("NFD", text))
+    text = unicodedata.normalize("NFD", text)
+    if text.isascii():
+        return text
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Mn")
 
 
 def split_on_punctuation(text: str) -> List[str]:
     """BasicTokenizer._run_split_on_punc: 'a,b!' -> ['a', ',', 'b', '!']."""
-    return _classes().punct_split.findall(text)
+    chars = set(text)
+    new = chars - _SEEN
+    if new:
+        _classify(new)
+    if chars.isdisjoint(_PUNCT_CHARS):
+        return [text] if text else []
+    out: List[str] = []
+    start_new_word = True
+    for ch in text:
+        if ch in _PUNCT_CHARS:
+            out.append(ch)
+            start_new_word = True
+        else:
+            if start_new_word:
+                out.append("")
+            start_new_word = False
+            out[-1] += ch
+    return out
 
 
 def wordpiece(word: str, vocab: Dict[str, int], unk_token: str, max_input_chars_per_word: int = 100) -> List[str]:
-    """'unaffable' -> ['un', '##aff', '##able'] (WordpieceTokenizer.tokenize for one word)."""
+    """'unaffable' -> ['un', '##aff', '##able'] (WordpieceTokenizer.tokenize for one word; the reference)."""
     if len(word) > max_input_chars_per_word:
         return [unk_token]
     out, start, n = [], 0, len(word)
     while start < n:
         end = n
         piece = None
-        while start < end:
+        while start < end:  # longest match first
             sub = word[start:end] if start == 0 else "##" + word[start:end]
             if sub in vocab:
                 piece = sub
@@ -111,6 +158,43 @@ def wordpiece(word: str, vocab: Dict[str, int], unk_token: str, max_input_chars_
         out.append(piece)
         start = end
     return out
+
+
+class PrefixIndex:
+    """Vocabulary prefixes so the longest match is found scanning forward (same result as `wordpiece`).
+
+    Every prefix of a vocabulary entry is in `first_prefixes` (pieces at the start of a word) or, for
+    '##' entries without their '##', in `cont_prefixes`; scanning stops at the first substring that
+    begins no entry, so a piece costs its own length instead of the word's.
+    """
+
+    def __init__(self, vocab: Dict[str, int]):
+        self.first = set(vocab)
+        self.cont = {t[2:] for t in vocab if t.startswith("##")}
+        self.first_prefixes = {t[:k] for t in self.first for k in range(1, len(t) + 1)}
+        self.cont_prefixes = {t[:k] for t in self.cont for k in range(1, len(t) + 1)}
+
+    def tokenize(self, word: str, unk_token: str, max_input_chars_per_word: int = 100) -> List[str]:
+        """One word -> WordPiece strings; equal to wordpiece(word, vocab, ...)."""
+        n = len(word)
+        if n > max_input_chars_per_word:
+            return [unk_token]
+        out, start = [], 0
+        while start < n:
+            prefixes, full = (self.first_prefixes, self.first) if start == 0 else (self.cont_prefixes, self.cont)
+            best, end = 0, start + 1
+            while end <= n:
+                sub = word[start:end]
+                if sub not in prefixes:
+                    break
+                if sub in full:
+                    best = end
+                end += 1
+            if not best:
+                return [unk_token]
+            out.append(word[start:best] if start == 0 else "##" + word[start:best])
+            start = best
+        return out
 
 
 class BasicTokenizer:
@@ -180,6 +264,7 @@ class BertTokenizer(Tokenizer):
         self.do_basic_tokenize = do_basic_tokenize
         self.basic_tokenizer = BasicTokenizer(do_lower_case, never_split, tokenize_chinese_chars, strip_accents)
         self.max_input_chars_per_word = max_input_chars_per_word
+        self._prefix_index = PrefixIndex(self.vocab)
         self._cache: Dict[str, tuple] = {}
         special = dict(special_tokens or {})
         special.update(_pop_special(kwargs))
@@ -206,7 +291,7 @@ class BertTokenizer(Tokenizer):
         return self.ids_to_tokens.get(index, self.unk_token)
 
     def _wordpiece(self, word: str) -> List[str]:
-        return wordpiece(word, self.vocab, self._wp_unk, self.max_input_chars_per_word)
+        return self._prefix_index.tokenize(word, self._wp_unk, self.max_input_chars_per_word)
 
     def _tokenize(self, text: str) -> List[str]:
         """text (no added tokens) -> WordPiece strings (BertTokenizer._tokenize)."""
@@ -224,23 +309,24 @@ class BertTokenizer(Tokenizer):
             return [self._convert_one_token(t) for t in self._tokenize(text)]
         basic = self.basic_tokenizer
         never = basic.never_split
-        never_all = never.union(self.all_special_tokens)
+        never_all = self._memo("never_split_all", lambda: never.union(self.all_special_tokens))
         cache = self._cache
-        ids: List[int] = []
-        for word in basic.words(text):
-            hit = cache.get(word)
-            if hit is None:
+        words = basic.words(text)
+        hits = list(map(cache.get, words))
+        if None in hits:
+            for k, word in enumerate(words):
+                if hits[k] is not None:
+                    continue
                 toks: List[str] = []
                 # " ".join(...).split() as in BasicTokenizer.tokenize, but per word (pieces hold no
                 # whitespace across words, so splitting per word gives the same list)
                 for piece in " ".join(basic.word_pieces(word, never_all)).split():
                     toks.extend([piece] if piece in never else self._wordpiece(piece))
-                hit = tuple(self._convert_one_token(t) for t in toks)
+                hits[k] = tuple(self.convert_tokens_to_ids(toks))
                 if len(cache) >= self._CACHE_LIMIT:
                     cache.clear()
-                cache[word] = hit
-            ids.extend(hit)
-        return ids
+                cache[word] = hits[k]
+        return [i for hit in hits for i in hit]
 
     def tokens_to_string(self, tokens: List[str]) -> str:
         return " ".join(tokens).replace(" ##", "").strip()

@@ -1,0 +1,60 @@
+"""OPT at the real opt-125m shape (random weights): scoring 8 x 128 tokens, refimpl vs upstream.
+
+    python bench/bench_opt.py            # both sides, table + bench/results/opt.json
+
+Upstream computes logits and log_softmax over the vocabulary and gathers the targets; refimpl uses
+`refimpl.scoring.token_logprobs` (the same numbers, logits in chunks).
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import main  # noqa: E402
+
+SHAPE = dict(vocab_size=50272, hidden_size=768, num_hidden_layers=12, ffn_dim=3072, num_attention_heads=12,
+             max_position_embeddings=2048, word_embed_proj_dim=768)
+BATCH, LENGTH = 8, 128
+
+
+def workloads():
+    return {"opt-125m score 8x128": "12 layers, d=768, vocab 50272, float32, per-token log-likelihoods"}
+
+
+def token_ids():
+    import numpy as np
+
+    return np.random.default_rng(0).integers(3, SHAPE["vocab_size"], size=(BATCH, LENGTH))
+
+
+def run(side, workload):
+    ids = token_ids()
+    if side == "upstream":
+        import torch
+        from transformers import OPTConfig, OPTForCausalLM
+
+        torch.manual_seed(0)
+        model = OPTForCausalLM(OPTConfig(**SHAPE, dropout=0.0)).eval()
+        ids_t = torch.from_numpy(ids)
+
+        @torch.no_grad()
+        def fn():
+            logits = model(input_ids=ids_t, use_cache=False).logits
+            return torch.log_softmax(logits[:, :-1], -1).gather(-1, ids_t[:, 1:, None])
+
+        return fn
+    import numpy as np
+
+    from refimpl.config import OPTConfig
+    from refimpl.modeling import Model
+    from refimpl.models.opt import param_shapes
+    from refimpl.scoring import token_logprobs
+
+    cfg = OPTConfig(**SHAPE)
+    rng = np.random.default_rng(0)
+    params = {k: (rng.standard_normal(shape, dtype=np.float32) * 0.02) for k, shape in param_shapes(cfg, "OPTForCausalLM").items()}
+    model = Model(cfg, params, "OPTForCausalLM", np.float32)
+    return lambda: token_logprobs(model, ids)
+
+
+if __name__ == "__main__":
+    main(__file__, workloads, run)

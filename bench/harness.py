@@ -1,0 +1,114 @@
+"""Side-by-side benchmark plumbing: each side (refimpl, upstream) runs in its own subprocess, so its peak
+RSS is its own, and reports the median of a few timed runs as JSON; the parent prints a table with
+ratios and writes bench/results/<name>.json.
+
+A benchmark script defines `workloads()` -> {name: description} and `run(side, workload)` -> a
+zero-argument callable to time (set-up excluded), then calls `main(__file__, workloads, run)`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def has_avx512() -> bool:
+    try:
+        return "avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def side_env(side: str) -> dict:
+    env = dict(os.environ)
+    if side == "refimpl" and has_avx512():
+        # numpy's OpenBLAS picks its AVX2 kernel on these AMD EPYC machines; the AVX-512 one is ~2x faster
+        env.setdefault("OPENBLAS_CORETYPE", "SkylakeX")
+    return env
+
+
+def sgemm_gflops(n: int = 2048, repeats: int = 3) -> float:
+    """The machine's numpy float32 GEMM speed, for scale (run in the refimpl side's environment)."""
+    import numpy as np
+
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    a @ a
+    best = min(_timed(lambda: a @ a) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def child(script: str, side: str, workload: str, repeats: int, run) -> None:
+    fn = run(side, workload)
+    fn()  # warm-up (JIT compilation, allocator)
+    times = [_timed(fn) for _ in range(repeats)]
+    report = {"median_s": statistics.median(times), "times_s": times,
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if side == "refimpl":
+        report["numpy_sgemm_gflops"] = sgemm_gflops()
+    print("RESULT " + json.dumps(report))
+
+
+def spawn(script: str, side: str, workload: str, repeats: int) -> dict:
+    proc = subprocess.run([sys.executable, script, "--side", side, "--workload", workload, "--repeats", str(repeats)],
+                          capture_output=True, text=True, env=side_env(side))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["failed"]}
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main(script: str, workloads, run) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--side", choices=["refimpl", "upstream"])
+    parser.add_argument("--workload", choices=list(workloads()), action="append")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if args.side:  # child process
+        child(script, args.side, args.workload[0], args.repeats, run)
+        return
+    name = Path(script).stem.replace("bench_", "")
+    rows = []
+    for workload, description in workloads().items():
+        if args.workload and workload not in args.workload:
+            continue
+        ours, theirs = spawn(script, "refimpl", workload, args.repeats), spawn(script, "upstream", workload, args.repeats)
+        row = {"workload": workload, "description": description, "refimpl": ours, "upstream": theirs}
+        if "median_s" in ours and "median_s" in theirs:
+            row["time_ratio"] = ours["median_s"] / theirs["median_s"]
+            row["memory_ratio"] = ours["peak_rss_mb"] / theirs["peak_rss_mb"]
+        rows.append(row)
+        print_row(row)
+    RESULTS.mkdir(exist_ok=True)
+    out = {"benchmark": name, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                         "avx512": has_avx512()}, "rows": rows}
+    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(f"written to {RESULTS / (name + '.json')}")
+
+
+def print_row(row: dict) -> None:
+    ours, theirs = row["refimpl"], row["upstream"]
+
+    def fmt(side):
+        return "error: " + " ".join(side["error"]) if "error" in side else f"{side['median_s']:.3f} s, {side['peak_rss_mb']:.0f} MB"
+
+    print(f"{row['workload']:<28} refimpl {fmt(ours):<24} upstream {fmt(theirs):<24}", end="")
+    if "time_ratio" in row:
+        print(f" time ratio {row['time_ratio']:.2f}  memory ratio {row['memory_ratio']:.2f}", end="")
+    if "numpy_sgemm_gflops" in ours:
+        print(f"  (numpy sgemm {ours['numpy_sgemm_gflops']:.0f} GFLOP/s)", end="")
+    print(flush=True)

@@ -1,0 +1,165 @@
+"""The `refimpl` command.
+
+    refimpl score [FILE|-] [--model DIR] [--format text|ids|jsonl] [-o OUT]
+
+reads one text (or one line of token ids, or one JSON object) per line and writes one JSON line per
+input: {"index", "log_likelihood", "num_tokens", "perplexity"} or, for a line that cannot be
+scored, {"index", "error"}; the other lines are still scored. With no --model it uses the small OPT
+model shipped in the package (refimpl/data/opt-tiny).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SHIPPED_MODEL = Path(__file__).resolve().parent / "data" / "opt-tiny"
+
+
+class LineError(ValueError):
+    """A problem with one input line: reported in its output row, the run goes on."""
+
+
+def parse_line(line: str, fmt: str, tokenizer):  # -> list of token ids
+    if fmt == "ids":
+        try:
+            return [int(t) for t in line.replace(",", " ").split()]
+        except ValueError:
+            raise LineError("expected whitespace-separated integer token ids") from None
+    if fmt == "jsonl":
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise LineError(f"not valid JSON: {err.msg} at column {err.colno}") from None
+        if isinstance(obj, dict) and isinstance(obj.get("input_ids"), list):
+            if not all(isinstance(t, int) and not isinstance(t, bool) for t in obj["input_ids"]):
+                raise LineError("input_ids must be a list of integers")
+            return obj["input_ids"]
+        if isinstance(obj, dict) and isinstance(obj.get("text"), str):
+            line = obj["text"]
+        else:
+            raise LineError('expected an object with "text" (a string) or "input_ids" (a list of integers)')
+    if tokenizer is None:
+        raise LineError("this model directory has no tokenizer files; pass token ids (--format ids)")
+    return list(tokenizer(line)["input_ids"])
+
+
+def check_ids(ids, config):
+    if len(ids) < 2:
+        raise LineError(f"{len(ids)} token(s): scoring needs at least 2 (the first one is only context)")
+    bad = [t for t in ids if not 0 <= t < config.vocab_size]
+    if bad:
+        raise LineError(f"token id {bad[0]} is outside the vocabulary of {config.vocab_size}")
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and len(ids) > limit:
+        raise LineError(f"{len(ids)} tokens exceed the model's max_position_embeddings={limit}")
+
+
+class Progress:
+    """A one-line progress bar on stderr, shown only for long runs on a terminal (or when forced)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.done, self.enabled = total, 0, enabled
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.enabled:
+            width = 30
+            filled = int(width * self.done / max(self.total, 1))
+            sys.stderr.write(f"\rscoring [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def score_batches(model, items, batch_size, progress):  # items [(index, ids)] -> {index: row}
+    """Right-padded batches of similar length; one forward per batch."""
+    from .scoring import token_logprobs
+
+    pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    rows = {}
+    items = sorted(items, key=lambda item: len(item[1]))
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        length = max(len(ids) for _, ids in chunk)
+        batch = np.full((len(chunk), length), pad, dtype=np.int64)
+        mask = np.zeros_like(batch)
+        for r, (_, ids) in enumerate(chunk):
+            batch[r, :len(ids)] = ids
+            mask[r, :len(ids)] = 1
+        logprobs = token_logprobs(model, batch, mask).astype(np.float64)  # [b, length - 1]
+        for r, (index, ids) in enumerate(chunk):
+            ll, n = float(logprobs[r].sum()), len(ids) - 1
+            rows[index] = {"index": index, "log_likelihood": ll, "num_tokens": n, "perplexity": math.exp(-ll / n)}
+        progress.update(len(chunk))
+    return rows
+
+
+def cmd_score(args) -> int:
+    import refimpl
+
+    model = refimpl.from_pretrained(args.model, architecture=args.architecture, dtype=args.dtype)
+    tokenizer = None
+    if args.format != "ids":
+        try:
+            tokenizer = refimpl.load_tokenizer(args.model)
+        except (FileNotFoundError, ValueError, ImportError) as err:
+            print(f"refimpl: no tokenizer for {args.model} ({err}); only token ids can be scored", file=sys.stderr)
+    source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+    with source:
+        lines = [line.rstrip("\n") for line in source]
+    rows, items = {}, []
+    for index, line in enumerate(lines):
+        try:
+            ids = parse_line(line, args.format, tokenizer)
+            check_ids(ids, model.config)
+            items.append((index, ids))
+        except LineError as err:
+            rows[index] = {"index": index, "error": str(err)}
+    progress = Progress(len(items), args.progress or (sys.stderr.isatty() and len(items) > args.batch_size))
+    rows.update(score_batches(model, items, args.batch_size, progress))
+    progress.close()
+    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    with out:
+        for index in range(len(lines)):
+            out.write(json.dumps(rows[index]) + "\n")
+    errors = sum("error" in row for row in rows.values())
+    if errors:
+        print(f"refimpl: {errors} of {len(lines)} lines could not be scored (see their \"error\")", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="refimpl", description="Pure-NumPy reference transformers (LED, NEZHA, XGLM, OPT).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    score = commands.add_parser("score", help="per-text log-likelihood, token count and perplexity as JSONL")
+    score.add_argument("input", nargs="?", default="-", help="input file, one item per line (default: stdin)")
+    score.add_argument("-o", "--output", default="-", help="output JSONL file (default: stdout)")
+    score.add_argument("--model", default=str(SHIPPED_MODEL), help="checkpoint directory (default: the shipped opt-tiny)")
+    score.add_argument("--architecture", default=None, help="upstream class to load (default: from config.json)")
+    score.add_argument("--format", choices=["text", "ids", "jsonl"], default="text",
+                       help='text: one text per line; ids: token ids per line; jsonl: {"text": ...} or {"input_ids": [...]}')
+    score.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    score.add_argument("--batch-size", type=int, default=8)
+    score.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    score.set_defaults(func=cmd_score)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, NotImplementedError) as err:
+        print(f"refimpl: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

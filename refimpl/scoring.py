@@ -1,0 +1,45 @@
+"""Scoring text with a causal language model: per-token log-likelihoods without the full logits tensor.
+
+For a decoder-only model whose logits are `last_hidden_state @ lm_head.weight.T` (OPT, XGLM), the
+log-probability of each next token needs only the logsumexp over the vocabulary and the target's
+logit. We compute them in chunks of positions, so the [B, T, V] logits array (200 MB for 8x128
+tokens of OPT) is never held at once.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import inputs
+from .layers import sub
+from .models import family_module
+
+CHUNK = 256  # positions per lm_head product: [256, V] float32 logits at a time
+
+
+def token_logprobs(model, input_ids, attention_mask=None):  # ids [B, T] -> [B, T-1]
+    """log p(x_t | x_<t) for t = 1..T-1; 0.0 where x_t or x_{t-1} is padding (no real context)."""
+    module = family_module(model.config.model_type)
+    if not hasattr(module, "LM_HEAD"):
+        raise ValueError(f"{model.config.model_type} is not a causal language model; token scoring needs one")
+    input_ids = inputs.ids(input_ids, vocab_size=model.config.vocab_size)
+    if attention_mask is None:
+        attention_mask = np.ones_like(input_ids)
+    attention_mask = inputs.mask(attention_mask, input_ids.shape)
+    base = module.ARCHITECTURES[module.BASE_MODEL]
+    params = model.params if model.architecture == module.BASE_MODEL else sub(model.params, module.BASE_PREFIX)
+    hidden = base(params, model.config, input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    head = model.params.get(module.LM_HEAD)
+    if head is None:  # a base-model checkpoint: the head is tied to the embeddings
+        head = params[module.EMBEDDINGS]
+    batch, length, width = hidden.shape
+    h = hidden[:, :-1].reshape(-1, width)  # [N, E] predicting ...
+    targets = input_ids[:, 1:].reshape(-1)  # [N]    ... these tokens
+    out = np.empty(h.shape[0], dtype=hidden.dtype)
+    for start in range(0, h.shape[0], CHUNK):
+        logits = h[start:start + CHUNK] @ head.T  # [n, V]
+        top = logits.max(axis=1)
+        lse = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+        out[start:start + CHUNK] = logits[np.arange(logits.shape[0]), targets[start:start + CHUNK]] - lse
+    out = out.reshape(batch, length - 1)
+    scored = (attention_mask[:, 1:] == 1) & (attention_mask[:, :-1] == 1)
+    return np.where(scored, out, out.dtype.type(0))
