@@ -31,12 +31,13 @@ def resolve_dtype(dtype) -> np.dtype:
 class Model:
     """A loaded model: `model(**upstream_kwargs)` runs the forward function of `architecture`."""
 
-    def __init__(self, config: BaseConfig, params: dict, architecture: str, dtype):
+    def __init__(self, config: BaseConfig, params: dict, architecture: str, dtype, source=None):
         module = family_module(config.model_type)
         if architecture not in module.ARCHITECTURES:
             raise ValueError(f"{architecture!r} is not a {config.model_type} architecture; "
                              f"expected one of {sorted(module.ARCHITECTURES)}")
         self.config, self.params, self.architecture = config, params, architecture
+        self.source = source  # the checkpoint directory (generate() reads its generation_config.json)
         self.dtype = np.dtype(dtype)
         self.forward_fn = module.ARCHITECTURES[architecture]
 
@@ -44,6 +45,12 @@ class Model:
         return self.forward_fn(self.params, self.config, *args, **kwargs)
 
     forward = __call__
+
+    def generate(self, input_ids=None, **kwargs):
+        """Upstream's model.generate(): greedy, beam search or sampling; see refimpl.generation."""
+        from .generation import generate
+
+        return generate(self, input_ids, **kwargs)
 
     def __repr__(self):
         n = sum(v.size for v in self.params.values())
@@ -79,5 +86,6 @@ def from_pretrained(path: Union[str, Path], architecture: Optional[str] = None, 
     state = read_state_dict(path)
     params = match_params(state, module.param_shapes(config, architecture), dtype,
                           base_prefix=module.BASE_PREFIX, tied=getattr(module, "TIED", None),
-                          ignore=getattr(module, "IGNORED_BUFFERS", ()), source=str(path))
-    return Model(config, params, architecture, dtype)
+                          ignore=getattr(module, "IGNORED_BUFFERS", ()),
+                          defaults=getattr(module, "MISSING_DEFAULTS", None), source=str(path))
+    return Model(config, params, architecture, dtype, source=Path(path))
