@@ -1,0 +1,114 @@
+"""generate(): token ids identical to upstream's, scores within the golden tolerance (golden/capture_generation.py),
+plus properties that need no upstream."""
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from safetensors.numpy import load_file
+
+import refimpl
+from golden import DTYPES, GOLDEN, REGENERATE, compare_tensor
+from refimpl.generation import top_k, top_p
+
+GEN = GOLDEN / "generation"
+FAMILIES = sorted(p.name for p in GEN.iterdir() if (p / "cases.json").exists()) if GEN.exists() else []
+
+
+def golden_cases():
+    for family in FAMILIES:
+        spec = json.loads((GEN / family / "cases.json").read_text())
+        for name, kwargs in spec["cases"].items():
+            yield pytest.param(family, name, {**spec["always"], **kwargs}, id=f"{family}/{name}")
+
+
+def expected_fields(tensors, case, dtype):
+    prefix = f"{case}/{dtype}/"
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def ours_fields(out):
+    fields = {"sequences": out.sequences}
+    for name in ("scores",):
+        for i, s in enumerate(getattr(out, name) or ()):
+            fields[f"{name}.{i}"] = s
+    for name in ("sequences_scores", "beam_indices"):
+        if getattr(out, name, None) is not None:
+            fields[name] = getattr(out, name)
+    return fields
+
+
+def test_generation_golden_present():
+    assert {"opt", "xglm"} <= set(FAMILIES), f"generation golden missing; {REGENERATE}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("family, case, kwargs", list(golden_cases()))
+def test_generate_matches_upstream(family, case, kwargs, dtype):
+    tensors = load_file(str(GEN / family / "results.safetensors"))
+    model = refimpl.from_pretrained(GEN / family, dtype=dtype)
+    out = model.generate(tensors[f"{case}/input/input_ids"], attention_mask=tensors[f"{case}/input/attention_mask"],
+                         **kwargs)
+    expected, ours = expected_fields(tensors, case, dtype), ours_fields(out)
+    where = f"[{family}/{case} {dtype}]"
+    assert sorted(ours) == sorted(expected), f"{where} fields {sorted(ours)} != upstream {sorted(expected)}"
+    assert np.array_equal(ours["sequences"], expected["sequences"]), (
+        f"{where} token ids differ:\nours\n{ours['sequences']}\nupstream\n{expected['sequences']}")
+    problems = [p for key in expected for p in compare_tensor(ours[key], expected[key], dtype, f"{where} {key}")]
+    assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------- properties (no upstream needed)
+
+MODEL = refimpl.from_pretrained(GEN / "opt", dtype="float64") if "opt" in FAMILIES else None
+PROMPT = np.array([[1, 1, 5, 6, 7], [8, 9, 10, 11, 12]])
+MASK = (PROMPT != 1).astype(np.int64)
+
+
+def test_greedy_equals_one_beam_and_cached_equals_full():
+    greedy = MODEL.generate(PROMPT, attention_mask=MASK, max_new_tokens=6, eos_token_id=None)
+    beam = MODEL.generate(PROMPT, attention_mask=MASK, max_new_tokens=6, eos_token_id=None, num_beams=1)
+    np.testing.assert_array_equal(greedy, beam)
+    # without the cache: argmax of a full forward over the whole sequence so far, token by token
+    ids, mask = PROMPT.copy(), MASK.copy()
+    for _ in range(6):
+        logits = MODEL(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, -1]
+        ids = np.concatenate([ids, logits.argmax(-1)[:, None]], axis=1)
+        mask = np.concatenate([mask, np.ones((2, 1), np.int64)], axis=1)
+    np.testing.assert_array_equal(greedy, ids)
+
+
+def test_beam_search_width_one_is_greedy_on_scores():
+    """num_beams=2 with length_penalty=0 must keep the best-scoring sequence among its beams."""
+    out = MODEL.generate(PROMPT, attention_mask=MASK, max_new_tokens=4, num_beams=2, length_penalty=0.0,
+                         eos_token_id=None, return_dict_in_generate=True, output_scores=True)
+    assert out.sequences.shape == (2, PROMPT.shape[1] + 4)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 8), st.floats(0.1, 0.95), st.floats(0.3, 2.0))
+def test_sampling_reproducible_and_respects_top_k_top_p(seed, k, p, t):
+    kwargs = dict(attention_mask=MASK, do_sample=True, max_new_tokens=5, top_k=k, top_p=p, temperature=t,
+                  eos_token_id=None, return_dict_in_generate=True, output_scores=True)
+    first = MODEL.generate(PROMPT, seed=seed, **kwargs)
+    again = MODEL.generate(PROMPT, generator=np.random.default_rng(seed), **kwargs)
+    np.testing.assert_array_equal(first.sequences, again.sequences)
+    for step, scores in enumerate(first.scores):
+        chosen = first.sequences[:, PROMPT.shape[1] + step]
+        assert np.isfinite(scores[np.arange(len(chosen)), chosen]).all(), "sampled a token that top-k/top-p removed"
+        assert (np.isfinite(scores).sum(-1) <= k).all()
+
+
+def test_top_k_and_top_p_keep_the_right_sets():
+    scores = np.log(np.array([[0.5, 0.25, 0.15, 0.1]]))
+    assert np.isfinite(top_k(2)(None, scores.copy())).tolist() == [[True, True, False, False]]
+    # top_p=0.7: keep the smallest set whose probability reaches 0.7 -> {0.5, 0.25}
+    assert np.isfinite(top_p(0.7)(None, scores.copy())).tolist() == [[True, True, False, False]]
+    assert np.isfinite(top_p(0.8)(None, scores.copy())).tolist() == [[True, True, True, False]]
+
+
+def test_generate_rejects_bad_input():
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        MODEL.generate(np.array([[5, 99]]))
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        MODEL.generate(PROMPT, num_beams=2, num_return_sequences=3)
