@@ -1,6 +1,7 @@
 """The `refimpl` command.
 
     refimpl score [FILE|-] [--model DIR] [--format text|ids|jsonl] [-o OUT]
+    refimpl generate [FILE|-] [--model DIR] [--max-new-tokens N] [--num-beams K] [--do-sample --seed S ...]
 
 reads one text (or one line of token ids, or one JSON object) per line and writes one JSON line per
 input: {"index", "log_likelihood", "num_tokens", "perplexity"} or, for a line that cannot be
@@ -135,20 +136,90 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    import refimpl
+
+    model = refimpl.from_pretrained(args.model, architecture=args.architecture, dtype=args.dtype)
+    tokenizer = None
+    if args.format != "ids":
+        tokenizer = refimpl.load_tokenizer(args.model)
+    source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+    with source:
+        lines = [line.rstrip("\n") for line in source]
+    options = {k: v for k, v in dict(
+        max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens, num_beams=args.num_beams,
+        do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
+        length_penalty=args.length_penalty).items() if v is not None}
+    rng = np.random.default_rng(args.seed)
+    pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    rows, items = {}, []
+    for index, line in enumerate(lines):
+        try:
+            ids = parse_line(line, args.format, tokenizer)
+            if not ids:
+                raise LineError("empty prompt")
+            check_ids(ids + [0], model.config)  # room for at least one new token
+            items.append((index, ids))
+        except LineError as err:
+            rows[index] = {"index": index, "error": str(err)}
+    progress = Progress(len(items), args.progress or (sys.stderr.isatty() and len(items) > args.batch_size))
+    for start in range(0, len(items), args.batch_size):
+        chunk = items[start:start + args.batch_size]
+        width = max(len(ids) for _, ids in chunk)
+        batch = np.full((len(chunk), width), pad, dtype=np.int64)
+        mask = np.zeros_like(batch)
+        for r, (_, ids) in enumerate(chunk):  # decoder-only models continue from the right: pad on the left
+            batch[r, width - len(ids):] = ids
+            mask[r, width - len(ids):] = 1
+        out = model.generate(batch, attention_mask=mask, generator=rng, **options)
+        for r, (index, ids) in enumerate(chunk):
+            new = [int(t) for t in out[r, width:]]
+            row = {"index": index, "new_token_ids": new}
+            if tokenizer is not None:
+                row["continuation"] = tokenizer.decode(new, skip_special_tokens=True)
+            rows[index] = row
+        progress.update(len(chunk))
+    progress.close()
+    out_file = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    with out_file:
+        for index in range(len(lines)):
+            out_file.write(json.dumps(rows[index], ensure_ascii=False) + "\n")
+    return 0
+
+
+def add_common_arguments(command) -> None:
+    command.add_argument("input", nargs="?", default="-", help="input file, one item per line (default: stdin)")
+    command.add_argument("-o", "--output", default="-", help="output JSONL file (default: stdout)")
+    command.add_argument("--model", default=str(SHIPPED_MODEL), help="checkpoint directory (default: the shipped opt-tiny)")
+    command.add_argument("--architecture", default=None, help="upstream class to load (default: from config.json)")
+    command.add_argument("--format", choices=["text", "ids", "jsonl"], default="text",
+                         help='text: one text per line; ids: token ids per line; jsonl: {"text": ...} or {"input_ids": [...]}')
+    command.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    command.add_argument("--batch-size", type=int, default=8)
+    command.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refimpl", description="Pure-NumPy reference transformers (LED, NEZHA, XGLM, OPT).")
     commands = parser.add_subparsers(dest="command", required=True)
     score = commands.add_parser("score", help="per-text log-likelihood, token count and perplexity as JSONL")
-    score.add_argument("input", nargs="?", default="-", help="input file, one item per line (default: stdin)")
-    score.add_argument("-o", "--output", default="-", help="output JSONL file (default: stdout)")
-    score.add_argument("--model", default=str(SHIPPED_MODEL), help="checkpoint directory (default: the shipped opt-tiny)")
-    score.add_argument("--architecture", default=None, help="upstream class to load (default: from config.json)")
-    score.add_argument("--format", choices=["text", "ids", "jsonl"], default="text",
-                       help='text: one text per line; ids: token ids per line; jsonl: {"text": ...} or {"input_ids": [...]}')
-    score.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    score.add_argument("--batch-size", type=int, default=8)
-    score.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    add_common_arguments(score)
     score.set_defaults(func=cmd_score)
+    gen = commands.add_parser("generate", help="continue prompts (greedy, beam search or sampling) as JSONL")
+    add_common_arguments(gen)
+    gen.add_argument("--max-new-tokens", type=int, default=20)
+    gen.add_argument("--min-new-tokens", type=int)
+    gen.add_argument("--num-beams", type=int)
+    gen.add_argument("--do-sample", action="store_true", default=None, help="multinomial sampling (see --seed)")
+    gen.add_argument("--temperature", type=float)
+    gen.add_argument("--top-k", type=int)
+    gen.add_argument("--top-p", type=float)
+    gen.add_argument("--repetition-penalty", type=float)
+    gen.add_argument("--no-repeat-ngram-size", type=int)
+    gen.add_argument("--length-penalty", type=float)
+    gen.add_argument("--seed", type=int, default=0, help="seed of the sampling generator (numpy)")
+    gen.set_defaults(func=cmd_generate)
     return parser
 
 

@@ -112,3 +112,19 @@ def test_generate_rejects_bad_input():
         MODEL.generate(np.array([[5, 99]]))
     with pytest.raises(ValueError, match="num_return_sequences"):
         MODEL.generate(PROMPT, num_beams=2, num_return_sequences=3)
+
+
+def test_cli_generate_left_pads_and_matches_generate(tmp_path):
+    """`refimpl generate` batches prompts with left padding; each row equals generate() on that batch."""
+    from refimpl.cli import main
+
+    (tmp_path / "in.txt").write_text("5 6 7\n9 10 11 12 13\nnot ids\n")
+    assert main(["generate", str(tmp_path / "in.txt"), "--format", "ids", "--model", str(GEN / "opt"),
+                 "--max-new-tokens", "4", "--num-beams", "2", "--dtype", "float64", "-o", str(tmp_path / "o")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "o").read_text().splitlines()]
+    batch = np.array([[1, 1, 5, 6, 7], [9, 10, 11, 12, 13]])
+    expected = MODEL.generate(batch, attention_mask=(np.arange(5) >= np.array([[2], [0]])).astype(int),
+                              max_new_tokens=4, num_beams=2)
+    assert rows[0]["new_token_ids"] == expected[0, 5:].tolist()
+    assert rows[1]["new_token_ids"] == expected[1, 5:].tolist()
+    assert "integer token ids" in rows[2]["error"]
