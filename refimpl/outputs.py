@@ -54,11 +54,7 @@ class BaseModelOutputWithPast(ModelOutput):
 
 
 @dataclass
-class BaseModelOutputWithPastAndCrossAttentions(ModelOutput):
-    last_hidden_state: Array = None
-    past_key_values: Optional[tuple] = None
-    hidden_states: Optional[tuple] = None
-    attentions: Optional[tuple] = None
+class BaseModelOutputWithPastAndCrossAttentions(BaseModelOutputWithPast):
     cross_attentions: Optional[tuple] = None
 
 
@@ -82,22 +78,13 @@ class CausalLMOutputWithPast(ModelOutput):
 
 
 @dataclass
-class CausalLMOutputWithCrossAttentions(ModelOutput):
-    loss: Array = None
-    logits: Array = None
-    past_key_values: Optional[tuple] = None
-    hidden_states: Optional[tuple] = None
-    attentions: Optional[tuple] = None
+class CausalLMOutputWithCrossAttentions(CausalLMOutputWithPast):
     cross_attentions: Optional[tuple] = None
 
 
 @dataclass
-class SequenceClassifierOutputWithPast(ModelOutput):
-    loss: Array = None
-    logits: Array = None
-    past_key_values: Optional[tuple] = None
-    hidden_states: Optional[tuple] = None
-    attentions: Optional[tuple] = None
+class SequenceClassifierOutputWithPast(CausalLMOutputWithPast):
+    """Same fields as CausalLMOutputWithPast; logits [B, num_labels]."""
 
 
 @dataclass
@@ -108,42 +95,31 @@ class SequenceClassifierOutput(ModelOutput):
     attentions: Optional[tuple] = None
 
 
+# Upstream declares these separately; their fields are SequenceClassifierOutput's.
+@dataclass
+class MaskedLMOutput(SequenceClassifierOutput):
+    """logits [B, T, V]."""
+
+
+@dataclass
+class NextSentencePredictorOutput(SequenceClassifierOutput):
+    """logits [B, 2]."""
+
+
+@dataclass
+class MultipleChoiceModelOutput(SequenceClassifierOutput):
+    """logits [B, num_choices]."""
+
+
+@dataclass
+class TokenClassifierOutput(SequenceClassifierOutput):
+    """logits [B, T, num_labels]."""
+
+
 @dataclass
 class QuestionAnsweringModelOutput(ModelOutput):
     loss: Array = None
     start_logits: Array = None
     end_logits: Array = None
-    hidden_states: Optional[tuple] = None
-    attentions: Optional[tuple] = None
-
-
-@dataclass
-class MaskedLMOutput(ModelOutput):
-    loss: Array = None
-    logits: Array = None
-    hidden_states: Optional[tuple] = None
-    attentions: Optional[tuple] = None
-
-
-@dataclass
-class NextSentencePredictorOutput(ModelOutput):
-    loss: Array = None
-    logits: Array = None
-    hidden_states: Optional[tuple] = None
-    attentions: Optional[tuple] = None
-
-
-@dataclass
-class MultipleChoiceModelOutput(ModelOutput):
-    loss: Array = None
-    logits: Array = None
-    hidden_states: Optional[tuple] = None
-    attentions: Optional[tuple] = None
-
-
-@dataclass
-class TokenClassifierOutput(ModelOutput):
-    loss: Array = None
-    logits: Array = None
     hidden_states: Optional[tuple] = None
     attentions: Optional[tuple] = None
