@@ -49,14 +49,14 @@ def parse_line(line: str, fmt: str, tokenizer):  # -> list of token ids
     return list(tokenizer(line)["input_ids"])
 
 
-def check_ids(ids, config):
+def check_ids(ids, config, fits=True):
     if len(ids) < 2:
         raise LineError(f"{len(ids)} token(s): scoring needs at least 2 (the first one is only context)")
     bad = [t for t in ids if not 0 <= t < config.vocab_size]
     if bad:
         raise LineError(f"token id {bad[0]} is outside the vocabulary of {config.vocab_size}")
     limit = getattr(config, "max_position_embeddings", None)
-    if limit is not None and len(ids) > limit:
+    if fits and limit is not None and len(ids) > limit:
         raise LineError(f"{len(ids)} tokens exceed the model's max_position_embeddings={limit}")
 
 
@@ -79,13 +79,23 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def score_batches(model, items, batch_size, progress):  # items [(index, ids)] -> {index: row}
-    """Right-padded batches of similar length; one forward per batch."""
-    from .scoring import token_logprobs
+def score_row(index, ids, logprobs):
+    ll, n = float(np.sum(logprobs, dtype=np.float64)), len(ids) - 1
+    return {"index": index, "log_likelihood": ll, "num_tokens": n, "perplexity": math.exp(-ll / n)}
+
+
+def score_batches(model, items, batch_size, progress, stride=None):  # items [(index, ids)] -> {index: row}
+    """Right-padded batches of similar length, one forward per batch; texts longer than the position
+    table are scored alone with a sliding window (refimpl.scoring.sliding_token_logprobs)."""
+    from .scoring import sliding_token_logprobs, token_logprobs
 
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    limit = getattr(model.config, "max_position_embeddings", None) or float("inf")
     rows = {}
-    items = sorted(items, key=lambda item: len(item[1]))
+    for index, ids in [item for item in items if len(item[1]) > limit]:
+        rows[index] = score_row(index, ids, sliding_token_logprobs(model, ids, stride=stride))
+        progress.update(1)
+    items = sorted([item for item in items if len(item[1]) <= limit], key=lambda item: len(item[1]))
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         length = max(len(ids) for _, ids in chunk)
@@ -94,10 +104,9 @@ def score_batches(model, items, batch_size, progress):  # items [(index, ids)] -
         for r, (_, ids) in enumerate(chunk):
             batch[r, :len(ids)] = ids
             mask[r, :len(ids)] = 1
-        logprobs = token_logprobs(model, batch, mask).astype(np.float64)  # [b, length - 1]
+        logprobs = token_logprobs(model, batch, mask)  # [b, length - 1]
         for r, (index, ids) in enumerate(chunk):
-            ll, n = float(logprobs[r].sum()), len(ids) - 1
-            rows[index] = {"index": index, "log_likelihood": ll, "num_tokens": n, "perplexity": math.exp(-ll / n)}
+            rows[index] = score_row(index, ids, logprobs[r, :len(ids) - 1])
         progress.update(len(chunk))
     return rows
 
@@ -119,12 +128,12 @@ def cmd_score(args) -> int:
     for index, line in enumerate(lines):
         try:
             ids = parse_line(line, args.format, tokenizer)
-            check_ids(ids, model.config)
+            check_ids(ids, model.config, fits=False)
             items.append((index, ids))
         except LineError as err:
             rows[index] = {"index": index, "error": str(err)}
     progress = Progress(len(items), args.progress or (sys.stderr.isatty() and len(items) > args.batch_size))
-    rows.update(score_batches(model, items, args.batch_size, progress))
+    rows.update(score_batches(model, items, args.batch_size, progress, args.stride))
     progress.close()
     out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
     with out:
@@ -205,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     score = commands.add_parser("score", help="per-text log-likelihood, token count and perplexity as JSONL")
     add_common_arguments(score)
+    score.add_argument("--stride", type=int, default=None,
+                       help="texts longer than the position table are scored with a sliding window advancing by "
+                            "this many tokens (default: half the table)")
     score.set_defaults(func=cmd_score)
     gen = commands.add_parser("generate", help="continue prompts (greedy, beam search or sampling) as JSONL")
     add_common_arguments(gen)

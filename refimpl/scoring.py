@@ -43,3 +43,30 @@ def token_logprobs(model, input_ids, attention_mask=None):  # ids [B, T] -> [B, 
     out = out.reshape(batch, length - 1)
     scored = (attention_mask[:, 1:] == 1) & (attention_mask[:, :-1] == 1)
     return np.where(scored, out, out.dtype.type(0))
+
+
+def sliding_token_logprobs(model, ids, window=None, stride=None):  # ids [T] -> [T-1]
+    """log p(x_t | context) for a sequence longer than the position table.
+
+    Windows of `window` tokens (default: max_position_embeddings) advance by `stride` (default half a
+    window); each token is scored once, in the first window that holds it after the previous window's
+    end, so every token after the first window sees at least `window - stride` tokens of context.
+    Equal to token_logprobs when the sequence fits one window.
+    """
+    ids = inputs.ids(np.asarray(ids)[None], vocab_size=model.config.vocab_size)[0]
+    window = window or model.config.max_position_embeddings
+    stride = stride or max(1, window // 2)
+    if not 0 < stride <= window - 1:
+        raise ValueError(f"stride must be in 1..window-1 (window={window}), got {stride}")
+    length = len(ids)
+    out = np.empty(length - 1, dtype=model.dtype)
+    scored = 0  # tokens 1..scored already have their log-probability
+    start = 0
+    while scored < length - 1:
+        stop = min(start + window, length)
+        piece = token_logprobs(model, ids[None, start:stop])[0]  # predictions of tokens start+1..stop-1
+        first_new = scored + 1  # absolute index of the first token not scored yet
+        out[first_new - 1:stop - 1] = piece[first_new - start - 1:]
+        scored = stop - 1
+        start += stride
+    return out

@@ -70,3 +70,27 @@ def test_cli_jsonl_input(tmp_path):
     main(["score", str(tmp_path / "in.jsonl"), "--format", "jsonl", "--model", str(model_dir), "-o", str(tmp_path / "o")])
     rows = [json.loads(line) for line in (tmp_path / "o").read_text().splitlines()]
     assert "log_likelihood" in rows[0] and "input_ids" in rows[1]["error"] and "not valid JSON" in rows[2]["error"]
+
+
+def test_sliding_window_equals_explicit_windows():
+    """Each token's log-prob comes from the window the definition names (an explicit re-computation)."""
+    from refimpl.scoring import sliding_token_logprobs
+
+    model = refimpl.from_pretrained(GOLDEN / "opt" / "preln-OPTForCausalLM", dtype="float64")  # 24 positions
+    ids = np.random.default_rng(1).integers(3, 37, size=60)
+    got = sliding_token_logprobs(model, ids, window=24, stride=10)
+    starts = [0, 10, 20, 30, 40]  # windows [s, s + 24); token t is scored by the first window reaching it
+    for t in range(1, 60):
+        s = next(s for s in starts if t < s + 24 and (s == 0 or t >= s - 10 + 24))
+        logits = model(input_ids=ids[None, s:t]).logits[0, -1]
+        np.testing.assert_allclose(got[t - 1], log_softmax(logits)[ids[t]], rtol=1e-12, atol=1e-12)
+    short = ids[:20]
+    np.testing.assert_allclose(sliding_token_logprobs(model, short), token_logprobs(model, short[None])[0], rtol=1e-12)
+
+
+def test_cli_scores_a_text_longer_than_the_table(tmp_path):
+    model_dir = GOLDEN / "opt" / "preln-OPTForCausalLM"
+    (tmp_path / "in.txt").write_text(" ".join(["5", "6", "7"] * 20) + "\n")
+    main(["score", str(tmp_path / "in.txt"), "--format", "ids", "--model", str(model_dir), "-o", str(tmp_path / "o")])
+    row = json.loads((tmp_path / "o").read_text())
+    assert row["num_tokens"] == 59 and np.isfinite(row["log_likelihood"])
