@@ -9,16 +9,16 @@ float32 (scalars are made from arrays of the right dtype, never from Python floa
 
 Matrix products inside the kernels are `np.dot` on contiguous 2-D blocks, which Numba maps to
 BLAS through `scipy.linalg.cython_blas`; so the Numba path needs scipy too (numba's own
-requirement for np.dot). The kernel runs one block per thread (`prange`), so the BLAS called from
+requirement for np.dot). The blocks run on several threads at once, so the BLAS called from
 inside must be single-threaded: a multi-threaded OpenBLAS called from two worker threads on two
-cores runs ~10x slower (measured: 5 vs 65 GFLOP/s). `_single_threaded_blas` sets scipy's OpenBLAS
-to one thread for the duration of the call and restores it afterwards.
+cores runs ~10x slower (measured: 5 vs 65 GFLOP/s). Each worker sets scipy's OpenBLAS to one
+thread for itself (`openblas_set_num_threads_local`) and restores it afterwards.
 """
 
-import contextlib
 import ctypes
 import glob
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from refimpl.banded_attention import (UPSTREAM_SOFTMAX_DTYPE, _check_inputs, def
 
 try:  # numba, and scipy's BLAS which numba's np.dot calls
     import numba
-    from numba import njit, prange, types
+    from numba import njit, types
     from numba.extending import intrinsic
     from llvmlite import ir as llvm_ir
     import scipy.linalg.cython_blas  # noqa: F401  (numba's np.dot needs it)
@@ -40,8 +40,10 @@ except ImportError:  # pragma: no cover - exercised by monkeypatching HAVE_NUMBA
 # BLAS threads
 # ----------------------------------------------------------------------------------------------
 
-def _find_scipy_openblas():
-    """-> (get_num_threads, set_num_threads) ctypes functions of scipy's bundled OpenBLAS, or None."""
+def _scipy_openblas_local_threads():
+    """-> ctypes `openblas_set_num_threads_local` of scipy's bundled OpenBLAS (the BLAS behind
+    numba's np.dot), or None. Thread-local: each worker thread sets itself to 1 BLAS thread
+    without touching the process-wide setting."""
     try:
         import scipy
     except ImportError:
@@ -49,34 +51,15 @@ def _find_scipy_openblas():
     libdir = os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy.libs")
     for path in sorted(glob.glob(os.path.join(libdir, "*openblas*"))):
         try:
-            lib = ctypes.CDLL(path)
-        except OSError:
+            fn = ctypes.CDLL(path).openblas_set_num_threads_local
+        except (OSError, AttributeError):
             continue
-        for get_name, set_name in (("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-                                   ("openblas_get_num_threads", "openblas_set_num_threads")):
-            if hasattr(lib, get_name) and hasattr(lib, set_name):
-                get_fn, set_fn = getattr(lib, get_name), getattr(lib, set_name)
-                get_fn.restype, set_fn.argtypes = ctypes.c_int, [ctypes.c_int]
-                return get_fn, set_fn
+        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+        return fn
     return None
 
 
-_SCIPY_OPENBLAS = _find_scipy_openblas() if HAVE_NUMBA else None
-
-
-@contextlib.contextmanager
-def _single_threaded_blas():
-    """Run the body with scipy's OpenBLAS on one thread (the kernel parallelises over blocks)."""
-    if _SCIPY_OPENBLAS is None:
-        yield
-        return
-    get_fn, set_fn = _SCIPY_OPENBLAS
-    previous = get_fn()
-    set_fn(1)
-    try:
-        yield
-    finally:
-        set_fn(previous)
+_SCIPY_BLAS_THREADS_LOCAL = _scipy_openblas_local_threads() if HAVE_NUMBA else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,53 +179,69 @@ if HAVE_NUMBA:
             for t in range(hi - lo):
                 p_band[t] = buf[X + t] * inv
 
-    @njit(cache=True, fastmath=False, parallel=True)
-    def _banded_attention_kernel(q, k, v, gk, gv, key_bias, global_bias, query_masked, w, bs,
-                                 sm_proto, fast_exp, want_probs, context, probs):
-        """q, k, v [B, H, T, d] (C-contiguous) -> context [B, H, T, d] (and probs, if want_probs).
+    @njit(cache=True, fastmath=False, nogil=True)
+    def _attention_block(q, k, v, gk, gv, key_bias, global_bias, query_masked, w, b, h, s0, e0,
+                         sm_proto, fast_exp, want_probs, context, probs):
+        """Batch row b, head h, query block [s0, e0): writes context[b, h, s0:e0] (and probs).
 
-        prange over (batch x head x query block); per block: S = Q_blk K_win^T (BLAS), the masked
-        softmax row by row, context = P V_win + PG V_global (BLAS).
+        S = Q_blk K_win^T (BLAS), the masked softmax row by row, context = P V_win + PG V_global.
+        """
+        T = q.shape[2]
+        X = gk.shape[2]
+        k0 = max(0, s0 - w)
+        k1 = min(T, e0 + w)
+        qb = q[b, h, s0:e0]                                           # [nb, d]
+        S = np.dot(qb, k[b, h, k0:k1].T)                               # [nb, nk]
+        G = np.dot(qb, gk[b, h].T)                                     # [nb, X]
+        P = np.empty_like(S)
+        PG = np.empty_like(G)
+        _softmax_block_rows(S, G, key_bias[b], global_bias[b], query_masked[b], s0, k0, w,
+                            sm_proto, fast_exp, P, PG)
+        ctx = np.dot(P, v[b, h, k0:k1])                                # [nb, d]
+        if X > 0:
+            ctx += np.dot(PG, gv[b, h])
+        context[b, h, s0:e0] = ctx
+        if want_probs:
+            for r in range(e0 - s0):
+                i = s0 + r
+                for x in range(X):
+                    probs[b, h, i, x] = PG[r, x]
+                for s in range(2 * w + 1):
+                    c = i - w + s - k0                                 # band slot s <-> key i - w + s
+                    if c >= 0 and c < k1 - k0:
+                        probs[b, h, i, X + s] = P[r, c]
+
+    @njit(cache=True, fastmath=False, nogil=True)
+    def _attention_blocks(q, k, v, gk, gv, key_bias, global_bias, query_masked, w, bs,
+                          sm_proto, fast_exp, want_probs, context, probs, first, step):
+        """Work items first, first + step, ... of (batch x head x query block); releases the GIL.
+
+        One call per thread (see banded_attention_numba). Python threads instead of `prange`:
+        the same speed here, and `parallel=True` tripled the compile time (3 x 8 s more CPU for
+        the three dtype combinations), which every fresh checkout and CI run pays.
         """
         B, H, T, d = q.shape
-        X = gk.shape[2]
         n_blocks = (T + bs - 1) // bs
-        for item in prange(B * H * n_blocks):
+        for item in range(first, B * H * n_blocks, step):
             bh = item // n_blocks
-            b = bh // H
-            h = bh % H
             s0 = (item % n_blocks) * bs
-            e0 = min(s0 + bs, T)
-            k0 = max(0, s0 - w)
-            k1 = min(T, e0 + w)
-            qb = q[b, h, s0:e0]                                       # [nb, d]
-            S = np.dot(qb, k[b, h, k0:k1].T)                           # [nb, nk]
-            G = np.dot(qb, gk[b, h].T)                                 # [nb, X]
-            P = np.empty_like(S)
-            PG = np.empty_like(G)
-            _softmax_block_rows(S, G, key_bias[b], global_bias[b], query_masked[b], s0, k0, w,
-                                sm_proto, fast_exp, P, PG)
-            ctx = np.dot(P, v[b, h, k0:k1])                            # [nb, d]
-            if X > 0:
-                ctx += np.dot(PG, gv[b, h])
-            context[b, h, s0:e0] = ctx
-            if want_probs:
-                for r in range(e0 - s0):
-                    i = s0 + r
-                    for x in range(X):
-                        probs[b, h, i, x] = PG[r, x]
-                    for s in range(2 * w + 1):
-                        c = i - w + s - k0                             # band slot s <-> key i - w + s
-                        if c >= 0 and c < k1 - k0:
-                            probs[b, h, i, X + s] = P[r, c]
+            _attention_block(q, k, v, gk, gv, key_bias, global_bias, query_masked, w, bh // H, bh % H,
+                             s0, min(s0 + bs, T), sm_proto, fast_exp, want_probs, context, probs)
+
+
+# below this many band scores (B * H * T * (2w + 1)) one thread does the work
+SMALL_WORK = 1 << 18
 
 
 def banded_attention_numba(q, k, v, one_sided_window, key_bias=None, query_masked=None,
                            global_k=None, global_v=None, global_bias=None, *,
-                           output_probs=False, softmax_dtype=UPSTREAM_SOFTMAX_DTYPE, block_size=None):
+                           output_probs=False, softmax_dtype=UPSTREAM_SOFTMAX_DTYPE, block_size=None,
+                           n_threads=None):
     """q, k, v [B, H, T, d] -> context [B, H, T, d], probs [B, H, T, X + 2w + 1] or None.
 
-    Numba twin of refimpl.banded_attention.banded_attention_numpy (same arguments, same result).
+    Numba twin of refimpl.banded_attention.banded_attention_numpy (same arguments, same result
+    within float rounding). Blocks are spread over `n_threads` Python threads (default: all cpus);
+    the kernel releases the GIL and each thread runs single-threaded BLAS.
     """
     if not HAVE_NUMBA:
         raise ValueError("banded_attention_numba needs numba and scipy (pip install numba scipy)")
@@ -261,7 +260,23 @@ def banded_attention_numba(q, k, v, one_sided_window, key_bias=None, query_maske
     # probs are written only when asked; otherwise a 1-element dummy keeps the kernel's types fixed
     probs = np.zeros((B, H, T, X + 2 * w + 1) if output_probs else (1, 1, 1, 1), q.dtype)
     sm_proto = np.zeros(1, sm_dtype)
-    with _single_threaded_blas():
-        _banded_attention_kernel(q, k, v, gk, gv, key_bias, global_bias, query_masked, w, bs,
-                                 sm_proto, sm_dtype == np.float32, bool(output_probs), context, probs)
+    if n_threads is None:                   # tiny inputs: a thread pool costs more than it saves
+        n_threads = 1 if B * H * T * (2 * w + 1) < SMALL_WORK else (os.cpu_count() or 1)
+    n_threads = max(1, int(n_threads))
+    args = (q, k, v, gk, gv, key_bias, global_bias, query_masked, w, bs, sm_proto,
+            sm_dtype == np.float32, bool(output_probs), context, probs)
+
+    def worker(first):                      # one thread, single-threaded BLAS, items first::n_threads
+        previous = _SCIPY_BLAS_THREADS_LOCAL(1) if _SCIPY_BLAS_THREADS_LOCAL is not None else None
+        try:
+            _attention_blocks(*args, first, n_threads)
+        finally:
+            if previous is not None:
+                _SCIPY_BLAS_THREADS_LOCAL(previous)
+
+    if n_threads == 1:
+        worker(0)
+    else:
+        with ThreadPoolExecutor(n_threads) as pool:
+            list(pool.map(worker, range(n_threads)))
     return context, (probs if output_probs else None)
