@@ -459,7 +459,8 @@ def nezha_for_multiple_choice(p, cfg, input_ids=None, attention_mask=None, token
     else:
         inputs_embeds = np.asarray(inputs_embeds)
         if inputs_embeds.ndim != 4:
-            raise ValueError(f"inputs_embeds must have shape (batch, num_choices, sequence, hidden), got {inputs_embeds.shape}")
+            raise ValueError("inputs_embeds must have shape (batch, num_choices, sequence, hidden), "
+                             f"got {inputs_embeds.shape}")
         shape = inputs_embeds.shape[:3]
     num_choices = shape[1]
 
