@@ -368,6 +368,22 @@ def test_generation_position_ids_match_upstream(upstream):
     step = model.prepare_inputs_for_generation(ids, past_key_values=past, attention_mask=torch.from_numpy(mask))
     np.testing.assert_array_equal(step["position_ids"].numpy(), generation_position_ids(mask, 1))
 
+    # the whole prepare_inputs_for_generation, its quirks included (caller position_ids dropped; no mask)
+    from refimpl.models.xglm import prepare_inputs_for_generation
+
+    for kwargs in (dict(attention_mask=mask), dict(attention_mask=mask, past_key_values=past),
+                   dict(attention_mask=mask, position_ids=np.zeros(mask.shape, int)), dict(), dict(past_key_values=past),
+                   dict(attention_mask=mask, past_key_values=past, use_cache=True)):
+        to_torch = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+        theirs = model.prepare_inputs_for_generation(ids, **to_torch)
+        ours = prepare_inputs_for_generation(ids.numpy(), **kwargs)
+        assert sorted(ours) == sorted(theirs), sorted(kwargs)
+        for key, value in theirs.items():
+            if isinstance(value, torch.Tensor):
+                np.testing.assert_array_equal(ours[key], value.numpy(), err_msg=f"{key} for {sorted(kwargs)}")
+            elif key != "past_key_values":
+                assert ours[key] == value, f"{key} for {sorted(kwargs)}"
+
 
 @pytest.mark.parametrize("name", ACTIVATION_NAMES)
 def test_activations_match_upstream(upstream, name):

@@ -53,6 +53,7 @@ def param_shapes(cfg, architecture):  # -> {name: shape} of every weight the arc
 
 
 TIED = {"lm_head.weight": f"{BASE_PREFIX}.embed_tokens.weight"}  # XGLMForCausalLM._tied_weights_keys
+BASE_MODEL, LM_HEAD, EMBEDDINGS = "XGLMModel", "lm_head.weight", "embed_tokens.weight"  # for scoring.py
 
 
 # ---------------------------------------------------------------- positions
@@ -68,8 +69,9 @@ def sinusoid_rows(rows, dim, padding_idx=None):  # rows [...] int -> [..., dim] 
     Upstream computes the table in float32 whatever the model dtype (`dtype=torch.float`, then cast),
     so these are float32 values: the step, k * step, f_k and r * f_k are rounded to float32 as upstream
     rounds them; exp, sin and cos are evaluated in float64 and rounded once to float32 (correctly
-    rounded). torch's float32 exp/sin/cos (MKL VML, high-accuracy mode) are within 1 ulp but not
-    correctly rounded, so a few percent of upstream's entries differ from these by one float32 ulp.
+    rounded). torch's float32 exp/sin/cos are within 1 ulp but not correctly rounded (measured: the same
+    values under every ATEN_CPU_CAPABILITY, i.e. MKL's VML in the x86 wheels; cos(1) is one case), so a
+    few percent of upstream's entries differ from these by one float32 ulp (tests/test_xglm.py bounds it).
     """
     half = dim // 2
     if half < 2:  # upstream divides by half - 1
@@ -106,6 +108,32 @@ def generation_position_ids(attention_mask, query_length=None):  # [B, S] 0/1 ->
     if query_length is not None:
         positions = positions[:, positions.shape[1] - query_length:]
     return positions
+
+
+def prepare_inputs_for_generation(input_ids, past_key_values=None, attention_mask=None, use_cache=None,
+                                  **model_kwargs):  # input_ids [B, S] -> the next forward call's keyword arguments
+    """XGLMForCausalLM.prepare_inputs_for_generation, for refimpl.generation.
+
+    With a cache, only the tokens the cache has not seen (or the last one). Position ids come from the mask
+    (generation_position_ids), cut to the new tokens. Upstream quirks, reproduced: a caller's `position_ids`
+    is dropped when a mask is given (only computed ones are used), and without a mask none are passed
+    (forward() then counts arange(past, past + T)) and the mask becomes ones over the *new* tokens.
+    """
+    if past_key_values is not None:
+        past_length = past_key_values[0][0].shape[2]
+        keep_from = past_length if input_ids.shape[1] > past_length else input_ids.shape[1] - 1
+        input_ids = input_ids[:, keep_from:]  # [B, T_new]
+    position_ids = model_kwargs.get("position_ids")
+    if attention_mask is not None and position_ids is None:
+        position_ids = generation_position_ids(attention_mask)  # [B, S]
+        if past_key_values:
+            position_ids = position_ids[:, -input_ids.shape[1]:]  # [B, T_new]
+    else:
+        position_ids = None
+        if attention_mask is None:
+            attention_mask = np.ones_like(input_ids)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
+            "past_key_values": past_key_values, "use_cache": use_cache}
 
 
 def position_embeddings(cfg, position_ids, batch, length, past_length, dtype):  # -> [1 or B, T, D]
