@@ -53,3 +53,40 @@ def one_of(input_ids, inputs_embeds, what="input_ids", embeds="inputs_embeds"):
 def within_table(length, table_rows, what):
     if length > table_rows:
         raise ValueError(f"{what}: position {length - 1} is past the position table of {table_rows} rows")
+
+
+def embed(input_ids, inputs_embeds, table, name="inputs_embeds"):  # -> (ids [B, T] or None, x [B, T, E])
+    """Token embeddings from ids (checked against the table) or the caller's embeddings (checked, cast)."""
+    one_of(input_ids, inputs_embeds)
+    if input_ids is not None:
+        input_ids = ids(input_ids, vocab_size=table.shape[0])
+        return input_ids, table[input_ids]
+    x = floats(inputs_embeds, table.dtype, name)
+    if x.ndim != 3 or x.shape[-1] != table.shape[1]:
+        raise ValueError(f"{name} must have shape (batch, sequence, {table.shape[1]}), got {x.shape}")
+    return None, x
+
+
+def past_length(past_key_values, num_layers, batch):  # -> number of cached positions
+    """Check a (key, value, ...) cache per layer, [B, H, S, d] arrays, and return S."""
+    if past_key_values is None:
+        return 0
+    if len(past_key_values) != num_layers:
+        raise ValueError(f"past_key_values must hold one tuple per layer ({num_layers}), got {len(past_key_values)}")
+    k = np.asarray(past_key_values[0][0])
+    if k.ndim != 4 or k.shape[0] != batch:
+        raise ValueError(f"past_key_values[0][0] must have shape (batch={batch}, heads, past, head_dim), got {k.shape}")
+    return k.shape[2]
+
+
+def causal_lm_mask(attention_mask, batch, past, length):  # -> [B, past + T] 0/1
+    """A decoder's 2-D mask: all ones when absent; it must span the cached and the new tokens."""
+    if attention_mask is None:
+        return np.ones((batch, past + length), dtype=np.int64)
+    return mask(attention_mask, (batch, past + length), "attention_mask (it must span past + current tokens)")
+
+
+def output_flags(cfg, use_cache, output_attentions, output_hidden_states):  # None -> the config's default
+    return (cfg.use_cache if use_cache is None else use_cache,
+            cfg.output_attentions if output_attentions is None else output_attentions,
+            cfg.output_hidden_states if output_hidden_states is None else output_hidden_states)

@@ -7,7 +7,7 @@ BartDecoderLayer; OPTDecoderLayer and XGLMDecoderLayer use the same names).
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping
 
 from .attention import multi_head_attention
 from .ops import layer_norm, linear

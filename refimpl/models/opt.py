@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import inputs
 from ..layers import check_head_mask, decoder_layer, norm, run_decoder_stack, sub
-from ..ops import activation, causal_padding_mask, classification_loss, cross_entropy, embedding, linear, span_loss
+from ..ops import activation, causal_padding_mask, classification_loss, cross_entropy, linear, span_loss
 from ..outputs import (BaseModelOutputWithPast, CausalLMOutputWithPast, QuestionAnsweringModelOutput,
                        SequenceClassifierOutputWithPast)
 
@@ -84,25 +84,12 @@ def opt_model(p, cfg, input_ids=None, attention_mask=None, head_mask=None, past_
     hidden_states: L+1 entries (the last after final norm / project_out); attentions [B, H, T, S].
     """
     dtype = p["decoder.embed_tokens.weight"].dtype
-    use_cache = cfg.use_cache if use_cache is None else use_cache
-    output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
-    output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-
-    inputs.one_of(input_ids, inputs_embeds)
-    if input_ids is not None:
-        input_ids = inputs.ids(input_ids, vocab_size=cfg.vocab_size)
-        inputs_embeds = embedding(input_ids, p["decoder.embed_tokens.weight"])  # [B, T, E]
-    else:
-        inputs_embeds = inputs.floats(inputs_embeds, dtype, "inputs_embeds")
-        if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != cfg.word_embed_proj_dim:
-            raise ValueError(f"inputs_embeds must have shape (batch, sequence, {cfg.word_embed_proj_dim}), got {inputs_embeds.shape}")
+    use_cache, output_attentions, output_hidden_states = inputs.output_flags(
+        cfg, use_cache, output_attentions, output_hidden_states)
+    _, inputs_embeds = inputs.embed(input_ids, inputs_embeds, p["decoder.embed_tokens.weight"])  # [B, T, E]
     batch, length = inputs_embeds.shape[:2]
-    past_length = _past_length(past_key_values, cfg.num_hidden_layers, batch)
-
-    if attention_mask is None:
-        attention_mask = np.ones((batch, past_length + length), dtype=np.int64)
-    attention_mask = inputs.mask(attention_mask, (batch, past_length + length),
-                                 "attention_mask (it must span past + current tokens)")
+    past_length = inputs.past_length(past_key_values, cfg.num_hidden_layers, batch)
+    attention_mask = inputs.causal_lm_mask(attention_mask, batch, past_length, length)  # [B, S]
     head_mask = check_head_mask(inputs.floats(head_mask, dtype, "head_mask"), cfg.num_hidden_layers, cfg.num_attention_heads)
 
     positions = positions_from_mask(attention_mask, past_length)  # [B, T]
@@ -134,17 +121,6 @@ def opt_model(p, cfg, input_ids=None, attention_mask=None, head_mask=None, past_
         hidden = tuple(hidden) + (x,)
     return BaseModelOutputWithPast(last_hidden_state=x, past_key_values=cache, hidden_states=hidden,
                                    attentions=attentions)
-
-
-def _past_length(past_key_values, num_layers, batch):
-    if past_key_values is None:
-        return 0
-    if len(past_key_values) != num_layers:
-        raise ValueError(f"past_key_values must hold one (key, value) pair per layer ({num_layers}), got {len(past_key_values)}")
-    k = past_key_values[0][0]
-    if k.ndim != 4 or k.shape[0] != batch:
-        raise ValueError(f"past_key_values[0][0] must have shape (batch={batch}, heads, past, head_dim), got {k.shape}")
-    return k.shape[2]
 
 
 # ---------------------------------------------------------------- heads

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import inputs
 from ..layers import check_head_mask, decoder_layer, norm, run_decoder_stack, sub
-from ..ops import activation, causal_padding_mask, cross_entropy, embedding, linear, padding_mask
+from ..ops import activation, causal_padding_mask, cross_entropy, linear, padding_mask
 from ..outputs import BaseModelOutputWithPastAndCrossAttentions, CausalLMOutputWithCrossAttentions
 
 BASE_PREFIX = "model"  # XGLMPreTrainedModel.base_model_prefix
@@ -170,27 +170,14 @@ def xglm_model(p, cfg, input_ids=None, attention_mask=None, position_ids=None, e
     after the final LayerNorm; attentions [B, H, T, S]; cross_attentions [B, H, T, S_enc].
     """
     dtype = p["embed_tokens.weight"].dtype
-    use_cache = cfg.use_cache if use_cache is None else use_cache
-    output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
-    output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-
-    inputs.one_of(input_ids, inputs_embeds)
-    if input_ids is not None:
-        input_ids = inputs.ids(input_ids, vocab_size=cfg.vocab_size)
-        x = embedding(input_ids, p["embed_tokens.weight"])  # [B, T, D]
-        if cfg.scale_embedding:  # XGLMModel.embed_scale; inputs_embeds are taken as given (not scaled)
-            x = x * dtype.type(math.sqrt(cfg.d_model))
-    else:
-        x = inputs.floats(inputs_embeds, dtype, "inputs_embeds")
-        if x.ndim != 3 or x.shape[-1] != cfg.d_model:
-            raise ValueError(f"inputs_embeds must have shape (batch, sequence, {cfg.d_model}), got {x.shape}")
+    use_cache, output_attentions, output_hidden_states = inputs.output_flags(
+        cfg, use_cache, output_attentions, output_hidden_states)
+    input_ids, x = inputs.embed(input_ids, inputs_embeds, p["embed_tokens.weight"])  # [B, T, D]
+    if input_ids is not None and cfg.scale_embedding:  # XGLMModel.embed_scale; inputs_embeds are taken as given
+        x = x * dtype.type(math.sqrt(cfg.d_model))
     batch, length = x.shape[:2]
-    past_length = _past_length(past_key_values, cfg.num_layers, batch)
-
-    if attention_mask is None:
-        attention_mask = np.ones((batch, past_length + length), dtype=np.int64)
-    attention_mask = inputs.mask(attention_mask, (batch, past_length + length),
-                                 "attention_mask (it must span past + current tokens)")
+    past_length = inputs.past_length(past_key_values, cfg.num_layers, batch)
+    attention_mask = inputs.causal_lm_mask(attention_mask, batch, past_length, length)  # [B, S]
     head_mask = check_head_mask(inputs.floats(head_mask, dtype, "head_mask"), cfg.num_layers, cfg.attention_heads)
 
     encoder_states, encoder_mask = _encoder_inputs(cfg, encoder_hidden_states, encoder_attention_mask, batch, dtype)
@@ -232,17 +219,6 @@ def _encoder_inputs(cfg, states, mask, batch, dtype):  # -> (states [B, S, D], m
     if mask is not None:  # _prepare_4d_attention_mask: 0 where attended, finfo.min where not
         mask = padding_mask(inputs.mask(mask, states.shape[:2], "encoder_attention_mask"), dtype)
     return states, mask
-
-
-def _past_length(past_key_values, num_layers, batch):
-    if past_key_values is None:
-        return 0
-    if len(past_key_values) != num_layers:
-        raise ValueError(f"past_key_values must hold one tuple per layer ({num_layers}), got {len(past_key_values)}")
-    k = past_key_values[0][0]
-    if k.ndim != 4 or k.shape[0] != batch:
-        raise ValueError(f"past_key_values[0][0] must have shape (batch={batch}, heads, past, head_dim), got {k.shape}")
-    return k.shape[2]
 
 
 # ---------------------------------------------------------------- head
