@@ -1,4 +1,5 @@
-"""OPT at the real opt-125m shape (random weights): scoring 8 x 128 tokens, refimpl vs upstream.
+"""OPT at the real opt-125m shape (random weights), refimpl vs upstream: scoring 8 x 128 tokens, and
+greedy generation of 32 new tokens (time per run; divide by 32 for the per-token latency).
 
     python bench/bench_opt.py            # both sides, table + bench/results/opt.json
 
@@ -17,7 +18,8 @@ BATCH, LENGTH = 8, 128
 
 
 def workloads():
-    return {"opt-125m score 8x128": "12 layers, d=768, vocab 50272, float32, per-token log-likelihoods"}
+    return {"opt-125m score 8x128": "12 layers, d=768, vocab 50272, float32, per-token log-likelihoods",
+            "opt-125m greedy 32 tokens": "1 prompt of 16 tokens, 32 new tokens by greedy search with the cache"}
 
 
 def token_ids():
@@ -28,6 +30,9 @@ def token_ids():
 
 def run(side, workload):
     ids = token_ids()
+    generating = "greedy" in workload
+    prompt = ids[:1, :16]
+    gen_kwargs = dict(max_new_tokens=32, min_new_tokens=32, do_sample=False, num_beams=1)
     if side == "upstream":
         import torch
         from transformers import OPTConfig, OPTForCausalLM
@@ -35,6 +40,9 @@ def run(side, workload):
         torch.manual_seed(0)
         model = OPTForCausalLM(OPTConfig(**SHAPE, dropout=0.0)).eval()
         ids_t = torch.from_numpy(ids)
+        if generating:
+            prompt_t = torch.from_numpy(prompt)
+            return torch.no_grad()(lambda: model.generate(prompt_t, attention_mask=torch.ones_like(prompt_t), **gen_kwargs))
 
         @torch.no_grad()
         def fn():
@@ -53,6 +61,8 @@ def run(side, workload):
     rng = np.random.default_rng(0)
     params = {k: (rng.standard_normal(shape, dtype=np.float32) * 0.02) for k, shape in param_shapes(cfg, "OPTForCausalLM").items()}
     model = Model(cfg, params, "OPTForCausalLM", np.float32)
+    if generating:
+        return lambda: model.generate(prompt, attention_mask=np.ones_like(prompt), **gen_kwargs)
     return lambda: token_logprobs(model, ids)
 
 

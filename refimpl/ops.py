@@ -210,9 +210,9 @@ def softmax(x, axis=-1):  # x [..., N] -> [..., N], rows sum to 1
 
 
 def log_softmax(x, axis=-1):  # x [..., N] -> [..., N]
-    m = x.max(axis=axis, keepdims=True)
-    shifted = x - m
-    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    out = x - x.max(axis=axis, keepdims=True)
+    out -= np.log(np.exp(out).sum(axis=axis, keepdims=True))
+    return out
 
 
 def mask_min(dtype):

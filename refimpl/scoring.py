@@ -37,9 +37,11 @@ def token_logprobs(model, input_ids, attention_mask=None):  # ids [B, T] -> [B, 
     out = np.empty(h.shape[0], dtype=hidden.dtype)
     for start in range(0, h.shape[0], CHUNK):
         logits = h[start:start + CHUNK] @ head.T  # [n, V]
-        top = logits.max(axis=1)
-        lse = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
-        out[start:start + CHUNK] = logits[np.arange(logits.shape[0]), targets[start:start + CHUNK]] - lse
+        picked = logits[np.arange(logits.shape[0]), targets[start:start + CHUNK]]  # [n]
+        top = logits.max(axis=1)  # [n]
+        logits -= top[:, None]  # in place: no second [n, V] array
+        np.exp(logits, out=logits)
+        out[start:start + CHUNK] = picked - top - np.log(logits.sum(axis=1))  # log_softmax at the targets
     out = out.reshape(batch, length - 1)
     scored = (attention_mask[:, 1:] == 1) & (attention_mask[:, :-1] == 1)
     return np.where(scored, out, out.dtype.type(0))

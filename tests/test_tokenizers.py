@@ -275,3 +275,113 @@ def test_truncated_padded_batch_is_consistent(name, texts, max_length):
         full = tok.encode(text)
         n = int(enc["attention_mask"][row].sum())
         assert n == min(len(full), max(max_length, 3))
+
+
+# ------------------------------------------------------------- fast twins against upstream's formulation
+def _upstream_bpe(word, ranks):
+    """GPT2Tokenizer.bpe restated (min over the set of pairs, merge all occurrences left to right)."""
+    word = tuple(word)
+    pairs = set(zip(word, word[1:]))
+    while pairs:
+        bigram = min(pairs, key=lambda pair: ranks.get(pair, float("inf")))
+        if bigram not in ranks:
+            break
+        first, second = bigram
+        new_word, i = [], 0
+        while i < len(word):
+            try:
+                j = word.index(first, i)
+            except ValueError:
+                new_word.extend(word[i:])
+                break
+            new_word.extend(word[i:j])
+            i = j
+            if word[i] == first and i < len(word) - 1 and word[i + 1] == second:
+                new_word.append(first + second)
+                i += 2
+            else:
+                new_word.append(word[i])
+                i += 1
+        word = tuple(new_word)
+        pairs = set(zip(word, word[1:])) if len(word) > 1 else set()
+    return list(word)
+
+
+@st.composite
+def words_and_merges(draw):
+    alphabet = draw(st.sampled_from(["a", "ab", "abc"]))
+    symbols, merges = list(alphabet), []
+    for _ in range(draw(st.integers(0, 12))):
+        a, b = draw(st.sampled_from(symbols)), draw(st.sampled_from(symbols))
+        merges.append((a, b))
+        if draw(st.booleans()):
+            symbols.append(a + b)
+    merges = draw(st.permutations(merges)) if draw(st.booleans()) else merges  # also inconsistent orders
+    return draw(st.text(alphabet=alphabet, max_size=16)), dict(zip(merges, range(len(merges))))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(words_and_merges())
+def test_bpe_merge_equals_upstream_algorithm(case):
+    from refimpl.tokenizers.bpe import bpe_merge
+
+    word, ranks = case
+    assert bpe_merge(word, ranks) == _upstream_bpe(word, ranks), (word, ranks)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.text(alphabet="ab#c", min_size=1, max_size=5), max_size=12), st.text(alphabet="ab#cd", max_size=12))
+def test_wordpiece_prefix_index_equals_reference(vocab_list, word):
+    from refimpl.tokenizers.wordpiece import PrefixIndex
+
+    vocab = {t: i for i, t in enumerate(vocab_list)}
+    if word:
+        assert PrefixIndex(vocab).tokenize(word, "[UNK]") == wordpiece(word, vocab, "[UNK]"), (vocab, word)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.text(max_size=40))
+def test_clean_text_and_punctuation_split_equal_per_char_rules(text):
+    import unicodedata
+
+    from refimpl.tokenizers.wordpiece import clean_text, split_on_punctuation
+
+    def is_control(c):  # tokenization_utils._is_control
+        return c not in "\t\n\r" and unicodedata.category(c).startswith("C")
+
+    def is_ws(c):  # tokenization_utils._is_whitespace
+        return c in " \t\n\r" or unicodedata.category(c) == "Zs"
+
+    def is_punct(c):  # tokenization_utils._is_punctuation
+        cp = ord(c)
+        return 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126 or \
+            unicodedata.category(c).startswith("P")
+
+    expected = "".join("" if (c in "\x00\ufffd" or is_control(c)) else " " if is_ws(c) else c for c in text)
+    assert clean_text(text) == expected
+    pieces, new = [], True
+    for c in text:
+        if is_punct(c):
+            pieces.append(c)
+            new = True
+        else:
+            if new:
+                pieces.append("")
+            new = False
+            pieces[-1] += c
+    assert split_on_punctuation(text) == pieces
+
+
+def test_padding_side_and_truncation_side_come_from_tokenizer_config(tmp_path):
+    shutil.copytree(GOLDEN_DIR / "led", tmp_path / "led")
+    cfg_path = tmp_path / "led" / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg.update(padding_side="left", truncation_side="left", model_max_length=5)
+    cfg_path.write_text(json.dumps(cfg), encoding="utf-8")
+    tok = load_tokenizer(tmp_path / "led")
+    assert (tok.padding_side, tok.truncation_side, tok.model_max_length) == ("left", "left", 5)
+    enc = tok(["a b c d e f g", "x"], padding=True, truncation=True)  # max_length from model_max_length
+    plain = golden_tokenizer("led").encode("a b c d e f g", add_special_tokens=False)
+    # truncation_side="left" keeps the last 3 text tokens, then the template `<s> A </s>` is added
+    assert enc["input_ids"][0].tolist() == [tok.cls_token_id] + plain[-3:] + [tok.sep_token_id]
+    assert enc["attention_mask"][1].tolist() == [0, 0, 1, 1, 1]  # left padding

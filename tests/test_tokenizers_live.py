@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 from pathlib import Path
 
 import pytest
@@ -122,3 +121,40 @@ def test_real_vocabularies_match_upstream_on_hard_strings(kind):
 def test_real_vocabularies_match_upstream_on_drawn_unicode(kind, text, pair):
     upstream, ours = real_pair(kind)
     compare(upstream, ours, text, pair, label=kind)
+
+
+BERT_OPTIONS = [
+    dict(do_lower_case=False, strip_accents=True),
+    dict(do_lower_case=True, strip_accents=False),
+    dict(tokenize_chinese_chars=False),
+    dict(never_split=["Hello", "naïve"], do_lower_case=False),
+    dict(do_basic_tokenize=False),
+]
+
+
+@functools.lru_cache(maxsize=None)
+def bert_pair(k):
+    vocab = str(GOLDEN_DIR / "bert-cased" / "vocab.txt")
+    return transformers.BertTokenizer(vocab, **BERT_OPTIONS[k]), rt.BertTokenizer(vocab, **BERT_OPTIONS[k])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.integers(0, len(BERT_OPTIONS) - 1),
+       st.one_of(ANY_TEXT, st.sampled_from(["Hello naïve WORLD", "中文 hello", "ÅNGSTRÖM ﬁ", "Hello, naïve!"])))
+def test_bert_basic_tokenizer_options_match_upstream(k, text):
+    upstream, ours = bert_pair(k)
+    compare(upstream, ours, text, label=f"bert {BERT_OPTIONS[k]}")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(NAMES), st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=5),
+       st.booleans())
+def test_split_into_words_and_call_options_match_upstream(name, words, prefix):
+    upstream, ours = golden_pair(name)
+    kw = {"is_split_into_words": True}
+    if name in ("opt", "led"):
+        kw["add_prefix_space"] = True  # upstream GPT-2/BART need it for pre-split words (slow: a kwarg)
+    assert dict(ours(words, **kw)) == dict(upstream(words, **kw)), (name, words)
+    if name in ("opt", "led"):
+        text = " ".join(words)
+        assert ours(text, add_prefix_space=prefix)["input_ids"] == upstream(text, add_prefix_space=prefix)["input_ids"]

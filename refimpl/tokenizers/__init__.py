@@ -76,23 +76,24 @@ def _special_value(value):
 
 
 def _pick_class(path: str, config: dict, model_type: Optional[str]):
+    """-> (class, model_type or None)."""
+    if model_type is None and os.path.isfile(os.path.join(path, "config.json")):
+        model_type = _read_json(os.path.join(path, "config.json")).get("model_type")
     name = config.get("tokenizer_class")
     if name:
         base = name[:-4] if name.endswith("Fast") else name
         if base not in _CLASSES:
             raise ValueError(f"{path}: tokenizer_class {name!r} is not supported; supported: {sorted(_CLASSES)}")
-        return _CLASSES[base]
-    if model_type is None and os.path.isfile(os.path.join(path, "config.json")):
-        model_type = _read_json(os.path.join(path, "config.json")).get("model_type")
+        return _CLASSES[base], model_type
     if model_type is not None:
         if model_type not in _MODEL_TYPES:
             raise ValueError(f"model_type {model_type!r} is not supported; supported: {sorted(_MODEL_TYPES)}")
-        return _MODEL_TYPES[model_type]
+        return _MODEL_TYPES[model_type], model_type
     has = lambda f: os.path.isfile(os.path.join(path, f))  # noqa: E731
     if has("sentencepiece.bpe.model"):
-        return XGLMTokenizer
+        return XGLMTokenizer, None
     if has("vocab.txt"):
-        return BertTokenizer
+        return BertTokenizer, None
     if has("vocab.json") and has("merges.txt"):
         raise ValueError(f"{path}: vocab.json + merges.txt serve both GPT-2/OPT and BART/LED rules and no "
                          "tokenizer_class or config.json model_type says which; pass model_type='opt' or 'led'")
@@ -116,9 +117,9 @@ def load_tokenizer(path, model_type: Optional[str] = None, **overrides) -> Token
     config = _read_json(cfg_file) if os.path.isfile(cfg_file) else {}
     if not isinstance(config, dict):
         raise ValueError(f"{cfg_file} must hold a JSON object")
-    cls = _pick_class(path, config, model_type)
-    if cls is GPT2Tokenizer and not config and (model_type == "opt" or model_type is None):
-        config = dict(_OPT_DEFAULTS)
+    cls, model_type = _pick_class(path, config, model_type)
+    if cls is GPT2Tokenizer and model_type == "opt":
+        config = {**_OPT_DEFAULTS, **config}  # facebook/opt-* values for whatever the config leaves out
 
     kwargs = {k: config[k] for k in _COMMON_OPTIONS + _CLASS_OPTIONS[cls] if k in config}
     special = {k: _special_value(config[k]) for k in _SPECIAL_KEYS if k in config}

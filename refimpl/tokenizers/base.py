@@ -141,7 +141,8 @@ class Tokenizer:
         tokens = dict(self.default_special_tokens)
         for key, value in (special_tokens or {}).items():
             if key not in SPECIAL_TOKENS_ATTRIBUTES:
-                raise ValueError(f"unknown special token attribute {key!r}; expected one of {SPECIAL_TOKENS_ATTRIBUTES}")
+                raise ValueError(f"unknown special token attribute {key!r}; "
+                                 f"expected one of {SPECIAL_TOKENS_ATTRIBUTES}")
             base = self.default_special_tokens.get(key)
             defaults = {"lstrip": base.lstrip, "rstrip": base.rstrip} if base is not None else {}
             tokens[key] = as_added_token(value, **defaults)
@@ -225,36 +226,23 @@ class Tokenizer:
             self.added_tokens_decoder[index] = token
             self.added_tokens_encoder[token.content] = index
         self._added_split_re = None
-        self._special_id_cache = {}
         self._derived_cache = {}
+        self._refresh_special_attributes()
         return added
 
-    def _token_attr_id(self, attr: str) -> Optional[int]:
-        # memoised: read several times per encoded text (templates); reset by add_tokens
-        cache = self.__dict__.setdefault("_special_id_cache", {})
-        if attr not in cache:
+    def _refresh_special_attributes(self) -> None:
+        """bos_token, bos_token_id, eos_token, ... as plain attributes, recomputed by add_tokens.
+
+        (Read several times per encoded text by the templates, so no property chain. To change a
+        special token, pass it to the constructor or load_tokenizer.)
+        """
+        for attr in SPECIAL_TOKENS_ATTRIBUTES:
             tok = self._special.get(attr)
-            cache[attr] = None if tok is None else self.convert_tokens_to_ids(tok.content)
-        return cache[attr]
+            setattr(self, attr, None if tok is None else tok.content)
+        for attr in SPECIAL_TOKENS_ATTRIBUTES:
+            tok = self._special.get(attr)
+            setattr(self, attr + "_id", None if tok is None else self.convert_tokens_to_ids(tok.content))
 
-    def _token_attr(self, attr: str) -> Optional[str]:
-        tok = self._special.get(attr)
-        return None if tok is None else tok.content
-
-    bos_token = property(lambda self: self._token_attr("bos_token"))
-    eos_token = property(lambda self: self._token_attr("eos_token"))
-    unk_token = property(lambda self: self._token_attr("unk_token"))
-    sep_token = property(lambda self: self._token_attr("sep_token"))
-    pad_token = property(lambda self: self._token_attr("pad_token"))
-    cls_token = property(lambda self: self._token_attr("cls_token"))
-    mask_token = property(lambda self: self._token_attr("mask_token"))
-    bos_token_id = property(lambda self: self._token_attr_id("bos_token"))
-    eos_token_id = property(lambda self: self._token_attr_id("eos_token"))
-    unk_token_id = property(lambda self: self._token_attr_id("unk_token"))
-    sep_token_id = property(lambda self: self._token_attr_id("sep_token"))
-    pad_token_id = property(lambda self: self._token_attr_id("pad_token"))
-    cls_token_id = property(lambda self: self._token_attr_id("cls_token"))
-    mask_token_id = property(lambda self: self._token_attr_id("mask_token"))
     pad_token_type_id = 0
 
     @property
@@ -314,6 +302,8 @@ class Tokenizer:
             return re.compile(keep + r"|" + r"(.+?)"), (re.compile(keep) if pieces else None)
 
         per_char, keep = self._memo("lowercase_patterns", patterns)
+        if "Σ" not in text and (keep is None or keep.search(text) is None):
+            return text.lower()  # nothing to keep, no final-sigma rule: same as per character
         if "Σ" not in text:
             # str.lower is per character except for the final-sigma rule; avoid a Python call per char.
             parts = keep.split(text) if keep is not None else [text]
@@ -341,6 +331,8 @@ class Tokenizer:
         if split_special_tokens:
             return [(text, False)] if text else []
         pieces = self._split_on_added(text)
+        if len(pieces) == 1 and pieces[0] not in self.added_tokens_encoder:
+            return [(text, False)]  # no added token inside: nothing to strip
         encoder, decoder = self.added_tokens_encoder, self.added_tokens_decoder
         # Upstream PreTrainedTokenizer.tokenize: an added token's lstrip/rstrip eats the whitespace of its
         # neighbours; the loop reads the list live, so an edit to piece i+1 is seen at step i+1.
@@ -425,8 +417,11 @@ class Tokenizer:
         return [0] * ((len(ids1) if ids1 else 0) + len(ids0))
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
-        return self._memo(("num_special", bool(pair)),
-                          lambda: len(self.build_inputs_with_special_tokens([], [] if pair else None)))
+        cache = self.__dict__.setdefault("_derived_cache", {})
+        key = ("num_special", bool(pair))
+        if key not in cache:
+            cache[key] = len(self.build_inputs_with_special_tokens([], [] if pair else None))
+        return cache[key]
 
     # ------------------------------------------------------------------ strategies
     def _strategies(self, padding=False, truncation=None, max_length=None, pad_to_multiple_of=None):
@@ -531,13 +526,12 @@ class Tokenizer:
             enc["num_truncated_tokens"] = total - (max_length or 0)
         if add_special_tokens:
             sequence = self.build_inputs_with_special_tokens(ids, pair_ids)
-            token_type_ids = self.create_token_type_ids_from_sequences(ids, pair_ids)
         else:
             sequence = ids + pair_ids if pair else list(ids)
-            token_type_ids = [0] * len(sequence)
         enc["input_ids"] = sequence
         if return_token_type_ids:
-            enc["token_type_ids"] = token_type_ids
+            enc["token_type_ids"] = (self.create_token_type_ids_from_sequences(ids, pair_ids) if add_special_tokens
+                                     else [0] * len(sequence))
         if return_special_tokens_mask:
             enc["special_tokens_mask"] = (
                 self.get_special_tokens_mask(ids, pair_ids) if add_special_tokens else [0] * len(sequence)
@@ -706,7 +700,8 @@ class Tokenizer:
         pad, trunc, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of)
         rows = []
         for first, second in pairs:
-            ids0 = self._get_input_ids(first, is_split_into_words, **kwargs)
+            ids0 = (self._text_to_ids(first, **kwargs) if type(first) is str
+                    else self._get_input_ids(first, is_split_into_words, **kwargs))
             ids1 = None if second is None else self._get_input_ids(second, is_split_into_words, **kwargs)
             enc = self.prepare_for_model(ids0, ids1, add_special_tokens, trunc, max_length, stride,
                                          return_token_type_ids, return_overflowing_tokens,
@@ -727,7 +722,7 @@ class Tokenizer:
         enc = self.encode_plus(text, text_pair, add_special_tokens=add_special_tokens, padding=padding,
                                truncation=truncation, max_length=max_length, stride=stride,
                                return_tensors=return_tensors, return_attention_mask=False,
-                               return_token_type_ids=False if not add_special_tokens else None, **kwargs)
+                               return_token_type_ids=False, **kwargs)
         ids = enc["input_ids"]
         return ids.tolist() if isinstance(ids, np.ndarray) and return_tensors is None else ids
 
@@ -745,9 +740,9 @@ class Tokenizer:
         tokens = self.convert_ids_to_tokens(_to_int_list(token_ids), skip_special_tokens=skip_special_tokens)
         # Upstream "legacy added tokens": added tokens that are not special, plus additional special tokens
         # whose id lies beyond vocab_size, are decoded on their own and joined with spaces.
-        legacy = (set(self.added_tokens_encoder) - set(self.all_special_tokens)) | {
-            t for t in self.additional_special_tokens if self.convert_tokens_to_ids(t) >= self.vocab_size
-        }
+        legacy = self._memo("legacy_added_tokens", lambda: (
+            set(self.added_tokens_encoder) - set(self.all_special_tokens)) | {
+            t for t in self.additional_special_tokens if self.convert_tokens_to_ids(t) >= self.vocab_size})
         sub_texts, current = [], []
         for token in tokens:
             if token in legacy:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from itertools import chain
 from typing import Dict, List, Optional, Tuple
 
 import regex
@@ -98,8 +99,10 @@ def bpe_merge(word: str, ranks: Dict[Tuple[str, ...], int]) -> List[str]:
     """'ĠHello' -> ['ĠHel', 'lo']: repeatedly merge every occurrence (left to right) of the lowest-rank pair.
 
     Same result as GPT2Tokenizer.bpe, which takes min() over the set of adjacent pairs and then merges
-    all non-overlapping occurrences of that pair scanning left to right. Ranks are unique per pair, so
-    the positions holding the best rank are exactly the occurrences of the best pair.
+    all non-overlapping occurrences of that pair scanning left to right. Here the rank of every
+    adjacent pair is kept in a list and only the pairs next to a merge are looked up again; ranks are
+    unique per pair, so the positions holding the best rank are exactly the occurrences of the best
+    pair. (tests/test_tokenizers.py checks it against upstream's loop on random merge tables.)
     """
     symbols = list(word)
     get = ranks.get
@@ -108,29 +111,24 @@ def bpe_merge(word: str, ranks: Dict[Tuple[str, ...], int]) -> List[str]:
         best = min(pair_ranks)
         if best == _NO_MERGE:
             break
-        j = pair_ranks.index(best)
-        merged = symbols[j] + symbols[j + 1]
-        # Rebuild symbols [n] -> [n - merges] and their pair ranks; only pairs touching a merge are looked up.
-        new_symbols, new_ranks, prev = [], [], 0
+        i = pair_ranks.index(best)
+        remaining = pair_ranks.count(best)  # occurrences (overlapping ones included) still to visit
         while True:
-            if j > prev:  # unchanged run symbols[prev:j]
-                if new_symbols:
-                    new_ranks.append(get((new_symbols[-1], symbols[prev]), _NO_MERGE))
-                new_symbols.extend(symbols[prev:j])
-                new_ranks.extend(pair_ranks[prev:j - 1])
-            if new_symbols:
-                new_ranks.append(get((new_symbols[-1], merged), _NO_MERGE))
-            new_symbols.append(merged)
-            prev = j + 2
-            try:  # next occurrence that does not overlap the merge just made
-                j = pair_ranks.index(best, prev)
-            except ValueError:
+            # merge symbols i and i+1 in place: [n] -> [n - 1]; only the two neighbouring pairs change,
+            # and neither can be the best pair again (it would have to equal its own part).
+            symbols[i] += symbols.pop(i + 1)
+            del pair_ranks[i]
+            if i > 0:
+                pair_ranks[i - 1] = get((symbols[i - 1], symbols[i]), _NO_MERGE)
+            if i < len(pair_ranks):
+                pair_ranks[i] = get((symbols[i], symbols[i + 1]), _NO_MERGE)
+            remaining -= 1
+            if remaining <= 0 or best not in pair_ranks:
                 break
-        if prev < len(symbols):
-            new_ranks.append(get((merged, symbols[prev]), _NO_MERGE))
-            new_symbols.extend(symbols[prev:])
-            new_ranks.extend(pair_ranks[prev:])
-        symbols, pair_ranks = new_symbols, new_ranks
+            try:  # the next occurrence of the same pair, to the right (upstream merges them all now)
+                i = pair_ranks.index(best, i + 1)
+            except ValueError:  # the others overlapped the merges just made
+                break
     return symbols
 
 
@@ -194,13 +192,16 @@ class ByteLevelBPETokenizer(Tokenizer):
         pres = self._pattern.findall(text)
         hits = list(map(cache.get, pres))
         if None in hits:
+            # convert_tokens_to_ids, flattened: added tokens first, then vocab.json, else the unk id
+            index, unk = self._memo("token_index", lambda: (
+                {**self.encoder, **self.added_tokens_encoder}, self.encoder.get(self.unk_token)))
+            ranks = self.bpe_ranks
             for k, pre in enumerate(pres):
                 if hits[k] is None:
-                    hits[k] = tuple(self.convert_tokens_to_ids(self.bpe(byte_encode(pre))))
-                    if len(cache) >= self._CACHE_LIMIT:
-                        cache.clear()
-                    cache[pre] = hits[k]
-        return [i for hit in hits for i in hit]
+                    hits[k] = cache[pre] = tuple([index.get(t, unk) for t in bpe_merge(byte_encode(pre), ranks)])
+            if len(cache) >= self._CACHE_LIMIT:
+                cache.clear()
+        return list(chain.from_iterable(hits))
 
     def tokens_to_string(self, tokens: List[str]) -> str:
         return byte_decode("".join(tokens), self.errors)

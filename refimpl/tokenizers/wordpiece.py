@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import os
+from itertools import chain
 import re
 import unicodedata
 from typing import Dict, Iterable, List, Optional
@@ -179,9 +180,14 @@ class PrefixIndex:
         n = len(word)
         if n > max_input_chars_per_word:
             return [unk_token]
+        if word in self.first:  # the whole word is the longest possible first piece
+            return [word]
         out, start = [], 0
         while start < n:
             prefixes, full = (self.first_prefixes, self.first) if start == 0 else (self.cont_prefixes, self.cont)
+            if start and word[start:] in full:  # the rest is the longest possible continuation
+                out.append("##" + word[start:])
+                break
             best, end = 0, start + 1
             while end <= n:
                 sub = word[start:end]
@@ -274,8 +280,10 @@ class BertTokenizer(Tokenizer):
 
     @property
     def do_lower_case(self) -> bool:
-        # read by Tokenizer._split_text: upstream's tokenize() lower-cases outside special tokens when this is set
-        return self.basic_tokenizer.do_lower_case
+        # read by Tokenizer._split_text: upstream's tokenize() lower-cases outside special tokens when this is set.
+        # Quirk: without the basic tokenizer upstream has no `basic_tokenizer` attribute, so its
+        # hasattr(self, "do_lower_case") is False and nothing is lower-cased (do_lower_case is ignored).
+        return self.do_basic_tokenize and self.basic_tokenizer.do_lower_case
 
     @property
     def vocab_size(self) -> int:
@@ -322,11 +330,14 @@ class BertTokenizer(Tokenizer):
                 # whitespace across words, so splitting per word gives the same list)
                 for piece in " ".join(basic.word_pieces(word, never_all)).split():
                     toks.extend([piece] if piece in never else self._wordpiece(piece))
-                hits[k] = tuple(self.convert_tokens_to_ids(toks))
+                # convert_tokens_to_ids, flattened: added tokens first, then vocab.txt, else the unk id
+                index, unk = self._memo("token_index", lambda: (
+                    {**self.vocab, **self.added_tokens_encoder}, self.vocab.get(self.unk_token)))
+                hits[k] = tuple([index.get(t, unk) for t in toks])
                 if len(cache) >= self._CACHE_LIMIT:
                     cache.clear()
                 cache[word] = hits[k]
-        return [i for hit in hits for i in hit]
+        return list(chain.from_iterable(hits))
 
     def tokens_to_string(self, tokens: List[str]) -> str:
         return " ".join(tokens).replace(" ##", "").strip()
