@@ -1,0 +1,65 @@
+"""Primitives against independent formulations (Python's math module, textbook definitions)."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from refimpl import ops
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 2.3e-16), (np.float32, 6.0e-8)])
+def test_erf_matches_math_erf(dtype, tol):
+    x = np.concatenate([np.random.default_rng(0).normal(0, 3, 100_000), [0.0, -0.0, 5.999, 6.0, 6.001, 10.0, 1e30, -np.inf]])
+    x = x.astype(dtype)
+    expected = np.array([math.erf(float(v)) for v in x])
+    got = ops._erf(x)
+    assert got.dtype == dtype
+    assert np.abs(got - expected).max() <= tol
+    assert np.isnan(ops._erf(np.array([np.nan], dtype)))[0]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(-20, 20))
+def test_gelu_is_x_phi_x(v):
+    x = np.array([v])
+    # erf is exact to 1 ulp, so 1 + erf(x) may differ by ~1e-16 absolutely (large relative error for x << 0)
+    assert ops.gelu(x)[0] == pytest.approx(v * 0.5 * (1 + math.erf(v / math.sqrt(2))), rel=1e-15, abs=2e-16 * abs(v))
+
+
+def test_layer_norm_definition():
+    x = np.random.default_rng(1).normal(size=(3, 7))
+    w, b = np.arange(7.0), np.ones(7)
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    np.testing.assert_allclose(ops.layer_norm(x, w, b, 1e-5), (x - mean) / np.sqrt(var + 1e-5) * w + b, rtol=1e-13)
+
+
+def test_cross_entropy_definition_and_ignore_index():
+    rng = np.random.default_rng(2)
+    logits, labels = rng.normal(size=(5, 4)), np.array([0, 3, -100, 2, 1])
+    keep = labels != -100
+    expected = -np.mean([logits[i, labels[i]] - math.log(np.exp(logits[i]).sum()) for i in np.flatnonzero(keep)])
+    assert ops.cross_entropy(logits, labels) == pytest.approx(expected, rel=1e-14)
+    assert np.isnan(ops.cross_entropy(logits, np.full(5, -100)))  # torch: 0/0
+    with pytest.raises(ValueError, match="label 7"):
+        ops.cross_entropy(logits, np.array([7, 0, 0, 0, 0]))
+
+
+def test_bce_with_logits_stable_form():
+    x, y = np.array([-800.0, -1.0, 0.0, 2.0, 800.0]), np.array([1.0, 0.0, 1.0, 1.0, 0.0])
+    # -[y log s(x) + (1 - y) log(1 - s(x))]; for |x| = 800 the terms are exactly 800
+    terms = [800.0, -math.log(1 - 1 / (1 + math.exp(1.0))), math.log(2), -math.log(1 / (1 + math.exp(-2.0))), 800.0]
+    assert ops.bce_with_logits(x, y) == pytest.approx(np.mean(terms), rel=1e-12)
+
+
+def test_causal_padding_mask_layout():
+    mask = ops.causal_padding_mask(np.array([[0, 1, 1]]), 2, np.dtype(np.float64))  # past 1, 2 queries
+    low = np.finfo(np.float64).min
+    np.testing.assert_array_equal(mask[0, 0], [[low, 0, low], [low, 0, 0]])
+    one = ops.causal_padding_mask(np.array([[1, 0, 1]]), 1, np.dtype(np.float32))  # one query: no causal part
+    np.testing.assert_array_equal(one[0, 0], [[0, np.finfo(np.float32).min, 0]])
+
+
+def test_unknown_activation_is_a_clear_error():
+    with pytest.raises(ValueError, match="not supported"):
+        ops.activation("nope")
