@@ -57,7 +57,8 @@ def child(script: str, side: str, workload: str, repeats: int, run) -> None:
     fn()  # warm-up (JIT compilation, allocator)
     times = [_timed(fn) for _ in range(repeats)]
     report = {"median_s": statistics.median(times), "times_s": times,
-              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "load_average_1min": os.getloadavg()[0]}  # the machine may be shared: record how busy it was
     if side == "refimpl":
         report["numpy_sgemm_gflops"] = sgemm_gflops()
     print("RESULT " + json.dumps(report))
@@ -110,5 +111,5 @@ def print_row(row: dict) -> None:
     if "time_ratio" in row:
         print(f" time ratio {row['time_ratio']:.2f}  memory ratio {row['memory_ratio']:.2f}", end="")
     if "numpy_sgemm_gflops" in ours:
-        print(f"  (numpy sgemm {ours['numpy_sgemm_gflops']:.0f} GFLOP/s)", end="")
+        print(f"  (numpy sgemm {ours['numpy_sgemm_gflops']:.0f} GFLOP/s, load {ours['load_average_1min']:.1f})", end="")
     print(flush=True)
