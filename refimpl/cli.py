@@ -49,9 +49,10 @@ def parse_line(line: str, fmt: str, tokenizer):  # -> list of token ids
     return list(tokenizer(line)["input_ids"])
 
 
-def check_ids(ids, config, fits=True):
-    if len(ids) < 2:
-        raise LineError(f"{len(ids)} token(s): scoring needs at least 2 (the first one is only context)")
+def check_ids(ids, config, fits=True, min_tokens=2):
+    if len(ids) < min_tokens:
+        raise LineError(f"{len(ids)} token(s): scoring needs at least {min_tokens}"
+                        + (" (the first one is only context)" if min_tokens == 2 else ""))
     bad = [t for t in ids if not 0 <= t < config.vocab_size]
     if bad:
         raise LineError(f"token id {bad[0]} is outside the vocabulary of {config.vocab_size}")
@@ -111,15 +112,61 @@ def score_batches(model, items, batch_size, progress, stride=None):  # items [(i
     return rows
 
 
+def score_kind(architecture: str) -> str:
+    for suffix, kind in (("ForCausalLM", "causal"), ("ForMaskedLM", "masked"), ("ForPreTraining", "masked"),
+                         ("ForSequenceClassification", "classify")):
+        if architecture.endswith(suffix):
+            return kind
+    raise ValueError(f"score needs a causal LM, a masked LM or a sequence classifier; {architecture} is none "
+                     "(pick a head with --architecture)")
+
+
+def masked_rows(model, tokenizer, items, progress):  # -> {index: row}; pseudo-log-likelihood per text
+    from .scoring import pseudo_log_likelihood
+
+    if tokenizer is None or getattr(tokenizer, "mask_token_id", None) is None:
+        raise ValueError("masked-LM scoring needs the model's tokenizer (for its mask token)")
+    rows = {}
+    for index, ids in items:
+        special = np.array(tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True), bool)
+        terms = pseudo_log_likelihood(model, ids, tokenizer.mask_token_id, scored=~special)
+        n = int((~special).sum())
+        if n == 0:
+            rows[index] = {"index": index, "error": "no token to score besides special tokens"}
+        else:
+            pll = float(np.sum(terms, dtype=np.float64))
+            rows[index] = {"index": index, "pseudo_log_likelihood": pll, "num_tokens": n,
+                           "pseudo_perplexity": math.exp(-pll / n)}
+        progress.update(1)
+    return rows
+
+
+def classify_rows(model, items, progress):  # -> {index: row}; label and probabilities per text
+    from .scoring import classify
+
+    labels = model.config.id2label or {i: f"LABEL_{i}" for i in range(model.config.num_labels)}
+    rows = {}
+    for index, ids in items:
+        logits, probs = classify(model, np.array([ids]))
+        row = {"index": index, "logits": [float(v) for v in logits[0]]}
+        if model.config.problem_type != "regression" and model.config.num_labels > 1:
+            row["label"] = labels[int(np.argmax(probs[0]))]
+            row["probabilities"] = {labels[i]: float(p) for i, p in enumerate(probs[0])}
+        rows[index] = row
+        progress.update(1)
+    return rows
+
+
 def cmd_score(args) -> int:
     import refimpl
 
     model = refimpl.from_pretrained(args.model, architecture=args.architecture, dtype=args.dtype)
+    kind = score_kind(model.architecture)
     tokenizer = None
-    if args.format != "ids":
-        try:
-            tokenizer = refimpl.load_tokenizer(args.model)
-        except (FileNotFoundError, ValueError, ImportError) as err:
+    try:
+        tokenizer = refimpl.load_tokenizer(args.model)
+    except (FileNotFoundError, ValueError, ImportError) as err:
+        if args.format != "ids" or kind == "masked":
             print(f"refimpl: no tokenizer for {args.model} ({err}); only token ids can be scored", file=sys.stderr)
     source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
     with source:
@@ -128,17 +175,25 @@ def cmd_score(args) -> int:
     for index, line in enumerate(lines):
         try:
             ids = parse_line(line, args.format, tokenizer)
-            check_ids(ids, model.config, fits=False)
+            if kind == "causal":  # longer than the position table: a sliding window
+                check_ids(ids, model.config, fits=False)
+            else:  # an encoder reads the whole text at once
+                check_ids(ids, model.config, min_tokens=1)
             items.append((index, ids))
         except LineError as err:
             rows[index] = {"index": index, "error": str(err)}
     progress = Progress(len(items), args.progress or (sys.stderr.isatty() and len(items) > args.batch_size))
-    rows.update(score_batches(model, items, args.batch_size, progress, args.stride))
+    if kind == "causal":
+        rows.update(score_batches(model, items, args.batch_size, progress, args.stride))
+    elif kind == "masked":
+        rows.update(masked_rows(model, tokenizer, items, progress))
+    else:
+        rows.update(classify_rows(model, items, progress))
     progress.close()
     out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
     with out:
         for index in range(len(lines)):
-            out.write(json.dumps(rows[index]) + "\n")
+            out.write(json.dumps(rows[index], ensure_ascii=False) + "\n")
     errors = sum("error" in row for row in rows.values())
     if errors:
         print(f"refimpl: {errors} of {len(lines)} lines could not be scored (see their \"error\")", file=sys.stderr)
@@ -168,7 +223,7 @@ def cmd_generate(args) -> int:
             ids = parse_line(line, args.format, tokenizer)
             if not ids:
                 raise LineError("empty prompt")
-            check_ids(ids + [0], model.config)  # room for at least one new token
+            check_ids(ids + [0], model.config, min_tokens=1)  # room for at least one new token
             items.append((index, ids))
         except LineError as err:
             rows[index] = {"index": index, "error": str(err)}

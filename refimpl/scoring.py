@@ -72,3 +72,34 @@ def sliding_token_logprobs(model, ids, window=None, stride=None):  # ids [T] -> 
         scored = stop - 1
         start += stride
     return out
+
+
+def pseudo_log_likelihood(model, ids, mask_token_id, scored=None, batch_size=32):  # ids [T] -> [T]
+    """Masked-LM pseudo-log-likelihood terms (Salazar et al. 2020): log p(x_i | x without x_i), each
+    position i masked in turn; 0.0 where `scored` is False (special tokens). One forward per masked copy,
+    `batch_size` copies at a time."""
+    ids = inputs.ids(np.asarray(ids)[None], vocab_size=model.config.vocab_size)[0]
+    scored = np.ones(len(ids), bool) if scored is None else np.asarray(scored, bool)
+    positions = np.flatnonzero(scored)
+    out = np.zeros(len(ids), dtype=model.dtype)
+    for start in range(0, len(positions), batch_size):
+        chunk = positions[start:start + batch_size]
+        copies = np.repeat(ids[None], len(chunk), axis=0)  # [n, T], copy r masked at chunk[r]
+        copies[np.arange(len(chunk)), chunk] = mask_token_id
+        result = model(input_ids=copies)
+        logits = result.logits if hasattr(result, "logits") else result.prediction_logits  # [n, T, V]
+        rows = logits[np.arange(len(chunk)), chunk]  # [n, V]
+        top = rows.max(axis=1)
+        lse = top + np.log(np.exp(rows - top[:, None]).sum(axis=1))
+        out[chunk] = rows[np.arange(len(chunk)), ids[chunk]] - lse
+    return out
+
+
+def classify(model, input_ids, attention_mask=None):  # ids [B, T] -> (logits [B, C], probabilities [B, C])
+    """A sequence classifier's logits and probabilities: sigmoid for multi-label models, softmax otherwise."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    if model.config.problem_type == "multi_label_classification":
+        return logits, 1 / (1 + np.exp(-logits))
+    top = logits.max(axis=-1, keepdims=True)
+    e = np.exp(logits - top)
+    return logits, e / e.sum(axis=-1, keepdims=True)

@@ -116,3 +116,55 @@ def test_shipped_model_scores_like_upstream():
         ours = -token_logprobs(model, np.array([ids])).mean()
         problems = compare_tensor(np.asarray(ours, np.float32), loss, "float32", text)
         assert not problems, problems
+
+
+def nezha_dir_with_vocab(tmp_path, architecture):
+    """A golden NEZHA checkpoint plus a WordPiece vocabulary of its size (41 entries)."""
+    import shutil
+
+    src = GOLDEN / "nezha" / f"k2-{architecture}"
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(src / f, tmp_path / f)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghijklmnopqrstuvwxyz") + [str(i) for i in range(10)]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (tmp_path / "tokenizer_config.json").write_text('{"tokenizer_class": "BertTokenizer", "do_lower_case": true}')
+    return tmp_path
+
+
+def test_cli_masked_lm_pseudo_log_likelihood(tmp_path):
+    """Each non-special token masked alone, log-softmax at its position: summed, as the CLI reports."""
+    directory = nezha_dir_with_vocab(tmp_path, "NezhaForMaskedLM")
+    (tmp_path / "in.txt").write_text("a b c d\nh e l l o\n")
+    main(["score", str(tmp_path / "in.txt"), "--model", str(directory), "--dtype", "float64", "-o", str(tmp_path / "o")])
+    rows = [json.loads(line) for line in (tmp_path / "o").read_text().splitlines()]
+    model = refimpl.from_pretrained(directory, dtype="float64")
+    tok = refimpl.load_tokenizer(directory)
+    for row, text in zip(rows, ["a b c d", "h e l l o"]):
+        ids = tok(text)["input_ids"]
+        total = 0.0
+        for i in range(1, len(ids) - 1):  # [CLS] and [SEP] are not scored
+            masked = list(ids)
+            masked[i] = tok.mask_token_id
+            total += log_softmax(model(input_ids=np.array([masked])).logits[0, i])[ids[i]]
+        assert row["num_tokens"] == len(ids) - 2
+        assert row["pseudo_log_likelihood"] == pytest.approx(total, rel=1e-12)
+
+
+def test_cli_sequence_classifier_probabilities(tmp_path):
+    directory = nezha_dir_with_vocab(tmp_path, "NezhaForSequenceClassification")
+    (tmp_path / "in.txt").write_text("a b c\n")
+    main(["score", str(tmp_path / "in.txt"), "--model", str(directory), "--dtype", "float64", "-o", str(tmp_path / "o")])
+    row = json.loads((tmp_path / "o").read_text())
+    model = refimpl.from_pretrained(directory, dtype="float64")
+    logits = model(input_ids=np.array([refimpl.load_tokenizer(directory)("a b c")["input_ids"]])).logits[0]
+    np.testing.assert_allclose(row["logits"], logits, rtol=1e-12)
+    probs = np.exp(log_softmax(logits))
+    assert row["label"] == f"LABEL_{int(np.argmax(probs))}"
+    np.testing.assert_allclose(list(row["probabilities"].values()), probs, rtol=1e-12)
+
+
+def test_cli_refuses_heads_it_cannot_score(tmp_path, capsys):
+    (tmp_path / "in.txt").write_text("5 6\n")
+    code = main(["score", str(tmp_path / "in.txt"), "--format", "ids",
+                 "--model", str(GOLDEN / "opt" / "preln-OPTForQuestionAnswering")])
+    assert code == 2 and "causal LM, a masked LM or a sequence classifier" in capsys.readouterr().err
