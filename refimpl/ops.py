@@ -55,8 +55,12 @@ def relu(x):
     return np.maximum(x, x.dtype.type(0))
 
 
-def gelu(x):  # exact erf GELU, torch.nn.functional.gelu(approximate="none")
-    return x * x.dtype.type(0.5) * (x.dtype.type(1) + _erf(x / x.dtype.type(math.sqrt(2.0))))
+def gelu(x):  # exact erf GELU, torch.nn.functional.gelu(approximate="none"): x * Phi(x)
+    y = _erf(x / x.dtype.type(math.sqrt(2.0)))
+    y += 1  # in place: the activations of a feed-forward layer are the largest arrays of a forward
+    y *= x
+    y *= x.dtype.type(0.5)
+    return y
 
 
 def gelu_new(x):  # tanh approximation (transformers' NewGELUActivation / "gelu_new")
