@@ -291,7 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .runtime import tune_malloc
+
     args = build_parser().parse_args(argv)
+    tune_malloc()  # reuse freed activations instead of page-faulting fresh ones (refimpl/runtime.py)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, NotImplementedError) as err:

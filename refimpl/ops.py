@@ -160,17 +160,19 @@ _ERF_COLUMNS = {  # dtype -> one contiguous array per Taylor coefficient, cast o
 def _erf(x):  # x [...] float -> erf(x) [...] same dtype
     """Vectorised erf to within float rounding: a Taylor step from the nearest tabulated anchor."""
     columns = _ERF_COLUMNS[x.dtype]
-    a = np.minimum(np.abs(x), x.dtype.type(_ERF_ANCHORS[-1]))  # erf(6) == 1.0 in float64: the table's end
-    scaled = np.rint(a * x.dtype.type(1 / _ERF_STEP))
+    a = np.abs(x)
+    np.minimum(a, x.dtype.type(_ERF_ANCHORS[-1]), out=a)  # erf(6) == 1.0 in float64: the table's end
+    h = a * x.dtype.type(1 / _ERF_STEP)
+    np.rint(h, out=h)
     with np.errstate(invalid="ignore"):  # NaN inputs: any index; the NaN propagates through h
-        idx = scaled.astype(np.intp)  # take() converts any other index type on every call
-    scaled *= x.dtype.type(_ERF_STEP)  # the anchor x0 = idx * step, exact (step is a power of two)
-    h = np.subtract(a, scaled, out=scaled)  # |h| <= step/2 inside the table
-    y = columns[-1].take(idx, mode="clip")
+        idx = h.astype(np.intp)  # take() converts any other index type on every call
+    h *= x.dtype.type(_ERF_STEP)  # the anchor x0 = idx * step, exact (step is a power of two)
+    np.subtract(a, h, out=h)  # |h| <= step/2 inside the table
+    y, term = columns[-1].take(idx, mode="clip"), a  # `a` is reused as scratch from here on
     for column in columns[-2::-1]:  # Horner
         y *= h
-        y += column.take(idx, mode="clip")
-    return np.copysign(y, x)
+        y += column.take(idx, mode="clip", out=term)
+    return np.copysign(y, x, out=y)
 
 
 # transformers.activations.ACT2FN names -> functions (the ones these families use).
