@@ -26,12 +26,13 @@ def test_mean_token_logprob_is_upstream_loss(case, dtype):
     assert not problems, problems
 
 
-def test_chunked_equals_full_log_softmax(monkeypatch):
+@pytest.mark.parametrize("checkpoint", ["opt/postln-proj-OPTForCausalLM", "xglm/gelu-scaled-XGLMForCausalLM"])
+def test_chunked_equals_full_log_softmax(monkeypatch, checkpoint):
     """The chunked logsumexp equals log_softmax over the full logits (an independent path)."""
     import refimpl.scoring as scoring
 
     monkeypatch.setattr(scoring, "CHUNK", 3)
-    model = refimpl.from_pretrained(GOLDEN / "opt" / "postln-proj-OPTForCausalLM", dtype="float64")
+    model = refimpl.from_pretrained(GOLDEN / checkpoint, dtype="float64")
     ids = np.random.default_rng(0).integers(3, 37, size=(2, 9))
     logits = model(input_ids=ids).logits
     expected = np.take_along_axis(log_softmax(logits[:, :-1]), ids[:, 1:, None], axis=-1)[..., 0]
