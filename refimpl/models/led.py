@@ -1,0 +1,610 @@
+"""LED, the Longformer-Encoder-Decoder (transformers 4.37.2 `modeling_led.py`).
+
+    encoder: ids -> shared + embed_positions (no offset) -> layernorm_embedding
+             -> pad to a multiple of max(attention_window)
+             -> N x [Longformer self-attention (local band + global tokens) -> post-LN -> FFN -> post-LN]
+             -> cut the padding off again
+    decoder: BART-style (post-LN, layernorm_embedding, learned positions from 0), cross-attention
+             to the encoder states -> heads (lm_head + final_logits_bias / classification_head / qa_outputs)
+
+The encoder self-attention (projections, local band, global tokens) is `refimpl.longformer`, which
+calls the banded core of `refimpl.banded_attention`; this module does what LEDEncoder does around
+it: the merged 0/1/2 mask, padding to a multiple of the window and cutting back, upstream's output
+layouts. The decoder reuses `layers.decoder_layer` /
+`layers.run_decoder_stack` (the same code as OPT and XGLM).
+
+Parameter names are upstream's: the base model (`LEDModel`) owns `shared.*`, `encoder.*`,
+`decoder.*`; heads keep it under `led.` and add their own weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .. import inputs
+from ..layers import check_head_mask, decoder_layer, feed_forward, norm, run_decoder_stack, sub
+from ..longformer import longformer_self_attention
+from ..ops import activation, classification_loss, cross_entropy, embedding, linear, mask_min, padding_mask, span_loss
+from ..outputs import Array, BaseModelOutputWithPastAndCrossAttentions, ModelOutput
+
+BASE_PREFIX = "led"  # LEDPreTrainedModel.base_model_prefix
+GLOBAL_PROJECTIONS = ("query_global", "key_global", "value_global")
+LOCAL_PROJECTIONS = ("query", "key", "value")
+
+
+# ---------------------------------------------------------------- outputs (modeling_led.py, same field order)
+
+
+@dataclass
+class LEDEncoderBaseModelOutput(ModelOutput):
+    last_hidden_state: Array = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+    global_attentions: Optional[tuple] = None
+
+
+@dataclass
+class LEDSeq2SeqModelOutput(ModelOutput):
+    last_hidden_state: Array = None
+    past_key_values: Optional[tuple] = None
+    decoder_hidden_states: Optional[tuple] = None
+    decoder_attentions: Optional[tuple] = None
+    cross_attentions: Optional[tuple] = None
+    encoder_last_hidden_state: Array = None
+    encoder_hidden_states: Optional[tuple] = None
+    encoder_attentions: Optional[tuple] = None
+    encoder_global_attentions: Optional[tuple] = None
+
+
+@dataclass
+class LEDSeq2SeqLMOutput(ModelOutput):
+    loss: Array = None
+    logits: Array = None
+    past_key_values: Optional[tuple] = None
+    decoder_hidden_states: Optional[tuple] = None
+    decoder_attentions: Optional[tuple] = None
+    cross_attentions: Optional[tuple] = None
+    encoder_last_hidden_state: Array = None
+    encoder_hidden_states: Optional[tuple] = None
+    encoder_attentions: Optional[tuple] = None
+    encoder_global_attentions: Optional[tuple] = None
+
+
+@dataclass
+class LEDSeq2SeqSequenceClassifierOutput(ModelOutput):
+    loss: Array = None
+    logits: Array = None
+    past_key_values: Optional[tuple] = None
+    decoder_hidden_states: Optional[tuple] = None
+    decoder_attentions: Optional[tuple] = None
+    cross_attentions: Optional[tuple] = None
+    encoder_last_hidden_state: Array = None
+    encoder_hidden_states: Optional[tuple] = None
+    encoder_attentions: Optional[tuple] = None
+    encoder_global_attentions: Optional[tuple] = None
+
+
+@dataclass
+class LEDSeq2SeqQuestionAnsweringModelOutput(ModelOutput):
+    loss: Array = None
+    start_logits: Array = None
+    end_logits: Array = None
+    past_key_values: Optional[tuple] = None
+    decoder_hidden_states: Optional[tuple] = None
+    decoder_attentions: Optional[tuple] = None
+    cross_attentions: Optional[tuple] = None
+    encoder_last_hidden_state: Array = None
+    encoder_hidden_states: Optional[tuple] = None
+    encoder_attentions: Optional[tuple] = None
+    encoder_global_attentions: Optional[tuple] = None
+
+
+# ---------------------------------------------------------------- parameters
+
+
+def param_shapes(cfg, architecture):  # -> {name: shape} of every weight the architecture uses
+    D, V = cfg.d_model, cfg.vocab_size
+    shapes = {"shared.weight": (V, D),
+              "encoder.embed_positions.weight": (cfg.max_encoder_position_embeddings, D),
+              "decoder.embed_positions.weight": (cfg.max_decoder_position_embeddings, D)}
+    for part in ("encoder", "decoder"):
+        shapes[f"{part}.layernorm_embedding.weight"] = (D,)
+        shapes[f"{part}.layernorm_embedding.bias"] = (D,)
+    attention = "self_attn.longformer_self_attn."
+    for i in range(cfg.encoder_layers):
+        linears = {attention + name: (D, D) for name in LOCAL_PROJECTIONS + GLOBAL_PROJECTIONS}
+        linears.update({"self_attn.output": (D, D), "fc1": (cfg.encoder_ffn_dim, D), "fc2": (D, cfg.encoder_ffn_dim)})
+        _add_layer(shapes, f"encoder.layers.{i}.", linears, ("self_attn_layer_norm", "final_layer_norm"), D)
+    for i in range(cfg.decoder_layers):
+        linears = {f"{block}.{name}": (D, D) for block in ("self_attn", "encoder_attn")
+                   for name in ("q_proj", "k_proj", "v_proj", "out_proj")}
+        linears.update({"fc1": (cfg.decoder_ffn_dim, D), "fc2": (D, cfg.decoder_ffn_dim)})
+        _add_layer(shapes, f"decoder.layers.{i}.", linears,
+                   ("self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"), D)
+    if architecture == "LEDModel":
+        return shapes
+    shapes = {f"{BASE_PREFIX}.{k}": v for k, v in shapes.items()}
+    shapes.update(HEAD_SHAPES[architecture](cfg))
+    return shapes
+
+
+def _add_layer(shapes, prefix, linears, norms, D):
+    for name, shape in linears.items():  # every LED linear has a bias
+        shapes[prefix + name + ".weight"] = shape
+        shapes[prefix + name + ".bias"] = shape[:1]
+    for name in norms:
+        shapes[prefix + name + ".weight"] = (D,)
+        shapes[prefix + name + ".bias"] = (D,)
+
+
+HEAD_SHAPES = {
+    "LEDForConditionalGeneration": lambda cfg: {"lm_head.weight": (cfg.vocab_size, cfg.d_model),
+                                                "final_logits_bias": (1, cfg.vocab_size)},
+    "LEDForSequenceClassification": lambda cfg: {
+        "classification_head.dense.weight": (cfg.d_model, cfg.d_model), "classification_head.dense.bias": (cfg.d_model,),
+        "classification_head.out_proj.weight": (cfg.num_labels, cfg.d_model),
+        "classification_head.out_proj.bias": (cfg.num_labels,)},
+    # LEDForQuestionAnswering.__init__ sets config.num_labels = 2
+    "LEDForQuestionAnswering": lambda cfg: {"qa_outputs.weight": (2, cfg.d_model), "qa_outputs.bias": (2,)},
+}
+# _tied_weights_keys: encoder/decoder embed_tokens and lm_head are led.shared; save_pretrained keeps one copy.
+TIED = {"lm_head.weight": f"{BASE_PREFIX}.shared.weight",
+        "shared.weight": "encoder.embed_tokens.weight",
+        f"{BASE_PREFIX}.shared.weight": f"{BASE_PREFIX}.encoder.embed_tokens.weight"}
+IGNORED_BUFFERS = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")  # copies of shared.weight
+# LEDForConditionalGeneration._keys_to_ignore_on_load_missing: a file without it gets zeros
+MISSING_DEFAULTS = {"final_logits_bias": np.zeros}
+BASE_MODEL, LM_HEAD, EMBEDDINGS = "LEDModel", "lm_head.weight", "shared.weight"
+
+
+def layer_windows(cfg):  # -> [attention_window of layer i] (LEDEncoder.__init__, LEDEncoderSelfAttention.__init__)
+    windows = cfg.attention_window
+    if isinstance(windows, int):
+        windows = [windows] * cfg.encoder_layers
+    windows = list(windows)
+    if len(windows) != cfg.encoder_layers:
+        raise ValueError(f"attention_window must hold one value per encoder layer ({cfg.encoder_layers}), "
+                         f"got {len(windows)}: {windows}")
+    for i, w in enumerate(windows):
+        if int(w) != w or w <= 0 or w % 2:
+            raise ValueError(f"attention_window for layer {i} must be a positive even integer "
+                             f"(window/2 keys on each side), got {w}")
+    return [int(w) for w in windows]
+
+
+# ---------------------------------------------------------------- encoder: Longformer self-attention
+
+
+def encoder_layer(p, x, window, num_heads, act, is_masked, is_global, any_global, head_mask=None,
+                  output_attentions=False, backend=None):  # x [B, T, D] -> (x, local probs, global probs)
+    """LEDEncoderLayer: post-LN, x = LN(x + attn(x)); x = LN(x + ffn(x)) (the latter by blocks of rows).
+
+    attn = LEDEncoderAttention: the Longformer self-attention, then the `self_attn.output` linear.
+    """
+    context, probs, global_probs = longformer_self_attention(
+        sub(p, "self_attn.longformer_self_attn"), x, window, num_heads, is_masked, is_global, any_global,
+        head_mask, output_attentions, backend)
+    attn = linear(context, p["self_attn.output.weight"], p["self_attn.output.bias"])  # [B, T, D]
+    x = norm(p, "self_attn_layer_norm", x + attn)
+    x = feed_forward_sublayer_by_rows(p, x, act)  # LN(x + ffn(x))
+    return x, probs, global_probs
+
+
+FFN_ROWS = 1024  # rows per block: the [rows, ffn] intermediate stays small (16k tokens x 3072 would be 200 MB)
+
+
+def feed_forward_sublayer_by_rows(p, x, act, rows=FFN_ROWS):  # x [B, T, D] -> [B, T, D]
+    """final_layer_norm(x + fc2(act(fc1(x)))) over blocks of rows: the same numbers (every row is
+    independent), a bounded intermediate, and element-wise work on cache-sized blocks."""
+    flat = x.reshape(-1, x.shape[-1])  # [B*T, D]
+    out = np.empty_like(flat)
+    for start in range(0, flat.shape[0], rows):
+        block = flat[start:start + rows]
+        out[start:start + rows] = norm(p, "final_layer_norm", block + feed_forward(p, block, act))
+    return out.reshape(x.shape)
+
+
+def encoder_activation(name, dtype):
+    """ops.activation(name), except float32 "gelu" when Numba is installed: `_gelu_float32` below
+    (about 7x faster than ops.gelu's table erf on long inputs; within 4e-7 of the exact GELU)."""
+    if name == "gelu" and dtype == np.float32 and _gelu_float32 is not None:
+        return _gelu_float32
+    return activation(name)
+
+
+def merged_mask(attention_mask, global_attention_mask):  # [B, T] x2 -> [B, T] of 0 / 1 / 2
+    """LEDEncoder._merge_to_attention_mask: 0 padding, 1 local, 2 global; a global flag on padding is dropped."""
+    return attention_mask * (global_attention_mask + 1)
+
+
+def led_encoder(p, cfg, input_ids=None, attention_mask=None, global_attention_mask=None, head_mask=None,
+                inputs_embeds=None, output_attentions=None, output_hidden_states=None, backend=None):
+    """LEDEncoder.forward. input_ids [B, T] -> LEDEncoderBaseModelOutput.
+
+    p: the base model's parameters (`shared.weight`, `encoder.*`). last_hidden_state [B, T, D];
+    hidden_states L+1 x [B, T, D]; attentions L x [B, H, T, X + window_i + 1]; global_attentions
+    L x [B, H, T_padded, X] (upstream does not cut these back), only when some token is global.
+    backend: the local attention's (refimpl.longformer.longformer_self_attention): None picks the
+    upstream-exact band for float64 and the fastest banded core for float32.
+    """
+    dtype = p["shared.weight"].dtype
+    output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
+    output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
+    windows = layer_windows(cfg)
+    inputs.one_of(input_ids, inputs_embeds)
+    if input_ids is not None:
+        input_ids = inputs.ids(input_ids, vocab_size=cfg.vocab_size)
+        x = embedding(input_ids, p["shared.weight"])  # [B, T, D]
+    else:
+        x = inputs.floats(inputs_embeds, dtype, "inputs_embeds")
+        if x.ndim != 3 or x.shape[-1] != cfg.d_model:
+            raise ValueError(f"inputs_embeds must have shape (batch, sequence, {cfg.d_model}), got {x.shape}")
+    batch, length = x.shape[:2]
+    mask = np.ones((batch, length), np.int64)  # [B, T] 0 padding / 1 local / 2 global
+    if attention_mask is not None:
+        mask = _zero_one(attention_mask, (batch, length), "attention_mask")
+    if global_attention_mask is not None:
+        mask = merged_mask(mask, _zero_one(global_attention_mask, (batch, length), "global_attention_mask"))
+    head_mask = check_head_mask(inputs.floats(head_mask, dtype, "head_mask"), cfg.encoder_layers,
+                                cfg.encoder_attention_heads)
+
+    # LEDEncoder._pad_to_window_size: pad on the right to a multiple of the largest window
+    pad = (-length) % max(windows)
+    if pad:
+        x = np.concatenate([x, np.broadcast_to(p["shared.weight"][cfg.pad_token_id], (batch, pad, cfg.d_model))], axis=1)
+        mask = np.concatenate([mask, np.zeros((batch, pad), mask.dtype)], axis=1)  # [B, T_padded]
+    padded = length + pad
+    for i, w in enumerate(windows):
+        if padded % w:  # upstream: AssertionError "Sequence length should be multiple of ..."
+            raise ValueError(f"the input is padded to {padded} tokens (a multiple of the largest attention_window "
+                             f"{max(windows)}), which is not a multiple of layer {i}'s window {w}; upstream fails "
+                             "the same way: every layer's window must divide the largest one")
+    table = p["encoder.embed_positions.weight"]
+    if padded > table.shape[0]:
+        raise ValueError(f"{length} tokens (padded to {padded}) exceed max_encoder_position_embeddings={table.shape[0]}")
+    is_masked, is_global = mask == 0, mask > 1  # [B, T_padded] each
+    any_global = bool(is_global.any())
+
+    x = norm(p, "encoder.layernorm_embedding", x + table[:padded])  # positions 0.. (no offset)
+    act = encoder_activation(cfg.activation_function, dtype)
+    hidden, attentions, global_attentions = [], [], []
+    for i, w in enumerate(windows):
+        if output_hidden_states:
+            hidden.append(x)
+        x, probs, global_probs = encoder_layer(
+            sub(p, f"encoder.layers.{i}"), x, w, cfg.encoder_attention_heads, act, is_masked, is_global,
+            any_global, None if head_mask is None else head_mask[i], output_attentions, backend)
+        if output_attentions:
+            attentions.append(probs[:, :, :length])  # [B, H, T, X + w + 1]
+            if any_global:
+                global_attentions.append(global_probs.transpose(0, 1, 3, 2))  # [B, H, T_padded, X]
+    if output_hidden_states:
+        hidden = tuple(h[:, :length] for h in hidden + [x])
+    return LEDEncoderBaseModelOutput(
+        last_hidden_state=x[:, :length], hidden_states=hidden if output_hidden_states else None,
+        attentions=tuple(attentions) if output_attentions else None,
+        global_attentions=tuple(global_attentions) if output_attentions and any_global else None)
+
+
+def _zero_one(mask, shape, name):  # -> int64 [B, T] of 0/1, with a clear error otherwise
+    arr = inputs.mask(mask, shape, name)
+    if arr.size and not np.all((arr == 0) | (arr == 1)):
+        raise ValueError(f"{name} must hold 0/1 values, got {sorted(set(np.unique(arr).tolist()))[:5]}")
+    return arr
+
+
+# ---------------------------------------------------------------- decoder
+
+
+def shift_tokens_right(ids, pad_token_id, decoder_start_token_id):  # [B, T] -> [B, T]
+    """modeling_led.py shift_tokens_right: start token first, the rest moved right, -100 -> pad."""
+    if pad_token_id is None:
+        raise ValueError("config.pad_token_id has to be defined to shift tokens right")
+    ids = np.asarray(ids)
+    shifted = np.zeros_like(ids)
+    shifted[:, 1:] = ids[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    shifted[shifted == -100] = pad_token_id
+    return shifted
+
+
+def decoder_self_mask(attention_mask, length, past_length, dtype):  # -> [B or 1, 1, T, past + T] additive, or None
+    """LEDDecoder.forward's combined mask. No mask at all for a single new token (the decoder
+    attention_mask is then ignored). Otherwise causal (finfo.min above the diagonal) PLUS the padding
+    mask (finfo.min on padded keys): a padded key above the diagonal gets min + min = -inf."""
+    if length <= 1:
+        return None
+    source = past_length + length
+    causal = np.arange(source)[None, :] > (past_length + np.arange(length))[:, None]  # [T, S]
+    mask = np.where(causal, mask_min(dtype), dtype.type(0)).astype(dtype)[None, None]  # [1, 1, T, S]
+    if attention_mask is not None:
+        with np.errstate(over="ignore"):
+            mask = mask + padding_mask(attention_mask, dtype)  # [B, 1, T, S]
+    return mask
+
+
+def led_decoder(p, cfg, input_ids=None, attention_mask=None, encoder_hidden_states=None,
+                encoder_attention_mask=None, head_mask=None, cross_attn_head_mask=None, past_key_values=None,
+                inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None):
+    """LEDDecoder.forward. input_ids [B, T] -> BaseModelOutputWithPastAndCrossAttentions.
+
+    p: the base model's parameters (`shared.weight`, `decoder.*`); past_key_values per layer
+    (k, v, cross_k, cross_v) [B, H, S, d].
+    """
+    dtype = p["shared.weight"].dtype
+    use_cache = cfg.use_cache if use_cache is None else use_cache
+    output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
+    output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
+    inputs.one_of(input_ids, inputs_embeds, "decoder_input_ids", "decoder_inputs_embeds")
+    if input_ids is not None:
+        x = embedding(inputs.ids(input_ids, "decoder_input_ids", vocab_size=cfg.vocab_size), p["shared.weight"],
+                      "decoder_input_ids")  # [B, T, D]; no embedding scale
+    else:
+        x = inputs.floats(inputs_embeds, dtype, "decoder_inputs_embeds")
+        if x.ndim != 3 or x.shape[-1] != cfg.d_model:
+            raise ValueError(f"decoder_inputs_embeds must have shape (batch, sequence, {cfg.d_model}), got {x.shape}")
+    batch, length = x.shape[:2]
+    past_length = _past_length(past_key_values, cfg.decoder_layers, batch)
+    if attention_mask is not None:
+        attention_mask = _zero_one(attention_mask, (batch, past_length + length),
+                                   "decoder_attention_mask (it must span past + current tokens)")
+    self_mask = decoder_self_mask(attention_mask, length, past_length, dtype)
+    cross_mask = None
+    if encoder_hidden_states is not None and encoder_attention_mask is not None:
+        cross_mask = padding_mask(encoder_attention_mask, dtype)  # [B, 1, 1, S]
+    head_mask = check_head_mask(inputs.floats(head_mask, dtype, "decoder_head_mask"), cfg.decoder_layers,
+                                cfg.decoder_attention_heads, "decoder_head_mask")
+    cross_attn_head_mask = check_head_mask(inputs.floats(cross_attn_head_mask, dtype, "cross_attn_head_mask"),
+                                           cfg.decoder_layers, cfg.decoder_attention_heads, "cross_attn_head_mask")
+    table = p["decoder.embed_positions.weight"]
+    if past_length + length > table.shape[0]:
+        raise ValueError(f"{past_length + length} decoder positions exceed max_decoder_position_embeddings={table.shape[0]}")
+    x = norm(p, "decoder.layernorm_embedding", x + table[past_length:past_length + length])  # positions from 0
+    act = activation(cfg.activation_function)
+    layers = [sub(p, f"decoder.layers.{i}") for i in range(cfg.decoder_layers)]
+
+    def layer_fn(lp, x, past, layer_head_mask, layer_cross_head_mask):
+        return decoder_layer(lp, x, cfg.decoder_attention_heads, act, self_mask, norm_first=False, past=past,
+                             head_mask=layer_head_mask, encoder_states=encoder_hidden_states,
+                             encoder_mask=cross_mask, cross_head_mask=layer_cross_head_mask)
+
+    x, hidden, attentions, cross, cache = run_decoder_stack(
+        layers, x, layer_fn, past_key_values=past_key_values, head_mask=head_mask,
+        cross_head_mask=cross_attn_head_mask, use_cache=use_cache, output_attentions=output_attentions,
+        output_hidden_states=output_hidden_states)
+    if output_hidden_states:
+        hidden = tuple(hidden) + (x,)
+    return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=x, past_key_values=cache, hidden_states=hidden,
+                                                     attentions=attentions, cross_attentions=cross)
+
+
+def _past_length(past_key_values, num_layers, batch):
+    if past_key_values is None:
+        return 0
+    if len(past_key_values) != num_layers:
+        raise ValueError(f"past_key_values must hold one tuple per decoder layer ({num_layers}), got {len(past_key_values)}")
+    k = np.asarray(past_key_values[0][0])
+    if k.ndim != 4 or k.shape[0] != batch:
+        raise ValueError(f"past_key_values[0][0] must have shape (batch={batch}, heads, past, head_dim), got {k.shape}")
+    return k.shape[2]
+
+
+# ---------------------------------------------------------------- base model
+
+
+def as_encoder_output(encoder_outputs):
+    """LEDModel.forward: a tuple (last_hidden_state, hidden_states, attentions, global_attentions) is
+    wrapped in an LEDEncoderBaseModelOutput; an output object is used as it is."""
+    if isinstance(encoder_outputs, LEDEncoderBaseModelOutput):
+        return encoder_outputs
+    if isinstance(encoder_outputs, ModelOutput):
+        encoder_outputs = encoder_outputs.to_tuple()
+    if not isinstance(encoder_outputs, (tuple, list)) or not encoder_outputs:
+        raise ValueError("encoder_outputs must be an LEDEncoderBaseModelOutput or a tuple starting with "
+                         f"last_hidden_state [batch, sequence, d_model], got {type(encoder_outputs).__name__}")
+    items = list(encoder_outputs) + [None] * 3
+    return LEDEncoderBaseModelOutput(np.asarray(items[0]), items[1], items[2], items[3])
+
+
+def led_model(p, cfg, input_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
+              head_mask=None, decoder_head_mask=None, cross_attn_head_mask=None, encoder_outputs=None,
+              global_attention_mask=None, past_key_values=None, inputs_embeds=None, decoder_inputs_embeds=None,
+              use_cache=None, output_attentions=None, output_hidden_states=None, backend=None):
+    """LEDModel.forward. input_ids [B, T] (+ decoder_input_ids [B, T']) -> LEDSeq2SeqModelOutput.
+
+    Missing decoder inputs are `shift_tokens_right(input_ids)`. The cross-attention mask is the
+    caller's `attention_mask` (not the merged global mask).
+    """
+    dtype = p["shared.weight"].dtype
+    use_cache = cfg.use_cache if use_cache is None else use_cache
+    output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
+    output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
+    if decoder_input_ids is None and decoder_inputs_embeds is None:
+        if input_ids is None:
+            raise ValueError("pass decoder_input_ids or decoder_inputs_embeds (without input_ids they cannot be "
+                             "made by shifting input_ids to the right)")
+        decoder_input_ids = shift_tokens_right(inputs.ids(input_ids), cfg.pad_token_id, cfg.decoder_start_token_id)
+    if encoder_outputs is None:
+        encoder_outputs = led_encoder(p, cfg, input_ids, attention_mask, global_attention_mask, head_mask,
+                                      inputs_embeds, output_attentions, output_hidden_states, backend)
+    else:
+        encoder_outputs = as_encoder_output(encoder_outputs)
+    encoder_states = inputs.floats(encoder_outputs.last_hidden_state, dtype, "encoder_outputs[0]")
+    if attention_mask is not None:
+        attention_mask = _zero_one(attention_mask, encoder_states.shape[:2], "attention_mask")
+    dec = led_decoder(p, cfg, decoder_input_ids, decoder_attention_mask, encoder_states, attention_mask,
+                      decoder_head_mask, cross_attn_head_mask, past_key_values, decoder_inputs_embeds, use_cache,
+                      output_attentions, output_hidden_states)
+    return LEDSeq2SeqModelOutput(
+        last_hidden_state=dec.last_hidden_state, past_key_values=dec.past_key_values,
+        decoder_hidden_states=dec.hidden_states, decoder_attentions=dec.attentions,
+        cross_attentions=dec.cross_attentions, encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+        encoder_hidden_states=encoder_outputs.hidden_states, encoder_attentions=encoder_outputs.attentions,
+        encoder_global_attentions=encoder_outputs.global_attentions)
+
+
+def _seq2seq_fields(out):  # the fields every head copies from LEDSeq2SeqModelOutput
+    return {k: getattr(out, k) for k in ("past_key_values", "decoder_hidden_states", "decoder_attentions",
+                                         "cross_attentions", "encoder_last_hidden_state", "encoder_hidden_states",
+                                         "encoder_attentions", "encoder_global_attentions")}
+
+
+# ---------------------------------------------------------------- heads
+
+
+def led_for_conditional_generation(p, cfg, input_ids=None, attention_mask=None, decoder_input_ids=None,
+                                   decoder_attention_mask=None, head_mask=None, decoder_head_mask=None,
+                                   cross_attn_head_mask=None, encoder_outputs=None, global_attention_mask=None,
+                                   past_key_values=None, inputs_embeds=None, decoder_inputs_embeds=None, labels=None,
+                                   use_cache=None, output_attentions=None, output_hidden_states=None, backend=None):
+    """LEDForConditionalGeneration. -> LEDSeq2SeqLMOutput; logits [B, T', V] = lm_head(h) + final_logits_bias.
+
+    labels [B, T']: the decoder inputs default to shift_tokens_right(labels), caching is off, and the
+    loss is the mean cross-entropy over labels != -100 (no shift: the decoder inputs are shifted).
+    """
+    if labels is not None:
+        labels = inputs.ids(labels, "labels")
+        use_cache = False
+        if decoder_input_ids is None and decoder_inputs_embeds is None:
+            decoder_input_ids = shift_tokens_right(labels, cfg.pad_token_id, cfg.decoder_start_token_id)
+    out = led_model(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
+                    head_mask, decoder_head_mask, cross_attn_head_mask, encoder_outputs, global_attention_mask,
+                    past_key_values, inputs_embeds, decoder_inputs_embeds, use_cache, output_attentions,
+                    output_hidden_states, backend)
+    logits = linear(out.last_hidden_state, p["lm_head.weight"]) + p["final_logits_bias"]  # [B, T', V]
+    loss = None
+    if labels is not None:
+        loss = cross_entropy(logits.reshape(-1, cfg.vocab_size), labels.reshape(-1))
+    return LEDSeq2SeqLMOutput(loss=loss, logits=logits, **_seq2seq_fields(out))
+
+
+def led_for_sequence_classification(p, cfg, input_ids=None, attention_mask=None, decoder_input_ids=None,
+                                    decoder_attention_mask=None, head_mask=None, decoder_head_mask=None,
+                                    cross_attn_head_mask=None, encoder_outputs=None, global_attention_mask=None,
+                                    inputs_embeds=None, decoder_inputs_embeds=None, labels=None, use_cache=None,
+                                    output_attentions=None, output_hidden_states=None, backend=None):
+    """LEDForSequenceClassification. -> LEDSeq2SeqSequenceClassifierOutput; logits [B, num_labels].
+
+    Pools the decoder state at the last `eos` of input_ids; every row must hold the same number of eos.
+    """
+    if labels is not None:
+        use_cache = False
+    if input_ids is None:
+        raise ValueError("LEDForSequenceClassification needs input_ids: it pools the decoder state at their last "
+                         "eos token (upstream does not support inputs_embeds here)")
+    input_ids = inputs.ids(input_ids, vocab_size=cfg.vocab_size)
+    out = led_model(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
+                    head_mask, decoder_head_mask, cross_attn_head_mask, encoder_outputs, global_attention_mask,
+                    None, inputs_embeds, decoder_inputs_embeds, use_cache, output_attentions,
+                    output_hidden_states, backend)
+    h = out.last_hidden_state  # [B, T', D]
+    eos_mask = input_ids == cfg.eos_token_id  # [B, T]
+    counts = eos_mask.sum(axis=1)
+    if len(set(counts.tolist())) > 1:
+        raise ValueError(f"All examples must have the same number of <eos> tokens (eos_token_id={cfg.eos_token_id}); "
+                         f"got {counts.tolist()}")
+    if counts[0] == 0:
+        raise ValueError(f"input_ids hold no <eos> token (eos_token_id={cfg.eos_token_id}) to pool at")
+    if eos_mask.shape[1] != h.shape[1]:
+        raise ValueError(f"the eos positions of input_ids (length {eos_mask.shape[1]}) index the decoder states, "
+                         f"which have length {h.shape[1]}; pass decoder inputs of the same length")
+    pooled = h[eos_mask].reshape(h.shape[0], -1, h.shape[-1])[:, -1]  # [B, D] the state at the last eos
+    dense = np.tanh(linear(pooled, p["classification_head.dense.weight"], p["classification_head.dense.bias"]))
+    logits = linear(dense, p["classification_head.out_proj.weight"], p["classification_head.out_proj.bias"])
+    loss = None
+    if labels is not None:
+        loss, _ = classification_loss(logits, labels, cfg.num_labels, cfg.problem_type)
+    return LEDSeq2SeqSequenceClassifierOutput(loss=loss, logits=logits, **_seq2seq_fields(out))
+
+
+def led_for_question_answering(p, cfg, input_ids=None, attention_mask=None, decoder_input_ids=None,
+                               decoder_attention_mask=None, head_mask=None, decoder_head_mask=None,
+                               cross_attn_head_mask=None, encoder_outputs=None, global_attention_mask=None,
+                               start_positions=None, end_positions=None, inputs_embeds=None,
+                               decoder_inputs_embeds=None, use_cache=None, output_attentions=None,
+                               output_hidden_states=None, backend=None):
+    """LEDForQuestionAnswering. -> LEDSeq2SeqQuestionAnsweringModelOutput; start/end logits [B, T'] read
+    from the decoder states."""
+    if start_positions is not None and end_positions is not None:
+        use_cache = False
+    out = led_model(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
+                    head_mask, decoder_head_mask, cross_attn_head_mask, encoder_outputs, global_attention_mask,
+                    None, inputs_embeds, decoder_inputs_embeds, use_cache, output_attentions,
+                    output_hidden_states, backend)
+    logits = linear(out.last_hidden_state, p["qa_outputs.weight"], p["qa_outputs.bias"])  # [B, T', 2]
+    start_logits, end_logits = np.ascontiguousarray(logits[..., 0]), np.ascontiguousarray(logits[..., 1])
+    loss = None
+    if start_positions is not None and end_positions is not None:
+        loss = span_loss(start_logits, end_logits, start_positions, end_positions)
+    return LEDSeq2SeqQuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
+                                                  **_seq2seq_fields(out))
+
+
+ARCHITECTURES = {
+    "LEDModel": led_model,
+    "LEDForConditionalGeneration": led_for_conditional_generation,
+    "LEDForSequenceClassification": led_for_sequence_classification,
+    "LEDForQuestionAnswering": led_for_question_answering,
+}
+
+
+# ---------------------------------------------------------------- generation hooks (refimpl.generation)
+
+
+def run_encoder(model, input_ids, attention_mask=None, global_attention_mask=None, head_mask=None,
+                inputs_embeds=None, output_attentions=False, output_hidden_states=False, **_ignored):
+    """GenerationMixin._prepare_encoder_decoder_kwargs_for_generation: the encoder, run once."""
+    p = model.params if model.architecture == "LEDModel" else sub(model.params, BASE_PREFIX)
+    return led_encoder(p, model.config, input_ids, attention_mask, global_attention_mask, head_mask, inputs_embeds,
+                       output_attentions, output_hidden_states)
+
+
+def prepare_inputs_for_generation(decoder_input_ids, past_key_values=None, attention_mask=None,
+                                  global_attention_mask=None, head_mask=None, decoder_head_mask=None,
+                                  cross_attn_head_mask=None, use_cache=None, encoder_outputs=None, **_ignored):
+    """LEDForConditionalGeneration.prepare_inputs_for_generation: with a cache, only the last token."""
+    if past_key_values is not None:
+        decoder_input_ids = decoder_input_ids[:, -1:]
+    return {"input_ids": None, "encoder_outputs": encoder_outputs, "past_key_values": past_key_values,
+            "decoder_input_ids": decoder_input_ids, "attention_mask": attention_mask,
+            "global_attention_mask": global_attention_mask, "head_mask": head_mask,
+            "decoder_head_mask": decoder_head_mask, "cross_attn_head_mask": cross_attn_head_mask,
+            "use_cache": use_cache}
+
+
+# ---------------------------------------------------------------- a fast float32 GELU for the encoder FFN
+# (belongs with refimpl/kernels.py's Numba kernels; kept here because that file had another owner)
+
+try:
+    import numba as _numba
+except ImportError:  # pragma: no cover
+    _numba = None
+
+# Eigen's float32 erf (generic_fast_erf_float): erf(z) = z P(z^2) / Q(z^2) on [-4, 4], error ~1 ulp of float32
+_ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+          -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
+_ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+          -1.42647390514189e-02)
+
+if _numba is not None:
+    @_numba.njit(parallel=True, cache=True, fastmath=False)
+    def _gelu_float32_kernel(x, out):  # x, out [N] float32; out = x/2 (1 + erf(x / sqrt 2))
+        p0, p1, p2, p3, p4, p5, p6 = _ERF_P
+        q0, q1, q2, q3, q4 = _ERF_Q
+        for i in _numba.prange(x.size):
+            v = np.float64(x[i])
+            z = min(max(v * 0.7071067811865476, -4.0), 4.0)
+            z2 = z * z
+            p = ((((((p0 * z2 + p1) * z2 + p2) * z2 + p3) * z2 + p4) * z2 + p5) * z2 + p6)
+            q = ((((q0 * z2 + q1) * z2 + q2) * z2 + q3) * z2 + q4)
+            out[i] = 0.5 * v * (1.0 + z * p / q)
+
+    def _gelu_float32(x):  # x [...] float32 -> [...] float32
+        flat = np.ascontiguousarray(x).reshape(-1)
+        out = np.empty_like(flat)
+        _gelu_float32_kernel(flat, out)
+        return out.reshape(x.shape)
+else:  # pragma: no cover
+    _gelu_float32 = None
