@@ -200,6 +200,12 @@ def cmd_score(args) -> int:
     return 0
 
 
+def global_first(mask):  # [B, T] -> [B, T]: LED's usual global attention on the first token (<s>)
+    flags = np.zeros_like(mask)
+    flags[:, 0] = 1
+    return flags
+
+
 def cmd_generate(args) -> int:
     import refimpl
 
@@ -216,6 +222,7 @@ def cmd_generate(args) -> int:
         repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
         length_penalty=args.length_penalty).items() if v is not None}
     rng = np.random.default_rng(args.seed)
+    encoder_decoder = bool(model.config.is_encoder_decoder)
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     rows, items = {}, []
     for index, line in enumerate(lines):
@@ -233,12 +240,15 @@ def cmd_generate(args) -> int:
         width = max(len(ids) for _, ids in chunk)
         batch = np.full((len(chunk), width), pad, dtype=np.int64)
         mask = np.zeros_like(batch)
-        for r, (_, ids) in enumerate(chunk):  # decoder-only models continue from the right: pad on the left
-            batch[r, width - len(ids):] = ids
-            mask[r, width - len(ids):] = 1
-        out = model.generate(batch, attention_mask=mask, generator=rng, **options)
+        for r, (_, ids) in enumerate(chunk):
+            # decoder-only models continue from the right: pad on the left; an encoder reads padding on the right
+            cols = slice(0, len(ids)) if encoder_decoder else slice(width - len(ids), width)
+            batch[r, cols] = ids
+            mask[r, cols] = 1
+        extra = {"global_attention_mask": global_first(mask)} if model.config.model_type == "led" else {}
+        out = model.generate(batch, attention_mask=mask, generator=rng, **extra, **options)
         for r, (index, ids) in enumerate(chunk):
-            new = [int(t) for t in out[r, width:]]
+            new = [int(t) for t in out[r, 1 if encoder_decoder else width:]]  # after the decoder start token
             row = {"index": index, "new_token_ids": new}
             if tokenizer is not None:
                 row["continuation"] = tokenizer.decode(new, skip_special_tokens=True)

@@ -353,11 +353,11 @@ def generate(model, input_ids=None, generation_config: Optional[GenerationConfig
         if "encoder_outputs" not in model_kwargs:
             encoder_kwargs = {k: v for k, v in model_kwargs.items()
                               if not k.startswith(("decoder_", "cross_attn", "use_cache"))}
-            model_kwargs["encoder_outputs"] = module.run_encoder(model, input_ids, **encoder_kwargs)
+            model_kwargs["encoder_outputs"] = module.run_encoder(
+                model, input_ids, output_attentions=cfg.output_attentions,
+                output_hidden_states=cfg.output_hidden_states, **encoder_kwargs)
         start = cfg.decoder_start_token_id if cfg.decoder_start_token_id is not None else cfg.bos_token_id
-        encoder_input_ids, input_ids = input_ids, np.full((batch, 1), start, dtype=np.int64)
-    else:
-        encoder_input_ids = input_ids
+        input_ids = np.full((batch, 1), start, dtype=np.int64)
 
     prompt_length = input_ids.shape[1]
     if cfg.max_new_tokens is not None:

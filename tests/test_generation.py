@@ -128,3 +128,31 @@ def test_cli_generate_left_pads_and_matches_generate(tmp_path):
     assert rows[0]["new_token_ids"] == expected[0, 5:].tolist()
     assert rows[1]["new_token_ids"] == expected[1, 5:].tolist()
     assert "integer token ids" in rows[2]["error"]
+
+
+def test_cli_generate_encoder_decoder_pads_right(tmp_path):
+    """For LED the prompts are right-padded encoder inputs (global attention on the first token) and the
+    output is what the decoder produced after its start token."""
+    from refimpl.cli import main
+
+    directory = GOLDEN / "led" / "window-6-LEDForConditionalGeneration"
+    (tmp_path / "in.txt").write_text("5 6 7 8\n9 10 11\n")
+    assert main(["generate", str(tmp_path / "in.txt"), "--format", "ids", "--model", str(directory),
+                 "--max-new-tokens", "4", "--num-beams", "2", "--dtype", "float64", "-o", str(tmp_path / "o")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "o").read_text().splitlines()]
+    model = refimpl.from_pretrained(directory, dtype="float64")
+    batch = np.array([[5, 6, 7, 8], [9, 10, 11, model.config.pad_token_id]])
+    mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0]])
+    glob = np.zeros_like(mask)
+    glob[:, 0] = 1
+    expected = model.generate(batch, attention_mask=mask, global_attention_mask=glob, max_new_tokens=4, num_beams=2)
+    assert [r["new_token_ids"] for r in rows] == [expected[0, 1:].tolist(), expected[1, 1:].tolist()]
+
+
+def test_generate_returns_encoder_outputs_when_asked():
+    model = refimpl.from_pretrained(GOLDEN / "led" / "window-6-LEDForConditionalGeneration")
+    ids = np.array([[5, 6, 7, 8, 2]])
+    out = model.generate(ids, max_new_tokens=2, return_dict_in_generate=True, output_attentions=True,
+                         output_hidden_states=True)
+    assert out.encoder_attentions is not None and out.encoder_hidden_states is not None
+    assert len(out.encoder_hidden_states) == model.config.encoder_layers + 1

@@ -63,3 +63,15 @@ def test_causal_padding_mask_layout():
 def test_unknown_activation_is_a_clear_error():
     with pytest.raises(ValueError, match="not supported"):
         ops.activation("nope")
+
+
+def test_numba_gelu_twin_is_close_to_the_exact_gelu():
+    from refimpl import kernels
+
+    if not kernels.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    x = np.concatenate([np.linspace(-12, 12, 20001), np.random.default_rng(0).normal(size=4999) * 3]).astype(np.float32)
+    exact = ops.gelu(x.astype(np.float64))  # erf to float64 rounding (test_erf_matches_math_erf)
+    fast = kernels.gelu_float32(x.reshape(5, -1)).reshape(-1)
+    assert fast.dtype == np.float32
+    assert np.abs(fast - exact).max() <= 5e-7, np.abs(fast - exact).max()
