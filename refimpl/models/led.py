@@ -73,17 +73,8 @@ class LEDSeq2SeqLMOutput(ModelOutput):
 
 
 @dataclass
-class LEDSeq2SeqSequenceClassifierOutput(ModelOutput):
-    loss: Array = None
-    logits: Array = None
-    past_key_values: Optional[tuple] = None
-    decoder_hidden_states: Optional[tuple] = None
-    decoder_attentions: Optional[tuple] = None
-    cross_attentions: Optional[tuple] = None
-    encoder_last_hidden_state: Array = None
-    encoder_hidden_states: Optional[tuple] = None
-    encoder_attentions: Optional[tuple] = None
-    encoder_global_attentions: Optional[tuple] = None
+class LEDSeq2SeqSequenceClassifierOutput(LEDSeq2SeqLMOutput):
+    """Upstream declares it separately; its fields are LEDSeq2SeqLMOutput's (logits [B, num_labels])."""
 
 
 @dataclass
