@@ -26,7 +26,7 @@ import numpy as np
 from .. import inputs, kernels
 from ..layers import check_head_mask, decoder_layer, feed_forward, norm, run_decoder_stack, sub
 from ..longformer import longformer_self_attention
-from ..ops import activation, classification_loss, cross_entropy, embedding, linear, mask_min, padding_mask, span_loss
+from ..ops import classification_loss, cross_entropy, embedding, linear, mask_min, padding_mask, span_loss
 from ..outputs import Array, BaseModelOutputWithPastAndCrossAttentions, ModelOutput
 
 BASE_PREFIX = "led"  # LEDPreTrainedModel.base_model_prefix
@@ -197,14 +197,6 @@ def feed_forward_sublayer_by_rows(p, x, act, rows=FFN_ROWS):  # x [B, T, D] -> [
     return out.reshape(x.shape)
 
 
-def encoder_activation(name, dtype):
-    """ops.activation(name), except float32 "gelu" when Numba is installed: `kernels.gelu_float32`
-    (about 7x faster than ops.gelu's table erf on long inputs; within 4e-7 of the exact GELU)."""
-    if name == "gelu" and dtype == np.float32 and kernels.HAVE_NUMBA:
-        return kernels.gelu_float32
-    return activation(name)
-
-
 def merged_mask(attention_mask, global_attention_mask):  # [B, T] x2 -> [B, T] of 0 / 1 / 2
     """LEDEncoder._merge_to_attention_mask: 0 padding, 1 local, 2 global; a global flag on padding is dropped."""
     return attention_mask * (global_attention_mask + 1)
@@ -259,7 +251,7 @@ def led_encoder(p, cfg, input_ids=None, attention_mask=None, global_attention_ma
     any_global = bool(is_global.any())
 
     x = norm(p, "encoder.layernorm_embedding", x + table[:padded])  # positions 0.. (no offset)
-    act = encoder_activation(cfg.activation_function, dtype)
+    act = kernels.fast_activation(cfg.activation_function, dtype)
     hidden, attentions, global_attentions = [], [], []
     for i, w in enumerate(windows):
         if output_hidden_states:
@@ -353,7 +345,7 @@ def led_decoder(p, cfg, input_ids=None, attention_mask=None, encoder_hidden_stat
     if past_length + length > table.shape[0]:
         raise ValueError(f"{past_length + length} decoder positions exceed max_decoder_position_embeddings={table.shape[0]}")
     x = norm(p, "decoder.layernorm_embedding", x + table[past_length:past_length + length])  # positions from 0
-    act = activation(cfg.activation_function)
+    act = kernels.fast_activation(cfg.activation_function, dtype)
     layers = [sub(p, f"decoder.layers.{i}") for i in range(cfg.decoder_layers)]
 
     def layer_fn(lp, x, past, layer_head_mask, layer_cross_head_mask):

@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from .. import inputs
+from .. import inputs, kernels
 from ..attention import attend, merge_heads, split_heads
 from ..layers import check_head_mask, sub
 from ..ops import (activation, classification_loss, cross_entropy, embedding, layer_norm, linear, mask_min,
@@ -326,7 +326,7 @@ def nezha_model(p, cfg, input_ids=None, attention_mask=None, token_type_ids=None
 
     head_dim = cfg.hidden_size // cfg.num_attention_heads
     table = relative_position_table(cfg.max_relative_position, head_dim, dtype)  # [2K+1, d], shared by all layers
-    act = activation(cfg.hidden_act)
+    act = kernels.fast_activation(cfg.hidden_act, dtype)  # Numba GELU in float32 when installed
 
     hidden, attentions, cross, cache = [], [], [], []
     for i in range(cfg.num_hidden_layers):

@@ -16,9 +16,9 @@ import math
 
 import numpy as np
 
-from .. import inputs
+from .. import inputs, kernels
 from ..layers import check_head_mask, decoder_layer, norm, run_decoder_stack, sub
-from ..ops import activation, causal_padding_mask, cross_entropy, linear, padding_mask
+from ..ops import causal_padding_mask, cross_entropy, linear, padding_mask
 from ..outputs import BaseModelOutputWithPastAndCrossAttentions, CausalLMOutputWithCrossAttentions
 
 BASE_PREFIX = "model"  # XGLMPreTrainedModel.base_model_prefix
@@ -186,7 +186,7 @@ def xglm_model(p, cfg, input_ids=None, attention_mask=None, position_ids=None, e
 
     x = x + position_embeddings(cfg, position_ids, batch, length, past_length, dtype)  # [B, T, D]
     mask = causal_padding_mask(attention_mask, length, dtype)  # [B, 1, T, S]
-    act = activation(cfg.activation_function)
+    act = kernels.fast_activation(cfg.activation_function, dtype)  # Numba GELU in float32 when installed
     layers = [sub(p, f"layers.{i}") for i in range(cfg.num_layers)]
 
     def layer_fn(lp, x, past, layer_head_mask, layer_cross_head_mask):
