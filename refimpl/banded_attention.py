@@ -223,8 +223,9 @@ def _band_slot_index(n_rows, row0, key0, w):
     return rows[:, None] - w + np.arange(2 * w + 1)[None, :] - key0   # [n, 2w+1]
 
 
-def _numpy_openblas_local_threads():
-    """-> ctypes `openblas_set_num_threads_local` of numpy's bundled OpenBLAS, or None.
+def openblas_local_threads(package_file, libs_dir):
+    """-> ctypes `openblas_set_num_threads_local` of the OpenBLAS bundled in `<site-packages>/<libs_dir>`
+    (numpy.libs, scipy.libs), or None.
 
     Thread-local (OpenBLAS >= 0.3.27): lets each worker thread below run single-threaded BLAS
     without touching the process-wide setting. Small GEMMs (128 x 64 x 1152) on a multi-threaded
@@ -234,7 +235,7 @@ def _numpy_openblas_local_threads():
     import ctypes
     import glob
     import os
-    libdir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    libdir = os.path.join(os.path.dirname(os.path.dirname(package_file)), libs_dir)
     for path in sorted(glob.glob(os.path.join(libdir, "*openblas*"))):
         try:
             fn = ctypes.CDLL(path).openblas_set_num_threads_local
@@ -245,7 +246,7 @@ def _numpy_openblas_local_threads():
     return None
 
 
-_SET_BLAS_THREADS_LOCAL = _numpy_openblas_local_threads()
+_SET_BLAS_THREADS_LOCAL = openblas_local_threads(np.__file__, "numpy.libs")
 
 
 def _numpy_block(q, k, v, gkT, gv, key_bias, global_bias, query_masked, w, s0, e0, sm_dtype,

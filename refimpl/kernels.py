@@ -15,14 +15,13 @@ cores runs ~10x slower (measured: 5 vs 65 GFLOP/s). Each worker sets scipy's Ope
 thread for itself (`openblas_set_num_threads_local`) and restores it afterwards.
 """
 
-import ctypes
-import glob
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from refimpl.banded_attention import (UPSTREAM_SOFTMAX_DTYPE, _check_inputs, default_block_size)
+from refimpl.banded_attention import (UPSTREAM_SOFTMAX_DTYPE, _check_inputs, default_block_size,
+                                      openblas_local_threads)
 
 try:  # numba, and scipy's BLAS which numba's np.dot calls
     import numba
@@ -41,22 +40,12 @@ except ImportError:  # pragma: no cover - exercised by monkeypatching HAVE_NUMBA
 # ----------------------------------------------------------------------------------------------
 
 def _scipy_openblas_local_threads():
-    """-> ctypes `openblas_set_num_threads_local` of scipy's bundled OpenBLAS (the BLAS behind
-    numba's np.dot), or None. Thread-local: each worker thread sets itself to 1 BLAS thread
-    without touching the process-wide setting."""
+    """The thread-local BLAS setter of scipy's OpenBLAS, the BLAS behind numba's np.dot (or None)."""
     try:
         import scipy
     except ImportError:
         return None
-    libdir = os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy.libs")
-    for path in sorted(glob.glob(os.path.join(libdir, "*openblas*"))):
-        try:
-            fn = ctypes.CDLL(path).openblas_set_num_threads_local
-        except (OSError, AttributeError):
-            continue
-        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-        return fn
-    return None
+    return openblas_local_threads(scipy.__file__, "scipy.libs")
 
 
 _SCIPY_BLAS_THREADS_LOCAL = _scipy_openblas_local_threads() if HAVE_NUMBA else None
