@@ -4,6 +4,11 @@ ratios and writes bench/results/<name>.json.
 
 A benchmark script defines `workloads()` -> {name: description} and `run(side, workload)` -> a
 zero-argument callable to time (set-up excluded), then calls `main(__file__, workloads, run)`.
+
+The two sides alternate over `--rounds` rounds (refimpl, upstream, refimpl, upstream, ...), each round a
+fresh process per side timing `--repeats` calls; a side's time is the median over all its calls. The
+speed of these shared machines drifts by 10-20% over minutes, so alternating keeps both sides under the
+same conditions; the spread of each side's per-round medians is reported too.
 """
 from __future__ import annotations
 
@@ -77,11 +82,27 @@ def spawn(script: str, side: str, workload: str, repeats: int) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def combine(rounds: list) -> dict:
+    """One side's reports of several rounds -> one report: the median over every timed call, the largest
+    peak RSS, and each round's median (to show the drift)."""
+    errors = [r for r in rounds if "error" in r]
+    if errors:
+        return errors[0]
+    report = dict(rounds[-1])
+    report["times_s"] = [t for r in rounds for t in r["times_s"]]
+    report["median_s"] = statistics.median(report["times_s"])
+    report["round_medians_s"] = [r["median_s"] for r in rounds]
+    report["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rounds)
+    report["load_average_1min"] = max(r["load_average_1min"] for r in rounds)
+    return report
+
+
 def main(script: str, workloads, run) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--side", choices=["refimpl", "upstream"])
     parser.add_argument("--workload", choices=list(workloads()), action="append")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per process")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating processes per side")
     args = parser.parse_args()
     if args.side:  # child process
         child(script, args.side, args.workload[0], args.repeats, run)
@@ -91,7 +112,11 @@ def main(script: str, workloads, run) -> None:
     for workload, description in workloads().items():
         if args.workload and workload not in args.workload:
             continue
-        ours, theirs = spawn(script, "refimpl", workload, args.repeats), spawn(script, "upstream", workload, args.repeats)
+        ours, theirs = [], []
+        for _ in range(max(1, args.rounds)):
+            ours.append(spawn(script, "refimpl", workload, args.repeats))
+            theirs.append(spawn(script, "upstream", workload, args.repeats))
+        ours, theirs = combine(ours), combine(theirs)
         row = {"workload": workload, "description": description, "refimpl": ours, "upstream": theirs}
         if "median_s" in ours and "median_s" in theirs:
             row["time_ratio"] = ours["median_s"] / theirs["median_s"]
@@ -109,9 +134,13 @@ def print_row(row: dict) -> None:
     ours, theirs = row["refimpl"], row["upstream"]
 
     def fmt(side):
-        return "error: " + " ".join(side["error"]) if "error" in side else f"{side['median_s']:.3f} s, {side['peak_rss_mb']:.0f} MB"
+        if "error" in side:
+            return "error: " + " ".join(side["error"])
+        rounds = side.get("round_medians_s", [side["median_s"]])
+        spread = f" ({min(rounds):.2f}-{max(rounds):.2f})" if len(rounds) > 1 else ""
+        return f"{side['median_s']:.3f} s{spread}, {side['peak_rss_mb']:.0f} MB"
 
-    print(f"{row['workload']:<28} refimpl {fmt(ours):<24} upstream {fmt(theirs):<24}", end="")
+    print(f"{row['workload']:<28} refimpl {fmt(ours):<36} upstream {fmt(theirs):<36}", end="")
     if "time_ratio" in row:
         print(f" time ratio {row['time_ratio']:.2f}  memory ratio {row['memory_ratio']:.2f}", end="")
     if "numpy_sgemm_gflops" in ours:

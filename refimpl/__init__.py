@@ -4,8 +4,12 @@
     model = refimpl.from_pretrained("path/to/checkpoint", dtype="float64")
     out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
 """
-from .config import load_config
-from .modeling import Model, from_pretrained
+from .runtime import shorten_blas_spin
+
+shorten_blas_spin()  # before anything imports NumPy: see refimpl/runtime.py
+
+from .config import load_config  # noqa: E402
+from .modeling import Model, from_pretrained  # noqa: E402
 
 __all__ = ["from_pretrained", "load_config", "Model", "load_tokenizer"]
 __version__ = "0.1.0"

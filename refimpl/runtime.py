@@ -1,15 +1,24 @@
-"""Process-level settings that make NumPy inference faster; opt-in, never applied on import.
+"""Process-level settings that make NumPy inference faster. They change nothing but speed.
 
-NumPy allocates every temporary afresh. With glibc, arrays above the mmap threshold (128 KiB to
-32 MiB, adaptive) come from fresh `mmap` pages, so each forward pass page-faults through hundreds of
-megabytes of new memory. Raising the mmap and trim thresholds lets freed blocks be reused instead
-(PyTorch's caching allocator does the equivalent). The `refimpl` command calls `tune_malloc()`;
-library users may call it themselves. It changes nothing but speed.
+`tune_malloc()` is opt-in. NumPy allocates every temporary afresh. With glibc, arrays above the mmap
+threshold (128 KiB to 32 MiB, adaptive) come from fresh `mmap` pages, so each forward pass page-faults
+through hundreds of megabytes of new memory. Raising the mmap and trim thresholds lets freed blocks be
+reused instead (PyTorch's caching allocator does the equivalent). The `refimpl` command calls
+`tune_malloc()`; library users may call it themselves.
+
+`shorten_blas_spin()` runs when refimpl is imported (refimpl/__init__.py), and only if NumPy is not
+imported yet. After each call OpenBLAS keeps its idle worker threads spinning for 2^28 cycles (about
+0.1 s) before they sleep. refimpl's Numba kernels run on every core right after a matrix product, and
+a spinning worker takes a core from them: NEZHA's relative attention ran 30 ms per layer instead of
+16 ms at 1x512 (bench/bench_nezha.py). OpenBLAS reads OPENBLAS_THREAD_TIMEOUT once, when NumPy loads
+it, so the setting must come first; a value the user set is kept. If you import NumPy before
+refimpl, set `OPENBLAS_THREAD_TIMEOUT=20` in the environment yourself for the same effect.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h>
@@ -30,3 +39,17 @@ def tune_malloc(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 31) ->
         return False
     _done = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
     return _done
+
+
+BLAS_THREAD_TIMEOUT = "20"  # OpenBLAS: idle workers sleep after 2^20 cycles (about 0.4 ms) instead of 2^28
+
+
+def shorten_blas_spin() -> bool:
+    """Set OPENBLAS_THREAD_TIMEOUT (unless set) while NumPy, hence OpenBLAS, is not loaded yet.
+
+    Returns whether a timeout of the user's or ours is in effect for the OpenBLAS NumPy loads.
+    """
+    if "numpy" in sys.modules:
+        return "OPENBLAS_THREAD_TIMEOUT" in os.environ
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", BLAS_THREAD_TIMEOUT)
+    return True

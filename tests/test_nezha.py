@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import refimpl
 from golden import GOLDEN, compare_tensor
-from refimpl.attention import attend
+from refimpl import kernels
 from refimpl.config import NezhaConfig
 from refimpl.layers import sub
 from refimpl.models import nezha
@@ -75,6 +75,7 @@ def sinusoid_row(distance, k, depth):  # the table row of clip(distance) by the 
 
 
 def direct_relative_attention(q, key, v, mask, head_mask, k):  # per-pair evaluation of the NEZHA formula
+    """mask [B, 1, T or 1, T] additive; returns context [B, H, T, d] and probabilities [B, H, T, T]."""
     batch, heads, length, depth = q.shape
     R = np.array([[sinusoid_row(j - i, k, depth) for j in range(length)] for i in range(length)])  # [T, T, d]
     context = np.zeros_like(q)
@@ -83,7 +84,7 @@ def direct_relative_attention(q, key, v, mask, head_mask, k):  # per-pair evalua
         for h in range(heads):
             for i in range(length):
                 scores = np.array([(q[b, h, i] @ key[b, h, j] + q[b, h, i] @ R[i, j]) / math.sqrt(depth)
-                                   for j in range(length)]) + mask[b, 0, 0]
+                                   for j in range(length)]) + mask[b, 0, min(i, mask.shape[2] - 1)]
                 p = np.exp(scores - scores.max())
                 p = p / p.sum() * head_mask[h]
                 probs[b, h, i] = p
@@ -91,25 +92,63 @@ def direct_relative_attention(q, key, v, mask, head_mask, k):  # per-pair evalua
     return context, probs
 
 
+BACKENDS = ["numpy"] + (["numba"] if kernels.HAVE_NUMBA else [])
+
+
+def run_backend(backend, q, key, v, mask, head_mask, table, block=None):  # -> context [B, H, T, d], probs
+    if backend == "numpy":
+        context, probs = nezha.relative_attention_numpy(q, key, v, mask, head_mask, table)
+    else:
+        context, probs = kernels.relative_attention_numba(q, key, v, mask, head_mask, table, output_probs=True,
+                                                          block=block or 128)
+    batch, heads, length, depth = q.shape
+    return context.reshape(batch, length, heads, depth).transpose(0, 2, 1, 3), probs
+
+
 @SETTINGS
 @given(st.integers(1, 2), st.integers(1, 3), st.integers(1, 8), st.sampled_from([2, 4, 6]), st.integers(0, 9),
-       st.integers(0, 2**16))
-def test_relative_term_equals_per_pair_formula(batch, heads, length, depth, k, seed):
-    """attend() with NEZHA's score/value hooks (gather over 2K+1 rows) equals the formula evaluated pair by pair."""
+       st.booleans(), st.integers(1, 8), st.integers(0, 2**16))
+def test_relative_term_equals_per_pair_formula(batch, heads, length, depth, k, per_query_mask, block, seed):
+    """NEZHA's relative attention (gather over 2K+1 rows: the NumPy path, and the Numba kernel in query blocks)
+    equals the formula evaluated pair by pair, for key-padding and per-query masks."""
     rng = np.random.default_rng(seed)
     q, key, v = (rng.normal(size=(batch, heads, length, depth)) * 2 for _ in range(3))
-    keep = rng.random((batch, length)) < 0.8
-    keep[:, 0] = True
-    mask = np.where(keep, 0.0, np.finfo(np.float64).min)[:, None, None, :]
+    keep = rng.random((batch, length if per_query_mask else 1, length)) < 0.8
+    keep[..., 0] = True
+    mask = np.where(keep, 0.0, np.finfo(np.float64).min)[:, None]  # [B, 1, T or 1, T]
     head_mask = rng.random(heads)
     table = nezha.relative_position_table(k, depth, np.float64)
-    ours, probs = attend(q / math.sqrt(depth), key, v, mask, head_mask,
-                         score_bias=lambda qs: nezha.relative_key_scores(qs, table),
-                         value_bias=lambda p: nezha.relative_value_context(p, table))
     expected, expected_probs = direct_relative_attention(q, key, v, mask, head_mask, k)
-    where = f"B={batch} H={heads} T={length} d={depth} K={k}"
-    assert_close(probs, expected_probs, "float64", where + " probs")
-    assert_close(ours, expected, "float64", where + " context")
+    for backend in BACKENDS:
+        ours, probs = run_backend(backend, q / math.sqrt(depth), key, v, mask, head_mask, table, block)
+        where = f"{backend}: B={batch} H={heads} T={length} d={depth} K={k} block={block} mask={mask.shape}"
+        assert_close(probs, expected_probs, "float64", where + " probs")
+        assert_close(ours, expected, "float64", where + " context")
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba (and scipy) not installed")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_relative_attention_matches_numpy_path(dtype):
+    """The Numba kernel against the NumPy path at a size that uses threads and several query blocks; one
+    thread and many give identical bits; without output_probs the context is unchanged."""
+    rng = np.random.default_rng(1)
+    B, H, T, d, k = 2, 4, 300, 16, 20
+    q, key, v = (rng.normal(size=(B, H, T, d)).astype(dtype) for _ in range(3))
+    mask = np.zeros((B, 1, 1, T), dtype)
+    mask[1, ..., 250:] = np.finfo(dtype).min
+    head_mask = np.array([1, 0, 0.5, 1], dtype)
+    table = nezha.relative_position_table(k, d, dtype)
+    expected = nezha.relative_attention_numpy(q, key, v, mask, head_mask, table)
+    one = kernels.relative_attention_numba(q, key, v, mask, head_mask, table, output_probs=True, block=64,
+                                           n_threads=1)
+    many = kernels.relative_attention_numba(q, key, v, mask, head_mask, table, output_probs=True, block=64,
+                                            n_threads=3)
+    bare = kernels.relative_attention_numba(q, key, v, mask, head_mask, table, block=64, n_threads=3)
+    name = np.dtype(dtype).name
+    assert_close(one[0], expected[0], name, f"{name} numba vs numpy context")
+    assert_close(one[1], expected[1], name, f"{name} numba vs numpy probs")
+    assert np.array_equal(many[0], one[0]) and np.array_equal(many[1], one[1]), "threads changed the result"
+    assert bare[1] is None and np.array_equal(bare[0], one[0]), "output_probs=False changed the context"
 
 
 def test_table_is_the_interleaved_sinusoid():
@@ -142,6 +181,7 @@ def test_relative_memory_does_not_grow_with_max_positions():
               for name, shape in nezha.param_shapes(small, "NezhaModel").items()}
     assert nezha.param_shapes(small, "NezhaModel") == nezha.param_shapes(huge, "NezhaModel")
     ids = rng.integers(0, 41, size=(2, 64))
+    nezha.nezha_model(params, small, ids)  # warm-up: Numba's first call compiles (or loads) its kernels
     peaks = [peak_bytes(lambda: nezha.nezha_model(params, cfg, ids)) for cfg in (small, huge)]
     assert abs(peaks[0] - peaks[1]) < 4096, f"peak memory depends on max_position_embeddings: {peaks}"
     # the relative term alone, T = 64 tokens, head_dim 24: far below one [T, T, d] float32 array per batch row

@@ -193,6 +193,23 @@ def relative_value_context(probs, table):  # probs [B, H, T, T], table [R, d] ->
     return (buckets.reshape(-1, table.shape[0]) @ table).reshape(probs.shape[:3] + table.shape[1:])  # [B, H, T, d]
 
 
+def relative_attention_numpy(q, k, v, mask, head_mask, table):  # -> context [B, T, H*d], probs [B, H, T, S]
+    """The whole relative attention for queries already scaled: q [B, H, T, d], k, v [B, H, S, d],
+    mask [B, 1, T or 1, S] additive, head_mask [H] or None, table [2K+1, d]."""
+    context, probs = attend(q, k, v, mask, head_mask,
+                            score_bias=lambda qs: relative_key_scores(qs, table),
+                            value_bias=lambda pr: relative_value_context(pr, table))
+    return merge_heads(context), probs
+
+
+def relative_attention(q, k, v, mask, head_mask, table, output_probs):  # -> context [B, T, H*d], probs or None
+    """relative_attention_numpy, or its Numba twin (kernels.relative_attention_numba) when Numba is installed:
+    one pass per (batch row, head) on both cores, without the [B, H, T, T] arrays of the bias terms."""
+    if kernels.HAVE_NUMBA:
+        return kernels.relative_attention_numba(q, k, v, mask, head_mask, table, output_probs=output_probs)
+    return relative_attention_numpy(q, k, v, mask, head_mask, table)
+
+
 # ---------------------------------------------------------------- base model
 
 
@@ -201,8 +218,10 @@ def self_output(p, hidden, residual, eps):  # NezhaSelfOutput / NezhaOutput: LN(
                       p["LayerNorm.weight"], p["LayerNorm.bias"], eps)
 
 
-def nezha_attention(p, x, num_heads, mask, table, eps, *, source=None, head_mask=None):
+def nezha_attention(p, x, num_heads, mask, table, eps, *, source=None, head_mask=None, output_probs=True):
     """NezhaAttention: relative self- (or cross-) attention + output. x [B, T, D] -> (out [B, T, D], probs, (k, v)).
+
+    probs [B, H, T, S] may be None when output_probs is False (the Numba path then never stores them).
 
     source [B, S, D]: encoder states for cross-attention (upstream applies the relative terms there too,
     which only runs when S == T). The query is scaled by 1/sqrt(d) before both products, which equals
@@ -214,24 +233,23 @@ def nezha_attention(p, x, num_heads, mask, table, eps, *, source=None, head_mask
     k = split_heads(linear(source, p["self.key.weight"], p["self.key.bias"]), num_heads)  # [B, H, S, d]
     v = split_heads(linear(source, p["self.value.weight"], p["self.value.bias"]), num_heads)  # [B, H, S, d]
     q_scaled = q * x.dtype.type(1 / math.sqrt(head_dim))
-    context, probs = attend(q_scaled, k, v, mask, head_mask,
-                            score_bias=lambda qs: relative_key_scores(qs, table),
-                            value_bias=lambda pr: relative_value_context(pr, table))
-    out = self_output(sub(p, "output"), merge_heads(context), x, eps)  # [B, T, D]
+    context, probs = relative_attention(q_scaled, k, v, mask, head_mask, table, output_probs)  # [B, T, D]
+    out = self_output(sub(p, "output"), context, x, eps)  # [B, T, D]
     return out, probs, (k, v)
 
 
-def nezha_layer(p, x, cfg, mask, table, act, *, head_mask=None, encoder_states=None, encoder_mask=None):
+def nezha_layer(p, x, cfg, mask, table, act, *, head_mask=None, encoder_states=None, encoder_mask=None,
+                output_probs=True):
     """NezhaLayer (post-LN). x [B, T, D] -> (x [B, T, D], self probs, cross probs or None, present)."""
     eps = cfg.layer_norm_eps
     x, self_probs, present = nezha_attention(sub(p, "attention"), x, cfg.num_attention_heads, mask, table,
-                                             eps, head_mask=head_mask)
+                                             eps, head_mask=head_mask, output_probs=output_probs)
     cross_probs = None
     if encoder_states is not None:
         # NezhaLayer passes the same layer_head_mask to the cross-attention
         x, cross_probs, cross_kv = nezha_attention(sub(p, "crossattention"), x, cfg.num_attention_heads,
                                                    encoder_mask, table, eps, source=encoder_states,
-                                                   head_mask=head_mask)
+                                                   head_mask=head_mask, output_probs=output_probs)
         present = present + cross_kv
     hidden = act(linear(x, p["intermediate.dense.weight"], p["intermediate.dense.bias"]))  # [B, T, F]
     x = self_output(sub(p, "output"), hidden, x, eps)  # [B, T, D]
@@ -335,7 +353,7 @@ def nezha_model(p, cfg, input_ids=None, attention_mask=None, token_type_ids=None
         x, self_probs, cross_probs, present = nezha_layer(
             sub(p, f"encoder.layer.{i}"), x, cfg, mask, table, act,
             head_mask=None if head_mask is None else head_mask[i],
-            encoder_states=encoder_states, encoder_mask=encoder_mask)
+            encoder_states=encoder_states, encoder_mask=encoder_mask, output_probs=bool(output_attentions))
         if use_cache:
             cache.append(present)
         if output_attentions:
