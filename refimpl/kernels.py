@@ -51,12 +51,19 @@ def _scipy_openblas_local_threads():
 _SCIPY_BLAS_THREADS_LOCAL = _scipy_openblas_local_threads() if HAVE_NUMBA else None
 
 
-def _on_threads(kernel, args, n_threads):
-    """kernel(*args, first, n_threads) on `n_threads` Python threads (first = 0 .. n_threads - 1).
+_POOL = None  # one pool of worker threads for the process, created on first use
 
-    The kernels release the GIL and take work items first, first + n_threads, ...; each thread runs
-    single-threaded BLAS (see the module docstring) and restores its setting afterwards.
+
+def _on_threads(kernel, args, n_threads):
+    """kernel(*args, first, n_threads) on `n_threads` threads (first = 0 .. n_threads - 1).
+
+    Part 0 runs on the calling thread, the others on a persistent thread pool (its idle threads sleep:
+    starting threads afresh cost ~0.4 ms per call). The kernels release the GIL and take work items
+    first, first + n_threads, ...; each thread runs single-threaded BLAS (see the module docstring)
+    and restores its setting afterwards.
     """
+    global _POOL
+
     def worker(first):
         previous = _SCIPY_BLAS_THREADS_LOCAL(1) if _SCIPY_BLAS_THREADS_LOCAL is not None else None
         try:
@@ -65,11 +72,14 @@ def _on_threads(kernel, args, n_threads):
             if previous is not None:
                 _SCIPY_BLAS_THREADS_LOCAL(previous)
 
-    if n_threads == 1:
+    if n_threads > 1 and _POOL is None:
+        _POOL = ThreadPoolExecutor(max(1, (os.cpu_count() or 1) - 1), thread_name_prefix="refimpl-kernels")
+    others = [_POOL.submit(worker, first) for first in range(1, n_threads)]
+    try:
         worker(0)
-    else:
-        with ThreadPoolExecutor(n_threads) as pool:
-            list(pool.map(worker, range(n_threads)))
+    finally:
+        for future in others:
+            future.result()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -428,6 +438,47 @@ if HAVE_NUMBA:
         return out.reshape(x.shape)
 else:  # pragma: no cover
     gelu_float32 = None
+
+
+# ---------------------------------------------------------------- LayerNorm, float32 (twin of ops.layer_norm)
+
+if HAVE_NUMBA:
+    @njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
+    def _layer_norm_float32_items(x, weight, bias, eps, out, first, step):
+        """Rows of part `first` of `step` (one part per thread): out = (x - mean) / sqrt(var + eps) * w + b.
+
+        x, out [N, D] float32. Each row is widened to float64 once; mean and biased variance are 4-lane
+        float64 sums (a fixed order), and the row is rounded to float32 once at the end.
+        """
+        N, D = x.shape
+        part = (N + step - 1) // step
+        row64 = np.empty(D, np.float64)                                 # [D] one row, centred
+        squares = np.empty(D, np.float64)
+        for r in range(first * part, min(N, (first + 1) * part)):
+            xr, o = x[r], out[r]
+            for j in range(D):
+                row64[j] = xr[j]
+            mean = _sum_4_lanes(row64, D) / D
+            for j in range(D):
+                row64[j] = row64[j] - mean
+                squares[j] = row64[j] * row64[j]
+            inv = 1.0 / np.sqrt(_sum_4_lanes(squares, D) / D + eps)
+            for j in range(D):
+                o[j] = (row64[j] * inv) * weight[j] + bias[j]
+
+    def layer_norm_float32(x, weight=None, bias=None, eps=1e-5):  # x [..., D] float32 -> [..., D] float32
+        """ops.layer_norm for float32 with float64 sums: within a float32 rounding of the exact result
+        (ops.layer_norm's float32 sums: a few roundings), about 2x faster, on both cores for large inputs."""
+        D = x.shape[-1]
+        rows = np.ascontiguousarray(x).reshape(-1, D)
+        weight = np.ones(D, np.float32) if weight is None else np.ascontiguousarray(weight, np.float32)
+        bias = np.zeros(D, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
+        out = np.empty_like(rows)
+        n_threads = 1 if rows.size < SMALL_WORK else min(os.cpu_count() or 1, rows.shape[0])
+        _on_threads(_layer_norm_float32_items, (rows, weight, bias, float(eps), out), max(1, n_threads))
+        return out.reshape(x.shape)
+else:  # pragma: no cover
+    layer_norm_float32 = None
 
 
 def fast_activation(name, dtype):
