@@ -350,29 +350,39 @@ if HAVE_NUMBA:
                                   first, step):
         """Work items first, first + step, ... of (batch row b, head h, block of `block` queries); releases the GIL.
 
-        scores = q k^T and per_row = q table^T (BLAS), the softmax rows above, then
-        context[b, queries, h] = P v + buckets table (BLAS), written straight into the merged [B, T, H*d] layout.
-        Blocks of queries keep scores and P [block, S] in the core's cache.
+        The relative term makes this attention over S + R keys: the S tokens and the R = 2K+1 table rows,
+        keys [k; table] and values [v; table]. One product gives scores and per_row = q table^T side by
+        side ([n, S + R]); the softmax rows turn them into P and the buckets, also side by side; one more
+        product gives context = P v + buckets table. Blocks of queries keep [n, S + R] in the core's cache.
         """
         B, H, T, d = q.shape
         S = k.shape[2]
         R = table.shape[0]
         n_blocks = (T + block - 1) // block
-        scratch = np.empty((block, S), q.dtype)                        # P when the caller wants no probs
-        buckets = np.empty((block, R), q.dtype)
+        keys = np.empty((S + R, d), q.dtype)                           # [S + R, d]: k of (b, h), then the table
+        values = np.empty((S + R, d), q.dtype)
+        keys[S:] = table
+        values[S:] = table
+        weights = np.empty((block, S + R), q.dtype)                    # [n, S + R]: P, then the buckets
+        last = -1
         for item in range(first, B * H * n_blocks, step):
             bh, i0 = item // n_blocks, (item % n_blocks) * block
             b, h = bh // H, bh % H
             i1 = min(i0 + block, T)
-            P = probs[b, h, i0:i1] if want_probs else scratch[:i1 - i0]  # [n, S]
-            qb = q[b, h, i0:i1]                                        # [n, d]
-            scores = np.dot(qb, k[b, h].T)                             # [n, S]
-            per_row = np.dot(qb, table.T)                              # [n, R]
-            _relative_softmax_rows(scores, per_row, mask[b, 0], i0, head_mask[h], fast_exp, P, buckets[:i1 - i0])
-            context[b, i0:i1, h * d:(h + 1) * d] = np.dot(P, v[b, h]) + np.dot(buckets[:i1 - i0], table)  # [n, d]
+            if bh != last:
+                keys[:S] = k[b, h]
+                values[:S] = v[b, h]
+                last = bh
+            scores = np.dot(q[b, h, i0:i1], keys.T)                    # [n, S + R]
+            w = weights[:i1 - i0]
+            _relative_softmax_rows(scores[:, :S], scores[:, S:], mask[b, 0], i0, head_mask[h], fast_exp,
+                                   w[:, :S], w[:, S:])
+            context[b, i0:i1, h * d:(h + 1) * d] = np.dot(w, values)  # [n, d]
+            if want_probs:
+                probs[b, h, i0:i1] = w[:, :S]
 
 
-def relative_attention_numba(q, k, v, mask, head_mask, table, *, output_probs=False, block=128, n_threads=None):
+def relative_attention_numba(q, k, v, mask, head_mask, table, *, output_probs=False, block=256, n_threads=None):
     """q [B, H, T, d], k, v [B, H, S, d] -> context [B, T, H*d], probs [B, H, T, S] or None.
 
     Numba twin of refimpl.models.nezha.relative_attention_numpy (same arguments, same result within

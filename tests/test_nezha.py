@@ -100,7 +100,7 @@ def run_backend(backend, q, key, v, mask, head_mask, table, block=None):  # -> c
         context, probs = nezha.relative_attention_numpy(q, key, v, mask, head_mask, table)
     else:
         context, probs = kernels.relative_attention_numba(q, key, v, mask, head_mask, table, output_probs=True,
-                                                          block=block or 128)
+                                                          block=block or 256)
     batch, heads, length, depth = q.shape
     return context.reshape(batch, length, heads, depth).transpose(0, 2, 1, 3), probs
 
