@@ -75,3 +75,35 @@ def test_numba_gelu_twin_is_close_to_the_exact_gelu():
     fast = kernels.gelu_float32(x.reshape(5, -1)).reshape(-1)
     assert fast.dtype == np.float32
     assert np.abs(fast - exact).max() <= 5e-7, np.abs(fast - exact).max()
+
+
+@pytest.mark.parametrize("shape, affine", [((3, 5, 768), True), ((700, 64), False), ((4, 1), True), ((0, 8), True)])
+def test_float32_layer_norm_is_within_a_rounding_of_the_exact_one(shape, affine):
+    """ops.layer_norm in float32 (the Numba twin when installed, else NumPy) against the textbook formula in
+    float64: within a few float32 roundings; the NumPy twin too. One thread and several give the same bits."""
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.normal(size=shape) * 3 + 1).astype(np.float32)
+    w, b = (rng.normal(size=shape[-1]).astype(np.float32) for _ in range(2)) if affine else (None, None)
+    x64 = x.astype(np.float64)
+    mean = x64.mean(-1, keepdims=True)
+    exact = (x64 - mean) / np.sqrt(((x64 - mean) ** 2).mean(-1, keepdims=True) + 1e-5)
+    if affine:
+        exact = exact * w + b
+    scale = max(1.0, float(np.abs(exact).max(initial=0)))
+    for fn in (ops.layer_norm, ops.layer_norm_numpy):
+        got = fn(x, w, b, 1e-5)
+        assert got.dtype == np.float32 and got.shape == shape
+        err = float(np.abs(got - exact).max(initial=0)) / scale
+        assert err <= 4e-7, f"{fn.__name__} {shape}: max relative difference {err:.2e}"
+    from refimpl import kernels
+
+    if kernels.HAVE_NUMBA and x.size:
+        rows = x.reshape(-1, shape[-1])
+        ones, zeros = np.ones(shape[-1], np.float32), np.zeros(shape[-1], np.float32)
+        outs = []
+        for n_threads in (1, 3):
+            out = np.empty_like(rows)
+            kernels._on_threads(kernels._layer_norm_float32_items, (rows, w if affine else ones,
+                                                                     b if affine else zeros, 1e-5, out), n_threads)
+            outs.append(out)
+        assert np.array_equal(outs[0], outs[1]), "threads changed the result"
