@@ -158,6 +158,20 @@ if HAVE_NUMBA:
         return tot
 
     @njit(cache=True, fastmath=False, nogil=True)
+    def _exp_shifted_sum(buf, n, fast_exp):
+        """buf[:n] <- exp(buf[:n] - max(buf[:n])); returns their sum (a softmax row, before the division).
+        fast_exp: _exp_f32_inplace (float32 rows only), else np.exp."""
+        mx = _max_4_lanes(buf, n)
+        for t in range(n):
+            buf[t] = buf[t] - mx
+        if fast_exp:
+            _exp_f32_inplace(buf, n)
+        else:
+            for t in range(n):
+                buf[t] = np.exp(buf[t])
+        return _sum_4_lanes(buf, n)
+
+    @njit(cache=True, fastmath=False, nogil=True)
     def _softmax_block_rows(S, G, key_bias_b, global_bias_b, masked_b, s0, k0, w, sm_proto, fast_exp,
                             P, PG):
         """One query block: scores S [nb, nk], G [nb, X] -> probabilities P [nb, nk], PG [nb, X].
@@ -189,15 +203,7 @@ if HAVE_NUMBA:
                 buf[x] = g_row[x] + global_bias_b[x]
             for t in range(hi - lo):
                 buf[X + t] = s_band[t] + b_band[t]
-            mx = _max_4_lanes(buf, n)
-            for t in range(n):
-                buf[t] = buf[t] - mx
-            if fast_exp:
-                _exp_f32_inplace(buf, n)
-            else:
-                for t in range(n):
-                    buf[t] = np.exp(buf[t])
-            inv = one / _sum_4_lanes(buf, n)
+            inv = one / _exp_shifted_sum(buf, n, fast_exp)
             pg_row = PG[r]                                            # [X]
             for x in range(X):
                 pg_row[x] = buf[x] * inv
@@ -335,15 +341,7 @@ if HAVE_NUMBA:
                 b_win[t] = (s_win[t] + a_win[t]) + m_win[t]
             for t in range(S - hi):
                 b_right[t] = (s_right[t] + right) + m_right[t]
-            mx = _max_4_lanes(buf, S)
-            for j in range(S):
-                buf[j] = buf[j] - mx
-            if fast_exp:
-                _exp_f32_inplace(buf, S)
-            else:
-                for j in range(S):
-                    buf[j] = np.exp(buf[j])
-            factor = (one / _sum_4_lanes(buf, S)) * scale
+            factor = (one / _exp_shifted_sum(buf, S, fast_exp)) * scale
             p = P[row]
             for j in range(S):
                 p[j] = buf[j] * factor
