@@ -216,6 +216,14 @@ def default_block_size(T, one_sided_window):
     return int(min(T, max(32, min(128, w // 4))))
 
 
+def _block_size(T, one_sided_window, block_size):
+    """The query block size the blocked backends use: `block_size`, or default_block_size(T, w)."""
+    bs = default_block_size(T, int(one_sided_window)) if block_size is None else int(block_size)
+    if bs < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    return bs
+
+
 def _band_slot_index(n_rows, row0, key0, w):
     """Block rows row0..row0+n_rows-1, keys starting at key0 -> column index [n_rows, 2w+1] of each
     band slot inside the block's key window (may fall outside the window: caller masks it)."""
@@ -319,9 +327,7 @@ def banded_attention_numpy(q, k, v, one_sided_window, key_bias=None, query_maske
     w = int(one_sided_window)
     B, H, T, d = q.shape
     X = gk.shape[2]
-    bs = default_block_size(T, w) if block_size is None else int(block_size)
-    if bs < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    bs = _block_size(T, w, block_size)
     gkT = np.swapaxes(gk, -1, -2)                                              # [B, H, d, X]
     context = np.empty((B, H, T, d), q.dtype)
     probs = np.zeros((B, H, T, X + 2 * w + 1), q.dtype) if output_probs else None

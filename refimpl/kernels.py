@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from refimpl.banded_attention import (UPSTREAM_SOFTMAX_DTYPE, _check_inputs, default_block_size,
+from refimpl.banded_attention import (UPSTREAM_SOFTMAX_DTYPE, _block_size, _check_inputs,
                                       openblas_local_threads)
 
 try:  # numba, and scipy's BLAS which numba's np.dot calls
@@ -284,9 +284,7 @@ def banded_attention_numba(q, k, v, one_sided_window, key_bias=None, query_maske
     w = int(one_sided_window)
     B, H, T, d = q.shape
     X = gk.shape[2]
-    bs = default_block_size(T, w) if block_size is None else int(block_size)
-    if bs < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    bs = _block_size(T, w, block_size)
     q, k, v, gk, gv = (np.ascontiguousarray(a) for a in (q, k, v, gk, gv))
     key_bias, global_bias = np.ascontiguousarray(key_bias), np.ascontiguousarray(global_bias)
     query_masked = np.ascontiguousarray(query_masked)
