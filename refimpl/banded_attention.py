@@ -43,6 +43,16 @@ UPSTREAM_SOFTMAX_DTYPE = np.float32
 # Input checking and mask helpers
 # ----------------------------------------------------------------------------------------------
 
+def _per_position(a, name, shape, letters, dtype):
+    """An optional per-position array: zeros of `shape` when None, else checked against `shape`, as `dtype`."""
+    if a is None:
+        return np.zeros(shape, dtype)
+    a = np.asarray(a)
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {letters} = {shape}, got {a.shape}")
+    return a.astype(dtype, copy=False)
+
+
 def _check_inputs(q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias,
                   softmax_dtype):
     """Validate shapes/dtypes; return filled-in (key_bias, query_masked, gk, gv, global_bias, sm_dtype)."""
@@ -63,19 +73,8 @@ def _check_inputs(q, k, v, one_sided_window, key_bias, query_masked, global_k, g
     if int(one_sided_window) != one_sided_window or one_sided_window < 0:
         raise ValueError(f"one_sided_window must be an integer >= 0 (attention_window // 2), got {one_sided_window!r}")
 
-    if key_bias is None:
-        key_bias = np.zeros((B, T), dtype)
-    key_bias = np.asarray(key_bias)
-    if key_bias.shape != (B, T):
-        raise ValueError(f"key_bias must have shape [B, T] = {(B, T)}, got {key_bias.shape}")
-    key_bias = key_bias.astype(dtype, copy=False)
-
-    if query_masked is None:
-        query_masked = np.zeros((B, T), bool)
-    query_masked = np.asarray(query_masked)
-    if query_masked.shape != (B, T):
-        raise ValueError(f"query_masked must have shape [B, T] = {(B, T)}, got {query_masked.shape}")
-    query_masked = query_masked.astype(bool, copy=False)
+    key_bias = _per_position(key_bias, "key_bias", (B, T), "[B, T]", dtype)
+    query_masked = _per_position(query_masked, "query_masked", (B, T), "[B, T]", bool)
 
     if (global_k is None) != (global_v is None):
         raise ValueError("global_k and global_v must be given together (or both omitted)")
@@ -92,12 +91,7 @@ def _check_inputs(q, k, v, one_sided_window, key_bias, query_masked, global_k, g
                              f"got {global_k.shape} and {global_v.shape}")
         if global_k.dtype != dtype or global_v.dtype != dtype:
             raise ValueError(f"global_k / global_v must have dtype {dtype}, got {global_k.dtype}, {global_v.dtype}")
-        if global_bias is None:
-            global_bias = np.zeros((B, X), dtype)
-        global_bias = np.asarray(global_bias)
-        if global_bias.shape != (B, X):
-            raise ValueError(f"global_bias must have shape [B, X] = {(B, X)}, got {global_bias.shape}")
-        global_bias = global_bias.astype(dtype, copy=False)
+        global_bias = _per_position(global_bias, "global_bias", (B, X), "[B, X]", dtype)
 
     sm_dtype = dtype if softmax_dtype is None else np.dtype(softmax_dtype)
     if sm_dtype not in (np.float32, np.float64):

@@ -329,7 +329,7 @@ def led_decoder(p, cfg, input_ids=None, attention_mask=None, encoder_hidden_stat
         if x.ndim != 3 or x.shape[-1] != cfg.d_model:
             raise ValueError(f"decoder_inputs_embeds must have shape (batch, sequence, {cfg.d_model}), got {x.shape}")
     batch, length = x.shape[:2]
-    past_length = _past_length(past_key_values, cfg.decoder_layers, batch)
+    past_length = inputs.past_length(past_key_values, cfg.decoder_layers, batch)
     if attention_mask is not None:
         attention_mask = _zero_one(attention_mask, (batch, past_length + length),
                                    "decoder_attention_mask (it must span past + current tokens)")
@@ -361,17 +361,6 @@ def led_decoder(p, cfg, input_ids=None, attention_mask=None, encoder_hidden_stat
         hidden = tuple(hidden) + (x,)
     return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=x, past_key_values=cache, hidden_states=hidden,
                                                      attentions=attentions, cross_attentions=cross)
-
-
-def _past_length(past_key_values, num_layers, batch):
-    if past_key_values is None:
-        return 0
-    if len(past_key_values) != num_layers:
-        raise ValueError(f"past_key_values must hold one tuple per decoder layer ({num_layers}), got {len(past_key_values)}")
-    k = np.asarray(past_key_values[0][0])
-    if k.ndim != 4 or k.shape[0] != batch:
-        raise ValueError(f"past_key_values[0][0] must have shape (batch={batch}, heads, past, head_dim), got {k.shape}")
-    return k.shape[2]
 
 
 # ---------------------------------------------------------------- base model

@@ -204,7 +204,8 @@ def relative_attention_numpy(q, k, v, mask, head_mask, table):  # -> context [B,
 
 def relative_attention(q, k, v, mask, head_mask, table, output_probs):  # -> context [B, T, H*d], probs or None
     """relative_attention_numpy, or its Numba twin (kernels.relative_attention_numba) when Numba is installed:
-    one pass per (batch row, head) on both cores, without the [B, H, T, T] arrays of the bias terms."""
+    blocks of (batch row, head, queries) on both cores, without the [B, H, T, T] arrays of the bias terms,
+    and probabilities stored only when output_probs."""
     if kernels.HAVE_NUMBA:
         return kernels.relative_attention_numba(q, k, v, mask, head_mask, table, output_probs=output_probs)
     return relative_attention_numpy(q, k, v, mask, head_mask, table)
