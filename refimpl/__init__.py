@@ -3,16 +3,26 @@
     import refimpl
     model = refimpl.from_pretrained("path/to/checkpoint", dtype="float64")
     out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+
+Importing refimpl changes nothing in the process: no environment variable, no library loaded (the
+names below load their modules on first use). For speed, call `refimpl.runtime.configure_process()`
+before anything imports NumPy (see refimpl/runtime.py); the `refimpl` command does.
 """
-from .runtime import shorten_blas_spin
+import importlib
 
-shorten_blas_spin()  # before anything imports NumPy: see refimpl/runtime.py
-
-from .config import load_config  # noqa: E402
-from .modeling import Model, from_pretrained  # noqa: E402
-
-__all__ = ["from_pretrained", "load_config", "Model", "load_tokenizer"]
 __version__ = "0.1.0"
+
+_PUBLIC = {  # name -> the module that defines it
+    "from_pretrained": "refimpl.modeling", "Model": "refimpl.modeling", "load_config": "refimpl.models",
+    "set_backend": "refimpl.accel", "backend_info": "refimpl.accel",
+}
+__all__ = [*_PUBLIC, "load_tokenizer"]
+
+
+def __getattr__(name):  # PEP 562: refimpl.from_pretrained etc. import their module when first used
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'refimpl' has no attribute {name!r}")
 
 
 def load_tokenizer(path, **kwargs):

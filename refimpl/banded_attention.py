@@ -16,23 +16,34 @@ What it computes, per batch row b, head h and query i (w = one_sided_window = at
     context_i = sum_x p_x gv_x + sum_s p_s v_j(s)
 
 q is expected already divided by sqrt(head_dim) (upstream divides `query_vectors` before the matmul).
-Upstream's float32 softmax is reproduced by `softmax_dtype=np.float32` (the default): in a float64 run
-the scores are rounded to float32, the softmax runs in float32, and the probabilities are cast back to
-float64 (`softmax(..., dtype=torch.float32)` then `.type_as(attn_scores)`). Note what this means for
-masks in float64: float64's finfo.min becomes -inf in float32, so a row with no finite score gives NaN
-(upstream does the same); such rows are the masked (padding) rows, which are then set to 0.
-Pass `softmax_dtype=None` for a softmax in the input dtype (a true float64 oracle; not upstream).
+The softmax (`softmax_dtype`):
+  np.float32 (default)  upstream's `softmax(..., dtype=torch.float32)`: the scores are rounded to float32,
+                        the softmax runs in float32, the probabilities are cast back (`.type_as`). In
+                        float64, finfo.min becomes -inf in float32, so a row with no finite score gives
+                        NaN (upstream does the same); such rows are the masked rows, then set to 0.
+  None                  the input dtype (float64 end to end: the exact mathematics, not upstream).
+  TORCH_FLOAT32         float32 as torch's CPU kernel computes it, bit for bit, on upstream's row layout
+                        (refimpl/torch_softmax.py): what reproduces upstream's float64 runs to 1e-10.
 
-Three implementations with one signature:
-  banded_attention_reference  the definition, one query at a time (slow; for reading and tests)
-  banded_attention_numpy      vectorised, blocked by query blocks (GEMM-shaped, never T x T)
-  refimpl.kernels.banded_attention_numba   the same blocks as Numba kernels (when numba is installed)
-and `banded_attention`, which dispatches (Numba when available, else NumPy).
+Implementations with one signature, and `banded_attention`, which dispatches (refimpl/accel.py):
+  banded_attention_reference     the definition, one query at a time (slow; for reading and tests)
+  banded_attention_numpy         vectorised, blocked by query blocks (GEMM-shaped, never T x T)
+  banded_attention_numba         the same blocks as Numba kernels (float32 accelerator)
+  banded_attention_torch_layout  upstream's [X | 2w + 1] rows, for softmax_dtype=TORCH_FLOAT32
 """
 
 import numpy as np
 
-BACKENDS = ("numba", "numpy", "reference")
+from . import accel
+from .ops import exp_shifted_sum
+from .torch_softmax import float32_softmax_as_torch
+
+# softmax_dtype for torch's float32 softmax bit for bit (upstream's float64 island)
+TORCH_FLOAT32 = "torch-float32"
+
+
+def _is_torch(softmax_dtype):
+    return isinstance(softmax_dtype, str) and softmax_dtype == TORCH_FLOAT32
 
 # Upstream's `nn.functional.softmax(attn_scores, dim=-1, dtype=torch.float32)` (modeling_led.py
 # LEDEncoderSelfAttention.forward): the softmax always runs in float32.
@@ -53,7 +64,7 @@ def _per_position(a, name, shape, letters, dtype):
     return a.astype(dtype, copy=False)
 
 
-def _check_inputs(q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias,
+def check_inputs(q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias,
                   softmax_dtype):
     """Validate shapes/dtypes; return filled-in (key_bias, query_masked, gk, gv, global_bias, sm_dtype)."""
     for name, a in (("q", q), ("k", k), ("v", v)):
@@ -93,9 +104,11 @@ def _check_inputs(q, k, v, one_sided_window, key_bias, query_masked, global_k, g
             raise ValueError(f"global_k / global_v must have dtype {dtype}, got {global_k.dtype}, {global_v.dtype}")
         global_bias = _per_position(global_bias, "global_bias", (B, X), "[B, X]", dtype)
 
+    if _is_torch(softmax_dtype):
+        return key_bias, query_masked, global_k, global_v, global_bias, TORCH_FLOAT32
     sm_dtype = dtype if softmax_dtype is None else np.dtype(softmax_dtype)
     if sm_dtype not in (np.float32, np.float64):
-        raise ValueError(f"softmax_dtype must be None, float32 or float64, got {softmax_dtype!r}")
+        raise ValueError(f"softmax_dtype must be None, float32, float64 or {TORCH_FLOAT32!r}, got {softmax_dtype!r}")
     return key_bias, query_masked, global_k, global_v, global_bias, np.dtype(sm_dtype)
 
 
@@ -134,17 +147,20 @@ def gather_global_keys(k, v, is_global):
     return gk, gv, global_bias
 
 
-def _softmax_rows(scores, out_dtype):
-    """scores [..., n] (already in the softmax dtype) -> probabilities [..., n] in out_dtype.
+def _softmax_rows(scores, sm_dtype):
+    """scores [..., n] -> probabilities [..., n] in the scores' dtype, computed in the softmax dtype.
 
     max-subtract, exp, sum, multiply by the reciprocal of the sum (as torch's CPU softmax kernel does).
     A row whose entries are all -inf gives NaN, as upstream does; callers zero masked rows afterwards.
     """
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        e = scores - scores.max(axis=-1, keepdims=True)
+    if isinstance(sm_dtype, str):  # TORCH_FLOAT32
+        return float32_softmax_as_torch(scores)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # float64 finfo.min -> -inf in float32
+        e = scores.astype(sm_dtype)
+        e -= e.max(axis=-1, keepdims=True)
         np.exp(e, out=e)
         e *= (1 / e.sum(axis=-1, keepdims=True))
-    return e.astype(out_dtype, copy=False)
+    return e.astype(scores.dtype, copy=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -159,7 +175,7 @@ def banded_attention_reference(q, k, v, one_sided_window, key_bias=None, query_m
     The definition, written for reading: for each query, its 2w+1 band keys and X global keys,
     a softmax over [global | band], then the weighted sum of values. Slow (Python loop over B*H*T).
     """
-    key_bias, query_masked, gk, gv, global_bias, sm_dtype = _check_inputs(
+    key_bias, query_masked, gk, gv, global_bias, sm_dtype = check_inputs(
         q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias, softmax_dtype)
     w = int(one_sided_window)
     B, H, T, d = q.shape
@@ -180,9 +196,7 @@ def banded_attention_reference(q, k, v, one_sided_window, key_bias=None, query_m
                     j = i - w + s
                     if 0 <= j < T:
                         scores[X + s] = q[b, h, i] @ k[b, h, j] + key_bias[b, j]
-                with np.errstate(over="ignore"):  # float64 finfo.min -> -inf in float32, as upstream
-                    sm_scores = scores.astype(sm_dtype)
-                p = _softmax_rows(sm_scores, dtype)    # [X + 2w + 1]
+                p = _softmax_rows(scores, sm_dtype)                  # [X + 2w + 1]
                 if query_masked[b, i]:
                     p = np.zeros_like(p)                             # upstream masked_fill(is_index_masked, 0)
                 ctx = np.zeros(d, dtype)
@@ -210,7 +224,7 @@ def default_block_size(T, one_sided_window):
     return int(min(T, max(32, min(128, w // 4))))
 
 
-def _block_size(T, one_sided_window, block_size):
+def block_size_for(T, one_sided_window, block_size):
     """The query block size the blocked backends use: `block_size`, or default_block_size(T, w)."""
     bs = default_block_size(T, int(one_sided_window)) if block_size is None else int(block_size)
     if bs < 1:
@@ -223,32 +237,6 @@ def _band_slot_index(n_rows, row0, key0, w):
     band slot inside the block's key window (may fall outside the window: caller masks it)."""
     rows = row0 + np.arange(n_rows)                                  # [n]
     return rows[:, None] - w + np.arange(2 * w + 1)[None, :] - key0   # [n, 2w+1]
-
-
-def openblas_local_threads(package_file, libs_dir):
-    """-> ctypes `openblas_set_num_threads_local` of the OpenBLAS bundled in `<site-packages>/<libs_dir>`
-    (numpy.libs, scipy.libs), or None.
-
-    Thread-local (OpenBLAS >= 0.3.27): lets each worker thread below run single-threaded BLAS
-    without touching the process-wide setting. Small GEMMs (128 x 64 x 1152) on a multi-threaded
-    OpenBLAS are ~8x slower than single-threaded ones here, so the blocks are spread over threads
-    instead. Without it (other BLAS vendors) the blocks run one after the other.
-    """
-    import ctypes
-    import glob
-    import os
-    libdir = os.path.join(os.path.dirname(os.path.dirname(package_file)), libs_dir)
-    for path in sorted(glob.glob(os.path.join(libdir, "*openblas*"))):
-        try:
-            fn = ctypes.CDLL(path).openblas_set_num_threads_local
-        except (OSError, AttributeError):
-            continue
-        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-        return fn
-    return None
-
-
-_SET_BLAS_THREADS_LOCAL = openblas_local_threads(np.__file__, "numpy.libs")
 
 
 def _numpy_block(q, k, v, gkT, gv, key_bias, global_bias, query_masked, w, s0, e0, sm_dtype,
@@ -313,49 +301,215 @@ def banded_attention_numpy(q, k, v, one_sided_window, key_bias=None, query_maske
 
     Query blocks of `block_size` rows, each one GEMM-shaped step (`_numpy_block`); temporaries are
     O(B * H * block * (block + 2w)), never T x T; probabilities for the whole sequence are stored
-    only when output_probs. Blocks are independent: with numpy's bundled OpenBLAS they run on
-    `n_threads` threads (default: all cpus, one for tiny inputs), each with single-threaded BLAS.
+    only when output_probs. Blocks are independent: they run on `n_threads` threads (default:
+    accel.threads_for), each with single-threaded BLAS.
     """
-    key_bias, query_masked, gk, gv, global_bias, sm_dtype = _check_inputs(
+    if _is_torch(softmax_dtype):  # upstream's row layout is what fixes torch's summation order
+        return banded_attention_torch_layout(q, k, v, one_sided_window, key_bias, query_masked, global_k,
+                                             global_v, global_bias, output_probs=output_probs)
+    key_bias, query_masked, gk, gv, global_bias, sm_dtype = check_inputs(
         q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias, softmax_dtype)
     w = int(one_sided_window)
     B, H, T, d = q.shape
     X = gk.shape[2]
-    bs = _block_size(T, w, block_size)
+    bs = block_size_for(T, w, block_size)
     gkT = np.swapaxes(gk, -1, -2)                                              # [B, H, d, X]
     context = np.empty((B, H, T, d), q.dtype)
     probs = np.zeros((B, H, T, X + 2 * w + 1), q.dtype) if output_probs else None
-    starts = list(range(0, T, bs))
+    n_blocks = (T + bs - 1) // bs
 
-    def one_block(s0):
-        _numpy_block(q, k, v, gkT, gv, key_bias, global_bias, query_masked, w, s0, min(s0 + bs, T),
-                     sm_dtype, context, probs)
+    def blocks(first, step):                # one thread's share of the query blocks
+        for s0 in range(first * bs, T, step * bs):
+            _numpy_block(q, k, v, gkT, gv, key_bias, global_bias, query_masked, w, s0, min(s0 + bs, T),
+                         sm_dtype, context, probs)
 
-    import os
-    if n_threads is None:                   # tiny inputs: a thread pool costs more than it saves
-        n_threads = 1 if B * H * T * (2 * w + 1) < 1 << 18 else (os.cpu_count() or 1)
-    n_threads = int(n_threads)
+    if n_threads is None:
+        n_threads = accel.threads_for(B * H * T * (2 * w + 1))
+    accel.on_threads(blocks, (), min(n_threads, n_blocks))
+    return context, probs
 
-    def worker(chunk):                      # one thread: single-threaded BLAS, a share of the blocks
-        previous = _SET_BLAS_THREADS_LOCAL(1) if _SET_BLAS_THREADS_LOCAL is not None else None
-        try:
-            for s0 in chunk:
-                one_block(s0)
-        finally:
-            if previous is not None:
-                _SET_BLAS_THREADS_LOCAL(previous)
 
-    if _SET_BLAS_THREADS_LOCAL is None:     # unknown BLAS: let it thread, run the blocks in order
-        for s0 in starts:
-            one_block(s0)
-        return context, probs
-    if n_threads <= 1 or len(starts) == 1:
-        worker(starts)
-        return context, probs
+# ----------------------------------------------------------------------------------------------
+# 3. The same blocks as Numba kernels (float32 accelerator; twin of banded_attention_numpy)
+# ----------------------------------------------------------------------------------------------
 
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(n_threads) as pool:
-        list(pool.map(worker, [starts[t::n_threads] for t in range(n_threads)]))
+@accel.jit()
+def _softmax_block_rows(S, G, key_bias_b, global_bias_b, masked_b, s0, k0, w, sm_proto, fast_exp,
+                        P, PG):
+    """One query block: scores S [nb, nk], G [nb, X] -> probabilities P [nb, nk], PG [nb, X].
+
+    Row r is query i = s0 + r; column c is key j = k0 + c; band: |i - j| <= w, else p = 0.
+    Scores get the key bias (input dtype), are cast to the softmax dtype (sm_proto.dtype;
+    upstream: float32), then max-subtract, exp, sum, times 1/sum, cast back into P.
+    fast_exp: use _exp_f32_inplace (only when the softmax dtype is float32), else np.exp.
+    """
+    nb, nk = S.shape
+    X = G.shape[1]
+    buf = np.empty(X + 2 * w + 1, sm_proto.dtype)                 # [X + 2w + 1] one row
+    one = np.ones(1, sm_proto.dtype)[0]
+    for r in range(nb):
+        i = s0 + r
+        lo = max(0, i - w - k0)                                   # first band column
+        hi = min(nk, i + w + 1 - k0)                              # one past the last
+        n = X + hi - lo
+        if masked_b[i]:                                           # upstream masked_fill(..., 0)
+            P[r, :] = 0
+            PG[r, :] = 0
+            continue
+        # 1-D slices with non-negative loop indices: numba then emits no negative-index
+        # wraparound checks and LLVM vectorises the loops (2x faster than S[r, c] indexing)
+        s_band = S[r, lo:hi]                                      # [hi - lo]
+        b_band = key_bias_b[k0 + lo:k0 + hi]                      # [hi - lo]
+        g_row = G[r]                                              # [X]
+        for x in range(X):
+            buf[x] = g_row[x] + global_bias_b[x]
+        for t in range(hi - lo):
+            buf[X + t] = s_band[t] + b_band[t]
+        inv = one / exp_shifted_sum(buf, n, fast_exp)
+        pg_row = PG[r]                                            # [X]
+        for x in range(X):
+            pg_row[x] = buf[x] * inv
+        P[r, :lo] = 0                                             # outside the band
+        P[r, hi:] = 0
+        p_band = P[r, lo:hi]                                      # [hi - lo]
+        for t in range(hi - lo):
+            p_band[t] = buf[X + t] * inv
+
+@accel.jit()
+def _attention_block(q, k, v, gk, gv, key_bias, global_bias, query_masked, w, b, h, s0, e0,
+                     sm_proto, fast_exp, want_probs, context, probs):
+    """Batch row b, head h, query block [s0, e0): writes context[b, h, s0:e0] (and probs).
+
+    S = Q_blk K_win^T (BLAS), the masked softmax row by row, context = P V_win + PG V_global.
+    """
+    T = q.shape[2]
+    X = gk.shape[2]
+    k0 = max(0, s0 - w)
+    k1 = min(T, e0 + w)
+    qb = q[b, h, s0:e0]                                           # [nb, d]
+    S = np.dot(qb, k[b, h, k0:k1].T)                               # [nb, nk]
+    G = np.dot(qb, gk[b, h].T)                                     # [nb, X]
+    P = np.empty_like(S)
+    PG = np.empty_like(G)
+    _softmax_block_rows(S, G, key_bias[b], global_bias[b], query_masked[b], s0, k0, w,
+                        sm_proto, fast_exp, P, PG)
+    ctx = np.dot(P, v[b, h, k0:k1])                                # [nb, d]
+    if X > 0:
+        ctx += np.dot(PG, gv[b, h])
+    context[b, h, s0:e0] = ctx
+    if want_probs:
+        for r in range(e0 - s0):
+            i = s0 + r
+            for x in range(X):
+                probs[b, h, i, x] = PG[r, x]
+            for s in range(2 * w + 1):
+                c = i - w + s - k0                                 # band slot s <-> key i - w + s
+                if c >= 0 and c < k1 - k0:
+                    probs[b, h, i, X + s] = P[r, c]
+
+@accel.jit()
+def _attention_blocks(q, k, v, gk, gv, key_bias, global_bias, query_masked, w, bs,
+                      sm_proto, fast_exp, want_probs, context, probs, first, step):
+    """Work items first, first + step, ... of (batch x head x query block); releases the GIL.
+
+    One call per thread (see banded_attention_numba). Python threads instead of `prange`:
+    the same speed here, and `parallel=True` tripled the compile time (3 x 8 s more CPU for
+    the three dtype combinations), which every fresh checkout and CI run pays.
+    """
+    B, H, T, d = q.shape
+    n_blocks = (T + bs - 1) // bs
+    for item in range(first, B * H * n_blocks, step):
+        bh = item // n_blocks
+        s0 = (item % n_blocks) * bs
+        _attention_block(q, k, v, gk, gv, key_bias, global_bias, query_masked, w, bh // H, bh % H,
+                         s0, min(s0 + bs, T), sm_proto, fast_exp, want_probs, context, probs)
+
+
+def banded_attention_numba(q, k, v, one_sided_window, key_bias=None, query_masked=None,
+                           global_k=None, global_v=None, global_bias=None, *,
+                           output_probs=False, softmax_dtype=UPSTREAM_SOFTMAX_DTYPE, block_size=None,
+                           n_threads=None):
+    """q, k, v [B, H, T, d] -> context [B, H, T, d], probs [B, H, T, X + 2w + 1] or None.
+
+    Numba twin of banded_attention_numpy (same arguments, same result within float rounding). Blocks
+    are spread over `n_threads` Python threads (default: accel.threads_for); the kernel releases the
+    GIL and each thread runs single-threaded BLAS.
+    """
+    if _is_torch(softmax_dtype):  # upstream's row layout is what fixes torch's summation order
+        return banded_attention_torch_layout(q, k, v, one_sided_window, key_bias, query_masked, global_k,
+                                             global_v, global_bias, output_probs=output_probs)
+    key_bias, query_masked, gk, gv, global_bias, sm_dtype = check_inputs(
+        q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias, softmax_dtype)
+    w = int(one_sided_window)
+    B, H, T, d = q.shape
+    X = gk.shape[2]
+    bs = block_size_for(T, w, block_size)
+    q, k, v, gk, gv = (np.ascontiguousarray(a) for a in (q, k, v, gk, gv))
+    key_bias, global_bias = np.ascontiguousarray(key_bias), np.ascontiguousarray(global_bias)
+    query_masked = np.ascontiguousarray(query_masked)
+    context = np.empty((B, H, T, d), q.dtype)
+    # probs are written only when asked; otherwise a 1-element dummy keeps the kernel's types fixed
+    probs = np.zeros((B, H, T, X + 2 * w + 1) if output_probs else (1, 1, 1, 1), q.dtype)
+    sm_proto = np.zeros(1, sm_dtype)
+    if n_threads is None:
+        n_threads = accel.threads_for(B * H * T * (2 * w + 1))
+    args = (q, k, v, gk, gv, key_bias, global_bias, query_masked, w, bs, sm_proto,
+            sm_dtype == np.float32, bool(output_probs), context, probs)
+
+    accel.on_threads(_attention_blocks, args, n_threads)
+    return context, (probs if output_probs else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Upstream's row layout with torch's float32 softmax, bit for bit (softmax_dtype=TORCH_FLOAT32)
+# ----------------------------------------------------------------------------------------------
+
+def band_windows(x, w):  # x [B, H, T, d] -> [B, H, T, 2w+1, d] view: row i holds positions i-w .. i+w (0 outside)
+    padded = np.pad(x, ((0, 0), (0, 0), (w, w), (0, 0)))  # [B, H, T + 2w, d]
+    view = np.lib.stride_tricks.sliding_window_view(padded, 2 * w + 1, axis=2)  # [B, H, T, d, 2w+1]
+    return view.transpose(0, 1, 2, 4, 3)
+
+
+UPSTREAM_BAND_ROWS = 256  # queries per block in banded_attention_torch_layout: bounds its memory
+
+
+def banded_attention_torch_layout(q, k, v, one_sided_window, key_bias=None, query_masked=None,
+                                  global_k=None, global_v=None, global_bias=None, *, output_probs=False,
+                                  softmax_dtype=TORCH_FLOAT32, rows=UPSTREAM_BAND_ROWS):
+    """q, k, v [B, H, T, d] -> context [B, H, T, d], probs [B, H, T, X + 2w + 1] or None.
+
+    Computed on upstream's own layout: one row of [X global | 2w + 1 band slots] scores per query,
+    `float32_softmax_as_torch` over it, so the softmax sums run in torch's order (TORCH_FLOAT32).
+    Query blocks of `rows`: memory O(B * H * rows * (X + 2w + 1)) besides the outputs. Slower than
+    the banded core (the emulated float32 softmax dominates): meant for reproducing upstream's float64.
+    """
+    key_bias, query_masked, global_k, global_v, global_bias, _ = check_inputs(
+        q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias, softmax_dtype)
+    w = int(one_sided_window)
+    B, H, T, d = q.shape
+    dtype = q.dtype
+    X = global_k.shape[2]
+    k_band, v_band = band_windows(k, w), band_windows(v, w)  # [B, H, T, 2w+1, d] views
+    key = np.arange(T)[:, None] - w + np.arange(2 * w + 1)[None, :]  # [T, 2w+1]: slot s <-> key i - w + s
+    # out of sequence: -inf (_mask_invalid_locations); removed keys (padding, global): + finfo.min
+    bias = np.where((key >= 0) & (key < T), key_bias[:, np.clip(key, 0, T - 1)], -np.inf).astype(dtype)  # [B, T, 2w+1]
+    context = np.empty_like(q)
+    probs = np.empty((B, H, T, X + 2 * w + 1), dtype) if output_probs else None
+    for s0 in range(0, T, rows):
+        s1 = min(s0 + rows, T)
+        scores = np.einsum("bhtd,bhtsd->bhts", q[:, :, s0:s1], k_band[:, :, s0:s1])  # [B, H, n, 2w+1]
+        scores += bias[:, None, s0:s1]
+        if X:
+            g_scores = q[:, :, s0:s1] @ global_k.transpose(0, 1, 3, 2) + global_bias[:, None, None, :]  # [B, H, n, X]
+            scores = np.concatenate([g_scores, scores], axis=-1)  # [B, H, n, X + 2w + 1]
+        p = float32_softmax_as_torch(scores)
+        p[np.broadcast_to(query_masked[:, None, s0:s1, None], p.shape)] = 0  # masked_fill(is_index_masked, 0)
+        ctx = np.einsum("bhts,bhtsd->bhtd", p[..., X:], v_band[:, :, s0:s1])  # [B, H, n, d]
+        if X:
+            ctx += p[..., :X] @ global_v
+        context[:, :, s0:s1] = ctx
+        if output_probs:
+            probs[:, :, s0:s1] = p
     return context, probs
 
 
@@ -365,26 +519,14 @@ def banded_attention_numpy(q, k, v, one_sided_window, key_bias=None, query_maske
 
 def banded_attention(q, k, v, one_sided_window, key_bias=None, query_masked=None,
                      global_k=None, global_v=None, global_bias=None, *,
-                     output_probs=False, softmax_dtype=UPSTREAM_SOFTMAX_DTYPE, backend=None,
-                     block_size=None):
+                     output_probs=False, softmax_dtype=UPSTREAM_SOFTMAX_DTYPE, backend=None, block_size=None):
     """q, k, v [B, H, T, d] -> (context [B, H, T, d], probs [B, H, T, X + 2w + 1] or None).
 
-    backend: None (Numba when installed, else NumPy), "numba", "numpy" or "reference".
+    backend: None (refimpl.accel's policy), "reference", "numpy" or "numba". With
+    softmax_dtype=TORCH_FLOAT32 the NumPy and Numba backends both run banded_attention_torch_layout.
     """
-    from refimpl import kernels  # local import: kernels imports this module for its checks
-
-    if backend is None:
-        backend = "numba" if kernels.HAVE_NUMBA else "numpy"
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
-    args = (q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias)
-    if backend == "reference":
-        return banded_attention_reference(*args, output_probs=output_probs, softmax_dtype=softmax_dtype)
-    if backend == "numpy":
-        return banded_attention_numpy(*args, output_probs=output_probs, softmax_dtype=softmax_dtype,
-                                      block_size=block_size)  # n_threads: all cpus
-    if not kernels.HAVE_NUMBA:
-        raise ValueError("backend='numba' requested but numba is not installed (pip install numba), "
-                         "use backend='numpy' or None")
-    return kernels.banded_attention_numba(*args, output_probs=output_probs, softmax_dtype=softmax_dtype,
-                                          block_size=block_size)
+    run = accel.dispatch({"reference": banded_attention_reference, "numpy": banded_attention_numpy,
+                          "numba": banded_attention_numba}, getattr(q, "dtype", None), backend)
+    options = {} if run is banded_attention_reference else {"block_size": block_size}
+    return run(q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias,
+               output_probs=output_probs, softmax_dtype=softmax_dtype, **options)

@@ -112,13 +112,16 @@ def score_batches(model, items, batch_size, progress, stride=None):  # items [(i
     return rows
 
 
-def score_kind(architecture: str) -> str:
-    for suffix, kind in (("ForCausalLM", "causal"), ("ForMaskedLM", "masked"), ("ForPreTraining", "masked"),
-                         ("ForSequenceClassification", "classify")):
-        if architecture.endswith(suffix):
+def score_kind(model) -> str:  # -> "causal", "masked" or "classify", from the family's declared heads
+    spec = model.spec
+    for kind, heads in (("causal", spec.causal_lm), ("masked", spec.masked_lm),
+                        ("classify", spec.sequence_classifiers)):
+        if model.architecture in heads:
             return kind
-    raise ValueError(f"score needs a causal LM, a masked LM or a sequence classifier; {architecture} is none "
-                     "(pick a head with --architecture)")
+    scorable = sorted([*spec.causal_lm, *spec.masked_lm, *spec.sequence_classifiers])
+    raise ValueError(f"score needs a causal LM, a masked LM or a sequence classifier; {model.architecture} is none "
+                     + (f"(pick one with --architecture: {', '.join(scorable)})" if scorable else
+                        f"and no {spec.model_type} class can be scored"))
 
 
 def masked_rows(model, tokenizer, items, progress):  # -> {index: row}; pseudo-log-likelihood per text
@@ -161,7 +164,7 @@ def cmd_score(args) -> int:
     import refimpl
 
     model = refimpl.from_pretrained(args.model, architecture=args.architecture, dtype=args.dtype)
-    kind = score_kind(model.architecture)
+    kind = score_kind(model)
     tokenizer = None
     try:
         tokenizer = refimpl.load_tokenizer(args.model)
@@ -276,6 +279,9 @@ def add_common_arguments(command) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refimpl", description="Pure-NumPy reference transformers (LED, NEZHA, XGLM, OPT).")
+    parser.add_argument("--backend", choices=["reference", "numpy", "numba"], default=None,
+                        help="force the hot loops' implementation (default: REFIMPL_BACKEND, else Numba for float32 "
+                             "when installed, else NumPy; float64 always runs NumPy code)")
     commands = parser.add_subparsers(dest="command", required=True)
     score = commands.add_parser("score", help="per-text log-likelihood, token count and perplexity as JSONL")
     add_common_arguments(score)
@@ -301,11 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .runtime import tune_malloc
+    """The commands. The installed `refimpl` script enters through refimpl/__main__.py, which applies
+    refimpl.runtime's process settings first."""
+    from .accel import set_backend
 
     args = build_parser().parse_args(argv)
-    tune_malloc()  # reuse freed activations instead of page-faulting fresh ones (refimpl/runtime.py)
     try:
+        set_backend(args.backend)
         return args.func(args)
     except (ValueError, FileNotFoundError, NotImplementedError) as err:
         print(f"refimpl: error: {err}", file=sys.stderr)

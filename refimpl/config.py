@@ -1,4 +1,5 @@
-"""Model configurations: one frozen dataclass per family, fields = config.json keys.
+"""Model configurations: `BaseConfig`, which every family's frozen config dataclass extends (each lives
+in its refimpl/models/<family>.py), fields = config.json keys.
 
 Field names and defaults are upstream's (transformers 4.37.2 `configuration_<family>.py` plus the
 `PretrainedConfig` keys these models read). Keys we do not use are kept in `extra`, untouched, so a
@@ -58,127 +59,13 @@ class BaseConfig:
         return dataclasses.replace(self, **changes)
 
 
-@dataclass(frozen=True)
-class OPTConfig(BaseConfig):
-    """configuration_opt.py OPTConfig."""
-
-    model_type: str = "opt"
-    vocab_size: int = 50272
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    ffn_dim: int = 3072
-    max_position_embeddings: int = 2048
-    do_layer_norm_before: bool = True
-    _remove_final_layer_norm: bool = False
-    word_embed_proj_dim: Optional[int] = None  # None -> hidden_size (set in __post_init__, as upstream)
-    num_attention_heads: int = 12
-    activation_function: str = "relu"
-    enable_bias: bool = True
-    layer_norm_elementwise_affine: bool = True
-    pad_token_id: Optional[int] = 1
-    bos_token_id: Optional[int] = 2
-    eos_token_id: Optional[int] = 2
-
-    def __post_init__(self):
-        if self.word_embed_proj_dim is None:
-            object.__setattr__(self, "word_embed_proj_dim", self.hidden_size)
-        _check_heads(self.hidden_size, self.num_attention_heads)
-
-
-@dataclass(frozen=True)
-class XGLMConfig(BaseConfig):
-    """configuration_xglm.py XGLMConfig."""
-
-    attribute_map = {"num_attention_heads": "attention_heads", "hidden_size": "d_model", "num_hidden_layers": "num_layers"}
-    model_type: str = "xglm"
-    vocab_size: int = 256008
-    max_position_embeddings: int = 2048
-    d_model: int = 1024
-    ffn_dim: int = 4096
-    num_layers: int = 24
-    attention_heads: int = 16
-    activation_function: str = "gelu"
-    scale_embedding: bool = True
-    decoder_start_token_id: Optional[int] = 2
-    pad_token_id: Optional[int] = 1
-    bos_token_id: Optional[int] = 0
-    eos_token_id: Optional[int] = 2
-
-    def __post_init__(self):
-        _check_heads(self.d_model, self.attention_heads)
-
-
-@dataclass(frozen=True)
-class NezhaConfig(BaseConfig):
-    """configuration_nezha.py NezhaConfig."""
-
-    model_type: str = "nezha"
-    vocab_size: int = 21128
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    max_position_embeddings: int = 512
-    max_relative_position: int = 64
-    type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
-    classifier_dropout: Optional[float] = 0.1
-    pad_token_id: Optional[int] = 0
-    bos_token_id: Optional[int] = 2
-    eos_token_id: Optional[int] = 3
-
-    def __post_init__(self):
-        _check_heads(self.hidden_size, self.num_attention_heads)
-
-
-@dataclass(frozen=True)
-class LEDConfig(BaseConfig):
-    """configuration_led.py LEDConfig."""
-
-    attribute_map = {"num_attention_heads": "encoder_attention_heads", "hidden_size": "d_model"}
-    model_type: str = "led"
-    vocab_size: int = 50265
-    max_encoder_position_embeddings: int = 16384
-    max_decoder_position_embeddings: int = 1024
-    encoder_layers: int = 12
-    encoder_ffn_dim: int = 4096
-    encoder_attention_heads: int = 16
-    decoder_layers: int = 12
-    decoder_ffn_dim: int = 4096
-    decoder_attention_heads: int = 16
-    is_encoder_decoder: bool = True
-    activation_function: str = "gelu"
-    d_model: int = 1024
-    decoder_start_token_id: Optional[int] = 2
-    pad_token_id: Optional[int] = 1
-    bos_token_id: Optional[int] = 0
-    eos_token_id: Optional[int] = 2
-    attention_window: Union[list, int] = 512
-
-    def __post_init__(self):
-        _check_heads(self.d_model, self.encoder_attention_heads)
-        _check_heads(self.d_model, self.decoder_attention_heads)
-
-
-CONFIG_CLASSES = {"opt": OPTConfig, "xglm": XGLMConfig, "nezha": NezhaConfig, "led": LEDConfig}
-
-
-def _check_heads(width: int, heads: int) -> None:
+def check_heads(width: int, heads: int) -> None:
     if heads <= 0 or width % heads:
         raise ValueError(f"hidden size {width} is not divisible by the number of attention heads {heads}")
 
 
-def config_from_dict(raw: dict) -> BaseConfig:
-    """Dispatch on `model_type` to the family's config class."""
-    model_type = raw.get("model_type")
-    if model_type not in CONFIG_CLASSES:
-        raise ValueError(f"model_type {model_type!r} is not supported; expected one of {sorted(CONFIG_CLASSES)}")
-    return CONFIG_CLASSES[model_type].from_dict(raw)
-
-
-def load_config(path: Union[str, Path]) -> BaseConfig:
-    """Read `config.json` from a checkpoint directory (or the file itself)."""
+def read_config_json(path: Union[str, Path]) -> dict:
+    """The JSON object in `config.json` of a checkpoint directory (or the file itself)."""
     path = Path(path)
     file = path / "config.json" if path.is_dir() else path
     try:
@@ -189,4 +76,4 @@ def load_config(path: Union[str, Path]) -> BaseConfig:
         raise ValueError(f"{file} is not valid JSON: {err}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{file} must hold a JSON object, found {type(raw).__name__}")
-    return config_from_dict(raw)
+    return raw

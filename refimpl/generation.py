@@ -5,9 +5,9 @@ multinomial sampling, with upstream's logits processors, reproducing transformer
 
     out = model.generate(input_ids, attention_mask=mask, num_beams=3, max_new_tokens=8)
 
-Each step runs the model on the new token only, with the KV cache. A family module may define
-`prepare_inputs_for_generation(input_ids, past_key_values, attention_mask, **model_kwargs)` (as
-upstream's models do: XGLM builds position ids from the mask there) and, for encoder-decoder
+Each step runs the model on the new token only, with the KV cache. A family declares its hooks in its
+spec (refimpl/family.py `Generation`): `prepare_inputs(input_ids, **model_kwargs)`, upstream's
+`prepare_inputs_for_generation` (XGLM builds position ids from the mask there), and, for encoder-decoder
 models, `run_encoder(model, input_ids, **encoder_kwargs)`.
 Sampling draws from a `numpy.random.Generator` (`generator=` or `seed=`): reproducible from its seed,
 but not the same draws as torch's RNG.
@@ -23,7 +23,6 @@ from typing import Any, List, Optional
 import numpy as np
 
 from . import inputs
-from .models import family_module
 from .ops import log_softmax, softmax
 from .outputs import ModelOutput
 
@@ -68,7 +67,7 @@ class GenerationConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         raw = {**dataclasses.asdict(model.config), **model.config.extra}
         values = {k: v for k, v in raw.items() if k in names}
-        source = getattr(model, "source", None)
+        source = model.source
         if source is not None and (Path(source) / "generation_config.json").exists():
             saved = json.loads((Path(source) / "generation_config.json").read_text())
             values.update({k: v for k, v in saved.items() if k in names})
@@ -264,15 +263,6 @@ class GenerateBeamEncoderDecoderOutput(ModelOutput):
 # ---------------------------------------------------------------- the decoding state
 
 
-def default_prepare_inputs(input_ids, past_key_values=None, attention_mask=None, **model_kwargs):
-    """OPTForCausalLM.prepare_inputs_for_generation: with a cache, only the tokens it has not seen."""
-    if past_key_values is not None:
-        past_length = past_key_values[0][0].shape[2]
-        input_ids = input_ids[:, past_length:] if input_ids.shape[1] > past_length else input_ids[:, -1:]
-    return {"input_ids": input_ids, "past_key_values": past_key_values, "attention_mask": attention_mask,
-            "use_cache": model_kwargs.get("use_cache")}
-
-
 def _take_rows(value, index):  # arrays and (nested) tuples of arrays, rows picked along axis 0
     if value is None:
         return None
@@ -288,17 +278,15 @@ def _take_rows(value, index):  # arrays and (nested) tuples of arrays, rows pick
 class Decoder:
     """Runs one model step at a time and keeps what upstream keeps in `model_kwargs` between steps."""
 
-    def __init__(self, model, model_kwargs, is_encoder_decoder):
-        self.model, self.kwargs, self.is_encoder_decoder = model, model_kwargs, is_encoder_decoder
-        module = family_module(model.config.model_type)
-        self.prepare = getattr(module, "prepare_inputs_for_generation", default_prepare_inputs)
+    def __init__(self, model, model_kwargs, hooks):
+        self.model, self.kwargs, self.hooks = model, model_kwargs, hooks
 
     def step(self, input_ids, output_attentions, output_hidden_states):  # -> model output for the new token(s)
-        model_inputs = self.prepare(input_ids, **self.kwargs)
+        model_inputs = self.hooks.prepare_inputs(input_ids, **self.kwargs)
         out = self.model(**model_inputs, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
         # GenerationMixin._update_model_kwargs_for_generation
         self.kwargs["past_key_values"] = out.past_key_values
-        mask_name = "decoder_attention_mask" if self.is_encoder_decoder else "attention_mask"
+        mask_name = self.hooks.decoder_mask
         if self.kwargs.get(mask_name) is not None:
             mask = self.kwargs[mask_name]
             self.kwargs[mask_name] = np.concatenate([mask, np.ones((mask.shape[0], 1), mask.dtype)], axis=1)
@@ -327,6 +315,10 @@ def generate(model, input_ids=None, generation_config: Optional[GenerationConfig
              **kwargs):
     """GenerationMixin.generate for refimpl models. Returns token ids [B * num_return_sequences, L], or
     a Generate*Output when `return_dict_in_generate=True`."""
+    if model.architecture not in model.spec.generates:
+        raise ValueError(f"{model.architecture} cannot generate; the {model.spec.model_type} classes that can: "
+                         f"{', '.join(model.spec.generates) or 'none'}")
+    hooks = model.spec.generation
     cfg, model_kwargs = (generation_config or GenerationConfig.for_model(model)).updated(**kwargs)
     if input_ids is None:
         raise ValueError("generate() needs input_ids [batch, length]")
@@ -336,7 +328,7 @@ def generate(model, input_ids=None, generation_config: Optional[GenerationConfig
     if cfg.pad_token_id is None and eos:
         cfg.pad_token_id = eos[0]  # upstream: "Setting pad_token_id to eos_token_id for open-end generation"
     batch = input_ids.shape[0]
-    is_encoder_decoder = bool(model.config.is_encoder_decoder)
+    is_encoder_decoder = hooks.run_encoder is not None
 
     if model_kwargs.get("attention_mask") is None and "encoder_outputs" not in model_kwargs:
         # GenerationMixin._prepare_attention_mask_for_generation
@@ -349,11 +341,10 @@ def generate(model, input_ids=None, generation_config: Optional[GenerationConfig
     model_kwargs["use_cache"] = cfg.use_cache
 
     if is_encoder_decoder:
-        module = family_module(model.config.model_type)
         if "encoder_outputs" not in model_kwargs:
             encoder_kwargs = {k: v for k, v in model_kwargs.items()
                               if not k.startswith(("decoder_", "cross_attn", "use_cache"))}
-            model_kwargs["encoder_outputs"] = module.run_encoder(
+            model_kwargs["encoder_outputs"] = hooks.run_encoder(
                 model, input_ids, output_attentions=cfg.output_attentions,
                 output_hidden_states=cfg.output_hidden_states, **encoder_kwargs)
         start = cfg.decoder_start_token_id if cfg.decoder_start_token_id is not None else cfg.bos_token_id
@@ -363,7 +354,7 @@ def generate(model, input_ids=None, generation_config: Optional[GenerationConfig
     if cfg.max_new_tokens is not None:
         cfg.max_length = cfg.max_new_tokens + prompt_length
     processors = build_processors(cfg, prompt_length)
-    decoder = Decoder(model, model_kwargs, is_encoder_decoder)
+    decoder = Decoder(model, model_kwargs, hooks)
 
     if cfg.num_beams == 1 and not cfg.do_sample:
         return _greedy_or_sample(decoder, input_ids, cfg, processors, None, None, is_encoder_decoder)
@@ -385,8 +376,8 @@ def _encoder_fields(decoder, cfg):
     enc = decoder.kwargs.get("encoder_outputs")
     if enc is None:
         return {}
-    return {"encoder_attentions": getattr(enc, "attentions", None) if cfg.output_attentions else None,
-            "encoder_hidden_states": getattr(enc, "hidden_states", None) if cfg.output_hidden_states else None}
+    return {"encoder_attentions": enc.attentions if cfg.output_attentions else None,
+            "encoder_hidden_states": enc.hidden_states if cfg.output_hidden_states else None}
 
 
 def _step_extras(out, is_encoder_decoder):  # -> (self attentions, cross attentions, hidden states)
@@ -478,97 +469,112 @@ class BeamHypotheses:
         return self.worst_score >= highest
 
 
-def _beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_decoder):
-    """GenerationMixin.beam_search with BeamSearchScorer.process / finalize."""
-    beams, eos, pad = cfg.num_beams, _eos_list(cfg.eos_token_id), cfg.pad_token_id
-    hyps = [BeamHypotheses(beams, cfg.length_penalty, cfg.early_stopping, cfg.max_length) for _ in range(batch)]
-    done = np.zeros(batch, dtype=bool)
-    # upstream: torch.zeros(..., dtype=torch.float): float32 even in a float64 run (promoted at the first add)
-    beam_scores = np.zeros((batch, beams), dtype=np.float32)
-    beam_scores[:, 1:] = -1e9
-    beam_scores = beam_scores.reshape(-1)
-    beam_indices = [()] * (batch * beams)
-    prompt_len = input_ids.shape[1]
-    scores, attentions, cross, hidden = [], [], [], []
-    while True:
-        out = decoder.step(input_ids, cfg.output_attentions, cfg.output_hidden_states)
-        logits = out.logits[:, -1, :]  # [N, V]
-        processed = apply_all(processors, input_ids, log_softmax(logits))  # [N, V]
-        total = processed + beam_scores[:, None]
-        scores.append(processed)
-        a, c, h = _step_extras(out, is_encoder_decoder)
-        attentions.append(a), cross.append(c), hidden.append(h)
-        vocab = total.shape[-1]
-        total = total.reshape(batch, beams * vocab)
-        k = max(2, 1 + len(eos)) * beams
-        top = np.argsort(-total, axis=1, kind="stable")[:, :k]  # torch.topk(sorted=True)
-        top_scores = np.take_along_axis(total, top, axis=1)
-        next_indices, next_tokens = top // vocab, top % vocab
+class BeamSearchScorer:
+    """beam_search.py BeamSearchScorer: keeps `num_beams` live beams and the finished hypotheses per batch row."""
 
-        # BeamSearchScorer.process
-        cur_len = input_ids.shape[1] + 1
-        new_scores = np.zeros((batch, beams), dtype=top_scores.dtype)
-        new_tokens = np.zeros((batch, beams), dtype=np.int64)
-        new_index = np.zeros((batch, beams), dtype=np.int64)
-        for b in range(batch):
-            if done[b]:
-                if eos == [] or pad is None:
+    def __init__(self, batch, cfg, prompt_len):
+        self.batch, self.beams, self.cfg, self.prompt_len = batch, cfg.num_beams, cfg, prompt_len
+        self.eos, self.pad = _eos_list(cfg.eos_token_id), cfg.pad_token_id
+        self.hyps = [BeamHypotheses(cfg.num_beams, cfg.length_penalty, cfg.early_stopping, cfg.max_length)
+                     for _ in range(batch)]
+        self.done = np.zeros(batch, dtype=bool)
+
+    def process(self, input_ids, top_scores, next_tokens, next_indices, beam_indices):
+        """BeamSearchScorer.process: the 2 * num_beams best candidates of each row [B, 2K] -> the next beams.
+
+        A candidate ending in eos becomes a finished hypothesis (only if among the first num_beams); the
+        others fill the row's beams in rank order. Returns (scores, tokens, source rows), each [B * K].
+        """
+        beams, cur_len = self.beams, input_ids.shape[1] + 1
+        new_scores = np.zeros((self.batch, beams), dtype=top_scores.dtype)
+        new_tokens = np.zeros((self.batch, beams), dtype=np.int64)
+        new_index = np.zeros((self.batch, beams), dtype=np.int64)
+        for b in range(self.batch):
+            if self.done[b]:
+                if self.eos == [] or self.pad is None:
                     raise ValueError("generated beams >= num_beams, but eos_token_id and pad_token_id are not both set")
-                new_tokens[b, :] = pad
+                new_tokens[b, :] = self.pad
                 continue
             slot = 0
             for rank, (token, score, index) in enumerate(zip(next_tokens[b], top_scores[b], next_indices[b])):
                 row = b * beams + index
-                if token in eos:
-                    if rank >= beams:
-                        continue
-                    hyps[b].add(input_ids[row].copy(), float(score), beam_indices[row] + (row,),
-                                generated_len=cur_len - prompt_len)
+                if token in self.eos:
+                    if rank < beams:
+                        self.hyps[b].add(input_ids[row].copy(), float(score), beam_indices[row] + (row,),
+                                         generated_len=cur_len - self.prompt_len)
                 else:
                     new_scores[b, slot], new_tokens[b, slot], new_index[b, slot] = score, token, row
                     slot += 1
                 if slot == beams:
                     break
-            done[b] = done[b] or hyps[b].is_done(float(top_scores[b].max()), cur_len, prompt_len)
+            self.done[b] = self.done[b] or self.hyps[b].is_done(float(top_scores[b].max()), cur_len, self.prompt_len)
+        return new_scores.reshape(-1), new_tokens.reshape(-1), new_index.reshape(-1)
 
-        beam_scores, beam_next, beam_idx = new_scores.reshape(-1), new_tokens.reshape(-1), new_index.reshape(-1)
+    def finalize(self, input_ids, beam_scores, beam_indices):
+        """BeamSearchScorer.finalize: -> (sequences [B * n, L], sequences_scores [B * n], beam_indices [B * n, L]),
+        n = num_return_sequences, padded with pad after an eos; scores in float32, as upstream."""
+        for b in range(self.batch):
+            if not self.done[b]:  # the live beams join the finished hypotheses
+                for i in range(self.beams):
+                    row = b * self.beams + i
+                    self.hyps[b].add(input_ids[row], float(beam_scores[row]), beam_indices[row],
+                                     input_ids.shape[1] - self.prompt_len)
+        keep = self.cfg.num_return_sequences
+        best, best_scores, best_indices = [], np.zeros(self.batch * keep, dtype=np.float32), []
+        for b in range(self.batch):
+            ranked = sorted(self.hyps[b].beams, key=lambda x: x[0])
+            for j in range(keep):
+                score, tokens, indices = ranked.pop()
+                best.append(tokens)
+                best_indices.append(indices)
+                best_scores[b * keep + j] = score
+        lengths = np.array([len(t) for t in best])
+        if lengths.min() != lengths.max() and self.pad is None:
+            raise ValueError("pad_token_id must be set when beams have different lengths")
+        width = min(lengths.max() + 1, self.cfg.max_length)
+        sequences = np.full((len(best), width), self.pad if lengths.min() != lengths.max() else 0, dtype=np.int64)
+        indices_out = np.full((len(best), width), -1, dtype=np.int64)
+        for i, (tokens, idx) in enumerate(zip(best, best_indices)):
+            sequences[i, :lengths[i]] = tokens
+            indices_out[i, :len(idx)] = idx
+            if lengths[i] < width:
+                sequences[i, lengths[i]] = self.eos[0]
+        return sequences, best_scores, indices_out
+
+
+def _beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_decoder):
+    """GenerationMixin.beam_search: one cached step per token, the scorer picks the beams."""
+    beams, eos = cfg.num_beams, _eos_list(cfg.eos_token_id)
+    scorer = BeamSearchScorer(batch, cfg, input_ids.shape[1])
+    # upstream: torch.zeros(..., dtype=torch.float): float32 even in a float64 run (promoted at the first add)
+    beam_scores = np.zeros((batch, beams), dtype=np.float32)
+    beam_scores[:, 1:] = -1e9
+    beam_scores = beam_scores.reshape(-1)  # [B * K]
+    beam_indices = [()] * (batch * beams)
+    scores, attentions, cross, hidden = [], [], [], []
+    while True:
+        out = decoder.step(input_ids, cfg.output_attentions, cfg.output_hidden_states)
+        processed = apply_all(processors, input_ids, log_softmax(out.logits[:, -1, :]))  # [B * K, V]
+        scores.append(processed)
+        a, c, h = _step_extras(out, is_encoder_decoder)
+        attentions.append(a), cross.append(c), hidden.append(h)
+        vocab = processed.shape[-1]
+        total = (processed + beam_scores[:, None]).reshape(batch, beams * vocab)  # [B, K * V]
+        top = np.argsort(-total, axis=1, kind="stable")[:, :max(2, 1 + len(eos)) * beams]  # torch.topk(sorted=True)
+        top_scores = np.take_along_axis(total, top, axis=1)
+        beam_scores, beam_next, beam_idx = scorer.process(input_ids, top_scores, top % vocab, top // vocab,
+                                                          beam_indices)
         input_ids = np.concatenate([input_ids[beam_idx], beam_next[:, None]], axis=1)
         decoder.reorder(beam_idx)
         beam_indices = [beam_indices[i] + (i,) for i in beam_idx]
-        if done.all() or input_ids.shape[1] >= cfg.max_length:
+        if scorer.done.all() or input_ids.shape[1] >= cfg.max_length:
             break
 
-    # BeamSearchScorer.finalize
-    for b in range(batch):
-        if done[b]:
-            continue
-        for i in range(beams):
-            row = b * beams + i
-            hyps[b].add(input_ids[row], float(beam_scores[row]), beam_indices[row], input_ids.shape[1] - prompt_len)
-    keep = cfg.num_return_sequences
-    best, best_scores, best_indices = [], np.zeros(batch * keep, dtype=np.float32), []  # float32, as upstream
-    for b in range(batch):
-        ranked = sorted(hyps[b].beams, key=lambda x: x[0])
-        for j in range(keep):
-            score, tokens, indices = ranked.pop()
-            best.append(tokens)
-            best_indices.append(indices)
-            best_scores[b * keep + j] = score
-    lengths = np.array([len(t) for t in best])
-    width = min(lengths.max() + 1, cfg.max_length)
-    sequences = np.full((len(best), width), pad if lengths.min() != lengths.max() else 0, dtype=np.int64)
-    if lengths.min() != lengths.max() and pad is None:
-        raise ValueError("pad_token_id must be set when beams have different lengths")
-    indices_out = np.full((len(best), width), -1, dtype=np.int64)
-    for i, (tokens, idx) in enumerate(zip(best, best_indices)):
-        sequences[i, :lengths[i]] = tokens
-        indices_out[i, :len(idx)] = idx
-        if lengths[i] < width:
-            sequences[i, lengths[i]] = eos[0]
+    sequences, sequences_scores, indices_out = scorer.finalize(input_ids, beam_scores, beam_indices)
     if not cfg.return_dict_in_generate:
         return sequences
     keep_scores = cfg.output_scores
-    common = dict(sequences=sequences, sequences_scores=best_scores if keep_scores else None,
+    common = dict(sequences=sequences, sequences_scores=sequences_scores if keep_scores else None,
                   scores=tuple(scores) if keep_scores else None,
                   beam_indices=indices_out if keep_scores else None,
                   past_key_values=decoder.kwargs.get("past_key_values"))

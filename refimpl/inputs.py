@@ -5,6 +5,8 @@ or an id outside the vocabulary is reported as such rather than as an IndexError
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 
@@ -50,20 +52,17 @@ def one_of(input_ids, inputs_embeds, what="input_ids", embeds="inputs_embeds"):
         raise ValueError(f"pass {what} or {embeds}")
 
 
-def within_table(length, table_rows, what):
-    if length > table_rows:
-        raise ValueError(f"{what}: position {length - 1} is past the position table of {table_rows} rows")
+def embed(input_ids, inputs_embeds, table, ids_name="input_ids", embeds_name="inputs_embeds"):
+    """Token embeddings from ids (checked against the table) or the caller's embeddings (checked, cast).
 
-
-def embed(input_ids, inputs_embeds, table, name="inputs_embeds"):  # -> (ids [B, T] or None, x [B, T, E])
-    """Token embeddings from ids (checked against the table) or the caller's embeddings (checked, cast)."""
-    one_of(input_ids, inputs_embeds)
+    -> (ids [B, T] int64 or None, x [B, T, E]); table [V, E]."""
+    one_of(input_ids, inputs_embeds, ids_name, embeds_name)
     if input_ids is not None:
-        input_ids = ids(input_ids, vocab_size=table.shape[0])
+        input_ids = ids(input_ids, ids_name, vocab_size=table.shape[0])
         return input_ids, table[input_ids]
-    x = floats(inputs_embeds, table.dtype, name)
-    if x.ndim != 3 or x.shape[-1] != table.shape[1]:
-        raise ValueError(f"{name} must have shape (batch, sequence, {table.shape[1]}), got {x.shape}")
+    x = floats(inputs_embeds, table.dtype, embeds_name)
+    if x.ndim != 3 or x.shape[-1] != table.shape[1] or x.shape[1] == 0:
+        raise ValueError(f"{embeds_name} must have shape (batch, sequence >= 1, {table.shape[1]}), got {x.shape}")
     return None, x
 
 
@@ -86,7 +85,14 @@ def causal_lm_mask(attention_mask, batch, past, length):  # -> [B, past + T] 0/1
     return mask(attention_mask, (batch, past + length), "attention_mask (it must span past + current tokens)")
 
 
-def output_flags(cfg, use_cache, output_attentions, output_hidden_states):  # None -> the config's default
-    return (cfg.use_cache if use_cache is None else use_cache,
-            cfg.output_attentions if output_attentions is None else output_attentions,
-            cfg.output_hidden_states if output_hidden_states is None else output_hidden_states)
+class OutputFlags(NamedTuple):
+    use_cache: bool
+    attentions: bool
+    hidden_states: bool
+
+
+def output_flags(cfg, use_cache=None, output_attentions=None, output_hidden_states=None) -> OutputFlags:
+    """A forward's use_cache / output_attentions / output_hidden_states; None takes the config's default."""
+    return OutputFlags(bool(cfg.use_cache if use_cache is None else use_cache),
+                       bool(cfg.output_attentions if output_attentions is None else output_attentions),
+                       bool(cfg.output_hidden_states if output_hidden_states is None else output_hidden_states))

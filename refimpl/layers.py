@@ -1,5 +1,6 @@
 """Transformer building blocks shared by the families: parameter views, norms, feed-forward,
-the BART-style decoder layer (OPT, XGLM, LED decoder) and the loop over a stack of layers.
+the BART-style decoder layer (OPT, XGLM, LED decoder) and `run_stack`, the one loop over a stack of
+layers that every encoder and decoder runs.
 
 Parameter names are upstream's: `self_attn.*`, `self_attn_layer_norm.*`, `encoder_attn.*`,
 `encoder_attn_layer_norm.*`, `fc1.*`, `fc2.*`, `final_layer_norm.*` (modeling_bart.py
@@ -7,7 +8,8 @@ BartDecoderLayer; OPTDecoderLayer and XGLMDecoderLayer use the same names).
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 from .attention import multi_head_attention
 from .ops import layer_norm, linear
@@ -29,48 +31,42 @@ def feed_forward(p: Mapping, x, act: Callable):  # x [B, T, D] -> [B, T, D]
     return linear(act(linear(x, p["fc1.weight"], p.get("fc1.bias"))), p["fc2.weight"], p.get("fc2.bias"))
 
 
+def pre_norm(p: Mapping, name: str, x, norm_first: bool, eps: float):  # x [B, T, D] -> a sublayer's input
+    """Pre-LN layers normalise a sublayer's input; post-LN layers feed it x itself."""
+    return norm(p, name, x, eps) if norm_first else x
+
+
+def add_residual(p: Mapping, name: str, x, out, norm_first: bool, eps: float):  # x, out [B, T, D] -> [B, T, D]
+    """x + sublayer output; post-LN layers then normalise the sum: LN(x + f(x)), pre-LN: x + f(LN(x))."""
+    x = x + out
+    return x if norm_first else norm(p, name, x, eps)
+
+
 def decoder_layer(p, x, num_heads, act, self_mask, *, norm_first, past=None, head_mask=None,
                   encoder_states=None, encoder_mask=None, cross_head_mask=None, clamp_to_min=False, eps=1e-5):
-    """One decoder layer. x [B, T, D] -> (x [B, T, D], self_probs, cross_probs, present).
+    """One BART-style decoder layer (modeling_bart.py BartDecoderLayer). x [B, T, D] -> LayerOutput.
 
     norm_first=True: x + f(LN(x)) for each sublayer (OPT-125m, XGLM). False: LN(x + f(x)) (BART/LED,
     OPT-350m's do_layer_norm_before=False). Cross-attention runs when `encoder_states` is given.
     `past` and `present` are (k, v) or (k, v, cross_k, cross_v) with arrays [B, H, S, d].
     """
+    out, self_probs, present = multi_head_attention(
+        sub(p, "self_attn"), pre_norm(p, "self_attn_layer_norm", x, norm_first, eps), num_heads, self_mask,
+        past=None if past is None else past[:2], head_mask=head_mask, clamp_to_min=clamp_to_min)
+    x = add_residual(p, "self_attn_layer_norm", x, out, norm_first, eps)
 
-    def sublayer(name, x, f):
-        if norm_first:
-            return x + f(norm(p, name, x, eps))
-        return norm(p, name, x + f(x), eps)
-
-    self_past = past[:2] if past is not None else None
-    self_probs = cross_probs = None
-    present = ()
-
-    def self_attention(h):
-        nonlocal self_probs, present
-        out, self_probs, present = multi_head_attention(
-            sub(p, "self_attn"), h, num_heads, self_mask, past=self_past, head_mask=head_mask,
-            clamp_to_min=clamp_to_min)
-        return out
-
-    x = sublayer("self_attn_layer_norm", x, self_attention)
-
+    cross_probs = None
     if encoder_states is not None:
         cross_past = past[2:4] if past is not None and len(past) == 4 else None
+        out, cross_probs, cross_kv = multi_head_attention(
+            sub(p, "encoder_attn"), pre_norm(p, "encoder_attn_layer_norm", x, norm_first, eps), num_heads, encoder_mask,
+            past=cross_past, key_value_states=encoder_states, head_mask=cross_head_mask, clamp_to_min=clamp_to_min)
+        x = add_residual(p, "encoder_attn_layer_norm", x, out, norm_first, eps)
+        present = present + cross_kv
 
-        def cross_attention(h):
-            nonlocal cross_probs, present
-            out, cross_probs, cross_kv = multi_head_attention(
-                sub(p, "encoder_attn"), h, num_heads, encoder_mask, past=cross_past,
-                key_value_states=encoder_states, head_mask=cross_head_mask, clamp_to_min=clamp_to_min)
-            present = present + cross_kv
-            return out
-
-        x = sublayer("encoder_attn_layer_norm", x, cross_attention)
-
-    x = sublayer("final_layer_norm", x, lambda h: feed_forward(p, h, act))
-    return x, self_probs, cross_probs, present
+    out = feed_forward(p, pre_norm(p, "final_layer_norm", x, norm_first, eps), act)
+    x = add_residual(p, "final_layer_norm", x, out, norm_first, eps)
+    return LayerOutput(x, attention=self_probs, cross_attention=cross_probs, present=present)
 
 
 def check_head_mask(head_mask, num_layers, num_heads, name="head_mask"):  # -> [L, H] or None
@@ -84,28 +80,57 @@ def check_head_mask(head_mask, num_layers, num_heads, name="head_mask"):  # -> [
     return head_mask
 
 
-def run_decoder_stack(layers, x, layer_fn, *, past_key_values=None, head_mask=None, cross_head_mask=None,
-                      use_cache=False, output_attentions=False, output_hidden_states=False):
-    """Run `layer_fn(p, x, past, head_mask, cross_head_mask)` over the layers, collecting what upstream returns.
+def layer_row(per_layer, i):  # the i-th entry of an optional per-layer argument (head masks, caches)
+    return None if per_layer is None else per_layer[i]
 
-    Returns x, hidden_states (input of every layer; the caller appends the final state), self attentions,
-    cross attentions (None when no layer had any), cache (one tuple per layer).
-    """
-    hidden, attentions, cross, cache = [], [], [], []
-    for i, p in enumerate(layers):
-        if output_hidden_states:
+
+# ---------------------------------------------------------------- the one loop over a stack of layers
+
+
+class LayerOutput(NamedTuple):
+    """What one layer hands to the stack runner (upstream's `layer_outputs` tuple, by name)."""
+
+    hidden: Any                     # [B, T, D], the next layer's input
+    attention: Any = None           # self-attention probabilities [B, H, T, S]
+    cross_attention: Any = None     # cross-attention probabilities [B, H, T, S_enc]
+    global_attention: Any = None    # Longformer: the global tokens' probabilities
+    present: tuple = ()             # the cache entry of this layer: (k, v[, cross_k, cross_v])
+
+
+@dataclass
+class StackOutput:
+    """Everything a stack of layers returns; a kind of attention no layer returned is None."""
+
+    last_hidden_state: Any
+    hidden_states: Optional[tuple]  # the input of every layer; `with_final` appends the final state
+    attentions: Optional[tuple]
+    cross_attentions: Optional[tuple]
+    global_attentions: Optional[tuple]
+    past_key_values: Optional[tuple]
+
+    def with_final(self, final):  # -> hidden_states + (final,), or None when not asked for
+        return None if self.hidden_states is None else self.hidden_states + (final,)
+
+
+def run_stack(num_layers: int, x, layer_fn: Callable, flags) -> StackOutput:
+    """x [B, T, D] through `layer_fn(i, x) -> LayerOutput` for i = 0 .. num_layers - 1, collecting what
+    upstream's encoders and decoders collect (flags: inputs.OutputFlags). Used by every family."""
+    hidden, attentions, cross, global_, cache = [], [], [], [], []
+    for i in range(num_layers):
+        if flags.hidden_states:
             hidden.append(x)
-        x, self_probs, cross_probs, present = layer_fn(
-            p, x,
-            past_key_values[i] if past_key_values is not None else None,
-            head_mask[i] if head_mask is not None else None,
-            cross_head_mask[i] if cross_head_mask is not None else None,
-        )
-        if use_cache:
-            cache.append(present)
-        if output_attentions:
-            attentions.append(self_probs)
-            if cross_probs is not None:
-                cross.append(cross_probs)
-    return (x, hidden if output_hidden_states else None, tuple(attentions) if output_attentions else None,
-            tuple(cross) if output_attentions and cross else None, tuple(cache) if use_cache else None)
+        out = layer_fn(i, x)
+        x = out.hidden
+        if flags.use_cache:
+            cache.append(out.present)
+        if flags.attentions:
+            for kept, probs in ((attentions, out.attention), (cross, out.cross_attention),
+                                (global_, out.global_attention)):
+                if probs is not None:
+                    kept.append(probs)
+
+    def kept(values, wanted):
+        return tuple(values) if wanted and values else None
+
+    return StackOutput(x, tuple(hidden) if flags.hidden_states else None, kept(attentions, flags.attentions),
+                       kept(cross, flags.attentions), kept(global_, flags.attentions), kept(cache, flags.use_cache))

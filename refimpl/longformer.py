@@ -9,14 +9,11 @@ One layer, for x [B, T, D] with T a multiple of the layer's window (LEDEncoder p
     global  each global token attends to all keys with its own projections (query_global,
             key_global, value_global); its output row overwrites the local one.
 
-Two ways to run the local part, one result:
-  - `refimpl.banded_attention.banded_attention` (the banded core: blocked NumPy or Numba): fast,
-    O(T * window) memory. Used for float32.
-  - `band_attention_as_upstream`: the band as upstream lays it out, one row of X + window + 1
-    scores per query, with upstream's float32 softmax reproduced bit for bit
-    (`float32_softmax_as_torch`). Used for float64, where upstream still rounds the scores to
-    float32 for the softmax: any other float32 softmax differs from upstream by ~1e-7, far
-    above the 1e-10 a float64 oracle is held to.
+The local part is the banded core, `refimpl.banded_attention.banded_attention` (its definition is
+`banded_attention_reference`). Its softmax runs in float32 as upstream's does: a plain float32 softmax
+for float32 models; for float64 models torch's float32 softmax bit for bit (`TORCH_FLOAT32`), because
+upstream still rounds the scores of a float64 run to float32 there, and any other float32 softmax
+differs from upstream by ~1e-7, far above the 1e-10 a float64 run is held to.
 """
 from __future__ import annotations
 
@@ -25,132 +22,9 @@ import math
 import numpy as np
 
 from .attention import merge_heads, split_heads
-from .banded_attention import BACKENDS, banded_attention, gather_global_keys, key_bias_from_mask
+from .banded_attention import TORCH_FLOAT32, banded_attention, gather_global_keys, key_bias_from_mask
 from .ops import linear, mask_min
-
-LOCAL_BACKENDS = BACKENDS + ("upstream",)
-
-# ---------------------------------------------------------------- torch's float32 softmax, bit for bit
-# torch (CPU, ATen/native/cpu/SoftMaxKernel.cpp `_vec_softmax_lastdim`, AVX2 build as on these
-# machines) computes a softmax over the last axis as: m = max(row); e = exp(row - m) with SLEEF's
-# expf_u10; s = vec::reduce_all(+, e) (8 lanes accumulated in order, then a butterfly over the
-# lanes; rows shorter than 8 are summed left to right); e * (1 / s).
-# Checked against torch.softmax on float32 rows of 1 to 1025 entries with -inf and finfo.min
-# entries: identical bits. (An AVX-512 build of torch sums 16 lanes: a different last bit.)
-
-_F = np.float32
-_R_LN2 = _F(1.442695040888963407359924681001892137426645954152985934135449406931)
-_L2U, _L2L = _F(0.693145751953125), _F(1.428606765330187045e-06)
-_EXP_POLY = [_F(c) for c in (0.000198527617612853646278381, 0.00139304355252534151077271,
-                             0.00833336077630519866943359, 0.0416664853692054748535156,
-                             0.166666671633720397949219, 0.5)]
-
-
-def _fma32(a, b, c):  # float32 a * b + c with one rounding (a * b is exact in float64)
-    return (a.astype(np.float64) * b + c).astype(_F)
-
-
-def _pow2(n):  # int32 n [...] -> float32 2**n (n in the normal range), built from the exponent bits
-    return ((n + 127).astype(np.int32) << 23).view(_F)
-
-
-def expf_sleef(d):  # float32 [...] -> exp(d) float32, SLEEF's xexpf (u10), as torch's vectorised exp()
-    with np.errstate(invalid="ignore", over="ignore"):
-        q = np.rint(d * _R_LN2)
-        qi = np.nan_to_num(q, nan=0.0, posinf=0.0, neginf=0.0).astype(np.int32)
-        qf = qi.astype(_F)
-        s = _fma32(qf, -_L2U, d)  # d - q * ln2 in two parts (Cody-Waite)
-        s = _fma32(qf, -_L2L, s)
-        u = np.full_like(s, _EXP_POLY[0])
-        for c in _EXP_POLY[1:]:
-            u = _fma32(u, s, c)
-        u = _F(1) + _fma32(s * s, u, s)
-        half = qi >> 1  # ldexp2k: 2**q as 2**(q>>1) * 2**(q - (q>>1)), no overflow on the way
-        u = u * _pow2(half) * _pow2(qi - half)
-        u = np.where(d < _F(-104), _F(0), u)
-        u = np.where(_F(100) < d, _F(np.inf), u)
-        return np.where(np.isnan(d), _F(np.nan), u).astype(_F)
-
-
-def _sum_lanes_as_torch(e):  # float32 [..., n] -> [...]: vec::reduce_all(+) with 8-lane vectors
-    n = e.shape[-1]
-    if n < 8:  # vec_reduce_all(fun, loadu(data, n), n): left to right
-        total = e[..., 0].copy()
-        for i in range(1, n):
-            total = total + e[..., i]
-        return total
-    full = n - n % 8
-    lanes = e[..., :8].copy()  # [..., 8]
-    for start in range(8, full, 8):
-        lanes = lanes + e[..., start:start + 8]
-    if n > full:  # Vec::set(acc, acc + tail, n - full): only the first lanes take the tail
-        lanes[..., :n - full] = lanes[..., :n - full] + e[..., full:]
-    for swap in ([4, 5, 6, 7, 0, 1, 2, 3], [2, 3, 0, 1, 6, 7, 4, 5], [1, 0, 3, 2, 5, 4, 7, 6]):  # butterfly
-        lanes = lanes + lanes[..., swap]
-    return lanes[..., 0]
-
-
-def float32_softmax_as_torch(scores):  # [..., N] any float -> [..., N] in scores.dtype
-    """nn.functional.softmax(scores, dim=-1, dtype=torch.float32).type_as(scores), bit for bit.
-
-    Rows with no finite entry after the cast to float32 (float64's finfo.min is -inf there) give NaN,
-    as upstream does.
-    """
-    with np.errstate(over="ignore", invalid="ignore"):
-        s = scores.astype(_F)
-        e = expf_sleef(s - s.max(axis=-1, keepdims=True))
-        total = _sum_lanes_as_torch(e)
-        e *= (_F(1) / total)[..., None]
-    return e.astype(scores.dtype)
-
-
-# ---------------------------------------------------------------- the local band as upstream lays it out
-
-
-def band_windows(x, w):  # x [B, H, T, d] -> [B, H, T, 2w+1, d] view: row i holds positions i-w .. i+w (0 outside)
-    padded = np.pad(x, ((0, 0), (0, 0), (w, w), (0, 0)))  # [B, H, T + 2w, d]
-    view = np.lib.stride_tricks.sliding_window_view(padded, 2 * w + 1, axis=2)  # [B, H, T, d, 2w+1]
-    return view.transpose(0, 1, 2, 4, 3)
-
-
-UPSTREAM_BAND_ROWS = 256  # queries per block in band_attention_as_upstream: bounds its memory
-
-
-def band_attention_as_upstream(q, k, v, w, key_bias, query_masked, global_k=None, global_v=None,
-                               global_bias=None, output_probs=False, rows=UPSTREAM_BAND_ROWS):
-    """Same arguments and result as `banded_attention` (q [B, H, T, d] already scaled -> context
-    [B, H, T, d], probs [B, H, T, X + 2w + 1] or None), computed on upstream's own layout: one row
-    of [X global | 2w + 1 band slots] scores per query, `float32_softmax_as_torch` over it.
-
-    Query blocks of `rows`: memory O(B * H * rows * (X + 2w + 1)) besides the outputs. Slower than
-    the banded core (the emulated float32 softmax dominates): meant for the float64 oracle.
-    """
-    B, H, T, d = q.shape
-    dtype = q.dtype
-    X = 0 if global_k is None else global_k.shape[2]
-    k_band, v_band = band_windows(k, w), band_windows(v, w)  # [B, H, T, 2w+1, d] views
-    key = np.arange(T)[:, None] - w + np.arange(2 * w + 1)[None, :]  # [T, 2w+1]: slot s <-> key i - w + s
-    # out of sequence: -inf (_mask_invalid_locations); removed keys (padding, global): + finfo.min
-    bias = np.where((key >= 0) & (key < T), key_bias[:, np.clip(key, 0, T - 1)], -np.inf).astype(dtype)  # [B, T, 2w+1]
-    context = np.empty_like(q)
-    probs = np.empty((B, H, T, X + 2 * w + 1), dtype) if output_probs else None
-    for s0 in range(0, T, rows):
-        s1 = min(s0 + rows, T)
-        scores = np.einsum("bhtd,bhtsd->bhts", q[:, :, s0:s1], k_band[:, :, s0:s1])  # [B, H, n, 2w+1]
-        scores += bias[:, None, s0:s1]
-        if X:
-            g_scores = q[:, :, s0:s1] @ global_k.transpose(0, 1, 3, 2) + global_bias[:, None, None, :]  # [B, H, n, X]
-            scores = np.concatenate([g_scores, scores], axis=-1)  # [B, H, n, X + 2w + 1]
-        p = float32_softmax_as_torch(scores)
-        p[np.broadcast_to(query_masked[:, None, s0:s1, None], p.shape)] = 0  # masked_fill(is_index_masked, 0)
-        ctx = np.einsum("bhts,bhtsd->bhtd", p[..., X:], v_band[:, :, s0:s1])  # [B, H, n, d]
-        if X:
-            ctx += p[..., :X] @ global_v
-        context[:, :, s0:s1] = ctx
-        if output_probs:
-            probs[:, :, s0:s1] = p
-    return context, probs
-
+from .torch_softmax import float32_softmax_as_torch
 
 # ---------------------------------------------------------------- one layer
 
@@ -211,16 +85,11 @@ def longformer_self_attention(p, x, window, num_heads, is_masked, is_global, any
 
     p holds query/key/value and query_global/key_global/value_global (weight, bias).
     is_masked, is_global [B, T] bool (padding; global tokens); any_global: whether global attention
-    runs at all (upstream decides once per batch). backend: "upstream" (`band_attention_as_upstream`),
-    or one of the banded core's ("numba", "numpy", "reference"); None: "upstream" for float64, the
-    fastest core for float32.
+    runs at all (upstream decides once per batch). backend: the banded core's ("reference", "numpy",
+    "numba"; None: refimpl.accel's policy).
     """
     B, T, D = x.shape
     d, dtype = D // num_heads, x.dtype
-    if backend is None:
-        backend = "upstream" if dtype == np.float64 else None
-    elif backend not in LOCAL_BACKENDS:
-        raise ValueError(f"backend must be one of {LOCAL_BACKENDS} or None, got {backend!r}")
     # upstream: query_vectors /= math.sqrt(self.head_dim)
     q = split_heads(linear(x, p["query.weight"], p["query.bias"]) / dtype.type(math.sqrt(d)), num_heads)  # [B, H, T, d]
     k = split_heads(linear(x, p["key.weight"], p["key.bias"]), num_heads)  # [B, H, T, d]
@@ -230,12 +99,11 @@ def longformer_self_attention(p, x, window, num_heads, is_masked, is_global, any
     gk = gv = global_bias = None
     if any_global:
         gk, gv, global_bias = gather_global_keys(k, v, is_global)  # [B, H, X, d] x2, [B, X]
-    if backend == "upstream":
-        context, probs = band_attention_as_upstream(q, k, v, window // 2, key_bias, is_masked, gk, gv, global_bias,
-                                                    output_probs=output_attentions)
-    else:
-        context, probs = banded_attention(q, k, v, window // 2, key_bias, is_masked, gk, gv, global_bias,
-                                          output_probs=output_attentions, backend=backend)  # [B, H, T, d]
+    # upstream: softmax(..., dtype=torch.float32); in a float64 run, as torch computes it (the island)
+    softmax_dtype = TORCH_FLOAT32 if dtype == np.float64 else np.float32
+    context, probs = banded_attention(q, k, v, window // 2, key_bias, is_masked, gk, gv, global_bias,
+                                      output_probs=output_attentions, softmax_dtype=softmax_dtype,
+                                      backend=backend)  # [B, H, T, d]
     if head_mask is not None:  # upstream scales the probabilities: (m * P) V = m * (P V)
         context *= head_mask[None, :, None, None]
         if probs is not None:

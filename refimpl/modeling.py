@@ -11,8 +11,8 @@ from typing import Optional, Union
 import numpy as np
 
 from .checkpoint import match_params, read_state_dict, resolve_checkpoint
-from .config import BaseConfig, load_config
-from .models import family_module
+from .config import BaseConfig
+from .models import family, load_config
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -32,14 +32,11 @@ class Model:
     """A loaded model: `model(**upstream_kwargs)` runs the forward function of `architecture`."""
 
     def __init__(self, config: BaseConfig, params: dict, architecture: str, dtype, source=None):
-        module = family_module(config.model_type)
-        if architecture not in module.ARCHITECTURES:
-            raise ValueError(f"{architecture!r} is not a {config.model_type} architecture; "
-                             f"expected one of {sorted(module.ARCHITECTURES)}")
-        self.config, self.params, self.architecture = config, params, architecture
+        self.spec = family(config.model_type)  # the family's declared interface (refimpl/family.py)
+        self.config, self.params, self.architecture = config, params, self.spec.check_architecture(architecture)
         self.source = source  # the checkpoint directory (generate() reads its generation_config.json)
         self.dtype = np.dtype(dtype)
-        self.forward_fn = module.ARCHITECTURES[architecture]
+        self.forward_fn = self.spec.architectures[architecture]
 
     def __call__(self, *args, **kwargs):
         return self.forward_fn(self.params, self.config, *args, **kwargs)
@@ -58,10 +55,9 @@ class Model:
 
 
 def default_architecture(config: BaseConfig) -> str:
-    module = family_module(config.model_type)
     if config.architectures:
         return config.architectures[0]
-    return next(iter(module.ARCHITECTURES))  # the base model comes first
+    return family(config.model_type).base_model
 
 
 def from_pretrained(path: Union[str, Path], architecture: Optional[str] = None, dtype="float32",
@@ -78,14 +74,10 @@ def from_pretrained(path: Union[str, Path], architecture: Optional[str] = None, 
     dtype = resolve_dtype(dtype)
     path = resolve_checkpoint(path, cache_dir=cache_dir, revision=revision)
     config = load_config(path)
-    architecture = architecture or default_architecture(config)
-    module = family_module(config.model_type)
-    if architecture not in module.ARCHITECTURES:
-        raise ValueError(f"{architecture!r} is not a {config.model_type} architecture; "
-                         f"expected one of {sorted(module.ARCHITECTURES)}")
+    spec = family(config.model_type)
+    architecture = spec.check_architecture(architecture or default_architecture(config))
     state = read_state_dict(path)
-    params = match_params(state, module.param_shapes(config, architecture), dtype,
-                          base_prefix=module.BASE_PREFIX, tied=getattr(module, "TIED", None),
-                          ignore=getattr(module, "IGNORED_BUFFERS", ()),
-                          defaults=getattr(module, "MISSING_DEFAULTS", None), source=str(path))
+    params = match_params(state, spec.param_shapes(config, architecture), dtype, base_prefix=spec.base_prefix,
+                          tied=spec.tied, ignore=spec.ignored_buffers, defaults=spec.missing_defaults,
+                          source=str(path))
     return Model(config, params, architecture, dtype, source=Path(path))

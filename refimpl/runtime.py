@@ -1,13 +1,18 @@
-"""Process-level settings that make NumPy inference faster. They change nothing but speed.
+"""Process-level settings that make NumPy inference faster. They change nothing but speed, and nothing
+applies them but an explicit call: `import refimpl` leaves the process alone. The `refimpl` command and
+the benchmarks call `configure_process()`; library users may call it too, first thing:
 
-`tune_malloc()` is opt-in. NumPy allocates every temporary afresh. With glibc, arrays above the mmap
+    import refimpl.runtime
+    refimpl.runtime.configure_process()   # before anything imports NumPy
+    import refimpl
+
+`tune_malloc()`: NumPy allocates every temporary afresh. With glibc, arrays above the mmap
 threshold (128 KiB to 32 MiB, adaptive) come from fresh `mmap` pages, so each forward pass page-faults
 through hundreds of megabytes of new memory. Raising the mmap and trim thresholds lets freed blocks be
 reused instead (PyTorch's caching allocator does the equivalent). The `refimpl` command calls
 `tune_malloc()`; library users may call it themselves.
 
-`shorten_blas_spin()` runs when refimpl is imported (refimpl/__init__.py), and only if NumPy is not
-imported yet. After each call OpenBLAS keeps its idle worker threads spinning for 2^28 cycles (about
+`shorten_blas_spin()`, only while NumPy is not imported yet: after each call OpenBLAS keeps its idle worker threads spinning for 2^28 cycles (about
 0.1 s) before they sleep. refimpl's Numba kernels run on every core right after a matrix product, and
 a spinning worker takes a core from them: NEZHA's relative attention ran 30 ms per layer instead of
 16 ms at 1x512 (bench/bench_nezha.py). OpenBLAS reads OPENBLAS_THREAD_TIMEOUT once, when NumPy loads
@@ -53,3 +58,10 @@ def shorten_blas_spin() -> bool:
         return "OPENBLAS_THREAD_TIMEOUT" in os.environ
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", BLAS_THREAD_TIMEOUT)
     return True
+
+
+def configure_process() -> dict:
+    """Both settings above, for a process that runs refimpl (the `refimpl` command, the benchmarks).
+
+    Returns what took effect: {"malloc_tuned": bool, "blas_spin_shortened": bool}."""
+    return {"malloc_tuned": tune_malloc(), "blas_spin_shortened": shorten_blas_spin()}

@@ -10,27 +10,28 @@ from __future__ import annotations
 import numpy as np
 
 from . import inputs
-from .layers import sub
-from .models import family_module
+from .ops import logsumexp, sigmoid, softmax
 
 CHUNK = 256  # positions per lm_head product: [256, V] float32 logits at a time
 
 
 def token_logprobs(model, input_ids, attention_mask=None):  # ids [B, T] -> [B, T-1]
-    """log p(x_t | x_<t) for t = 1..T-1; 0.0 where x_t or x_{t-1} is padding (no real context)."""
-    module = family_module(model.config.model_type)
-    if not hasattr(module, "LM_HEAD"):
-        raise ValueError(f"{model.config.model_type} is not a causal language model; token scoring needs one")
+    """log p(x_t | x_<t) for t = 1..T-1; 0.0 where x_t or x_{t-1} is padding (no real context).
+
+    model: a causal LM (its family spec lists the class in `causal_lm`); anything else is refused.
+    """
+    spec = model.spec
+    if model.architecture not in spec.causal_lm:
+        raise ValueError(f"token_logprobs needs a causal language model; {model.architecture} is not one "
+                         f"(the {spec.model_type} causal LMs: {', '.join(spec.causal_lm) or 'none'})")
     input_ids = inputs.ids(input_ids, vocab_size=model.config.vocab_size)
     if attention_mask is None:
         attention_mask = np.ones_like(input_ids)
     attention_mask = inputs.mask(attention_mask, input_ids.shape)
-    base = module.ARCHITECTURES[module.BASE_MODEL]
-    params = model.params if model.architecture == module.BASE_MODEL else sub(model.params, module.BASE_PREFIX)
-    hidden = base(params, model.config, input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-    head = model.params.get(module.LM_HEAD)
-    if head is None:  # a base-model checkpoint: the head is tied to the embeddings
-        head = params[module.EMBEDDINGS]
+    base = spec.architectures[spec.base_model]
+    hidden = base(spec.base_params(model.params, model.architecture), model.config, input_ids=input_ids,
+                  attention_mask=attention_mask, use_cache=False).last_hidden_state  # [B, T, E]
+    head = model.params[spec.causal_lm[model.architecture]]  # [V, E]
     batch, length, width = hidden.shape
     h = hidden[:, :-1].reshape(-1, width)  # [N, E] predicting ...
     targets = input_ids[:, 1:].reshape(-1)  # [N]    ... these tokens
@@ -38,10 +39,7 @@ def token_logprobs(model, input_ids, attention_mask=None):  # ids [B, T] -> [B, 
     for start in range(0, h.shape[0], CHUNK):
         logits = h[start:start + CHUNK] @ head.T  # [n, V]
         picked = logits[np.arange(logits.shape[0]), targets[start:start + CHUNK]]  # [n]
-        top = logits.max(axis=1)  # [n]
-        logits -= top[:, None]  # in place: no second [n, V] array
-        np.exp(logits, out=logits)
-        out[start:start + CHUNK] = picked - top - np.log(logits.sum(axis=1))  # log_softmax at the targets
+        out[start:start + CHUNK] = picked - logsumexp(logits, overwrite_input=True)  # log_softmax at the targets
     out = out.reshape(batch, length - 1)
     scored = (attention_mask[:, 1:] == 1) & (attention_mask[:, :-1] == 1)
     return np.where(scored, out, out.dtype.type(0))
@@ -77,7 +75,10 @@ def sliding_token_logprobs(model, ids, window=None, stride=None):  # ids [T] -> 
 def pseudo_log_likelihood(model, ids, mask_token_id, scored=None, batch_size=32):  # ids [T] -> [T]
     """Masked-LM pseudo-log-likelihood terms (Salazar et al. 2020): log p(x_i | x without x_i), each
     position i masked in turn; 0.0 where `scored` is False (special tokens). One forward per masked copy,
-    `batch_size` copies at a time."""
+    `batch_size` copies at a time. model: a masked LM (its family spec lists the class in `masked_lm`)."""
+    field = model.spec.masked_lm.get(model.architecture)
+    if field is None:
+        raise ValueError(f"pseudo_log_likelihood needs a masked language model; {model.architecture} is not one")
     ids = inputs.ids(np.asarray(ids)[None], vocab_size=model.config.vocab_size)[0]
     scored = np.ones(len(ids), bool) if scored is None else np.asarray(scored, bool)
     positions = np.flatnonzero(scored)
@@ -86,20 +87,17 @@ def pseudo_log_likelihood(model, ids, mask_token_id, scored=None, batch_size=32)
         chunk = positions[start:start + batch_size]
         copies = np.repeat(ids[None], len(chunk), axis=0)  # [n, T], copy r masked at chunk[r]
         copies[np.arange(len(chunk)), chunk] = mask_token_id
-        result = model(input_ids=copies)
-        logits = result.logits if hasattr(result, "logits") else result.prediction_logits  # [n, T, V]
+        logits = model(input_ids=copies)[field]  # [n, T, V]
         rows = logits[np.arange(len(chunk)), chunk]  # [n, V]
-        top = rows.max(axis=1)
-        lse = top + np.log(np.exp(rows - top[:, None]).sum(axis=1))
-        out[chunk] = rows[np.arange(len(chunk)), ids[chunk]] - lse
+        out[chunk] = rows[np.arange(len(chunk)), ids[chunk]] - logsumexp(rows)
     return out
 
 
 def classify(model, input_ids, attention_mask=None):  # ids [B, T] -> (logits [B, C], probabilities [B, C])
     """A sequence classifier's logits and probabilities: sigmoid for multi-label models, softmax otherwise."""
+    if model.architecture not in model.spec.sequence_classifiers:
+        raise ValueError(f"classify needs a sequence classifier; {model.architecture} is not one")
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
     if model.config.problem_type == "multi_label_classification":
-        return logits, 1 / (1 + np.exp(-logits))
-    top = logits.max(axis=-1, keepdims=True)
-    e = np.exp(logits - top)
-    return logits, e / e.sum(axis=-1, keepdims=True)
+        return logits, sigmoid(logits)
+    return logits, softmax(logits)

@@ -19,19 +19,53 @@ Parameter names are upstream's: the base model (`LEDModel`) owns `shared.*`, `en
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
-from .. import inputs, kernels
-from ..layers import check_head_mask, decoder_layer, feed_forward, norm, run_decoder_stack, sub
+from .. import inputs
+from ..config import BaseConfig, check_heads
+from ..family import FamilySpec, Generation
+from ..layers import LayerOutput, check_head_mask, decoder_layer, feed_forward, layer_row, norm, run_stack, sub
 from ..longformer import longformer_self_attention
-from ..ops import classification_loss, cross_entropy, embedding, linear, mask_min, padding_mask, span_loss
+from ..ops import activation, classification_loss, cross_entropy, linear, mask_min, padding_mask, span_loss
 from ..outputs import Array, BaseModelOutputWithPastAndCrossAttentions, ModelOutput
 
 BASE_PREFIX = "led"  # LEDPreTrainedModel.base_model_prefix
 GLOBAL_PROJECTIONS = ("query_global", "key_global", "value_global")
 LOCAL_PROJECTIONS = ("query", "key", "value")
+
+
+# ---------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class LEDConfig(BaseConfig):
+    """configuration_led.py LEDConfig."""
+
+    attribute_map = {"num_attention_heads": "encoder_attention_heads", "hidden_size": "d_model"}
+    model_type: str = "led"
+    vocab_size: int = 50265
+    max_encoder_position_embeddings: int = 16384
+    max_decoder_position_embeddings: int = 1024
+    encoder_layers: int = 12
+    encoder_ffn_dim: int = 4096
+    encoder_attention_heads: int = 16
+    decoder_layers: int = 12
+    decoder_ffn_dim: int = 4096
+    decoder_attention_heads: int = 16
+    is_encoder_decoder: bool = True
+    activation_function: str = "gelu"
+    d_model: int = 1024
+    decoder_start_token_id: Optional[int] = 2
+    pad_token_id: Optional[int] = 1
+    bos_token_id: Optional[int] = 0
+    eos_token_id: Optional[int] = 2
+    attention_window: Union[list, int] = 512
+
+    def __post_init__(self):
+        check_heads(self.d_model, self.encoder_attention_heads)
+        check_heads(self.d_model, self.decoder_attention_heads)
 
 
 # ---------------------------------------------------------------- outputs (modeling_led.py, same field order)
@@ -147,7 +181,6 @@ TIED = {"lm_head.weight": f"{BASE_PREFIX}.shared.weight",
 IGNORED_BUFFERS = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")  # copies of shared.weight
 # LEDForConditionalGeneration._keys_to_ignore_on_load_missing: a file without it gets zeros
 MISSING_DEFAULTS = {"final_logits_bias": np.zeros}
-BASE_MODEL, LM_HEAD, EMBEDDINGS = "LEDModel", "lm_head.weight", "shared.weight"
 
 
 def layer_windows(cfg):  # -> [attention_window of layer i] (LEDEncoder.__init__, LEDEncoderSelfAttention.__init__)
@@ -169,7 +202,7 @@ def layer_windows(cfg):  # -> [attention_window of layer i] (LEDEncoder.__init__
 
 
 def encoder_layer(p, x, window, num_heads, act, is_masked, is_global, any_global, head_mask=None,
-                  output_attentions=False, backend=None):  # x [B, T, D] -> (x, local probs, global probs)
+                  output_attentions=False, backend=None):  # x [B, T, D] -> LayerOutput (local, global probs)
     """LEDEncoderLayer: post-LN, x = LN(x + attn(x)); x = LN(x + ffn(x)) (the latter by blocks of rows).
 
     attn = LEDEncoderAttention: the Longformer self-attention, then the `self_attn.output` linear.
@@ -180,7 +213,7 @@ def encoder_layer(p, x, window, num_heads, act, is_masked, is_global, any_global
     attn = linear(context, p["self_attn.output.weight"], p["self_attn.output.bias"])  # [B, T, D]
     x = norm(p, "self_attn_layer_norm", x + attn)
     x = feed_forward_sublayer_by_rows(p, x, act)  # LN(x + ffn(x))
-    return x, probs, global_probs
+    return LayerOutput(x, attention=probs, global_attention=global_probs)
 
 
 FFN_ROWS = 1024  # rows per block: the [rows, ffn] intermediate stays small (16k tokens x 3072 would be 200 MB)
@@ -202,6 +235,33 @@ def merged_mask(attention_mask, global_attention_mask):  # [B, T] x2 -> [B, T] o
     return attention_mask * (global_attention_mask + 1)
 
 
+def encoder_mask(attention_mask, global_attention_mask, batch, length):  # -> [B, T] of 0 / 1 / 2
+    """LEDEncoder.forward: the caller's masks (default all ones, no global) merged to 0 padding / 1 local /
+    2 global (`_merge_to_attention_mask`)."""
+    mask = np.ones((batch, length), np.int64)
+    if attention_mask is not None:
+        mask = _zero_one(attention_mask, (batch, length), "attention_mask")
+    if global_attention_mask is not None:
+        mask = merged_mask(mask, _zero_one(global_attention_mask, (batch, length), "global_attention_mask"))
+    return mask
+
+
+def pad_to_window_size(p, cfg, x, mask, windows):  # x [B, T, D], mask [B, T] -> padded to [B, T_padded(, D)]
+    """LEDEncoder._pad_to_window_size: on the right to a multiple of the largest window; the padding is the
+    pad token's embedding with mask 0."""
+    batch, length = mask.shape
+    pad = (-length) % max(windows)
+    if pad:
+        x = np.concatenate([x, np.broadcast_to(p["shared.weight"][cfg.pad_token_id], (batch, pad, cfg.d_model))], axis=1)
+        mask = np.concatenate([mask, np.zeros((batch, pad), mask.dtype)], axis=1)  # [B, T_padded]
+    for i, w in enumerate(windows):
+        if (length + pad) % w:  # upstream: AssertionError "Sequence length should be multiple of ..."
+            raise ValueError(f"the input is padded to {length + pad} tokens (a multiple of the largest "
+                             f"attention_window {max(windows)}), which is not a multiple of layer {i}'s window {w}; "
+                             "upstream fails the same way: every layer's window must divide the largest one")
+    return x, mask
+
+
 def led_encoder(p, cfg, input_ids=None, attention_mask=None, global_attention_mask=None, head_mask=None,
                 inputs_embeds=None, output_attentions=None, output_hidden_states=None, backend=None):
     """LEDEncoder.forward. input_ids [B, T] -> LEDEncoderBaseModelOutput.
@@ -209,66 +269,40 @@ def led_encoder(p, cfg, input_ids=None, attention_mask=None, global_attention_ma
     p: the base model's parameters (`shared.weight`, `encoder.*`). last_hidden_state [B, T, D];
     hidden_states L+1 x [B, T, D]; attentions L x [B, H, T, X + window_i + 1]; global_attentions
     L x [B, H, T_padded, X] (upstream does not cut these back), only when some token is global.
-    backend: the local attention's (refimpl.longformer.longformer_self_attention): None picks the
-    upstream-exact band for float64 and the fastest banded core for float32.
+    backend: the banded attention's (refimpl.accel's policy when None).
     """
     dtype = p["shared.weight"].dtype
-    output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
-    output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
+    flags = inputs.output_flags(cfg, False, output_attentions, output_hidden_states)
     windows = layer_windows(cfg)
-    inputs.one_of(input_ids, inputs_embeds)
-    if input_ids is not None:
-        input_ids = inputs.ids(input_ids, vocab_size=cfg.vocab_size)
-        x = embedding(input_ids, p["shared.weight"])  # [B, T, D]
-    else:
-        x = inputs.floats(inputs_embeds, dtype, "inputs_embeds")
-        if x.ndim != 3 or x.shape[-1] != cfg.d_model:
-            raise ValueError(f"inputs_embeds must have shape (batch, sequence, {cfg.d_model}), got {x.shape}")
+    _, x = inputs.embed(input_ids, inputs_embeds, p["shared.weight"])  # [B, T, D]
     batch, length = x.shape[:2]
-    mask = np.ones((batch, length), np.int64)  # [B, T] 0 padding / 1 local / 2 global
-    if attention_mask is not None:
-        mask = _zero_one(attention_mask, (batch, length), "attention_mask")
-    if global_attention_mask is not None:
-        mask = merged_mask(mask, _zero_one(global_attention_mask, (batch, length), "global_attention_mask"))
+    mask = encoder_mask(attention_mask, global_attention_mask, batch, length)  # [B, T]
     head_mask = check_head_mask(inputs.floats(head_mask, dtype, "head_mask"), cfg.encoder_layers,
                                 cfg.encoder_attention_heads)
 
-    # LEDEncoder._pad_to_window_size: pad on the right to a multiple of the largest window
-    pad = (-length) % max(windows)
-    if pad:
-        x = np.concatenate([x, np.broadcast_to(p["shared.weight"][cfg.pad_token_id], (batch, pad, cfg.d_model))], axis=1)
-        mask = np.concatenate([mask, np.zeros((batch, pad), mask.dtype)], axis=1)  # [B, T_padded]
-    padded = length + pad
-    for i, w in enumerate(windows):
-        if padded % w:  # upstream: AssertionError "Sequence length should be multiple of ..."
-            raise ValueError(f"the input is padded to {padded} tokens (a multiple of the largest attention_window "
-                             f"{max(windows)}), which is not a multiple of layer {i}'s window {w}; upstream fails "
-                             "the same way: every layer's window must divide the largest one")
+    x, mask = pad_to_window_size(p, cfg, x, mask, windows)  # [B, T_padded, D], [B, T_padded]
+    padded = mask.shape[1]
     table = p["encoder.embed_positions.weight"]
     if padded > table.shape[0]:
         raise ValueError(f"{length} tokens (padded to {padded}) exceed max_encoder_position_embeddings={table.shape[0]}")
-    is_masked, is_global = mask == 0, mask > 1  # [B, T_padded] each
-    any_global = bool(is_global.any())
-
     x = norm(p, "encoder.layernorm_embedding", x + table[:padded])  # positions 0.. (no offset)
-    act = kernels.fast_activation(cfg.activation_function, dtype)
-    hidden, attentions, global_attentions = [], [], []
-    for i, w in enumerate(windows):
-        if output_hidden_states:
-            hidden.append(x)
-        x, probs, global_probs = encoder_layer(
-            sub(p, f"encoder.layers.{i}"), x, w, cfg.encoder_attention_heads, act, is_masked, is_global,
-            any_global, None if head_mask is None else head_mask[i], output_attentions, backend)
-        if output_attentions:
-            attentions.append(probs[:, :, :length])  # [B, H, T, X + w + 1]
-            if any_global:
-                global_attentions.append(global_probs.transpose(0, 1, 3, 2))  # [B, H, T_padded, X]
-    if output_hidden_states:
-        hidden = tuple(h[:, :length] for h in hidden + [x])
+    is_masked, is_global = mask == 0, mask > 1  # [B, T_padded] each
+    any_global = bool(is_global.any())  # upstream decides once per batch whether global attention runs
+    act = activation(cfg.activation_function)
+
+    def layer(i, x):
+        return encoder_layer(sub(p, f"encoder.layers.{i}"), x, windows[i], cfg.encoder_attention_heads, act,
+                             is_masked, is_global, any_global, layer_row(head_mask, i), flags.attentions, backend)
+
+    stack = run_stack(cfg.encoder_layers, x, layer, flags)
+    # LEDEncoder.forward: cut the padding off again, except from the global attentions
+    hidden = stack.with_final(stack.last_hidden_state)
     return LEDEncoderBaseModelOutput(
-        last_hidden_state=x[:, :length], hidden_states=hidden if output_hidden_states else None,
-        attentions=tuple(attentions) if output_attentions else None,
-        global_attentions=tuple(global_attentions) if output_attentions and any_global else None)
+        last_hidden_state=stack.last_hidden_state[:, :length],
+        hidden_states=None if hidden is None else tuple(h[:, :length] for h in hidden),
+        attentions=None if stack.attentions is None else tuple(a[:, :, :length] for a in stack.attentions),
+        global_attentions=None if stack.global_attentions is None else tuple(  # [B, H, X, T_padded] -> [B, H, T_padded, X]
+            g.transpose(0, 1, 3, 2) for g in stack.global_attentions))
 
 
 def _zero_one(mask, shape, name):  # -> int64 [B, T] of 0/1, with a clear error otherwise
@@ -317,26 +351,18 @@ def led_decoder(p, cfg, input_ids=None, attention_mask=None, encoder_hidden_stat
     (k, v, cross_k, cross_v) [B, H, S, d].
     """
     dtype = p["shared.weight"].dtype
-    use_cache = cfg.use_cache if use_cache is None else use_cache
-    output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
-    output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-    inputs.one_of(input_ids, inputs_embeds, "decoder_input_ids", "decoder_inputs_embeds")
-    if input_ids is not None:
-        x = embedding(inputs.ids(input_ids, "decoder_input_ids", vocab_size=cfg.vocab_size), p["shared.weight"],
-                      "decoder_input_ids")  # [B, T, D]; no embedding scale
-    else:
-        x = inputs.floats(inputs_embeds, dtype, "decoder_inputs_embeds")
-        if x.ndim != 3 or x.shape[-1] != cfg.d_model:
-            raise ValueError(f"decoder_inputs_embeds must have shape (batch, sequence, {cfg.d_model}), got {x.shape}")
+    flags = inputs.output_flags(cfg, use_cache, output_attentions, output_hidden_states)
+    _, x = inputs.embed(input_ids, inputs_embeds, p["shared.weight"], "decoder_input_ids",
+                        "decoder_inputs_embeds")  # [B, T, D]; no embedding scale
     batch, length = x.shape[:2]
     past_length = inputs.past_length(past_key_values, cfg.decoder_layers, batch)
     if attention_mask is not None:
         attention_mask = _zero_one(attention_mask, (batch, past_length + length),
                                    "decoder_attention_mask (it must span past + current tokens)")
-    self_mask = decoder_self_mask(attention_mask, length, past_length, dtype)
+    self_mask = decoder_self_mask(attention_mask, length, past_length, dtype)  # [B or 1, 1, T, S] or None
     cross_mask = None
     if encoder_hidden_states is not None and encoder_attention_mask is not None:
-        cross_mask = padding_mask(encoder_attention_mask, dtype)  # [B, 1, 1, S]
+        cross_mask = padding_mask(encoder_attention_mask, dtype)  # [B, 1, 1, S_enc]
     head_mask = check_head_mask(inputs.floats(head_mask, dtype, "decoder_head_mask"), cfg.decoder_layers,
                                 cfg.decoder_attention_heads, "decoder_head_mask")
     cross_attn_head_mask = check_head_mask(inputs.floats(cross_attn_head_mask, dtype, "cross_attn_head_mask"),
@@ -345,22 +371,19 @@ def led_decoder(p, cfg, input_ids=None, attention_mask=None, encoder_hidden_stat
     if past_length + length > table.shape[0]:
         raise ValueError(f"{past_length + length} decoder positions exceed max_decoder_position_embeddings={table.shape[0]}")
     x = norm(p, "decoder.layernorm_embedding", x + table[past_length:past_length + length])  # positions from 0
-    act = kernels.fast_activation(cfg.activation_function, dtype)
-    layers = [sub(p, f"decoder.layers.{i}") for i in range(cfg.decoder_layers)]
+    act = activation(cfg.activation_function)
 
-    def layer_fn(lp, x, past, layer_head_mask, layer_cross_head_mask):
-        return decoder_layer(lp, x, cfg.decoder_attention_heads, act, self_mask, norm_first=False, past=past,
-                             head_mask=layer_head_mask, encoder_states=encoder_hidden_states,
-                             encoder_mask=cross_mask, cross_head_mask=layer_cross_head_mask)
+    def layer(i, x):  # LEDDecoderLayer: BART-style, post-LN
+        return decoder_layer(sub(p, f"decoder.layers.{i}"), x, cfg.decoder_attention_heads, act, self_mask,
+                             norm_first=False, past=layer_row(past_key_values, i), head_mask=layer_row(head_mask, i),
+                             encoder_states=encoder_hidden_states, encoder_mask=cross_mask,
+                             cross_head_mask=layer_row(cross_attn_head_mask, i))
 
-    x, hidden, attentions, cross, cache = run_decoder_stack(
-        layers, x, layer_fn, past_key_values=past_key_values, head_mask=head_mask,
-        cross_head_mask=cross_attn_head_mask, use_cache=use_cache, output_attentions=output_attentions,
-        output_hidden_states=output_hidden_states)
-    if output_hidden_states:
-        hidden = tuple(hidden) + (x,)
-    return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=x, past_key_values=cache, hidden_states=hidden,
-                                                     attentions=attentions, cross_attentions=cross)
+    stack = run_stack(cfg.decoder_layers, x, layer, flags)
+    x = stack.last_hidden_state
+    return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=x, past_key_values=stack.past_key_values,
+                                                     hidden_states=stack.with_final(x), attentions=stack.attentions,
+                                                     cross_attentions=stack.cross_attentions)
 
 
 # ---------------------------------------------------------------- base model
@@ -390,9 +413,8 @@ def led_model(p, cfg, input_ids=None, attention_mask=None, decoder_input_ids=Non
     caller's `attention_mask` (not the merged global mask).
     """
     dtype = p["shared.weight"].dtype
-    use_cache = cfg.use_cache if use_cache is None else use_cache
-    output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
-    output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
+    use_cache, output_attentions, output_hidden_states = inputs.output_flags(
+        cfg, use_cache, output_attentions, output_hidden_states)
     if decoder_input_ids is None and decoder_inputs_embeds is None:
         if input_ids is None:
             raise ValueError("pass decoder_input_ids or decoder_inputs_embeds (without input_ids they cannot be "
@@ -514,21 +536,13 @@ def led_for_question_answering(p, cfg, input_ids=None, attention_mask=None, deco
                                                   **_seq2seq_fields(out))
 
 
-ARCHITECTURES = {
-    "LEDModel": led_model,
-    "LEDForConditionalGeneration": led_for_conditional_generation,
-    "LEDForSequenceClassification": led_for_sequence_classification,
-    "LEDForQuestionAnswering": led_for_question_answering,
-}
-
-
 # ---------------------------------------------------------------- generation hooks (refimpl.generation)
 
 
 def run_encoder(model, input_ids, attention_mask=None, global_attention_mask=None, head_mask=None,
                 inputs_embeds=None, output_attentions=False, output_hidden_states=False, **_ignored):
     """GenerationMixin._prepare_encoder_decoder_kwargs_for_generation: the encoder, run once."""
-    p = model.params if model.architecture == "LEDModel" else sub(model.params, BASE_PREFIX)
+    p = model.spec.base_params(model.params, model.architecture)
     return led_encoder(p, model.config, input_ids, attention_mask, global_attention_mask, head_mask, inputs_embeds,
                        output_attentions, output_hidden_states)
 
@@ -544,3 +558,22 @@ def prepare_inputs_for_generation(decoder_input_ids, past_key_values=None, atten
             "global_attention_mask": global_attention_mask, "head_mask": head_mask,
             "decoder_head_mask": decoder_head_mask, "cross_attn_head_mask": cross_attn_head_mask,
             "use_cache": use_cache}
+
+
+SPEC = FamilySpec(
+    model_type="led", config=LEDConfig, base_model="LEDModel", base_prefix=BASE_PREFIX,
+    architectures={
+        "LEDModel": led_model,
+        "LEDForConditionalGeneration": led_for_conditional_generation,
+        "LEDForSequenceClassification": led_for_sequence_classification,
+        "LEDForQuestionAnswering": led_for_question_answering,
+    },
+    param_shapes=param_shapes,
+    tied=TIED,
+    ignored_buffers=IGNORED_BUFFERS,
+    missing_defaults=MISSING_DEFAULTS,
+    sequence_classifiers=("LEDForSequenceClassification",),
+    generation=Generation(prepare_inputs=prepare_inputs_for_generation, run_encoder=run_encoder,
+                          decoder_mask="decoder_attention_mask"),
+    generates=("LEDForConditionalGeneration",),
+)

@@ -10,10 +10,9 @@ relative distance, to the keys and to the values:
 
 with K = max_relative_position and the same `table` [2K+1, d] for every head and layer. Upstream
 materialises R_ij as a (max_position_embeddings, max_position_embeddings, d) buffer per layer
-(`NezhaRelativePositionsEncoding`, 64 MiB each at the base shape); only 2K+1 distinct rows exist,
-so here the query meets the 2K+1 rows once (q @ table^T, [B, H, T, 2K+1]) and the result is
-gathered by distance; the value side sums the probabilities per distance bucket first and then
-meets the table ([B, H, T, 2K+1] @ [2K+1, d]). Nothing here grows with max_position_embeddings.
+(`NezhaRelativePositionsEncoding`, 64 MiB each at the base shape); only 2K+1 distinct rows exist.
+The attention itself is refimpl/relative_attention.py (the per-pair definition, NumPy and Numba);
+nothing there grows with max_position_embeddings.
 
 Parameter names are upstream's state-dict names. The base model (`NezhaModel`) owns `embeddings.*`,
 `encoder.layer.<i>.*` and `pooler.*`; heads keep it under `nezha.` and add `cls.*`, `classifier.*`
@@ -27,11 +26,14 @@ from typing import Optional
 
 import numpy as np
 
-from .. import inputs, kernels
-from ..attention import attend, merge_heads, split_heads
-from ..layers import check_head_mask, sub
+from .. import inputs
+from ..attention import split_heads
+from ..config import BaseConfig, check_heads
+from ..family import FamilySpec
+from ..layers import LayerOutput, check_head_mask, layer_row, run_stack, sub
 from ..ops import (activation, classification_loss, cross_entropy, embedding, layer_norm, linear, mask_min,
-                   span_loss)
+                   padding_mask, span_loss)
+from ..relative_attention import relative_attention
 from ..outputs import (Array, BaseModelOutputWithPoolingAndCrossAttentions, MaskedLMOutput, ModelOutput,
                        MultipleChoiceModelOutput, NextSentencePredictorOutput, QuestionAnsweringModelOutput,
                        SequenceClassifierOutput, TokenClassifierOutput)
@@ -55,6 +57,33 @@ class NezhaForPreTrainingOutput(ModelOutput):  # modeling_nezha.py NezhaForPreTr
     seq_relationship_logits: Array = None
     hidden_states: Optional[tuple] = None
     attentions: Optional[tuple] = None
+
+
+# ---------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class NezhaConfig(BaseConfig):
+    """configuration_nezha.py NezhaConfig."""
+
+    model_type: str = "nezha"
+    vocab_size: int = 21128
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    max_position_embeddings: int = 512
+    max_relative_position: int = 64
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    classifier_dropout: Optional[float] = 0.1
+    pad_token_id: Optional[int] = 0
+    bos_token_id: Optional[int] = 2
+    eos_token_id: Optional[int] = 3
+
+    def __post_init__(self):
+        check_heads(self.hidden_size, self.num_attention_heads)
 
 
 # ---------------------------------------------------------------- parameters
@@ -85,8 +114,6 @@ def param_shapes(cfg, architecture):  # -> {name: shape} of every weight the arc
         shapes.update({"pooler.dense.weight": (D, D), "pooler.dense.bias": (D,)})
     if architecture == "NezhaModel":
         return shapes
-    if architecture not in HEAD_SHAPES:
-        raise ValueError(f"{architecture!r} is not a nezha architecture; expected one of {sorted(ARCHITECTURES)}")
     shapes = {f"{BASE_PREFIX}.{k}": v for k, v in shapes.items()}
     shapes.update(HEAD_SHAPES[architecture](cfg))
     return shapes
@@ -138,79 +165,6 @@ def relative_position_table(max_relative_position, head_dim, dtype):  # -> table
     return table.astype(dtype)
 
 
-def relative_key_scores(q, table):  # q [B, H, T, d], table [R, d] -> [B, H, T, T] (a strided view)
-    """q_i . R_ij for every pair: q meets the R = 2K+1 distinct rows once, then each (i, j) reads its row.
-
-    Entry (i, j) is per_row[i, clip(j - i, -K, K) + K]. Clipping is edge replication: pad per_row's last
-    axis with copies of its first column on the left and of its last column on the right, long enough
-    for every distance; then (i, j) reads padded[i, E + K + j - i], a diagonal walk, i.e. a view with row
-    stride L - 1 (no [T, T] index array, no gather).
-    """
-    batch, heads, length, _ = q.shape
-    rows = table.shape[0]
-    k = (rows - 1) // 2
-    left = right = max(0, length - 1 - k)  # E: distances beyond -K / +K need this many replicated columns
-    # one GEMM over every (token, head) pair: q arrives as a head view of a [B, T, H*d] projection
-    by_token = q.transpose(0, 2, 1, 3).reshape(-1, q.shape[-1])  # [B*T*H, d] (free when q is such a view)
-    per_row = (by_token @ table.T).reshape(batch, length, heads, rows).transpose(0, 2, 1, 3)  # [B, H, T, R]
-    padded = np.empty((batch, heads, length, left + rows + right), q.dtype)  # [B, H, T, L]
-    padded[..., :left] = per_row[..., :1]
-    padded[..., left:left + rows] = per_row
-    padded[..., left + rows:] = per_row[..., -1:]
-    item = padded.itemsize
-    width = padded.shape[-1]
-    # view [B, H, T, T]: (i, j) -> padded[..., i, left + K - i + j]; each row starts one column further left
-    return np.lib.stride_tricks.as_strided(
-        padded[..., left + k:], shape=(batch, heads, length, length),
-        strides=padded.strides[:2] + ((width - 1) * item, item), writeable=False)
-
-
-def probabilities_per_distance(probs, rows):  # probs [B, H, T, T] -> [B, H, T, R]
-    """sum_{j : clip(j - i) = r - K} P_ij: the transpose of the gather in `relative_key_scores`.
-
-    Row r < 2K+1 holds the one key j = i + r - K when it exists (a diagonal walk through P padded with
-    K zeros on each side: a view with row stride S + 2K + 1); the end rows 0 and 2K must also collect
-    every key beyond the window (j < i - K, j > i + K): added from masked row sums.
-    """
-    batch, heads, length, keys = probs.shape
-    k = (rows - 1) // 2
-    padded = np.zeros((batch, heads, length, keys + 2 * k), probs.dtype)  # [B, H, T, S + 2K]
-    padded[..., k:k + keys] = probs
-    item = padded.itemsize
-    window = np.lib.stride_tricks.as_strided(  # [B, H, T, R]: (i, r) -> padded[..., i, i + r] = P[i, i + r - K]
-        padded, shape=(batch, heads, length, rows),
-        strides=padded.strides[:2] + ((padded.shape[-1] + 1) * item, item), writeable=False).copy()
-    if length - 1 > k:  # some keys lie beyond +-K: fold them into the end rows
-        distance = np.arange(keys)[None, :] - np.arange(length)[:, None]  # [T, S]
-        window[..., 0] += np.einsum("bhts,ts->bht", probs, (distance < -k).astype(probs.dtype))
-        window[..., rows - 1] += np.einsum("bhts,ts->bht", probs, (distance > k).astype(probs.dtype))
-    return window
-
-
-def relative_value_context(probs, table):  # probs [B, H, T, T], table [R, d] -> [B, H, T, d]
-    """sum_j P_ij R_ij = sum_r (sum_{j: clip(j - i) = r - K} P_ij) table[r]."""
-    buckets = probabilities_per_distance(probs, table.shape[0])  # [B, H, T, R], contiguous
-    return (buckets.reshape(-1, table.shape[0]) @ table).reshape(probs.shape[:3] + table.shape[1:])  # [B, H, T, d]
-
-
-def relative_attention_numpy(q, k, v, mask, head_mask, table):  # -> context [B, T, H*d], probs [B, H, T, S]
-    """The whole relative attention for queries already scaled: q [B, H, T, d], k, v [B, H, S, d],
-    mask [B, 1, T or 1, S] additive, head_mask [H] or None, table [2K+1, d]."""
-    context, probs = attend(q, k, v, mask, head_mask,
-                            score_bias=lambda qs: relative_key_scores(qs, table),
-                            value_bias=lambda pr: relative_value_context(pr, table))
-    return merge_heads(context), probs
-
-
-def relative_attention(q, k, v, mask, head_mask, table, output_probs):  # -> context [B, T, H*d], probs or None
-    """relative_attention_numpy, or its Numba twin (kernels.relative_attention_numba) when Numba is installed:
-    blocks of (batch row, head, queries) on both cores, without the [B, H, T, T] arrays of the bias terms,
-    and probabilities stored only when output_probs."""
-    if kernels.HAVE_NUMBA:
-        return kernels.relative_attention_numba(q, k, v, mask, head_mask, table, output_probs=output_probs)
-    return relative_attention_numpy(q, k, v, mask, head_mask, table)
-
-
 # ---------------------------------------------------------------- base model
 
 
@@ -234,14 +188,15 @@ def nezha_attention(p, x, num_heads, mask, table, eps, *, source=None, head_mask
     k = split_heads(linear(source, p["self.key.weight"], p["self.key.bias"]), num_heads)  # [B, H, S, d]
     v = split_heads(linear(source, p["self.value.weight"], p["self.value.bias"]), num_heads)  # [B, H, S, d]
     q_scaled = q * x.dtype.type(1 / math.sqrt(head_dim))
-    context, probs = relative_attention(q_scaled, k, v, mask, head_mask, table, output_probs)  # [B, T, D]
+    context, probs = relative_attention(q_scaled, k, v, mask, head_mask, table,
+                                        output_probs=output_probs)  # [B, T, D]
     out = self_output(sub(p, "output"), context, x, eps)  # [B, T, D]
     return out, probs, (k, v)
 
 
 def nezha_layer(p, x, cfg, mask, table, act, *, head_mask=None, encoder_states=None, encoder_mask=None,
                 output_probs=True):
-    """NezhaLayer (post-LN). x [B, T, D] -> (x [B, T, D], self probs, cross probs or None, present)."""
+    """NezhaLayer (post-LN). x [B, T, D] -> LayerOutput (self probs, cross probs, present)."""
     eps = cfg.layer_norm_eps
     x, self_probs, present = nezha_attention(sub(p, "attention"), x, cfg.num_attention_heads, mask, table,
                                              eps, head_mask=head_mask, output_probs=output_probs)
@@ -254,7 +209,11 @@ def nezha_layer(p, x, cfg, mask, table, act, *, head_mask=None, encoder_states=N
         present = present + cross_kv
     hidden = act(linear(x, p["intermediate.dense.weight"], p["intermediate.dense.bias"]))  # [B, T, F]
     x = self_output(sub(p, "output"), hidden, x, eps)  # [B, T, D]
-    return x, self_probs, cross_probs, present
+    if encoder_states is None and cfg.add_cross_attention:
+        # NezhaEncoder collects layer_outputs[2] as the "cross attention": without encoder states that slot
+        # holds the layer's (k, v) cache, so upstream reports the cache there (quirk, reproduced)
+        cross_probs = present
+    return LayerOutput(x, attention=self_probs, cross_attention=cross_probs, present=present)
 
 
 def extended_attention_mask(attention_mask, batch, length, is_decoder, dtype):  # -> [B, 1, T, T] or [B, 1, 1, T]
@@ -284,6 +243,59 @@ def _check_no_past(past_key_values):
             "non-empty cache; run the full sequence instead")
 
 
+def nezha_embeddings(p, cfg, input_ids=None, token_type_ids=None, inputs_embeds=None):  # -> x [B, T, D]
+    """NezhaEmbeddings: word + token-type embeddings, then LayerNorm (no absolute positions)."""
+    _, x = inputs.embed(input_ids, inputs_embeds, p["embeddings.word_embeddings.weight"])  # [B, T, D]
+    batch, length = x.shape[:2]
+    if length > cfg.max_position_embeddings:  # upstream's buffers stop there (positions_encoding, token_type_ids)
+        raise ValueError(f"sequence length {length} exceeds max_position_embeddings={cfg.max_position_embeddings} "
+                         "of this NEZHA model (upstream cannot run it either)")
+    if token_type_ids is None:
+        token_type_ids = np.zeros((batch, length), dtype=np.int64)  # NezhaEmbeddings: the all-zero buffer
+    token_type_ids = inputs.ids(token_type_ids, "token_type_ids", vocab_size=cfg.type_vocab_size)
+    if token_type_ids.shape != (batch, length):
+        raise ValueError(f"token_type_ids must have shape {(batch, length)}, got {token_type_ids.shape}")
+    x = x + embedding(token_type_ids, p["embeddings.token_type_embeddings.weight"], "token_type_ids")
+    return layer_norm(x, p["embeddings.LayerNorm.weight"], p["embeddings.LayerNorm.bias"], cfg.layer_norm_eps)
+
+
+def nezha_encoder(p, cfg, x, mask, flags, head_mask=None, encoder_states=None, encoder_mask=None):
+    """NezhaEncoder: x [B, T, D] through every NezhaLayer -> StackOutput. One relative-position table
+    [2K+1, d] serves every layer and head."""
+    table = relative_position_table(cfg.max_relative_position, cfg.hidden_size // cfg.num_attention_heads, x.dtype)
+    act = activation(cfg.hidden_act)
+
+    def layer(i, x):
+        return nezha_layer(sub(p, f"encoder.layer.{i}"), x, cfg, mask, table, act, head_mask=layer_row(head_mask, i),
+                           encoder_states=encoder_states, encoder_mask=encoder_mask, output_probs=flags.attentions)
+
+    return run_stack(cfg.num_hidden_layers, x, layer, flags)
+
+
+def nezha_pooler(p, x):  # NezhaPooler: x [B, T, D] -> tanh(dense(x[:, 0])) [B, D]
+    if "pooler.dense.weight" not in p:
+        raise ValueError("these parameters have no pooler (a NezhaForMaskedLM / TokenClassification / "
+                         "QuestionAnswering checkpoint): pass add_pooling_layer=False")
+    return np.tanh(linear(x[:, 0], p["pooler.dense.weight"], p["pooler.dense.bias"]))
+
+
+def _cross_attention_inputs(cfg, states, mask, batch, length, dtype):  # -> (states [B, T, D], mask [B, 1, 1, T]) or Nones
+    """NezhaModel.forward: encoder states for a decoder's cross-attention (an encoder ignores them, as upstream)."""
+    if not cfg.is_decoder or states is None:
+        return None, None
+    if not cfg.add_cross_attention:
+        raise ValueError("encoder_hidden_states need cross-attention layers: set add_cross_attention=True")
+    states = inputs.floats(states, dtype, "encoder_hidden_states")
+    if states.shape != (batch, length, cfg.hidden_size):
+        raise NotImplementedError(
+            f"encoder_hidden_states must have shape {(batch, length, cfg.hidden_size)} (as many encoder "
+            f"positions as decoder tokens), got {states.shape}: upstream applies the relative "
+            "positions to cross-attention too and its reshape fails when the lengths differ")
+    if mask is None:
+        mask = np.ones((batch, length), dtype=np.int64)
+    return states, padding_mask(inputs.mask(mask, (batch, length), "encoder_attention_mask"), dtype)
+
+
 def nezha_model(p, cfg, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None,
                 inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None,
                 use_cache=None, output_attentions=None, output_hidden_states=None, add_pooling_layer=True):
@@ -295,88 +307,28 @@ def nezha_model(p, cfg, input_ids=None, attention_mask=None, token_type_ids=None
     past_key_values (decoders with use_cache only): per layer (k, v[, cross k, cross v]) [B, H, T, d].
     """
     dtype = p["embeddings.word_embeddings.weight"].dtype
-    output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
-    output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-    use_cache = (cfg.use_cache if use_cache is None else use_cache) if cfg.is_decoder else False  # NezhaModel.forward
+    flags = inputs.output_flags(cfg, use_cache, output_attentions, output_hidden_states)
+    flags = flags._replace(use_cache=flags.use_cache and cfg.is_decoder)  # NezhaModel.forward: only decoders cache
     _check_no_past(past_key_values)
     if cfg.add_cross_attention and not cfg.is_decoder:  # NezhaLayer.__init__ refuses this too
         raise ValueError("add_cross_attention=True needs is_decoder=True (cross-attention belongs to a decoder)")
 
-    inputs.one_of(input_ids, inputs_embeds)
-    if input_ids is not None:
-        input_ids = inputs.ids(input_ids, vocab_size=cfg.vocab_size)
-        x = embedding(input_ids, p["embeddings.word_embeddings.weight"])  # [B, T, D]
-    else:
-        x = inputs.floats(inputs_embeds, dtype, "inputs_embeds")
-        if x.ndim != 3 or x.shape[-1] != cfg.hidden_size or x.shape[1] == 0:
-            raise ValueError(f"inputs_embeds must have shape (batch, sequence, {cfg.hidden_size}), got {x.shape}")
+    x = nezha_embeddings(p, cfg, input_ids, token_type_ids, inputs_embeds)  # [B, T, D]
     batch, length = x.shape[:2]
-    if length > cfg.max_position_embeddings:  # upstream's buffers stop there (positions_encoding, token_type_ids)
-        raise ValueError(f"sequence length {length} exceeds max_position_embeddings={cfg.max_position_embeddings} "
-                         "of this NEZHA model (upstream cannot run it either)")
-    if token_type_ids is None:
-        token_type_ids = np.zeros((batch, length), dtype=np.int64)  # NezhaEmbeddings: the all-zero buffer
-    token_type_ids = inputs.ids(token_type_ids, "token_type_ids", vocab_size=cfg.type_vocab_size)
-    if token_type_ids.shape != (batch, length):
-        raise ValueError(f"token_type_ids must have shape {(batch, length)}, got {token_type_ids.shape}")
-    x = x + embedding(token_type_ids, p["embeddings.token_type_embeddings.weight"], "token_type_ids")
-    x = layer_norm(x, p["embeddings.LayerNorm.weight"], p["embeddings.LayerNorm.bias"], cfg.layer_norm_eps)
-
     if attention_mask is None:
         attention_mask = np.ones((batch, length), dtype=np.int64)
-    mask = extended_attention_mask(attention_mask, batch, length, cfg.is_decoder, dtype)
+    mask = extended_attention_mask(attention_mask, batch, length, cfg.is_decoder, dtype)  # [B, 1, T or 1, T]
     head_mask = check_head_mask(inputs.floats(head_mask, dtype, "head_mask"), cfg.num_hidden_layers,
                                 cfg.num_attention_heads)
+    encoder_states, encoder_mask = _cross_attention_inputs(cfg, encoder_hidden_states, encoder_attention_mask,
+                                                           batch, length, dtype)
 
-    encoder_states = encoder_mask = None
-    if cfg.is_decoder and encoder_hidden_states is not None:  # an encoder ignores them, as upstream does
-        if not cfg.add_cross_attention:
-            raise ValueError("encoder_hidden_states need cross-attention layers: set add_cross_attention=True")
-        encoder_states = inputs.floats(encoder_hidden_states, dtype, "encoder_hidden_states")
-        if encoder_states.shape != (batch, length, cfg.hidden_size):
-            raise NotImplementedError(
-                f"encoder_hidden_states must have shape {(batch, length, cfg.hidden_size)} (as many encoder "
-                f"positions as decoder tokens), got {encoder_states.shape}: upstream applies the relative "
-                "positions to cross-attention too and its reshape fails when the lengths differ")
-        if encoder_attention_mask is None:
-            encoder_attention_mask = np.ones((batch, length), dtype=np.int64)
-        keep = inputs.mask(encoder_attention_mask, (batch, length), "encoder_attention_mask")
-        encoder_mask = np.where(keep.astype(bool), dtype.type(0), mask_min(dtype)).astype(dtype)[:, None, None, :]
-
-    head_dim = cfg.hidden_size // cfg.num_attention_heads
-    table = relative_position_table(cfg.max_relative_position, head_dim, dtype)  # [2K+1, d], shared by all layers
-    act = kernels.fast_activation(cfg.hidden_act, dtype)  # Numba GELU in float32 when installed
-
-    hidden, attentions, cross, cache = [], [], [], []
-    for i in range(cfg.num_hidden_layers):
-        if output_hidden_states:
-            hidden.append(x)
-        x, self_probs, cross_probs, present = nezha_layer(
-            sub(p, f"encoder.layer.{i}"), x, cfg, mask, table, act,
-            head_mask=None if head_mask is None else head_mask[i],
-            encoder_states=encoder_states, encoder_mask=encoder_mask, output_probs=bool(output_attentions))
-        if use_cache:
-            cache.append(present)
-        if output_attentions:
-            attentions.append(self_probs)
-            if cfg.add_cross_attention:
-                # NezhaEncoder appends layer_outputs[2]: without encoder states that slot holds the layer's
-                # (k, v) cache, so upstream reports it as the "cross attention" (quirk, reproduced)
-                cross.append(cross_probs if encoder_states is not None else present)
-    if output_hidden_states:
-        hidden.append(x)
-
-    pooled = None
-    if add_pooling_layer:
-        if "pooler.dense.weight" not in p:
-            raise ValueError("these parameters have no pooler (a NezhaForMaskedLM / TokenClassification / "
-                             "QuestionAnswering checkpoint): pass add_pooling_layer=False")
-        pooled = np.tanh(linear(x[:, 0], p["pooler.dense.weight"], p["pooler.dense.bias"]))  # [B, D]
+    stack = nezha_encoder(p, cfg, x, mask, flags, head_mask, encoder_states, encoder_mask)
+    x = stack.last_hidden_state
     return BaseModelOutputWithPoolingAndCrossAttentions(
-        last_hidden_state=x, pooler_output=pooled, hidden_states=tuple(hidden) if output_hidden_states else None,
-        past_key_values=tuple(cache) if use_cache else None,
-        attentions=tuple(attentions) if output_attentions else None,
-        cross_attentions=tuple(cross) if output_attentions and cfg.add_cross_attention else None)
+        last_hidden_state=x, pooler_output=nezha_pooler(p, x) if add_pooling_layer else None,
+        hidden_states=stack.with_final(x), past_key_values=stack.past_key_values, attentions=stack.attentions,
+        cross_attentions=stack.cross_attentions)
 
 
 # ---------------------------------------------------------------- heads
@@ -533,13 +485,21 @@ def nezha_for_question_answering(p, cfg, input_ids=None, attention_mask=None, to
                                         hidden_states=out.hidden_states, attentions=out.attentions)
 
 
-ARCHITECTURES = {
-    "NezhaModel": nezha_model,
-    "NezhaForPreTraining": nezha_for_pre_training,
-    "NezhaForMaskedLM": nezha_for_masked_lm,
-    "NezhaForNextSentencePrediction": nezha_for_next_sentence_prediction,
-    "NezhaForSequenceClassification": nezha_for_sequence_classification,
-    "NezhaForMultipleChoice": nezha_for_multiple_choice,
-    "NezhaForTokenClassification": nezha_for_token_classification,
-    "NezhaForQuestionAnswering": nezha_for_question_answering,
-}
+SPEC = FamilySpec(
+    model_type="nezha", config=NezhaConfig, base_model="NezhaModel", base_prefix=BASE_PREFIX,
+    architectures={
+        "NezhaModel": nezha_model,
+        "NezhaForPreTraining": nezha_for_pre_training,
+        "NezhaForMaskedLM": nezha_for_masked_lm,
+        "NezhaForNextSentencePrediction": nezha_for_next_sentence_prediction,
+        "NezhaForSequenceClassification": nezha_for_sequence_classification,
+        "NezhaForMultipleChoice": nezha_for_multiple_choice,
+        "NezhaForTokenClassification": nezha_for_token_classification,
+        "NezhaForQuestionAnswering": nezha_for_question_answering,
+    },
+    param_shapes=param_shapes,
+    tied=TIED,
+    ignored_buffers=IGNORED_BUFFERS,
+    masked_lm={"NezhaForMaskedLM": "logits", "NezhaForPreTraining": "prediction_logits"},
+    sequence_classifiers=("NezhaForSequenceClassification",),
+)

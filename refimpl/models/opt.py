@@ -10,14 +10,49 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataclasses import dataclass
+from typing import Optional
+
 from .. import inputs
-from ..layers import check_head_mask, decoder_layer, norm, run_decoder_stack, sub
+from ..config import BaseConfig, check_heads
+from ..family import FamilySpec, Generation
+from ..layers import check_head_mask, decoder_layer, layer_row, norm, run_stack, sub
 from ..ops import activation, causal_padding_mask, classification_loss, cross_entropy, linear, span_loss
 from ..outputs import (BaseModelOutputWithPast, CausalLMOutputWithPast, QuestionAnsweringModelOutput,
                        SequenceClassifierOutputWithPast)
 
 BASE_PREFIX = "model"  # OPTPreTrainedModel.base_model_prefix
 POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding: "if padding_idx is specified then offset the embedding ids by 2"
+
+
+# ---------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class OPTConfig(BaseConfig):
+    """configuration_opt.py OPTConfig."""
+
+    model_type: str = "opt"
+    vocab_size: int = 50272
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    ffn_dim: int = 3072
+    max_position_embeddings: int = 2048
+    do_layer_norm_before: bool = True
+    _remove_final_layer_norm: bool = False
+    word_embed_proj_dim: Optional[int] = None  # None -> hidden_size (set in __post_init__, as upstream)
+    num_attention_heads: int = 12
+    activation_function: str = "relu"
+    enable_bias: bool = True
+    layer_norm_elementwise_affine: bool = True
+    pad_token_id: Optional[int] = 1
+    bos_token_id: Optional[int] = 2
+    eos_token_id: Optional[int] = 2
+
+    def __post_init__(self):
+        if self.word_embed_proj_dim is None:
+            object.__setattr__(self, "word_embed_proj_dim", self.hidden_size)
+        check_heads(self.hidden_size, self.num_attention_heads)
 
 
 # ---------------------------------------------------------------- parameters
@@ -56,8 +91,6 @@ HEAD_SHAPES = {
     "OPTForSequenceClassification": lambda cfg: {"score.weight": (cfg.num_labels, cfg.word_embed_proj_dim)},
     "OPTForQuestionAnswering": lambda cfg: {"qa_outputs.weight": (2, cfg.word_embed_proj_dim), "qa_outputs.bias": (2,)},
 }
-TIED = {"lm_head.weight": f"{BASE_PREFIX}.decoder.embed_tokens.weight"}  # OPTForCausalLM._tied_weights_keys
-BASE_MODEL, LM_HEAD, EMBEDDINGS = "OPTModel", "lm_head.weight", "decoder.embed_tokens.weight"  # for scoring.py
 
 
 def _has_final_norm(cfg):  # OPTDecoder.__init__: only pre-LN models end with a LayerNorm
@@ -76,6 +109,18 @@ def positions_from_mask(attention_mask, past_length):  # [B, S] 0/1 -> [B, S - p
     return positions[:, past_length:] + POSITION_OFFSET
 
 
+def opt_embeddings(p, cfg, tokens, attention_mask, past_length):  # tokens [B, T, E] -> x [B, T, D]
+    """OPTDecoder.forward up to the layers: token embeddings [-> project_in] + embed_positions(mask)."""
+    positions = positions_from_mask(attention_mask, past_length)  # [B, T]
+    table = p["decoder.embed_positions.weight"]
+    if positions.max() >= table.shape[0]:
+        raise ValueError(f"{int(attention_mask.sum(1).max())} attended tokens exceed max_position_embeddings="
+                         f"{cfg.max_position_embeddings} of this OPT model")
+    if "decoder.project_in.weight" in p:
+        tokens = linear(tokens, p["decoder.project_in.weight"])  # [B, T, D]
+    return tokens + table[positions]  # [B, T, D]
+
+
 def opt_model(p, cfg, input_ids=None, attention_mask=None, head_mask=None, past_key_values=None,
               inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None):
     """OPTModel / OPTDecoder.forward. input_ids [B, T] -> BaseModelOutputWithPast.
@@ -84,43 +129,30 @@ def opt_model(p, cfg, input_ids=None, attention_mask=None, head_mask=None, past_
     hidden_states: L+1 entries (the last after final norm / project_out); attentions [B, H, T, S].
     """
     dtype = p["decoder.embed_tokens.weight"].dtype
-    use_cache, output_attentions, output_hidden_states = inputs.output_flags(
-        cfg, use_cache, output_attentions, output_hidden_states)
-    _, inputs_embeds = inputs.embed(input_ids, inputs_embeds, p["decoder.embed_tokens.weight"])  # [B, T, E]
-    batch, length = inputs_embeds.shape[:2]
+    flags = inputs.output_flags(cfg, use_cache, output_attentions, output_hidden_states)
+    _, tokens = inputs.embed(input_ids, inputs_embeds, p["decoder.embed_tokens.weight"])  # [B, T, E]
+    batch, length = tokens.shape[:2]
     past_length = inputs.past_length(past_key_values, cfg.num_hidden_layers, batch)
     attention_mask = inputs.causal_lm_mask(attention_mask, batch, past_length, length)  # [B, S]
     head_mask = check_head_mask(inputs.floats(head_mask, dtype, "head_mask"), cfg.num_hidden_layers, cfg.num_attention_heads)
 
-    positions = positions_from_mask(attention_mask, past_length)  # [B, T]
-    table = p["decoder.embed_positions.weight"]
-    if positions.max() >= table.shape[0]:
-        raise ValueError(f"{int(attention_mask.sum(1).max())} attended tokens exceed max_position_embeddings="
-                         f"{cfg.max_position_embeddings} of this OPT model")
-    if "decoder.project_in.weight" in p:
-        inputs_embeds = linear(inputs_embeds, p["decoder.project_in.weight"])  # [B, T, D]
-    x = inputs_embeds + table[positions]  # [B, T, D]
-
+    x = opt_embeddings(p, cfg, tokens, attention_mask, past_length)  # [B, T, D]
     mask = causal_padding_mask(attention_mask, length, dtype)  # [B, 1, T, S]
     act = activation(cfg.activation_function)
-    layers = [sub(p, f"decoder.layers.{i}") for i in range(cfg.num_hidden_layers)]
 
-    def layer_fn(lp, x, past, layer_head_mask, _):
-        return decoder_layer(lp, x, cfg.num_attention_heads, act, mask, norm_first=cfg.do_layer_norm_before,
-                             past=past, head_mask=layer_head_mask, clamp_to_min=True)
+    def layer(i, x):  # OPTDecoderLayer; OPTAttention clamps scores at finfo.min after adding the mask
+        return decoder_layer(sub(p, f"decoder.layers.{i}"), x, cfg.num_attention_heads, act, mask,
+                             norm_first=cfg.do_layer_norm_before, past=layer_row(past_key_values, i),
+                             head_mask=layer_row(head_mask, i), clamp_to_min=True)
 
-    x, hidden, attentions, _, cache = run_decoder_stack(
-        layers, x, layer_fn, past_key_values=past_key_values, head_mask=head_mask, use_cache=use_cache,
-        output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-
+    stack = run_stack(cfg.num_hidden_layers, x, layer, flags)
+    x = stack.last_hidden_state
     if _has_final_norm(cfg):
         x = norm(p, "decoder.final_layer_norm", x)
     if "decoder.project_out.weight" in p:
         x = linear(x, p["decoder.project_out.weight"])  # [B, T, E]
-    if output_hidden_states:
-        hidden = tuple(hidden) + (x,)
-    return BaseModelOutputWithPast(last_hidden_state=x, past_key_values=cache, hidden_states=hidden,
-                                   attentions=attentions)
+    return BaseModelOutputWithPast(last_hidden_state=x, past_key_values=stack.past_key_values,
+                                   hidden_states=stack.with_final(x), attentions=stack.attentions)
 
 
 # ---------------------------------------------------------------- heads
@@ -186,9 +218,31 @@ def opt_for_question_answering(p, cfg, input_ids=None, attention_mask=None, head
                                         hidden_states=out.hidden_states, attentions=out.attentions)
 
 
-ARCHITECTURES = {
-    "OPTModel": opt_model,
-    "OPTForCausalLM": opt_for_causal_lm,
-    "OPTForSequenceClassification": opt_for_sequence_classification,
-    "OPTForQuestionAnswering": opt_for_question_answering,
-}
+# ---------------------------------------------------------------- generation
+
+
+def prepare_inputs_for_generation(input_ids, past_key_values=None, attention_mask=None, use_cache=None,
+                                  **_model_kwargs):  # input_ids [B, S] -> the next forward call's keyword arguments
+    """OPTForCausalLM.prepare_inputs_for_generation: with a cache, only the tokens it has not seen."""
+    if past_key_values is not None:
+        past_length = past_key_values[0][0].shape[2]
+        input_ids = input_ids[:, past_length:] if input_ids.shape[1] > past_length else input_ids[:, -1:]
+    return {"input_ids": input_ids, "past_key_values": past_key_values, "attention_mask": attention_mask,
+            "use_cache": use_cache}
+
+
+SPEC = FamilySpec(
+    model_type="opt", config=OPTConfig, base_model="OPTModel", base_prefix=BASE_PREFIX,
+    architectures={
+        "OPTModel": opt_model,
+        "OPTForCausalLM": opt_for_causal_lm,
+        "OPTForSequenceClassification": opt_for_sequence_classification,
+        "OPTForQuestionAnswering": opt_for_question_answering,
+    },
+    param_shapes=param_shapes,
+    tied={"lm_head.weight": f"{BASE_PREFIX}.decoder.embed_tokens.weight"},  # OPTForCausalLM._tied_weights_keys
+    causal_lm={"OPTForCausalLM": "lm_head.weight"},
+    sequence_classifiers=("OPTForSequenceClassification",),
+    generation=Generation(prepare_inputs=prepare_inputs_for_generation),
+    generates=("OPTForCausalLM",),
+)

@@ -13,18 +13,48 @@ The position table is never stored: the rows a call needs are computed from the 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
-from .. import inputs, kernels
-from ..layers import check_head_mask, decoder_layer, norm, run_decoder_stack, sub
-from ..ops import causal_padding_mask, cross_entropy, linear, padding_mask
+from .. import inputs
+from ..config import BaseConfig, check_heads
+from ..family import FamilySpec, Generation
+from ..layers import check_head_mask, decoder_layer, layer_row, norm, run_stack, sub
+from ..ops import activation, causal_padding_mask, cross_entropy, linear, padding_mask
 from ..outputs import BaseModelOutputWithPastAndCrossAttentions, CausalLMOutputWithCrossAttentions
 
 BASE_PREFIX = "model"  # XGLMPreTrainedModel.base_model_prefix
 POSITION_OFFSET = 2  # XGLMSinusoidalPositionalEmbedding.offset
 # The sinusoid buffer is not persistent upstream; fairseq conversions may still carry these.
 IGNORED_BUFFERS = ("embed_positions.weights", "embed_positions._float_tensor")
+
+
+# ---------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class XGLMConfig(BaseConfig):
+    """configuration_xglm.py XGLMConfig."""
+
+    attribute_map = {"num_attention_heads": "attention_heads", "hidden_size": "d_model", "num_hidden_layers": "num_layers"}
+    model_type: str = "xglm"
+    vocab_size: int = 256008
+    max_position_embeddings: int = 2048
+    d_model: int = 1024
+    ffn_dim: int = 4096
+    num_layers: int = 24
+    attention_heads: int = 16
+    activation_function: str = "gelu"
+    scale_embedding: bool = True
+    decoder_start_token_id: Optional[int] = 2
+    pad_token_id: Optional[int] = 1
+    bos_token_id: Optional[int] = 0
+    eos_token_id: Optional[int] = 2
+
+    def __post_init__(self):
+        check_heads(self.d_model, self.attention_heads)
 
 
 # ---------------------------------------------------------------- parameters
@@ -52,8 +82,6 @@ def param_shapes(cfg, architecture):  # -> {name: shape} of every weight the arc
     return shapes
 
 
-TIED = {"lm_head.weight": f"{BASE_PREFIX}.embed_tokens.weight"}  # XGLMForCausalLM._tied_weights_keys
-BASE_MODEL, LM_HEAD, EMBEDDINGS = "XGLMModel", "lm_head.weight", "embed_tokens.weight"  # for scoring.py
 
 
 # ---------------------------------------------------------------- positions
@@ -170,8 +198,7 @@ def xglm_model(p, cfg, input_ids=None, attention_mask=None, position_ids=None, e
     after the final LayerNorm; attentions [B, H, T, S]; cross_attentions [B, H, T, S_enc].
     """
     dtype = p["embed_tokens.weight"].dtype
-    use_cache, output_attentions, output_hidden_states = inputs.output_flags(
-        cfg, use_cache, output_attentions, output_hidden_states)
+    flags = inputs.output_flags(cfg, use_cache, output_attentions, output_hidden_states)
     input_ids, x = inputs.embed(input_ids, inputs_embeds, p["embed_tokens.weight"])  # [B, T, D]
     if input_ids is not None and cfg.scale_embedding:  # XGLMModel.embed_scale; inputs_embeds are taken as given
         x = x * dtype.type(math.sqrt(cfg.d_model))
@@ -186,25 +213,19 @@ def xglm_model(p, cfg, input_ids=None, attention_mask=None, position_ids=None, e
 
     x = x + position_embeddings(cfg, position_ids, batch, length, past_length, dtype)  # [B, T, D]
     mask = causal_padding_mask(attention_mask, length, dtype)  # [B, 1, T, S]
-    act = kernels.fast_activation(cfg.activation_function, dtype)  # Numba GELU in float32 when installed
-    layers = [sub(p, f"layers.{i}") for i in range(cfg.num_layers)]
+    act = activation(cfg.activation_function)
 
-    def layer_fn(lp, x, past, layer_head_mask, layer_cross_head_mask):
-        # XGLMAttention clamps scores at finfo.min after adding the mask, as OPTAttention does
-        return decoder_layer(lp, x, cfg.attention_heads, act, mask, norm_first=True, past=past,
-                             head_mask=layer_head_mask, encoder_states=encoder_states, encoder_mask=encoder_mask,
-                             cross_head_mask=layer_cross_head_mask, clamp_to_min=True)
+    def layer(i, x):  # XGLMDecoderLayer; XGLMAttention clamps scores at finfo.min, as OPTAttention does
+        return decoder_layer(sub(p, f"layers.{i}"), x, cfg.attention_heads, act, mask, norm_first=True,
+                             past=layer_row(past_key_values, i), head_mask=layer_row(head_mask, i),
+                             encoder_states=encoder_states, encoder_mask=encoder_mask,
+                             cross_head_mask=layer_row(cross_head_mask, i), clamp_to_min=True)
 
-    x, hidden, attentions, cross, cache = run_decoder_stack(
-        layers, x, layer_fn, past_key_values=past_key_values, head_mask=head_mask, cross_head_mask=cross_head_mask,
-        use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-
-    x = norm(p, "layer_norm", x)
-    if output_hidden_states:
-        hidden = tuple(hidden) + (x,)
-    return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=x, past_key_values=cache,
-                                                     hidden_states=hidden, attentions=attentions,
-                                                     cross_attentions=cross)
+    stack = run_stack(cfg.num_layers, x, layer, flags)
+    x = norm(p, "layer_norm", stack.last_hidden_state)
+    return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=x, past_key_values=stack.past_key_values,
+                                                     hidden_states=stack.with_final(x), attentions=stack.attentions,
+                                                     cross_attentions=stack.cross_attentions)
 
 
 def _encoder_inputs(cfg, states, mask, batch, dtype):  # -> (states [B, S, D], mask [B, 1, 1, S] additive) or Nones
@@ -259,7 +280,13 @@ def xglm_for_causal_lm(p, cfg, input_ids=None, attention_mask=None, position_ids
                                              cross_attentions=out.cross_attentions)
 
 
-ARCHITECTURES = {
-    "XGLMModel": xglm_model,
-    "XGLMForCausalLM": xglm_for_causal_lm,
-}
+SPEC = FamilySpec(
+    model_type="xglm", config=XGLMConfig, base_model="XGLMModel", base_prefix=BASE_PREFIX,
+    architectures={"XGLMModel": xglm_model, "XGLMForCausalLM": xglm_for_causal_lm},
+    param_shapes=param_shapes,
+    tied={"lm_head.weight": f"{BASE_PREFIX}.embed_tokens.weight"},  # XGLMForCausalLM._tied_weights_keys
+    ignored_buffers=IGNORED_BUFFERS,
+    causal_lm={"XGLMForCausalLM": "lm_head.weight"},
+    generation=Generation(prepare_inputs=prepare_inputs_for_generation),
+    generates=("XGLMForCausalLM",),
+)
