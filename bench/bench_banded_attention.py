@@ -45,8 +45,10 @@ def make_inputs(B, H, T, d, seed=0):
 
 def run_refimpl(backend, args):
     """-> list of seconds per call; the core call only (inputs and masks prepared before)."""
-    import numpy as np
     sys.path.insert(0, ROOT)
+    from refimpl.runtime import configure_process
+    configure_process()  # before NumPy loads, as the `refimpl` command does
+    import numpy as np
     from refimpl import banded_attention as ba
     # tiny call first: loads the Numba cache (or compiles) before the baseline RSS is taken
     small = make_inputs(1, 1, 16, 4)
@@ -153,9 +155,9 @@ def main():
 
     sides = args.sides.split(",")
     if "refimpl-numba" in sides:   # fill the Numba cache outside the measured process
-        subprocess.run([sys.executable, "-c", "from refimpl import banded_attention as ba, kernels\n"
+        subprocess.run([sys.executable, "-c", "from refimpl import accel, banded_attention as ba\n"
                         "import numpy as np\nq = np.ones((1, 1, 8, 2), np.float32)\n"
-                        "kernels.HAVE_NUMBA and ba.banded_attention(q, q, q, 2, backend='numba')"],
+                        "accel.HAVE_NUMBA and ba.banded_attention(q, q, q, 2, backend='numba')"],
                        env={**os.environ, "PYTHONPATH": ROOT}, check=False)
     results = {s: spawn(s, args) for s in sides}
     up = results.get("upstream", {})

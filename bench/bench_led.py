@@ -56,7 +56,7 @@ def run(side, workload):
         return fn
     import numpy as np
 
-    from refimpl.config import LEDConfig
+    from refimpl.models.led import LEDConfig
     from refimpl.models.led import led_encoder, param_shapes
 
     cfg = LEDConfig(**SHAPE)

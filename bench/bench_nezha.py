@@ -43,7 +43,7 @@ def run(side, workload):
         return torch.no_grad()(lambda: model(input_ids=ids_t, attention_mask=mask_t))
     import numpy as np
 
-    from refimpl.config import NezhaConfig
+    from refimpl.models.nezha import NezhaConfig
     from refimpl.models import nezha
 
     cfg = NezhaConfig(**CONFIG)

@@ -52,7 +52,7 @@ def run(side, workload):
         return fn
     import numpy as np
 
-    from refimpl.config import OPTConfig
+    from refimpl.models.opt import OPTConfig
     from refimpl.modeling import Model
     from refimpl.models.opt import param_shapes
     from refimpl.scoring import token_logprobs

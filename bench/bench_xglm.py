@@ -52,7 +52,7 @@ def run(side, workload):
         return fn
     import numpy as np
 
-    from refimpl.config import XGLMConfig
+    from refimpl.models.xglm import XGLMConfig
     from refimpl.modeling import Model
     from refimpl.models.xglm import param_shapes
     from refimpl.ops import log_softmax

@@ -58,10 +58,10 @@ def _timed(fn) -> float:
 
 
 def child(script: str, side: str, workload: str, repeats: int, run) -> None:
-    if side == "refimpl":  # as the `refimpl` command runs it (refimpl/runtime.py)
-        from refimpl.runtime import tune_malloc
+    if side == "refimpl":  # as the `refimpl` command runs it (refimpl/runtime.py), before NumPy loads
+        from refimpl.runtime import configure_process
 
-        tune_malloc()
+        configure_process()
     fn = run(side, workload)
     fn()  # warm-up (JIT compilation, allocator)
     times = [_timed(fn) for _ in range(repeats)]

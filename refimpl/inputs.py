@@ -62,7 +62,7 @@ def embed(input_ids, inputs_embeds, table, ids_name="input_ids", embeds_name="in
         return input_ids, table[input_ids]
     x = floats(inputs_embeds, table.dtype, embeds_name)
     if x.ndim != 3 or x.shape[-1] != table.shape[1] or x.shape[1] == 0:
-        raise ValueError(f"{embeds_name} must have shape (batch, sequence >= 1, {table.shape[1]}), got {x.shape}")
+        raise ValueError(f"{embeds_name} must have shape (batch, sequence, {table.shape[1]}) with sequence >= 1, got {x.shape}")
     return None, x
 
 

@@ -1,4 +1,4 @@
-"""Banded (Longformer / LED) attention core: refimpl.banded_attention and refimpl.kernels.
+"""Banded (Longformer / LED) attention core: refimpl.banded_attention (reference, NumPy, Numba, torch layout).
 
 Expected values come from (a) an independent dense formulation written here (the full T x T
 masked score matrix), (b) plain dense attention when the window covers the sequence, and (c) live
@@ -13,10 +13,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
+from refimpl import accel
 from refimpl import banded_attention as ba
-from refimpl import kernels
 
-needs_numba = pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba (and scipy) not installed")
+needs_numba = pytest.mark.skipif(not accel.HAVE_NUMBA, reason="numba (and scipy) not installed")
+# each implementation called directly (banded_attention's dispatch never runs Numba on float64)
+IMPLEMENTATIONS = {"reference": ba.banded_attention_reference, "numpy": ba.banded_attention_numpy,
+                   "numba": ba.banded_attention_numba}
+FAST = ["numpy"] + (["numba"] if accel.HAVE_NUMBA else [])
 
 # tolerance by dtype of the computation: float64 softmax -> 1e-12, float32 anywhere -> 1e-6
 TOL = {"f64": 1e-12, "f32": 1e-6}
@@ -91,10 +95,10 @@ def make_case(rng, B, H, T, d, w, X, dtype, p_pad=0.2, p_global=0.15, scale=1.5)
 
 
 def run(backend, case, softmax_dtype, block_size=None, output_probs=True):
-    kw = dict(output_probs=output_probs, softmax_dtype=softmax_dtype, backend=backend)
+    kw = dict(output_probs=output_probs, softmax_dtype=softmax_dtype)
     if backend != "reference":
         kw["block_size"] = block_size
-    return ba.banded_attention(**case, **kw)
+    return IMPLEMENTATIONS[backend](**case, **kw)
 
 
 def dense_of(case, softmax_dtype):
@@ -156,8 +160,7 @@ def test_full_window_equals_dense_attention(backend, dtype):
     q, k, v = (rng.standard_normal((B, H, T, d)).astype(dtype) for _ in range(3))
     key_bias = ba.key_bias_from_mask(rng.random((B, T)) < 0.3, dtype)
     key_bias[:, 0] = 0                                   # keep one visible key per row
-    ctx, probs = ba.banded_attention(q, k, v, w, key_bias, output_probs=True, softmax_dtype=None,
-                                     backend=backend)
+    ctx, probs = IMPLEMENTATIONS[backend](q, k, v, w, key_bias, output_probs=True, softmax_dtype=None)
     s = q @ np.swapaxes(k, -1, -2) + key_bias[:, None, None, :]                # [B, H, T, T]
     e = np.exp(s - s.max(-1, keepdims=True))
     p = e / e.sum(-1, keepdims=True)
@@ -179,7 +182,7 @@ def cases(draw):
     T = 2 * w * draw(st.integers(1, 4)) + draw(st.sampled_from([0, 0, 0, 1, w]))
     B, H, d = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 6))
     X = draw(st.integers(0, 3))
-    mode = draw(st.sampled_from(["f64", "f64-upstream", "f32"]))
+    mode = draw(st.sampled_from(["f64", "f64-upstream", "f64-torch", "f32"]))
     seed = draw(st.integers(0, 2**31 - 1))
     p_pad = draw(st.sampled_from([0.0, 0.2, 0.6]))
     block = draw(st.sampled_from([None, 1, 3, 2 * w, 64]))
@@ -191,13 +194,12 @@ def cases(draw):
 def test_backends_agree(params):
     B, H, T, d, w, X, mode, seed, p_pad, block = params
     dtype = np.float32 if mode == "f32" else np.float64
-    softmax_dtype = None if mode == "f64" else np.float32
+    softmax_dtype = {"f64": None, "f64-torch": ba.TORCH_FLOAT32}.get(mode, np.float32)
     tol = TOL["f64"] if mode == "f64" else TOL["f32"]
     case = make_case(np.random.default_rng(seed), B, H, T, d, w, X, dtype, p_pad=p_pad)
     name = f"B{B} H{H} T{T} d{d} w{w} X{X} {mode} pad{p_pad} block{block} seed{seed}"
     ref_ctx, ref_probs = run("reference", case, softmax_dtype)
-    backends = ["numpy"] + (["numba"] if kernels.HAVE_NUMBA else [])
-    for backend in backends:
+    for backend in FAST:
         ctx, probs = run(backend, case, softmax_dtype, block)
         assert_close(ctx, ref_ctx, tol, f"{name} {backend}", "context")
         assert_close(probs, ref_probs, tol, f"{name} {backend}", "probs")
@@ -209,8 +211,8 @@ def test_backends_agree(params):
 def test_dtype_follows_inputs():
     for dtype in (np.float32, np.float64):
         case = make_case(np.random.default_rng(1), 1, 2, 8, 3, 2, 1, dtype)
-        for backend in ["reference", "numpy"] + (["numba"] if kernels.HAVE_NUMBA else []):
-            ctx, probs = ba.banded_attention(**case, output_probs=True, backend=backend)
+        for backend in ["reference"] + FAST:
+            ctx, probs = IMPLEMENTATIONS[backend](**case, output_probs=True)
             assert ctx.dtype == dtype and probs.dtype == dtype, (backend, dtype, ctx.dtype, probs.dtype)
 
 
@@ -231,7 +233,7 @@ def test_upstream_float64_mode_has_float32_probabilities():
 def test_dispatch_without_numba(monkeypatch):
     case = make_case(np.random.default_rng(5), 1, 2, 8, 3, 2, 1, np.float32)
     expected = ba.banded_attention_numpy(**case, output_probs=True)
-    monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+    monkeypatch.setattr(accel, "HAVE_NUMBA", False)
     got = ba.banded_attention(**case, output_probs=True)
     assert_close(got[0], expected[0], 0.0, "no numba", "context")
     assert_close(got[1], expected[1], 0.0, "no numba", "probs")
@@ -245,8 +247,8 @@ def test_import_without_numba_subprocess():
         import sys
         sys.modules["numba"] = None
         import numpy as np
-        from refimpl import kernels, banded_attention as ba
-        assert kernels.HAVE_NUMBA is False
+        from refimpl import accel, banded_attention as ba
+        assert accel.HAVE_NUMBA is False and "numba" in accel.NUMBA_MISSING
         q = np.ones((1, 1, 4, 2), np.float32)
         ctx, _ = ba.banded_attention(q, q, q, 1)
         assert ctx.dtype == np.float32 and np.allclose(ctx, 1)
@@ -366,9 +368,8 @@ def test_live_upstream_local_attention(B, T, H, d, window, with_global, with_pad
     # comes from the separate global attention: compare the other rows
     keep = ~is_global                                      # [B, T]
     tol = 2e-5 if dtype == "float32" else 2e-6            # float64 still has a float32 softmax
-    for backend in ["reference", "numpy"] + (["numba"] if kernels.HAVE_NUMBA else []):
-        ctx, probs = ba.banded_attention(q, k, v, window // 2, key_bias, pad, gk, gv, gb,
-                                         output_probs=True, backend=backend)
+    for backend in ["reference"] + FAST:
+        ctx, probs = IMPLEMENTATIONS[backend](q, k, v, window // 2, key_bias, pad, gk, gv, gb, output_probs=True)
         name = f"live B{B} T{T} H{H} d{d} window{window} global{with_global} {dtype} {backend}"
         ctx_bt = ctx.transpose(0, 2, 1, 3).reshape(B, T, D)                     # [B, T, D]
         assert_close(ctx_bt[keep], ctx_up[keep], tol, name, "context")
@@ -382,8 +383,8 @@ def test_numpy_threads_do_not_change_results():
     many = ba.banded_attention_numpy(**case, output_probs=True, block_size=4, n_threads=3)
     assert_close(many[0], one[0], 0.0, "threads", "context")
     assert_close(many[1], one[1], 0.0, "threads", "probs")
-    if kernels.HAVE_NUMBA:
-        one = kernels.banded_attention_numba(**case, output_probs=True, block_size=4, n_threads=1)
-        many = kernels.banded_attention_numba(**case, output_probs=True, block_size=4, n_threads=3)
+    if accel.HAVE_NUMBA:
+        one = ba.banded_attention_numba(**case, output_probs=True, block_size=4, n_threads=1)
+        many = ba.banded_attention_numba(**case, output_probs=True, block_size=4, n_threads=3)
         assert_close(many[0], one[0], 0.0, "numba threads", "context")
         assert_close(many[1], one[1], 0.0, "numba threads", "probs")

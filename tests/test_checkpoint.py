@@ -29,7 +29,7 @@ from refimpl.checkpoint import CheckpointError, StateDict, match_params, read_st
 from refimpl.formats.hub_cache import hub_cache_dir
 from refimpl.formats.safetensors_file import read_safetensors
 from refimpl.formats.torch_pickle import read_torch_file
-from refimpl.models import family_module
+from refimpl.models import family
 
 FORMATS = Path(__file__).resolve().parents[1] / "golden" / "formats"
 REGENERATE = "regenerate with `python golden/capture.py formats` (needs torch + transformers 4.37.2)"
@@ -46,13 +46,6 @@ def precision(variant: str) -> str:  # "float16-bin" -> "float16"; "bin-sharded"
 def expected(name: str, label: str) -> dict:
     tensors = load_file(str(FORMATS / name / "expected.safetensors"))
     return {k[len(label) + 1:]: v for k, v in tensors.items() if k.startswith(label + "/")}
-
-
-def implemented(family: str):
-    try:
-        return family_module(family)
-    except NotImplementedError:
-        return None
 
 
 def assert_same(ours: dict, theirs: dict, context: str):
@@ -92,14 +85,11 @@ def test_every_format_reads_upstream_tensors(name, variant):
 def test_from_pretrained_every_format(name, variant, dtype):
     """Parameters equal those matched from upstream's state dict (or upstream's float32 upcast), bit for bit."""
     info = INDEX[name]
-    module = implemented(info["family"])
-    if module is None:
-        pytest.skip(f"the {info['family']} family is not implemented yet")
+    spec = family(info["family"])
     model = refimpl.from_pretrained(FORMATS / name / variant, dtype=dtype)
     cfg = model.config
-    want = match_params(expected(name, precision(variant)), module.param_shapes(cfg, info["architecture"]), dtype,
-                        base_prefix=module.BASE_PREFIX, tied=getattr(module, "TIED", None),
-                        ignore=getattr(module, "IGNORED_BUFFERS", ()))
+    want = match_params(expected(name, precision(variant)), spec.param_shapes(cfg, info["architecture"]), dtype,
+                        base_prefix=spec.base_prefix, tied=spec.tied, ignore=spec.ignored_buffers)
     assert set(model.params) == set(want)
     assert_same(model.params, want, f"{name}/{variant}/{dtype}")
 

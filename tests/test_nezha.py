@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import refimpl
 from golden import GOLDEN, compare_tensor
-from refimpl import kernels
-from refimpl.config import NezhaConfig
+from refimpl import accel, relative_attention as ra
+from refimpl.models.nezha import NezhaConfig
 from refimpl.layers import sub
 from refimpl.models import nezha
 
@@ -92,15 +92,14 @@ def direct_relative_attention(q, key, v, mask, head_mask, k):  # per-pair evalua
     return context, probs
 
 
-BACKENDS = ["numpy"] + (["numba"] if kernels.HAVE_NUMBA else [])
+BACKENDS = ["reference", "numpy"] + (["numba"] if accel.HAVE_NUMBA else [])
 
 
 def run_backend(backend, q, key, v, mask, head_mask, table, block=None):  # -> context [B, H, T, d], probs
-    if backend == "numpy":
-        context, probs = nezha.relative_attention_numpy(q, key, v, mask, head_mask, table)
+    if backend == "numba":
+        context, probs = ra.relative_attention_numba(q, key, v, mask, head_mask, table, block=block or 256)
     else:
-        context, probs = kernels.relative_attention_numba(q, key, v, mask, head_mask, table, output_probs=True,
-                                                          block=block or 256)
+        context, probs = getattr(ra, f"relative_attention_{backend}")(q, key, v, mask, head_mask, table)
     batch, heads, length, depth = q.shape
     return context.reshape(batch, length, heads, depth).transpose(0, 2, 1, 3), probs
 
@@ -109,8 +108,9 @@ def run_backend(backend, q, key, v, mask, head_mask, table, block=None):  # -> c
 @given(st.integers(1, 2), st.integers(1, 3), st.integers(1, 8), st.sampled_from([2, 4, 6]), st.integers(0, 9),
        st.booleans(), st.integers(1, 8), st.integers(0, 2**16))
 def test_relative_term_equals_per_pair_formula(batch, heads, length, depth, k, per_query_mask, block, seed):
-    """NEZHA's relative attention (gather over 2K+1 rows: the NumPy path, and the Numba kernel in query blocks)
-    equals the formula evaluated pair by pair, for key-padding and per-query masks."""
+    """NEZHA's relative attention (the reference over table rows, the NumPy gathers over 2K+1 rows, the Numba
+    kernel in query blocks) equals the paper's formula evaluated pair by pair here, for key-padding and
+    per-query masks."""
     rng = np.random.default_rng(seed)
     q, key, v = (rng.normal(size=(batch, heads, length, depth)) * 2 for _ in range(3))
     keep = rng.random((batch, length if per_query_mask else 1, length)) < 0.8
@@ -126,7 +126,7 @@ def test_relative_term_equals_per_pair_formula(batch, heads, length, depth, k, p
         assert_close(ours, expected, "float64", where + " context")
 
 
-@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba (and scipy) not installed")
+@pytest.mark.skipif(not accel.HAVE_NUMBA, reason="numba (and scipy) not installed")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_numba_relative_attention_matches_numpy_path(dtype):
     """The Numba kernel against the NumPy path at a size that uses threads and several query blocks; one
@@ -138,12 +138,10 @@ def test_numba_relative_attention_matches_numpy_path(dtype):
     mask[1, ..., 250:] = np.finfo(dtype).min
     head_mask = np.array([1, 0, 0.5, 1], dtype)
     table = nezha.relative_position_table(k, d, dtype)
-    expected = nezha.relative_attention_numpy(q, key, v, mask, head_mask, table)
-    one = kernels.relative_attention_numba(q, key, v, mask, head_mask, table, output_probs=True, block=64,
-                                           n_threads=1)
-    many = kernels.relative_attention_numba(q, key, v, mask, head_mask, table, output_probs=True, block=64,
-                                            n_threads=3)
-    bare = kernels.relative_attention_numba(q, key, v, mask, head_mask, table, block=64, n_threads=3)
+    expected = ra.relative_attention_numpy(q, key, v, mask, head_mask, table)
+    one = ra.relative_attention_numba(q, key, v, mask, head_mask, table, block=64, n_threads=1)
+    many = ra.relative_attention_numba(q, key, v, mask, head_mask, table, block=64, n_threads=3)
+    bare = ra.relative_attention_numba(q, key, v, mask, head_mask, table, output_probs=False, block=64, n_threads=3)
     name = np.dtype(dtype).name
     assert_close(one[0], expected[0], name, f"{name} numba vs numpy context")
     assert_close(one[1], expected[1], name, f"{name} numba vs numpy probs")
@@ -189,8 +187,8 @@ def test_relative_memory_does_not_grow_with_max_positions():
     q = rng.normal(size=(B, H, T, d)).astype(np.float32)
     probs = rng.random((B, H, T, T)).astype(np.float32)
     table = nezha.relative_position_table(k, d, np.float32)
-    score_peak = peak_bytes(lambda: nezha.relative_key_scores(q, table))
-    value_peak = peak_bytes(lambda: nezha.relative_value_context(probs, table))
+    score_peak = peak_bytes(lambda: ra.relative_key_scores(q, table))
+    value_peak = peak_bytes(lambda: ra.relative_value_context(probs, table))
     bound = 3 * (B * H * T * T * 4) + 3 * T * T * 8  # a few [B, H, T, T] float32 arrays + [T, T] masks
     assert score_peak < bound and value_peak < bound, (score_peak, value_peak, bound)
     assert max(score_peak, value_peak) < B * H * T * T * d * 4, "built something of the size of [B, H, T, T, d]"
@@ -384,6 +382,10 @@ def test_stock_upstream_within_float32_tolerance(upstream, tmp_path_factory, cls
     for dtype in ("float32", "float64"):
         reference = {k.split("/", 2)[2]: v for k, v in expected.items() if k.startswith(f"0/{dtype}/")}
         for key in reference:
+            if key == "loss":  # a mean of -log p terms: float32 noise scales with the logits, not the (small) mean
+                diff, scale = abs(float(fields[key] - reference[key])), float(np.abs(reference["logits"]).max())
+                assert diff <= 1e-5 * scale, f"stock upstream {dtype} loss: diff {diff:.3e} > 1e-5 x max|logits| {scale:.3e}"
+                continue
             assert_close(fields[key], reference[key].astype(np.float64), "float32", f"stock upstream {dtype} {key}")
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from refimpl import ops
+from refimpl import accel, ops
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 2.3e-16), (np.float32, 6.0e-8)])
@@ -65,16 +65,15 @@ def test_unknown_activation_is_a_clear_error():
         ops.activation("nope")
 
 
-def test_numba_gelu_twin_is_close_to_the_exact_gelu():
-    from refimpl import kernels
-
-    if not kernels.HAVE_NUMBA:
+@pytest.mark.parametrize("twin", ["gelu_numpy", "gelu_numba"])
+def test_float32_gelu_twins_are_close_to_the_exact_gelu(twin):
+    if twin == "gelu_numba" and not accel.HAVE_NUMBA:
         pytest.skip("numba not installed")
     x = np.concatenate([np.linspace(-12, 12, 20001), np.random.default_rng(0).normal(size=4999) * 3]).astype(np.float32)
-    exact = ops.gelu(x.astype(np.float64))  # erf to float64 rounding (test_erf_matches_math_erf)
-    fast = kernels.gelu_float32(x.reshape(5, -1)).reshape(-1)
+    exact = ops.gelu_numpy(x.astype(np.float64))  # erf to float64 rounding (test_erf_matches_math_erf)
+    fast = getattr(ops, twin)(x.reshape(5, -1)).reshape(-1)
     assert fast.dtype == np.float32
-    assert np.abs(fast - exact).max() <= 5e-7, np.abs(fast - exact).max()
+    assert np.abs(fast - exact).max() <= 5e-7, f"{twin}: max difference {np.abs(fast - exact).max():.2e}"
 
 
 @pytest.mark.parametrize("shape, affine", [((3, 5, 768), True), ((700, 64), False), ((4, 1), True), ((0, 8), True)])
@@ -95,15 +94,16 @@ def test_float32_layer_norm_is_within_a_rounding_of_the_exact_one(shape, affine)
         assert got.dtype == np.float32 and got.shape == shape
         err = float(np.abs(got - exact).max(initial=0)) / scale
         assert err <= 4e-7, f"{fn.__name__} {shape}: max relative difference {err:.2e}"
-    from refimpl import kernels
-
-    if kernels.HAVE_NUMBA and x.size:
+    if accel.HAVE_NUMBA and x.size:
+        got = ops.layer_norm_numba(x, w, b, 1e-5)
+        err = float(np.abs(got - exact).max(initial=0)) / scale
+        assert err <= 4e-7, f"layer_norm_numba {shape}: max relative difference {err:.2e}"
         rows = x.reshape(-1, shape[-1])
         ones, zeros = np.ones(shape[-1], np.float32), np.zeros(shape[-1], np.float32)
         outs = []
         for n_threads in (1, 3):
             out = np.empty_like(rows)
-            kernels._on_threads(kernels._layer_norm_float32_items, (rows, w if affine else ones,
-                                                                     b if affine else zeros, 1e-5, out), n_threads)
+            accel.on_threads(ops._layer_norm_rows, (rows, w if affine else ones, b if affine else zeros, 1e-5, out),
+                             n_threads, uses_blas=False)
             outs.append(out)
         assert np.array_equal(outs[0], outs[1]), "threads changed the result"

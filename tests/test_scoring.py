@@ -40,10 +40,27 @@ def test_chunked_equals_full_log_softmax(monkeypatch, checkpoint):
 
 
 def test_base_checkpoint_scores_with_tied_head():
+    """A base checkpoint loaded as the causal LM scores with lm_head tied to the embeddings: log-softmax of
+    hidden @ embed_tokens^T, computed here from the base model's own output."""
     base = refimpl.from_pretrained(GOLDEN / "opt" / "preln-OPTModel", dtype="float64")
     lm = refimpl.from_pretrained(GOLDEN / "opt" / "preln-OPTModel", architecture="OPTForCausalLM", dtype="float64")
     ids = np.array([[4, 5, 6, 7]])
-    np.testing.assert_array_equal(token_logprobs(base, ids), token_logprobs(lm, ids))
+    logits = base(input_ids=ids).last_hidden_state @ base.params["decoder.embed_tokens.weight"].T  # [1, 4, V]
+    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - \
+        logits.max(-1, keepdims=True)
+    expected = np.take_along_axis(logp[:, :-1], ids[:, 1:, None], axis=-1)[..., 0]
+    np.testing.assert_allclose(token_logprobs(lm, ids), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("checkpoint, architecture", [
+    ("opt/preln-OPTModel", "OPTModel"), ("opt/preln-OPTForSequenceClassification", "OPTForSequenceClassification"),
+    ("led/window-6-LEDForConditionalGeneration", "LEDForConditionalGeneration"),
+    ("nezha/k2-NezhaForMaskedLM", "NezhaForMaskedLM")])
+def test_token_logprobs_refuses_what_is_not_a_causal_lm(checkpoint, architecture):
+    # an LED decoder's position t is not the next-token prediction of ids[t + 1]: no numbers, an error
+    model = refimpl.from_pretrained(GOLDEN / checkpoint, architecture=architecture)
+    with pytest.raises(ValueError, match=f"needs a causal language model; {architecture} is not one"):
+        token_logprobs(model, np.array([[0, 5, 6, 2]]))
 
 
 def test_cli_scores_ids_and_reports_bad_lines(tmp_path, capsys):
