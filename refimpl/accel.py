@@ -37,6 +37,7 @@ import contextlib
 import ctypes
 import functools
 import glob
+import importlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -149,51 +150,52 @@ def _openblas_local_threads(package_file, libs_dir):
     return None
 
 
+# which OpenBLAS a kernel calls: NumPy code calls numpy's copy; np.dot inside a Numba kernel calls scipy's
+BLAS_LIBRARIES = {"numpy": "numpy.libs", "scipy": "scipy.libs"}
+
+
 @functools.lru_cache(maxsize=None)
-def blas_thread_setters() -> tuple:
-    """The thread-local BLAS setters of numpy's OpenBLAS and (with Numba) scipy's, looked up on first use."""
-    import numpy
-
-    setters = [_openblas_local_threads(numpy.__file__, "numpy.libs")]
-    if HAVE_NUMBA:  # numba's np.dot calls scipy's copy of OpenBLAS
-        import scipy
-
-        setters.append(_openblas_local_threads(scipy.__file__, "scipy.libs"))
-    return tuple(s for s in setters if s is not None)
+def blas_thread_setter(library: str):
+    """The thread-local thread-count setter of numpy's or scipy's OpenBLAS, looked up on first use (or None)."""
+    package = importlib.import_module(library)
+    return _openblas_local_threads(package.__file__, BLAS_LIBRARIES[library])
 
 
 @contextlib.contextmanager
-def single_threaded_blas():
-    """Inside the block the calling thread's BLAS calls are single-threaded; restored afterwards."""
-    setters = blas_thread_setters()
-    previous = [set_threads(1) for set_threads in setters]
+def single_threaded_blas(library: str):
+    """Inside the block the calling thread's calls into `library`'s BLAS are single-threaded.
+
+    Only the library the work calls is touched: resetting the other copy's threads around every kernel
+    made NumPy's next products ~2x slower (measured on NEZHA-base)."""
+    set_threads = blas_thread_setter(library)
+    previous = None if set_threads is None else set_threads(1)
     try:
         yield
     finally:
-        for set_threads, value in zip(setters, previous):
-            set_threads(value)
+        if previous is not None:
+            set_threads(previous)
 
 
 _POOL = None  # one pool of worker threads for the process, created on first use
 
 
-def on_threads(kernel, args, n_threads: int, uses_blas: bool = True) -> None:
+def on_threads(kernel, args, n_threads: int, blas=None) -> None:
     """kernel(*args, first, n_threads) for first = 0 .. n_threads - 1, on `n_threads` threads at once.
 
     Each part takes work items first, first + n_threads, ...; part 0 runs on the calling thread, the
-    others on one persistent pool (starting threads afresh cost ~0.4 ms a call). Every part runs with
-    single-threaded BLAS; where that cannot be set (a BLAS other than OpenBLAS), work that calls BLAS
-    runs as one part, and BLAS threads itself.
+    others on one persistent pool (starting threads afresh cost ~0.4 ms a call). blas: the OpenBLAS the
+    kernel calls ("numpy", or "scipy" for np.dot inside Numba; None: none), made single-threaded for
+    every part; where that cannot be set (a BLAS other than OpenBLAS) the work runs as one part.
     """
     global _POOL
     if kernel is None:
         raise ValueError(f"this kernel needs Numba, which cannot run: {NUMBA_MISSING}")
-    if uses_blas and not blas_thread_setters():
+    if blas is not None and blas_thread_setter(blas) is None:
         n_threads = 1
     n_threads = max(1, int(n_threads))
 
     def part(first):
-        with single_threaded_blas():
+        with single_threaded_blas(blas) if blas is not None else contextlib.nullcontext():
             kernel(*args, first, n_threads)
 
     if n_threads == 1:

@@ -32,6 +32,8 @@ Implementations with one signature, and `banded_attention`, which dispatches (re
   banded_attention_torch_layout  upstream's [X | 2w + 1] rows, for softmax_dtype=TORCH_FLOAT32
 """
 
+import functools
+
 import numpy as np
 
 from . import accel
@@ -232,6 +234,15 @@ def block_size_for(T, one_sided_window, block_size):
     return bs
 
 
+def _blocked_inputs(q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias,
+                    softmax_dtype, block_size):
+    """check_inputs, plus the one-sided window w and the query block size both blocked backends use."""
+    checked = check_inputs(q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias,
+                           softmax_dtype)
+    w = int(one_sided_window)
+    return (*checked, w, block_size_for(q.shape[2], w, block_size))
+
+
 def _band_slot_index(n_rows, row0, key0, w):
     """Block rows row0..row0+n_rows-1, keys starting at key0 -> column index [n_rows, 2w+1] of each
     band slot inside the block's key window (may fall outside the window: caller masks it)."""
@@ -293,6 +304,20 @@ def _numpy_block(q, k, v, gkT, gv, key_bias, global_bias, query_masked, w, s0, e
         probs[:, :, s0:e0, X:] = np.where(ok, band, 0)
 
 
+def _torch_softmax_on_upstream_layout(blocked):
+    """The blocked backends cannot sum a row in torch's order: with softmax_dtype=TORCH_FLOAT32 they hand the
+    call to banded_attention_torch_layout (the same arguments and result layout)."""
+    @functools.wraps(blocked)
+    def run(q, k, v, one_sided_window, key_bias=None, query_masked=None, global_k=None, global_v=None,
+            global_bias=None, *, output_probs=False, softmax_dtype=UPSTREAM_SOFTMAX_DTYPE, **options):
+        args = (q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias)
+        if _is_torch(softmax_dtype):
+            return banded_attention_torch_layout(*args, output_probs=output_probs)
+        return blocked(*args, output_probs=output_probs, softmax_dtype=softmax_dtype, **options)
+    return run
+
+
+@_torch_softmax_on_upstream_layout
 def banded_attention_numpy(q, k, v, one_sided_window, key_bias=None, query_masked=None,
                            global_k=None, global_v=None, global_bias=None, *,
                            output_probs=False, softmax_dtype=UPSTREAM_SOFTMAX_DTYPE, block_size=None,
@@ -304,15 +329,10 @@ def banded_attention_numpy(q, k, v, one_sided_window, key_bias=None, query_maske
     only when output_probs. Blocks are independent: they run on `n_threads` threads (default:
     accel.threads_for), each with single-threaded BLAS.
     """
-    if _is_torch(softmax_dtype):  # upstream's row layout is what fixes torch's summation order
-        return banded_attention_torch_layout(q, k, v, one_sided_window, key_bias, query_masked, global_k,
-                                             global_v, global_bias, output_probs=output_probs)
-    key_bias, query_masked, gk, gv, global_bias, sm_dtype = check_inputs(
-        q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias, softmax_dtype)
-    w = int(one_sided_window)
+    key_bias, query_masked, gk, gv, global_bias, sm_dtype, w, bs = _blocked_inputs(
+        q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias, softmax_dtype, block_size)
     B, H, T, d = q.shape
     X = gk.shape[2]
-    bs = block_size_for(T, w, block_size)
     gkT = np.swapaxes(gk, -1, -2)                                              # [B, H, d, X]
     context = np.empty((B, H, T, d), q.dtype)
     probs = np.zeros((B, H, T, X + 2 * w + 1), q.dtype) if output_probs else None
@@ -325,7 +345,7 @@ def banded_attention_numpy(q, k, v, one_sided_window, key_bias=None, query_maske
 
     if n_threads is None:
         n_threads = accel.threads_for(B * H * T * (2 * w + 1))
-    accel.on_threads(blocks, (), min(n_threads, n_blocks))
+    accel.on_threads(blocks, (), min(n_threads, n_blocks), blas="numpy")
     return context, probs
 
 
@@ -425,6 +445,7 @@ def _attention_blocks(q, k, v, gk, gv, key_bias, global_bias, query_masked, w, b
                          s0, min(s0 + bs, T), sm_proto, fast_exp, want_probs, context, probs)
 
 
+@_torch_softmax_on_upstream_layout
 def banded_attention_numba(q, k, v, one_sided_window, key_bias=None, query_masked=None,
                            global_k=None, global_v=None, global_bias=None, *,
                            output_probs=False, softmax_dtype=UPSTREAM_SOFTMAX_DTYPE, block_size=None,
@@ -435,15 +456,10 @@ def banded_attention_numba(q, k, v, one_sided_window, key_bias=None, query_maske
     are spread over `n_threads` Python threads (default: accel.threads_for); the kernel releases the
     GIL and each thread runs single-threaded BLAS.
     """
-    if _is_torch(softmax_dtype):  # upstream's row layout is what fixes torch's summation order
-        return banded_attention_torch_layout(q, k, v, one_sided_window, key_bias, query_masked, global_k,
-                                             global_v, global_bias, output_probs=output_probs)
-    key_bias, query_masked, gk, gv, global_bias, sm_dtype = check_inputs(
-        q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias, softmax_dtype)
-    w = int(one_sided_window)
+    key_bias, query_masked, gk, gv, global_bias, sm_dtype, w, bs = _blocked_inputs(
+        q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias, softmax_dtype, block_size)
     B, H, T, d = q.shape
     X = gk.shape[2]
-    bs = block_size_for(T, w, block_size)
     q, k, v, gk, gv = (np.ascontiguousarray(a) for a in (q, k, v, gk, gv))
     key_bias, global_bias = np.ascontiguousarray(key_bias), np.ascontiguousarray(global_bias)
     query_masked = np.ascontiguousarray(query_masked)
@@ -456,7 +472,7 @@ def banded_attention_numba(q, k, v, one_sided_window, key_bias=None, query_maske
     args = (q, k, v, gk, gv, key_bias, global_bias, query_masked, w, bs, sm_proto,
             sm_dtype == np.float32, bool(output_probs), context, probs)
 
-    accel.on_threads(_attention_blocks, args, n_threads)
+    accel.on_threads(_attention_blocks, args, n_threads, blas="scipy")
     return context, (probs if output_probs else None)
 
 

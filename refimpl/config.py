@@ -59,6 +59,16 @@ class BaseConfig:
         return dataclasses.replace(self, **changes)
 
 
+@dataclass(frozen=True)
+class FairseqConfig(BaseConfig):
+    """The special-token ids of fairseq-born models (<s>=0, <pad>=1, </s>=2), which XGLM and LED keep."""
+
+    decoder_start_token_id: Optional[int] = 2
+    pad_token_id: Optional[int] = 1
+    bos_token_id: Optional[int] = 0
+    eos_token_id: Optional[int] = 2
+
+
 def check_heads(width: int, heads: int) -> None:
     if heads <= 0 or width % heads:
         raise ValueError(f"hidden size {width} is not divisible by the number of attention heads {heads}")

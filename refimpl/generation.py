@@ -24,7 +24,7 @@ import numpy as np
 
 from . import inputs
 from .ops import log_softmax, softmax
-from .outputs import ModelOutput
+from .outputs import ModelOutput, output_class
 
 
 # ---------------------------------------------------------------- configuration
@@ -214,50 +214,15 @@ def apply_all(functions, ids, scores):
 # ---------------------------------------------------------------- outputs
 
 
-@dataclass
-class GenerateDecoderOnlyOutput(ModelOutput):
-    sequences: Any = None
-    scores: Optional[tuple] = None
-    attentions: Optional[tuple] = None
-    hidden_states: Optional[tuple] = None
-    past_key_values: Optional[tuple] = None
-
-
-@dataclass
-class GenerateBeamDecoderOnlyOutput(ModelOutput):
-    sequences: Any = None
-    sequences_scores: Any = None
-    scores: Optional[tuple] = None
-    beam_indices: Any = None
-    attentions: Optional[tuple] = None
-    hidden_states: Optional[tuple] = None
-    past_key_values: Optional[tuple] = None
-
-
-@dataclass
-class GenerateEncoderDecoderOutput(ModelOutput):
-    sequences: Any = None
-    scores: Optional[tuple] = None
-    encoder_attentions: Optional[tuple] = None
-    encoder_hidden_states: Optional[tuple] = None
-    decoder_attentions: Optional[tuple] = None
-    cross_attentions: Optional[tuple] = None
-    decoder_hidden_states: Optional[tuple] = None
-    past_key_values: Optional[tuple] = None
-
-
-@dataclass
-class GenerateBeamEncoderDecoderOutput(ModelOutput):
-    sequences: Any = None
-    sequences_scores: Any = None
-    scores: Optional[tuple] = None
-    beam_indices: Any = None
-    encoder_attentions: Optional[tuple] = None
-    encoder_hidden_states: Optional[tuple] = None
-    decoder_attentions: Optional[tuple] = None
-    cross_attentions: Optional[tuple] = None
-    decoder_hidden_states: Optional[tuple] = None
-    past_key_values: Optional[tuple] = None
+# generation/utils.py's output classes, fields in upstream's order
+_DECODER_ONLY = ("attentions", "hidden_states", "past_key_values")
+_ENCODER_DECODER = ("encoder_attentions", "encoder_hidden_states", "decoder_attentions", "cross_attentions",
+                    "decoder_hidden_states", "past_key_values")
+_BEAM = ("sequences", "sequences_scores", "scores", "beam_indices")
+GenerateDecoderOnlyOutput = output_class("GenerateDecoderOnlyOutput", "sequences", "scores", *_DECODER_ONLY)
+GenerateBeamDecoderOnlyOutput = output_class("GenerateBeamDecoderOnlyOutput", *_BEAM, *_DECODER_ONLY)
+GenerateEncoderDecoderOutput = output_class("GenerateEncoderDecoderOutput", "sequences", "scores", *_ENCODER_DECODER)
+GenerateBeamEncoderDecoderOutput = output_class("GenerateBeamEncoderDecoderOutput", *_BEAM, *_ENCODER_DECODER)
 
 
 # ---------------------------------------------------------------- the decoding state
@@ -330,25 +295,10 @@ def generate(model, input_ids=None, generation_config: Optional[GenerationConfig
     batch = input_ids.shape[0]
     is_encoder_decoder = hooks.run_encoder is not None
 
-    if model_kwargs.get("attention_mask") is None and "encoder_outputs" not in model_kwargs:
-        # GenerationMixin._prepare_attention_mask_for_generation
-        if cfg.pad_token_id is not None and (input_ids == cfg.pad_token_id).any() and cfg.pad_token_id not in eos:
-            model_kwargs["attention_mask"] = (input_ids != cfg.pad_token_id).astype(np.int64)
-        else:
-            model_kwargs["attention_mask"] = np.ones_like(input_ids)
-    elif model_kwargs.get("attention_mask") is not None:
-        model_kwargs["attention_mask"] = inputs.mask(model_kwargs["attention_mask"], input_ids.shape)
+    _prepare_attention_mask(cfg, input_ids, model_kwargs, eos)
     model_kwargs["use_cache"] = cfg.use_cache
-
     if is_encoder_decoder:
-        if "encoder_outputs" not in model_kwargs:
-            encoder_kwargs = {k: v for k, v in model_kwargs.items()
-                              if not k.startswith(("decoder_", "cross_attn", "use_cache"))}
-            model_kwargs["encoder_outputs"] = hooks.run_encoder(
-                model, input_ids, output_attentions=cfg.output_attentions,
-                output_hidden_states=cfg.output_hidden_states, **encoder_kwargs)
-        start = cfg.decoder_start_token_id if cfg.decoder_start_token_id is not None else cfg.bos_token_id
-        input_ids = np.full((batch, 1), start, dtype=np.int64)
+        input_ids = _run_encoder(model, hooks, cfg, input_ids, model_kwargs)  # -> the decoder's start [B, 1]
 
     prompt_length = input_ids.shape[1]
     if cfg.max_new_tokens is not None:
@@ -370,6 +320,31 @@ def generate(model, input_ids=None, generation_config: Optional[GenerationConfig
     input_ids = np.repeat(input_ids, cfg.num_beams, axis=0)
     decoder.expand(cfg.num_beams)
     return _beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_decoder)
+
+
+def _prepare_attention_mask(cfg, input_ids, model_kwargs, eos):  # sets model_kwargs["attention_mask"] [B, T]
+    """GenerationMixin._prepare_attention_mask_for_generation: without a mask, padding (if the pad id is
+    not also eos) is masked out; a given mask is checked."""
+    if model_kwargs.get("attention_mask") is None and "encoder_outputs" not in model_kwargs:
+        if cfg.pad_token_id is not None and (input_ids == cfg.pad_token_id).any() and cfg.pad_token_id not in eos:
+            model_kwargs["attention_mask"] = (input_ids != cfg.pad_token_id).astype(np.int64)
+        else:
+            model_kwargs["attention_mask"] = np.ones_like(input_ids)
+    elif model_kwargs.get("attention_mask") is not None:
+        model_kwargs["attention_mask"] = inputs.mask(model_kwargs["attention_mask"], input_ids.shape)
+
+
+def _run_encoder(model, hooks, cfg, input_ids, model_kwargs):  # -> decoder input ids [B, 1]
+    """GenerationMixin._prepare_encoder_decoder_kwargs_for_generation (the encoder runs once, unless its
+    outputs were passed in) and _prepare_decoder_input_ids_for_generation (the start token)."""
+    if "encoder_outputs" not in model_kwargs:
+        encoder_kwargs = {k: v for k, v in model_kwargs.items()
+                          if not k.startswith(("decoder_", "cross_attn", "use_cache"))}
+        model_kwargs["encoder_outputs"] = hooks.run_encoder(
+            model, input_ids, output_attentions=cfg.output_attentions,
+            output_hidden_states=cfg.output_hidden_states, **encoder_kwargs)
+    start = cfg.decoder_start_token_id if cfg.decoder_start_token_id is not None else cfg.bos_token_id
+    return np.full((input_ids.shape[0], 1), start, dtype=np.int64)
 
 
 def _encoder_fields(decoder, cfg):

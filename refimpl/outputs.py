@@ -6,7 +6,7 @@ Like transformers' `ModelOutput`: fields are attributes, `out["logits"]` works, 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, make_dataclass
 from typing import Any, Optional
 
 
@@ -38,11 +38,12 @@ class ModelOutput:
 Array = Any  # numpy.ndarray; tuples of them for hidden_states / attentions / past_key_values
 
 
-@dataclass
-class BaseModelOutput(ModelOutput):
-    last_hidden_state: Array = None
-    hidden_states: Optional[tuple] = None
-    attentions: Optional[tuple] = None
+def output_class(name: str, *field_names: str, doc: str = "") -> type:
+    """A ModelOutput dataclass with these fields, in this order, each defaulting to None (for upstream's
+    families of output classes that share long runs of fields)."""
+    cls = make_dataclass(name, [(f, Any, None) for f in field_names], bases=(ModelOutput,))
+    cls.__doc__ = doc or f"{name}({', '.join(field_names)})"
+    return cls
 
 
 @dataclass

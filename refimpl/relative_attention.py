@@ -224,7 +224,7 @@ def relative_attention_numba(q, k, v, mask, head_mask, table, *, output_probs=Tr
         n_threads = accel.threads_for(B * H * T * S)
     block = max(1, min(int(block), T))
     args = (q, k, v, mask, head_mask, table, block, dtype == np.float32, bool(output_probs), context, probs)
-    accel.on_threads(_relative_attention_items, args, n_threads)
+    accel.on_threads(_relative_attention_items, args, n_threads, blas="scipy")
     return context, (probs if output_probs else None)
 
 

@@ -101,9 +101,10 @@ def test_no_module_imports_torch():
             assert not any(n.split(".")[0] in ("torch", "transformers") for n in names), f"{path} imports torch"
 
 
-def run_python(code, **env):
+def run_python(code, unset=(), **env):
+    environment = {k: v for k, v in os.environ.items() if k not in unset}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+                          env={**environment, "PYTHONPATH": str(ROOT), **env})
 
 
 def test_import_refimpl_changes_nothing_in_the_process():
@@ -129,7 +130,7 @@ def test_configure_process_applies_the_runtime_settings():
         done = refimpl.runtime.configure_process()
         assert done["blas_spin_shortened"] and os.environ["OPENBLAS_THREAD_TIMEOUT"] == "20", done
         print("ok")
-    """, OPENBLAS_THREAD_TIMEOUT="")
+    """, unset=("OPENBLAS_THREAD_TIMEOUT",))
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
 
 
@@ -142,11 +143,8 @@ def test_every_family_declares_its_interface(model_type):
     assert isinstance(spec, FamilySpec) and spec.model_type == model_type
     assert spec.config.model_type == model_type
     source = (PACKAGE / "models" / f"{model_type}.py").read_text()
-    sections = ["# ---------------------------------------------------------------- config",
-                "# ---------------------------------------------------------------- parameters",
-                "# ---------------------------------------------------------------- heads" if model_type != "led"
-                else "# ---------------------------------------------------------------- heads",
-                "SPEC = FamilySpec("]
+    sections = [f"# {'-' * 64} {name}\n" for name in ("config", "parameters", "base model", "heads")]
+    sections.append("SPEC = FamilySpec(")
     where = [source.find(s) for s in sections]
     assert all(w >= 0 for w in where) and where == sorted(where), f"{model_type}.py: sections out of order {where}"
 

@@ -104,6 +104,6 @@ def test_float32_layer_norm_is_within_a_rounding_of_the_exact_one(shape, affine)
         for n_threads in (1, 3):
             out = np.empty_like(rows)
             accel.on_threads(ops._layer_norm_rows, (rows, w if affine else ones, b if affine else zeros, 1e-5, out),
-                             n_threads, uses_blas=False)
+                             n_threads)
             outs.append(out)
         assert np.array_equal(outs[0], outs[1]), "threads changed the result"

@@ -24,12 +24,12 @@ from typing import Optional, Union
 import numpy as np
 
 from .. import inputs
-from ..config import BaseConfig, check_heads
+from ..config import FairseqConfig, check_heads
 from ..family import FamilySpec, Generation
 from ..layers import LayerOutput, check_head_mask, decoder_layer, feed_forward, layer_row, norm, run_stack, sub
 from ..longformer import longformer_self_attention
 from ..ops import activation, classification_loss, cross_entropy, linear, mask_min, padding_mask, span_loss
-from ..outputs import Array, BaseModelOutputWithPastAndCrossAttentions, ModelOutput
+from ..outputs import Array, BaseModelOutputWithPastAndCrossAttentions, ModelOutput, output_class
 
 BASE_PREFIX = "led"  # LEDPreTrainedModel.base_model_prefix
 GLOBAL_PROJECTIONS = ("query_global", "key_global", "value_global")
@@ -40,7 +40,7 @@ LOCAL_PROJECTIONS = ("query", "key", "value")
 
 
 @dataclass(frozen=True)
-class LEDConfig(BaseConfig):
+class LEDConfig(FairseqConfig):
     """configuration_led.py LEDConfig."""
 
     attribute_map = {"num_attention_heads": "encoder_attention_heads", "hidden_size": "d_model"}
@@ -57,10 +57,6 @@ class LEDConfig(BaseConfig):
     is_encoder_decoder: bool = True
     activation_function: str = "gelu"
     d_model: int = 1024
-    decoder_start_token_id: Optional[int] = 2
-    pad_token_id: Optional[int] = 1
-    bos_token_id: Optional[int] = 0
-    eos_token_id: Optional[int] = 2
     attention_window: Union[list, int] = 512
 
     def __post_init__(self):
@@ -79,51 +75,16 @@ class LEDEncoderBaseModelOutput(ModelOutput):
     global_attentions: Optional[tuple] = None
 
 
-@dataclass
-class LEDSeq2SeqModelOutput(ModelOutput):
-    last_hidden_state: Array = None
-    past_key_values: Optional[tuple] = None
-    decoder_hidden_states: Optional[tuple] = None
-    decoder_attentions: Optional[tuple] = None
-    cross_attentions: Optional[tuple] = None
-    encoder_last_hidden_state: Array = None
-    encoder_hidden_states: Optional[tuple] = None
-    encoder_attentions: Optional[tuple] = None
-    encoder_global_attentions: Optional[tuple] = None
-
-
-@dataclass
-class LEDSeq2SeqLMOutput(ModelOutput):
-    loss: Array = None
-    logits: Array = None
-    past_key_values: Optional[tuple] = None
-    decoder_hidden_states: Optional[tuple] = None
-    decoder_attentions: Optional[tuple] = None
-    cross_attentions: Optional[tuple] = None
-    encoder_last_hidden_state: Array = None
-    encoder_hidden_states: Optional[tuple] = None
-    encoder_attentions: Optional[tuple] = None
-    encoder_global_attentions: Optional[tuple] = None
-
-
-@dataclass
-class LEDSeq2SeqSequenceClassifierOutput(LEDSeq2SeqLMOutput):
-    """Upstream declares it separately; its fields are LEDSeq2SeqLMOutput's (logits [B, num_labels])."""
-
-
-@dataclass
-class LEDSeq2SeqQuestionAnsweringModelOutput(ModelOutput):
-    loss: Array = None
-    start_logits: Array = None
-    end_logits: Array = None
-    past_key_values: Optional[tuple] = None
-    decoder_hidden_states: Optional[tuple] = None
-    decoder_attentions: Optional[tuple] = None
-    cross_attentions: Optional[tuple] = None
-    encoder_last_hidden_state: Array = None
-    encoder_hidden_states: Optional[tuple] = None
-    encoder_attentions: Optional[tuple] = None
-    encoder_global_attentions: Optional[tuple] = None
+# the fields every LED seq2seq output ends with, in upstream's order
+SEQ2SEQ_FIELDS = ("past_key_values", "decoder_hidden_states", "decoder_attentions", "cross_attentions",
+                  "encoder_last_hidden_state", "encoder_hidden_states", "encoder_attentions",
+                  "encoder_global_attentions")
+LEDSeq2SeqModelOutput = output_class("LEDSeq2SeqModelOutput", "last_hidden_state", *SEQ2SEQ_FIELDS)
+LEDSeq2SeqLMOutput = output_class("LEDSeq2SeqLMOutput", "loss", "logits", *SEQ2SEQ_FIELDS)
+LEDSeq2SeqSequenceClassifierOutput = output_class(  # logits [B, num_labels]
+    "LEDSeq2SeqSequenceClassifierOutput", "loss", "logits", *SEQ2SEQ_FIELDS)
+LEDSeq2SeqQuestionAnsweringModelOutput = output_class(
+    "LEDSeq2SeqQuestionAnsweringModelOutput", "loss", "start_logits", "end_logits", *SEQ2SEQ_FIELDS)
 
 
 # ---------------------------------------------------------------- parameters
@@ -440,9 +401,7 @@ def led_model(p, cfg, input_ids=None, attention_mask=None, decoder_input_ids=Non
 
 
 def _seq2seq_fields(out):  # the fields every head copies from LEDSeq2SeqModelOutput
-    return {k: getattr(out, k) for k in ("past_key_values", "decoder_hidden_states", "decoder_attentions",
-                                         "cross_attentions", "encoder_last_hidden_state", "encoder_hidden_states",
-                                         "encoder_attentions", "encoder_global_attentions")}
+    return {k: getattr(out, k) for k in SEQ2SEQ_FIELDS}
 
 
 # ---------------------------------------------------------------- heads

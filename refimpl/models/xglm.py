@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 
 from .. import inputs
-from ..config import BaseConfig, check_heads
+from ..config import FairseqConfig, check_heads
 from ..family import FamilySpec, Generation
 from ..layers import check_head_mask, decoder_layer, layer_row, norm, run_stack, sub
 from ..ops import activation, causal_padding_mask, cross_entropy, linear, padding_mask
@@ -35,7 +35,7 @@ IGNORED_BUFFERS = ("embed_positions.weights", "embed_positions._float_tensor")
 
 
 @dataclass(frozen=True)
-class XGLMConfig(BaseConfig):
+class XGLMConfig(FairseqConfig):
     """configuration_xglm.py XGLMConfig."""
 
     attribute_map = {"num_attention_heads": "attention_heads", "hidden_size": "d_model", "num_hidden_layers": "num_layers"}
@@ -48,10 +48,6 @@ class XGLMConfig(BaseConfig):
     attention_heads: int = 16
     activation_function: str = "gelu"
     scale_embedding: bool = True
-    decoder_start_token_id: Optional[int] = 2
-    pad_token_id: Optional[int] = 1
-    bos_token_id: Optional[int] = 0
-    eos_token_id: Optional[int] = 2
 
     def __post_init__(self):
         check_heads(self.d_model, self.attention_heads)
@@ -242,7 +238,7 @@ def _encoder_inputs(cfg, states, mask, batch, dtype):  # -> (states [B, S, D], m
     return states, mask
 
 
-# ---------------------------------------------------------------- head
+# ---------------------------------------------------------------- heads
 
 
 def shift_labels_left(labels, pad_token_id):  # [B, T] -> [B, T]

@@ -31,9 +31,6 @@ SPECIAL_TOKENS_ATTRIBUTES = (
 PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
 TRUNCATION_STRATEGIES = ("only_first", "only_second", "longest_first", "do_not_truncate")
 # Keys that are one integer per token, and what a padded position gets (upstream _pad).
-_PADDED_KEYS = ("input_ids", "attention_mask", "token_type_ids", "special_tokens_mask")
-
-
 @dataclass(frozen=True)
 class AddedToken:
     """A token matched verbatim in text before the model tokenizer runs (upstream tokenizers.AddedToken)."""
@@ -82,10 +79,6 @@ def clean_up_tokenization(text: str) -> str:
     )
 
 
-def _is_int_list(x) -> bool:
-    return isinstance(x, (list, tuple)) and (len(x) == 0 or isinstance(x[0], (int, np.integer)))
-
-
 def _to_int_list(ids) -> List[int]:
     """int | list | ndarray of ids -> flat python list of int (upstream to_py_obj)."""
     if isinstance(ids, np.ndarray):
@@ -102,6 +95,22 @@ def _to_int_list(ids) -> List[int]:
             raise ValueError(f"token ids must be integers, got {i!r} ({type(i).__name__})")
         out.append(int(i))
     return out
+
+
+def fairseq_special_tokens() -> dict:
+    """The special tokens of fairseq-born vocabularies (BART/LED, XGLM): <s>, </s>, <unk>, <pad>."""
+    return {"bos_token": AddedToken("<s>"), "eos_token": AddedToken("</s>"), "sep_token": AddedToken("</s>"),
+            "cls_token": AddedToken("<s>"), "unk_token": AddedToken("<unk>"), "pad_token": AddedToken("<pad>")}
+
+
+def _strategy(value, when_true, when_false, allowed, name):  # True / False / None / a named strategy -> its name
+    if value is True:
+        return when_true
+    if value is False or value is None:
+        return when_false
+    if value in allowed:
+        return value
+    raise ValueError(f"{name} must be True, False or one of {allowed}, got {value!r}")
 
 
 class Tokenizer:
@@ -428,22 +437,8 @@ class Tokenizer:
         """Upstream _get_padding_truncation_strategies -> (padding, truncation, max_length)."""
         if max_length is not None and padding is False and truncation is None:
             truncation = "longest_first"  # upstream: max_length alone switches truncation on
-        if padding is True:
-            pad = "longest"
-        elif padding is False or padding is None:
-            pad = "do_not_pad"
-        elif padding in PADDING_STRATEGIES:
-            pad = padding
-        else:
-            raise ValueError(f"padding must be True, False or one of {PADDING_STRATEGIES}, got {padding!r}")
-        if truncation is True:
-            trunc = "longest_first"
-        elif truncation is False or truncation is None:
-            trunc = "do_not_truncate"
-        elif truncation in TRUNCATION_STRATEGIES:
-            trunc = truncation
-        else:
-            raise ValueError(f"truncation must be True, False or one of {TRUNCATION_STRATEGIES}, got {truncation!r}")
+        pad = _strategy(padding, "longest", "do_not_pad", PADDING_STRATEGIES, "padding")
+        trunc = _strategy(truncation, "longest_first", "do_not_truncate", TRUNCATION_STRATEGIES, "truncation")
         if max_length is None:
             if pad == "max_length":
                 if self.model_max_length > LARGE_INTEGER:

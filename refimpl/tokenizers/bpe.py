@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 
 import regex
 
-from .base import AddedToken, Tokenizer
+from .base import AddedToken, Tokenizer, fairseq_special_tokens
 
 # tokenization_gpt2.py GPT2Tokenizer.__init__: contractions, letters, numbers, other, whitespace runs.
 # (Upstream notes it "should have added re.IGNORECASE": "'S" is not a contraction. Kept as is.)
@@ -251,12 +251,7 @@ class BartTokenizer(ByteLevelBPETokenizer):
     """BART/LED rules: `<s> A </s>`, pairs `<s> A </s></s> B </s>`; `<mask>` eats the space on its left."""
 
     default_special_tokens = {
-        "bos_token": AddedToken("<s>"),
-        "eos_token": AddedToken("</s>"),
-        "sep_token": AddedToken("</s>"),
-        "cls_token": AddedToken("<s>"),
-        "unk_token": AddedToken("<unk>"),
-        "pad_token": AddedToken("<pad>"),
+        **fairseq_special_tokens(),
         # tokenization_bart.py: "Mask token behave like a normal word, i.e. include the space before it"
         "mask_token": AddedToken("<mask>", lstrip=True),
     }

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional
 
-from .base import AddedToken, Tokenizer
+from .base import AddedToken, Tokenizer, fairseq_special_tokens
 from .bpe import _pop_special
 
 SPIECE_UNDERLINE = "▁"
@@ -41,14 +41,7 @@ def load_sentencepiece(path: str):
 class XGLMTokenizer(Tokenizer):
     """XGLMTokenizer: sentencepiece segmentation, fairseq-aligned ids, `</s>` prepended."""
 
-    default_special_tokens = {
-        "bos_token": AddedToken("<s>"),
-        "eos_token": AddedToken("</s>"),
-        "sep_token": AddedToken("</s>"),
-        "cls_token": AddedToken("<s>"),
-        "unk_token": AddedToken("<unk>"),
-        "pad_token": AddedToken("<pad>"),
-    }
+    default_special_tokens = fairseq_special_tokens()
 
     def __init__(self, vocab_file: str, special_tokens: Optional[dict] = None,
                  additional_special_tokens: Optional[list] = None, **kwargs):
