@@ -14,3 +14,11 @@ def _load(directory, architecture, dtype):
 def load_model():
     """Cached refimpl.from_pretrained(directory, architecture, dtype)."""
     return _load
+
+
+def pytest_collection_modifyitems(items):
+    """Every test in a `*_live.py` file compares against live upstream: it carries the `upstream` marker
+    (`pytest -m "not upstream"` runs the rest)."""
+    for item in items:
+        if item.path.name.endswith("_live.py"):
+            item.add_marker(pytest.mark.upstream)

@@ -9,6 +9,7 @@ from safetensors.numpy import load_file
 
 import refimpl
 from golden import DTYPES, GOLDEN, REGENERATE, compare_tensor
+from refimpl import generation
 from refimpl.generation import top_k, top_p
 
 GEN = GOLDEN / "generation"
@@ -60,38 +61,62 @@ def test_generate_matches_upstream(family, case, kwargs, dtype):
 
 # ---------------------------------------------------------------- properties (no upstream needed)
 
-MODEL = refimpl.from_pretrained(GEN / "opt", dtype="float64") if "opt" in FAMILIES else None
+@pytest.fixture(scope="module")
+def opt_model(load_model):  # the OPT generation checkpoint, float64
+    return load_model(GEN / "opt", None, "float64")
 PROMPT = np.array([[1, 1, 5, 6, 7], [8, 9, 10, 11, 12]])
 MASK = (PROMPT != 1).astype(np.int64)
 
 
-def test_greedy_equals_one_beam_and_cached_equals_full():
-    greedy = MODEL.generate(PROMPT, attention_mask=MASK, max_new_tokens=6, eos_token_id=None)
-    beam = MODEL.generate(PROMPT, attention_mask=MASK, max_new_tokens=6, eos_token_id=None, num_beams=1)
-    np.testing.assert_array_equal(greedy, beam)
-    # without the cache: argmax of a full forward over the whole sequence so far, token by token
+def test_greedy_equals_argmax_of_full_forwards(opt_model):
+    """Cached greedy decoding against the argmax of a full forward (no cache) over the sequence so far."""
+    greedy = opt_model.generate(PROMPT, attention_mask=MASK, max_new_tokens=6, eos_token_id=None)
     ids, mask = PROMPT.copy(), MASK.copy()
     for _ in range(6):
-        logits = MODEL(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, -1]
+        logits = opt_model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, -1]
         ids = np.concatenate([ids, logits.argmax(-1)[:, None]], axis=1)
         mask = np.concatenate([mask, np.ones((2, 1), np.int64)], axis=1)
     np.testing.assert_array_equal(greedy, ids)
 
 
-def test_beam_search_width_one_is_greedy_on_scores():
-    """num_beams=2 with length_penalty=0 must keep the best-scoring sequence among its beams."""
-    out = MODEL.generate(PROMPT, attention_mask=MASK, max_new_tokens=4, num_beams=2, length_penalty=0.0,
-                         eos_token_id=None, return_dict_in_generate=True, output_scores=True)
-    assert out.sequences.shape == (2, PROMPT.shape[1] + 4)
+def test_beam_search_code_with_one_beam_is_greedy(opt_model):
+    """generate() sends num_beams=1 to greedy search; the beam-search code itself, run with one beam (its
+    scorer keeps the single best candidate each step), must choose the same tokens."""
+    greedy = opt_model.generate(PROMPT, attention_mask=MASK, max_new_tokens=6, eos_token_id=None)
+    cfg, model_kwargs = generation.GenerationConfig.for_model(opt_model).updated(
+        num_beams=1, eos_token_id=None, max_length=PROMPT.shape[1] + 6, attention_mask=MASK, use_cache=True)
+    decoder = generation.Decoder(opt_model, model_kwargs, opt_model.spec.generation)
+    processors = generation.build_processors(cfg, PROMPT.shape[1])
+    beam = generation._beam_search(decoder, PROMPT, PROMPT.shape[0], cfg, processors, is_encoder_decoder=False)
+    np.testing.assert_array_equal(beam, greedy)
+
+
+def test_beam_scores_are_the_sequences_log_probabilities(opt_model):
+    """With length_penalty=0 a beam's score is the sum of its new tokens' log-probabilities: recomputed here
+    from one full forward per returned sequence (no cache, no beam bookkeeping); best sequence first."""
+    new = 4
+    out = opt_model.generate(PROMPT, attention_mask=MASK, max_new_tokens=new, num_beams=3, num_return_sequences=2,
+                             length_penalty=0.0, eos_token_id=None, return_dict_in_generate=True, output_scores=True)
+    assert out.sequences.shape == (4, PROMPT.shape[1] + new)
+    for i, sequence in enumerate(out.sequences):
+        mask = np.concatenate([MASK[i // 2], np.ones(new, np.int64)])[None]
+        logits = opt_model(input_ids=sequence[None], attention_mask=mask, use_cache=False).logits[0]  # [L, V]
+        logp = logits - logits.max(-1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+        positions = np.arange(PROMPT.shape[1], PROMPT.shape[1] + new)
+        expected = logp[positions - 1, sequence[positions]].sum()
+        assert abs(out.sequences_scores[i] - expected) <= 1e-5 * max(1.0, abs(expected)), \
+            f"sequence {i}: score {out.sequences_scores[i]!r}, its log-probability {expected!r}"
+    assert np.all(out.sequences_scores[0::2] >= out.sequences_scores[1::2]), "the best sequence must come first"
 
 
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 2**31), st.integers(1, 8), st.floats(0.1, 0.95), st.floats(0.3, 2.0))
-def test_sampling_reproducible_and_respects_top_k_top_p(seed, k, p, t):
+def test_sampling_reproducible_and_respects_top_k_top_p(opt_model, seed, k, p, t):
     kwargs = dict(attention_mask=MASK, do_sample=True, max_new_tokens=5, top_k=k, top_p=p, temperature=t,
                   eos_token_id=None, return_dict_in_generate=True, output_scores=True)
-    first = MODEL.generate(PROMPT, seed=seed, **kwargs)
-    again = MODEL.generate(PROMPT, generator=np.random.default_rng(seed), **kwargs)
+    first = opt_model.generate(PROMPT, seed=seed, **kwargs)
+    again = opt_model.generate(PROMPT, generator=np.random.default_rng(seed), **kwargs)
     np.testing.assert_array_equal(first.sequences, again.sequences)
     for step, scores in enumerate(first.scores):
         chosen = first.sequences[:, PROMPT.shape[1] + step]
@@ -107,14 +132,14 @@ def test_top_k_and_top_p_keep_the_right_sets():
     assert np.isfinite(top_p(0.8)(None, scores.copy())).tolist() == [[True, True, True, False]]
 
 
-def test_generate_rejects_bad_input():
+def test_generate_rejects_bad_input(opt_model):
     with pytest.raises(ValueError, match="outside the vocabulary"):
-        MODEL.generate(np.array([[5, 99]]))
+        opt_model.generate(np.array([[5, 99]]))
     with pytest.raises(ValueError, match="num_return_sequences"):
-        MODEL.generate(PROMPT, num_beams=2, num_return_sequences=3)
+        opt_model.generate(PROMPT, num_beams=2, num_return_sequences=3)
 
 
-def test_cli_generate_left_pads_and_matches_generate(tmp_path):
+def test_cli_generate_left_pads_and_matches_generate(opt_model, tmp_path):
     """`refimpl generate` batches prompts with left padding; each row equals generate() on that batch."""
     from refimpl.cli import main
 
@@ -123,7 +148,7 @@ def test_cli_generate_left_pads_and_matches_generate(tmp_path):
                  "--max-new-tokens", "4", "--num-beams", "2", "--dtype", "float64", "-o", str(tmp_path / "o")]) == 0
     rows = [json.loads(line) for line in (tmp_path / "o").read_text().splitlines()]
     batch = np.array([[1, 1, 5, 6, 7], [9, 10, 11, 12, 13]])
-    expected = MODEL.generate(batch, attention_mask=(np.arange(5) >= np.array([[2], [0]])).astype(int),
+    expected = opt_model.generate(batch, attention_mask=(np.arange(5) >= np.array([[2], [0]])).astype(int),
                               max_new_tokens=4, num_beams=2)
     assert rows[0]["new_token_ids"] == expected[0, 5:].tolist()
     assert rows[1]["new_token_ids"] == expected[1, 5:].tolist()

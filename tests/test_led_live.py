@@ -66,3 +66,25 @@ def test_led_matches_live_upstream(tmp_path_factory, cfg, cls_name, data):
                  Step({**arrays, "decoder_input_ids": dec[:, 2:]}, {**kwargs, "use_cache": True}, use_past=True)]
     problems = live_problems(model, Case("live", steps), tmp_path_factory.mktemp("led"))
     assert not problems, f"{cfg.to_dict()}\n{arrays}\n" + "\n".join(problems)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 70), st.integers(1, 6), st.integers(0, 2**16), st.sampled_from(["none", "-inf", "min"]))
+def test_float32_softmax_as_torch_matches_torch(length, rows, seed, masked):
+    """refimpl's emulation against torch.softmax(dtype=torch.float32) on rows with -inf and finfo.min entries:
+    bit for bit under torch's AVX2 kernel (what refimpl emulates: 8-lane sums); under its AVX-512 kernel
+    (16 lanes) the sum order differs, so within 4 float32 ulps."""
+    from refimpl.torch_softmax import float32_softmax_as_torch
+
+    rng = np.random.default_rng(seed)
+    scores = (rng.normal(size=(rows, length)) * 6).astype(np.float64)
+    if masked != "none":
+        scores[:, rng.random(length) < 0.3] = -np.inf if masked == "-inf" else np.finfo(np.float64).min
+        scores[:, 0] = rng.normal()  # keep one finite entry per row
+    ours = float32_softmax_as_torch(scores)
+    theirs = torch.softmax(torch.from_numpy(scores), dim=-1, dtype=torch.float32).double().numpy()
+    if torch.backends.cpu.get_cpu_capability() == "AVX2":
+        assert np.array_equal(ours, theirs), f"max diff {np.abs(ours - theirs).max():.3e}"
+    else:
+        ulp = np.spacing(np.abs(theirs).astype(np.float32)).astype(np.float64)
+        assert np.all(np.abs(ours - theirs) <= 4 * ulp), f"max diff {np.abs(ours - theirs).max():.3e}"

@@ -16,7 +16,9 @@ def load(name, dtype="float64"):
     return refimpl.from_pretrained(GOLDEN / "opt" / name, dtype=dtype)
 
 
-MODELS = {(name, dt): load(name, dt) for name in CHECKPOINTS for dt in ("float32", "float64")}
+@pytest.fixture(scope="module")
+def models(load_model):  # models(name, dtype) -> a opt golden checkpoint, loaded once per session
+    return lambda name, dtype="float64": load_model(GOLDEN / "opt" / name, None, dtype)
 
 
 @st.composite
@@ -38,10 +40,10 @@ def assert_close(ours, reference, dtype, where):
 
 @SETTINGS
 @given(batches(), st.sampled_from(CHECKPOINTS), st.integers(0, 3))
-def test_row_independent_of_batch_and_right_padding(data, name, extra_pad):
+def test_row_independent_of_batch_and_right_padding(models, data, name, extra_pad):
     """A row's logits at its real positions do not depend on the other rows or on extra right padding."""
     ids, mask = data
-    model = MODELS[name, "float64"]
+    model = models(name, "float64")
     batch_logits = model(input_ids=ids, attention_mask=mask).logits
     for row in range(ids.shape[0]):
         n = int(mask[row].sum())
@@ -53,10 +55,10 @@ def test_row_independent_of_batch_and_right_padding(data, name, extra_pad):
 
 @SETTINGS
 @given(batches(max_len=8), st.sampled_from(CHECKPOINTS), st.data())
-def test_cached_decoding_equals_full_forward(data, name, draw):
+def test_cached_decoding_equals_full_forward(models, data, name, draw):
     """Feeding tokens in chunks with past_key_values gives the logits of one full forward."""
     ids, mask = data
-    model = MODELS[name, "float64"]
+    model = models(name, "float64")
     full = model(input_ids=ids, attention_mask=mask).logits
     cuts = sorted(set(draw.draw(st.lists(st.integers(1, ids.shape[1] - 1), max_size=3)) if ids.shape[1] > 1 else []))
     past, pieces = None, []
@@ -70,16 +72,16 @@ def test_cached_decoding_equals_full_forward(data, name, draw):
 
 @SETTINGS
 @given(batches(), st.sampled_from(CHECKPOINTS))
-def test_float32_agrees_with_float64(data, name):
+def test_float32_agrees_with_float64(models, data, name):
     ids, mask = data
-    out32 = MODELS[name, "float32"](input_ids=ids, attention_mask=mask).logits
-    out64 = MODELS[name, "float64"](input_ids=ids, attention_mask=mask).logits
+    out32 = models(name, "float32")(input_ids=ids, attention_mask=mask).logits
+    out64 = models(name, "float64")(input_ids=ids, attention_mask=mask).logits
     assert out32.dtype == np.float32 and out64.dtype == np.float64
     assert_close(out32, out64.astype(np.float32), "float32", name)
 
 
-def test_float32_never_promotes():
-    model = MODELS["preln-OPTForCausalLM", "float32"]
+def test_float32_never_promotes(models):
+    model = models("preln-OPTForCausalLM", "float32")
     out = model(input_ids=np.array([[5, 6, 7]]), output_hidden_states=True, output_attentions=True,
                 labels=np.array([[5, 6, 7]]))
     arrays = [out.logits, out.loss, *out.hidden_states, *out.attentions, *[t for kv in out.past_key_values for t in kv]]
@@ -98,9 +100,9 @@ def test_float32_never_promotes():
     (dict(input_ids=np.array([[5, 6]]), head_mask=np.ones((3, 3))), "head_mask must have shape (2, 3)"),
     (dict(input_ids=np.array([[5, 6]]), labels=np.array([[5, 99]])), "label 99"),
 ])
-def test_bad_input_is_refused_clearly(kwargs, message):
+def test_bad_input_is_refused_clearly(models, kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        MODELS["preln-OPTForCausalLM", "float32"](**kwargs)
+        models("preln-OPTForCausalLM", "float32")(**kwargs)
 
 
 def test_bad_checkpoint_is_refused_clearly(tmp_path):
@@ -122,15 +124,15 @@ def test_bad_checkpoint_is_refused_clearly(tmp_path):
         refimpl.from_pretrained(tmp_path)
 
 
-def test_base_checkpoint_loads_into_heads_and_back():
+def test_base_checkpoint_loads_into_heads_and_back(models):
     """OPTModel keys lack `model.`; heads add it. lm_head is tied to the embeddings when absent."""
     base = GOLDEN / "opt" / "preln-OPTModel"
     lm = refimpl.from_pretrained(base, architecture="OPTForCausalLM")
-    assert lm.params["lm_head.weight"] is not None
+    assert lm.params["lm_head.weight"].shape == (lm.config.vocab_size, lm.config.word_embed_proj_dim)
     np.testing.assert_array_equal(lm.params["lm_head.weight"], lm.params["model.decoder.embed_tokens.weight"])
     back = refimpl.from_pretrained(GOLDEN / "opt" / "preln-OPTForCausalLM", architecture="OPTModel")
     ids = np.array([[4, 5, 6]])
-    head_view = MODELS["preln-OPTForCausalLM", "float32"](input_ids=ids, output_hidden_states=True)
+    head_view = models("preln-OPTForCausalLM", "float32")(input_ids=ids, output_hidden_states=True)
     np.testing.assert_array_equal(back(input_ids=ids).last_hidden_state, head_view.hidden_states[-1])
     with pytest.raises(ValueError, match="missing weights: score.weight"):
         refimpl.from_pretrained(base, architecture="OPTForSequenceClassification")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional
 
-from .base import AddedToken, Tokenizer, fairseq_special_tokens
+from .base import Tokenizer, fairseq_special_tokens
 from .bpe import _pop_special
 
 SPIECE_UNDERLINE = "▁"
