@@ -16,7 +16,7 @@ from safetensors.numpy import save_file
 from transformers import OPTConfig, OPTForCausalLM, XGLMConfig, XGLMForCausalLM
 
 from capture_xglm import correctly_rounded_sinusoid
-from common import ROOT, SEED, flatten, randomize_, to_torch
+from common import ROOT, SEED, flatten, randomize_, running_in, to_torch
 
 MODELS = {
     "opt": lambda: OPTForCausalLM(OPTConfig(vocab_size=29, hidden_size=12, num_hidden_layers=2, ffn_dim=20,
@@ -57,8 +57,8 @@ def run(model, ids, mask, kwargs, dtype):
 
 
 def capture(manifest):
-    # XGLM's sinusoid table correctly rounded, as in capture_xglm.py (torch's float32 sin/cos are 1 ulp off
-    # in a few percent of entries, which no float64 comparison at 1e-10 could absorb); OPT is unaffected.
+    # XGLM's sinusoid table as in capture_xglm.py: correctly rounded float32 for float32 runs, exact float64 for
+    # float64 runs (upstream's float32 island removed); OPT is unaffected.
     with correctly_rounded_sinusoid():
         capture_all(manifest)
 
@@ -77,15 +77,9 @@ def capture_all(manifest):
             ids, mask = prompts(rng, model.config.vocab_size)
             tensors[f"{name}/input/input_ids"], tensors[f"{name}/input/attention_mask"] = ids, mask
             for dtype, torch_dtype in (("float32", torch.float32), ("float64", torch.float64)):
-                previous = torch.get_default_dtype()
-                torch.set_default_dtype(torch_dtype)
-                try:
-                    model.to(torch_dtype)
+                with running_in(model, torch_dtype):
                     for key, value in run(model, ids, mask, kwargs, torch_dtype).items():
                         tensors[f"{name}/{dtype}/{key}"] = value
-                finally:
-                    torch.set_default_dtype(previous)
-                    model.float()
         save_file({k: np.array(v, order="C") for k, v in sorted(tensors.items())}, str(directory / "results.safetensors"))
         (directory / "cases.json").write_text(json.dumps({"architecture": type(model).__name__, "always": ALWAYS,
                                                           "cases": CASES}, indent=1) + "\n")

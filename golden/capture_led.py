@@ -21,7 +21,8 @@ from safetensors.numpy import save_file
 from transformers import (LEDConfig, LEDForConditionalGeneration, LEDForQuestionAnswering,
                           LEDForSequenceClassification, LEDModel)
 
-from common import ROOT, SEED, Case, Step, flatten, randomize_, seed_everything, to_torch, write_checkpoint
+from common import (ROOT, SEED, Case, Step, flatten, randomize_, running_in, seed_everything, to_torch,
+                    write_checkpoint)
 
 # All-different small sizes: encoder 3 heads of 5, decoder 5 heads of 3, ffn 20 / 18, vocab 41.
 BASE = dict(vocab_size=41, d_model=15, encoder_layers=3, decoder_layers=2, encoder_attention_heads=3,
@@ -173,10 +174,7 @@ def generation(manifest):
         for arg, value in arrays.items():
             tensors[f"{name}/input/{arg}"] = value
         for dtype, torch_dtype in (("float32", torch.float32), ("float64", torch.float64)):
-            previous = torch.get_default_dtype()
-            torch.set_default_dtype(torch_dtype)
-            try:
-                model.to(torch_dtype)
+            with running_in(model, torch_dtype):
                 out = model.generate(to_torch(ids, torch_dtype), attention_mask=to_torch(mask, torch_dtype),
                                      global_attention_mask=to_torch(g, torch_dtype), **GEN_ALWAYS, **kwargs)
                 result = {}
@@ -184,9 +182,6 @@ def generation(manifest):
                     flatten(field, getattr(out, field, None), result)
                 for key, value in result.items():
                     tensors[f"{name}/{dtype}/{key}"] = value
-            finally:
-                torch.set_default_dtype(previous)
-                model.float()
         specs.append({"name": name, "arrays": sorted(arrays), "kwargs": {**GEN_ALWAYS, **kwargs}})
     save_file({k: np.array(v, order="C") for k, v in sorted(tensors.items())}, str(directory / "results.safetensors"))
     (directory / "cases.json").write_text(json.dumps({"architecture": "LEDForConditionalGeneration",
@@ -223,6 +218,7 @@ def capture(manifest):
                 # pooling at the last </s> of input_ids (one per row here) reads the decoder states,
                 # and the decoder states it pools must be as long as input_ids: no explicit decoder inputs
                 cases = [case for case in cases if not any("decoder_input_ids" in st.arrays for st in case.steps)]
-            manifest.append(write_checkpoint("led", f"{variant}-{cls.__name__}", model, cases))
+            # islands=True: each case once more in float64 with upstream's float32 softmax (its own island)
+            manifest.append(write_checkpoint("led", f"{variant}-{cls.__name__}", model, cases, islands=True))
     regression_checkpoint(manifest)
     generation(manifest)

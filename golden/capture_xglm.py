@@ -50,29 +50,48 @@ EVERYTHING = dict(output_attentions=True, output_hidden_states=True, use_cache=T
 # ---------------------------------------------------------------- the two capture-time adjustments
 
 
-def correctly_rounded_get_embedding(num_embeddings, embedding_dim, padding_idx=None):  # -> [N, dim] tensor
-    """XGLMSinusoidalPositionalEmbedding.get_embedding with exp/sin/cos correctly rounded to float32."""
+def sinusoid_table(num_embeddings, embedding_dim, padding_idx, dtype):  # -> [N, dim] ndarray of dtype
+    """XGLMSinusoidalPositionalEmbedding.get_embedding, written here independently of refimpl, one row at a
+    time. float32: with every float32 rounding upstream does (step, k * step, f_k, r * f_k) and exp/sin/cos
+    correctly rounded to float32. float64: every step in float64 (the exact mathematics)."""
     half = embedding_dim // 2
-    step = np.float32(math.log(10000) / (half - 1))
-    freq = np.exp((np.arange(half, dtype=np.float32) * -step).astype(np.float64)).astype(np.float32)
-    table = np.zeros((num_embeddings, embedding_dim), dtype=np.float32)
+    step = dtype(math.log(10000) / (half - 1))
+    freq = np.exp((np.arange(half, dtype=dtype) * -step).astype(np.float64)).astype(dtype)
+    table = np.zeros((num_embeddings, embedding_dim), dtype=dtype)
     for r in range(num_embeddings):  # one row at a time: a different shape of computation than refimpl's
-        angle = (np.float32(r) * freq).astype(np.float64)
+        angle = (dtype(r) * freq).astype(np.float64)
         table[r, :half] = np.sin(angle)
         table[r, half:2 * half] = np.cos(angle)
     if padding_idx is not None:
         table[padding_idx] = 0
+    return table
+
+
+def correctly_rounded_get_embedding(num_embeddings, embedding_dim, padding_idx=None):  # -> [N, dim] tensor
+    """get_embedding with the float32 table above (upstream builds it in float32 in any run)."""
+    table = sinusoid_table(num_embeddings, embedding_dim, padding_idx, np.float32)
     return torch.from_numpy(table).to(torch.get_default_dtype())
 
 
 @contextlib.contextmanager
 def correctly_rounded_sinusoid():
-    original = XGLMSinusoidalPositionalEmbedding.__dict__["get_embedding"]
-    XGLMSinusoidalPositionalEmbedding.get_embedding = staticmethod(correctly_rounded_get_embedding)
+    """Inside: the table is `sinusoid_table` in the weights' dtype at every forward: float32 runs get the
+    correctly rounded float32 table, float64 runs the exact float64 one (upstream's float32 island, removed)."""
+    cls = XGLMSinusoidalPositionalEmbedding
+    original_get, original_forward = cls.__dict__["get_embedding"], cls.forward
+
+    def forward(self, position_ids=None, past_key_values_length=0):  # upstream's size rule, then its forward
+        rows = max(self.weights.shape[0], 2 + position_ids.shape[1] + past_key_values_length)
+        dtype = np.float64 if self.weights.dtype == torch.float64 else np.float32
+        self.weights = torch.from_numpy(sinusoid_table(rows, self.embedding_dim, self.padding_idx, dtype)).to(
+            self.weights.dtype)
+        return original_forward(self, position_ids, past_key_values_length)
+
+    cls.get_embedding, cls.forward = staticmethod(correctly_rounded_get_embedding), forward
     try:
         yield
     finally:
-        XGLMSinusoidalPositionalEmbedding.get_embedding = original
+        cls.get_embedding, cls.forward = original_get, original_forward
 
 
 def protect_position_ids(model):

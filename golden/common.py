@@ -7,7 +7,11 @@ list of `Case`s, and this module:
 2. saves the model with upstream's own `save_pretrained` (real checkpoint format and names),
 3. runs every case in float32 and in float64 (`model.double()` under a float64 default dtype, see
    UPSTREAM_NOTES.md) and writes every returned tensor to `cases.safetensors`, the case list to
-   `cases.json`.
+   `cases.json`. The float64 run is the exact mathematics: upstream's float32 islands are computed in
+   float64 there (`float64_softmax` here; the sinusoid tables in capture_xglm.py and capture_nezha.py).
+   With `islands=True` the float64 run is repeated unpatched (upstream's own float32 islands, as torch's
+   CPU kernel of this machine computes them: recorded in the manifest) under the dtype key
+   "float64_upstream_islands".
 
 Golden layout, read by tests/golden.py:
     golden/<family>/<checkpoint>/config.json, model.safetensors      the checkpoint
@@ -18,6 +22,7 @@ Golden layout, read by tests/golden.py:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -116,27 +121,68 @@ def run_case(model: torch.nn.Module, case: Case, dtype: torch.dtype) -> Dict[str
     return out
 
 
-def run_both_dtypes(model: torch.nn.Module, case: Case) -> Dict[str, np.ndarray]:
-    """{"<step>/<dtype>/<field>": array} for float32 and float64 runs of the same float32 weights."""
-    result = {}
-    model.float()
-    for key, v in run_case(model, case, torch.float32).items():
-        step, name = key.split("/", 1)
-        result[f"{step}/float32/{name}"] = v
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)  # upstream builds causal masks in the default dtype
+@contextlib.contextmanager
+def float64_softmax():
+    """Inside: `softmax(x, dtype=torch.float32)` on a float64 x runs in float64. Upstream's LED calls it so
+    (modeling_led.py LEDEncoderSelfAttention, local and global attention: its float32 island), and torch's
+    float32 sums differ between its AVX2 and AVX-512 kernels; patched, a float64 run is exact and the same
+    on every CPU. Float32 inputs are untouched."""
+    original = torch.nn.functional.softmax
+
+    def softmax(input, dim=None, _stacklevel=3, dtype=None):
+        if dtype == torch.float32 and input.dtype == torch.float64:
+            dtype = None
+        return original(input, dim=dim, _stacklevel=_stacklevel, dtype=dtype)
+
+    torch.nn.functional.softmax = softmax
     try:
-        model.double()
-        for key, v in run_case(model, case, torch.float64).items():
-            step, name = key.split("/", 1)
-            result[f"{step}/float64/{name}"] = v
+        yield
+    finally:
+        torch.nn.functional.softmax = original
+
+
+@contextlib.contextmanager
+def float64_default_dtype():  # upstream builds causal masks in the default dtype (UPSTREAM_NOTES.md)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
     finally:
         torch.set_default_dtype(previous)
+
+
+@contextlib.contextmanager
+def running_in(model: torch.nn.Module, dtype: torch.dtype, islands: bool = False):
+    """Inside: the model in `dtype`; float64 under a float64 default dtype and, unless `islands`, without
+    upstream's float32 softmax island. The model is float32 again afterwards."""
+    try:
+        with contextlib.ExitStack() as stack:
+            if dtype == torch.float64:
+                stack.enter_context(float64_default_dtype())
+                if not islands:
+                    stack.enter_context(float64_softmax())
+            model.to(dtype)
+            yield model
+    finally:
         model.float()
+
+
+def run_both_dtypes(model: torch.nn.Module, case: Case, islands: bool = False) -> Dict[str, np.ndarray]:
+    """{"<step>/<dtype>/<field>": array} for float32 and float64 runs of the same float32 weights; the
+    float64 run without upstream's float32 islands, and, with `islands`, once more with them."""
+    runs = [("float32", torch.float32, False), ("float64", torch.float64, False)]
+    if islands:
+        runs.append(("float64_upstream_islands", torch.float64, True))
+    result = {}
+    for label, dtype, with_islands in runs:
+        with running_in(model, dtype, with_islands):
+            for key, v in run_case(model, case, dtype).items():
+                step, name = key.split("/", 1)
+                result[f"{step}/{label}/{name}"] = v
     return result
 
 
-def write_checkpoint(family: str, name: str, model: torch.nn.Module, cases: List[Case]) -> dict:
+def write_checkpoint(family: str, name: str, model: torch.nn.Module, cases: List[Case], islands: bool = False) -> dict:
     """Save the model with save_pretrained and every case's inputs and outputs; returns a manifest entry."""
     directory = ROOT / family / name
     directory.mkdir(parents=True, exist_ok=True)
@@ -149,7 +195,7 @@ def write_checkpoint(family: str, name: str, model: torch.nn.Module, cases: List
             for arg, value in step.arrays.items():
                 value = np.asarray(value)
                 tensors[f"{case.name}/{s}/input/{arg}"] = value.astype(np.float64) if value.dtype.kind == "f" else value
-        for key, value in run_both_dtypes(model, case).items():
+        for key, value in run_both_dtypes(model, case, islands).items():
             tensors[f"{case.name}/{key}"] = value
         specs.append({"name": case.name, "note": case.note,
                       "steps": [{"arrays": sorted(st.arrays), "kwargs": st.kwargs, "use_past": st.use_past}
@@ -164,4 +210,5 @@ def versions() -> dict:
     import transformers
 
     return {"torch": torch.__version__, "transformers": transformers.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "seed": SEED}
+            "python": platform.python_version(), "seed": SEED,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}  # the kernels of the islands cases

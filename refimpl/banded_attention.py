@@ -22,14 +22,15 @@ The softmax (`softmax_dtype`):
                         float64, finfo.min becomes -inf in float32, so a row with no finite score gives
                         NaN (upstream does the same); such rows are the masked rows, then set to 0.
   None                  the input dtype (float64 end to end: the exact mathematics, not upstream).
-  TORCH_FLOAT32         float32 as torch's CPU kernel computes it, bit for bit, on upstream's row layout
-                        (refimpl/torch_softmax.py): what reproduces upstream's float64 runs to 1e-10.
+  torch_float32(cpu)    float32 as torch's CPU kernel ("avx2": TORCH_FLOAT32) computes it, bit
+                        for bit, on upstream's row layout (refimpl/torch_softmax.py): upstream's float64
+                        island, for models loaded with islands="upstream".
 
 Implementations with one signature, and `banded_attention`, which dispatches (refimpl/accel.py):
   banded_attention_reference     the definition, one query at a time (slow; for reading and tests)
   banded_attention_numpy         vectorised, blocked by query blocks (GEMM-shaped, never T x T)
   banded_attention_numba         the same blocks as Numba kernels (float32 accelerator)
-  banded_attention_torch_layout  upstream's [X | 2w + 1] rows, for softmax_dtype=TORCH_FLOAT32
+  banded_attention_torch_layout  upstream's [X | 2w + 1] rows, for softmax_dtype=torch_float32(cpu)
 """
 
 import functools
@@ -38,14 +39,23 @@ import numpy as np
 
 from . import accel
 from .ops import exp_shifted_sum
-from .torch_softmax import float32_softmax_as_torch
+from .torch_softmax import LANES, float32_softmax_as_torch
 
-# softmax_dtype for torch's float32 softmax bit for bit (upstream's float64 island)
-TORCH_FLOAT32 = "torch-float32"
+def torch_float32(cpu="avx2"):  # -> the softmax_dtype for torch's float32 softmax on its `cpu` kernel, bit for bit
+    if cpu not in LANES:
+        raise ValueError(f"torch's {cpu!r} softmax kernel is not reproduced; choose one of {sorted(LANES)}")
+    return f"torch-float32-{cpu}"
+
+
+TORCH_FLOAT32 = torch_float32("avx2")  # upstream's float64 island as torch's AVX2 kernel computes it
 
 
 def _is_torch(softmax_dtype):
-    return isinstance(softmax_dtype, str) and softmax_dtype == TORCH_FLOAT32
+    return isinstance(softmax_dtype, str) and softmax_dtype.startswith("torch-float32-")
+
+
+def _torch_cpu(softmax_dtype):  # "torch-float32-avx512" -> "avx512"
+    return softmax_dtype.rsplit("-", 1)[1]
 
 # Upstream's `nn.functional.softmax(attn_scores, dim=-1, dtype=torch.float32)` (modeling_led.py
 # LEDEncoderSelfAttention.forward): the softmax always runs in float32.
@@ -107,10 +117,11 @@ def check_inputs(q, k, v, one_sided_window, key_bias, query_masked, global_k, gl
         global_bias = _per_position(global_bias, "global_bias", (B, X), "[B, X]", dtype)
 
     if _is_torch(softmax_dtype):
-        return key_bias, query_masked, global_k, global_v, global_bias, TORCH_FLOAT32
+        torch_float32(_torch_cpu(softmax_dtype))  # checks the kernel's name
+        return key_bias, query_masked, global_k, global_v, global_bias, softmax_dtype
     sm_dtype = dtype if softmax_dtype is None else np.dtype(softmax_dtype)
     if sm_dtype not in (np.float32, np.float64):
-        raise ValueError(f"softmax_dtype must be None, float32, float64 or {TORCH_FLOAT32!r}, got {softmax_dtype!r}")
+        raise ValueError(f"softmax_dtype must be None, float32, float64 or torch_float32(cpu), got {softmax_dtype!r}")
     return key_bias, query_masked, global_k, global_v, global_bias, np.dtype(sm_dtype)
 
 
@@ -155,8 +166,8 @@ def _softmax_rows(scores, sm_dtype):
     max-subtract, exp, sum, multiply by the reciprocal of the sum (as torch's CPU softmax kernel does).
     A row whose entries are all -inf gives NaN, as upstream does; callers zero masked rows afterwards.
     """
-    if isinstance(sm_dtype, str):  # TORCH_FLOAT32
-        return float32_softmax_as_torch(scores)
+    if _is_torch(sm_dtype):
+        return float32_softmax_as_torch(scores, _torch_cpu(sm_dtype))
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # float64 finfo.min -> -inf in float32
         e = scores.astype(sm_dtype)
         e -= e.max(axis=-1, keepdims=True)
@@ -305,14 +316,14 @@ def _numpy_block(q, k, v, gkT, gv, key_bias, global_bias, query_masked, w, s0, e
 
 
 def _torch_softmax_on_upstream_layout(blocked):
-    """The blocked backends cannot sum a row in torch's order: with softmax_dtype=TORCH_FLOAT32 they hand the
+    """The blocked backends cannot sum a row in torch's order: with softmax_dtype=torch_float32(cpu) they hand the
     call to banded_attention_torch_layout (the same arguments and result layout)."""
     @functools.wraps(blocked)
     def run(q, k, v, one_sided_window, key_bias=None, query_masked=None, global_k=None, global_v=None,
             global_bias=None, *, output_probs=False, softmax_dtype=UPSTREAM_SOFTMAX_DTYPE, **options):
         args = (q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias)
         if _is_torch(softmax_dtype):
-            return banded_attention_torch_layout(*args, output_probs=output_probs)
+            return banded_attention_torch_layout(*args, output_probs=output_probs, softmax_dtype=softmax_dtype)
         return blocked(*args, output_probs=output_probs, softmax_dtype=softmax_dtype, **options)
     return run
 
@@ -477,7 +488,7 @@ def banded_attention_numba(q, k, v, one_sided_window, key_bias=None, query_maske
 
 
 # ----------------------------------------------------------------------------------------------
-# 4. Upstream's row layout with torch's float32 softmax, bit for bit (softmax_dtype=TORCH_FLOAT32)
+# 4. Upstream's row layout with torch's float32 softmax, bit for bit (softmax_dtype=torch_float32(cpu))
 # ----------------------------------------------------------------------------------------------
 
 def band_windows(x, w):  # x [B, H, T, d] -> [B, H, T, 2w+1, d] view: row i holds positions i-w .. i+w (0 outside)
@@ -495,12 +506,15 @@ def banded_attention_torch_layout(q, k, v, one_sided_window, key_bias=None, quer
     """q, k, v [B, H, T, d] -> context [B, H, T, d], probs [B, H, T, X + 2w + 1] or None.
 
     Computed on upstream's own layout: one row of [X global | 2w + 1 band slots] scores per query,
-    `float32_softmax_as_torch` over it, so the softmax sums run in torch's order (TORCH_FLOAT32).
+    `float32_softmax_as_torch` over it, so the softmax sums run in torch's order.
     Query blocks of `rows`: memory O(B * H * rows * (X + 2w + 1)) besides the outputs. Slower than
     the banded core (the emulated float32 softmax dominates): meant for reproducing upstream's float64.
     """
-    key_bias, query_masked, global_k, global_v, global_bias, _ = check_inputs(
+    key_bias, query_masked, global_k, global_v, global_bias, sm_dtype = check_inputs(
         q, k, v, one_sided_window, key_bias, query_masked, global_k, global_v, global_bias, softmax_dtype)
+    if not _is_torch(sm_dtype):
+        raise ValueError(f"banded_attention_torch_layout computes torch's float32 softmax; softmax_dtype must be "
+                         f"torch_float32(cpu), got {softmax_dtype!r}")
     w = int(one_sided_window)
     B, H, T, d = q.shape
     dtype = q.dtype
@@ -518,7 +532,7 @@ def banded_attention_torch_layout(q, k, v, one_sided_window, key_bias=None, quer
         if X:
             g_scores = q[:, :, s0:s1] @ global_k.transpose(0, 1, 3, 2) + global_bias[:, None, None, :]  # [B, H, n, X]
             scores = np.concatenate([g_scores, scores], axis=-1)  # [B, H, n, X + 2w + 1]
-        p = float32_softmax_as_torch(scores)
+        p = float32_softmax_as_torch(scores, _torch_cpu(sm_dtype))
         p[np.broadcast_to(query_masked[:, None, s0:s1, None], p.shape)] = 0  # masked_fill(is_index_masked, 0)
         ctx = np.einsum("bhts,bhtsd->bhtd", p[..., X:], v_band[:, :, s0:s1])  # [B, H, n, d]
         if X:
@@ -539,7 +553,7 @@ def banded_attention(q, k, v, one_sided_window, key_bias=None, query_masked=None
     """q, k, v [B, H, T, d] -> (context [B, H, T, d], probs [B, H, T, X + 2w + 1] or None).
 
     backend: None (refimpl.accel's policy), "reference", "numpy" or "numba". With
-    softmax_dtype=TORCH_FLOAT32 the NumPy and Numba backends both run banded_attention_torch_layout.
+    softmax_dtype=torch_float32(cpu) the NumPy and Numba backends both run banded_attention_torch_layout.
     """
     run = accel.dispatch({"reference": banded_attention_reference, "numpy": banded_attention_numpy,
                           "numba": banded_attention_numba}, getattr(q, "dtype", None), backend)

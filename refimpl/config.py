@@ -33,6 +33,11 @@ class BaseConfig:
     is_encoder_decoder: bool = False
     is_decoder: bool = False
     add_cross_attention: bool = False
+    # refimpl's float64 policy, not a config.json key (from_pretrained's `islands`, `islands_cpu`):
+    # None computes every step in the model's dtype; "upstream" computes upstream's float32 islands in
+    # float32 as torch does on its `islands_cpu` kernel ("avx2"). See ISLANDS below.
+    islands: Optional[str] = None
+    islands_cpu: str = "avx2"
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -42,7 +47,7 @@ class BaseConfig:
     @classmethod
     def from_dict(cls, raw: dict) -> "BaseConfig":
         """Build from a config.json dict: known keys become fields, the rest go to `extra`."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra", "islands", "islands_cpu"}
         raw = dict(raw)
         if "id2label" not in raw and "num_labels" in raw:  # PretrainedConfig(num_labels=n) form
             raw["id2label"] = {i: f"LABEL_{i}" for i in range(int(raw["num_labels"]))}
@@ -67,6 +72,34 @@ class FairseqConfig(BaseConfig):
     pad_token_id: Optional[int] = 1
     bos_token_id: Optional[int] = 0
     eos_token_id: Optional[int] = 2
+
+
+# Upstream computes these steps in float32 even in a float64 run (its float32 "islands"); refimpl's float64
+# computes them in float64 unless a model is loaded with islands="upstream" (measured sizes: UPSTREAM_NOTES.md).
+ISLANDS = {
+    "xglm": "XGLMSinusoidalPositionalEmbedding.get_embedding: the sinusoid table in float32 "
+            "(with islands: correctly rounded float32 values; torch's VML sin/cos are 1 ulp off in ~5%)",
+    "nezha": "NezhaRelativePositionsEncoding: the relative-position table in float32 (with islands: correctly "
+             "rounded float32 values; torch's are 1 ulp off in ~40% of entries)",
+    "led": "LEDEncoderSelfAttention: softmax(..., dtype=torch.float32) for the local band and the global tokens "
+           "(with islands: bit for bit as torch's `islands_cpu` kernel sums)",
+}
+ISLANDS_CHOICES, ISLANDS_CPUS = (None, "upstream"), ("avx2",)  # torch's AVX-512 softmax: see torch_softmax.py
+
+
+def check_islands(islands, islands_cpu) -> None:
+    if islands not in ISLANDS_CHOICES:
+        raise ValueError(f"islands must be None (float64 end to end) or 'upstream' (upstream's float32 islands), "
+                         f"got {islands!r}")
+    if islands_cpu not in ISLANDS_CPUS:
+        raise ValueError(f"islands_cpu must be one of {ISLANDS_CPUS}, got {islands_cpu!r}: refimpl reproduces torch's "
+                         "AVX2 kernel; run upstream with ATEN_CPU_CAPABILITY=avx2 to compare with its islands")
+
+
+def in_islands(cfg, dtype) -> bool:
+    """Whether a float32 island of upstream's is computed as upstream does: float64 models loaded with
+    islands="upstream" (float32 models compute everything in float32 anyway)."""
+    return cfg.islands == "upstream" and str(dtype) == "float64"
 
 
 def check_heads(width: int, heads: int) -> None:

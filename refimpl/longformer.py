@@ -10,10 +10,11 @@ One layer, for x [B, T, D] with T a multiple of the layer's window (LEDEncoder p
             key_global, value_global); its output row overwrites the local one.
 
 The local part is the banded core, `refimpl.banded_attention.banded_attention` (its definition is
-`banded_attention_reference`). Its softmax runs in float32 as upstream's does: a plain float32 softmax
-for float32 models; for float64 models torch's float32 softmax bit for bit (`TORCH_FLOAT32`), because
-upstream still rounds the scores of a float64 run to float32 there, and any other float32 softmax
-differs from upstream by ~1e-7, far above the 1e-10 a float64 run is held to.
+`banded_attention_reference`). Upstream runs both softmaxes with `dtype=torch.float32`, also in a float64
+run (an "island"). `softmax_dtype_for` picks refimpl's: float32 models a float32 softmax; float64 models
+a float64 one (the exact mathematics; fully masked rows are uniform, where upstream's float32 island
+gives NaN), or, for models loaded with islands="upstream", torch's float32 softmax bit for bit as its
+AVX2 or AVX-512 kernel sums (`torch_float32(cpu)`, refimpl/torch_softmax.py).
 """
 from __future__ import annotations
 
@@ -22,20 +23,35 @@ import math
 import numpy as np
 
 from .attention import merge_heads, split_heads
-from .banded_attention import TORCH_FLOAT32, banded_attention, gather_global_keys, key_bias_from_mask
-from .ops import linear, mask_min
+from .banded_attention import banded_attention, gather_global_keys, key_bias_from_mask, torch_float32
+from .ops import linear, mask_min, softmax
 from .torch_softmax import float32_softmax_as_torch
+
+
+def softmax_dtype_for(dtype, islands_cpu=None):  # -> the softmax_dtype of both LED attention softmaxes
+    """modeling_led.py: `softmax(scores, dim=-1, dtype=torch.float32)`. float32 models: float32. float64
+    models: float64, or torch's float32 on the `islands_cpu` kernel when reproducing upstream's islands."""
+    if np.dtype(dtype) == np.float32:
+        return np.float32
+    return None if islands_cpu is None else torch_float32(islands_cpu)
+
+
+def _global_softmax(scores, islands_cpu=None):  # scores [B, H, X, T] -> probabilities, in scores.dtype
+    if scores.dtype == np.float64 and islands_cpu is None:  # float64 end to end: a row of finfo.min is uniform
+        return softmax(scores)
+    return float32_softmax_as_torch(scores, islands_cpu or "avx2")  # upstream's float32 softmax, bit for bit
 
 # ---------------------------------------------------------------- one layer
 
 
-def global_attention(p, x, is_global, is_masked, num_heads, head_mask=None, reassociate=None):
+def global_attention(p, x, is_global, is_masked, num_heads, head_mask=None, reassociate=None, islands_cpu=None):
     """LEDEncoderSelfAttention._compute_global_attn_output_from_hidden.
 
     x [B, T, D] -> (out [B, X, H, d] for the global slots, probs [B, H, X, T]), X = max #global per row.
     Each global token attends to every key with its own projections. Spare slots of rows with fewer
-    global tokens get a whole row of finfo.min (a uniform softmax in float32; NaN in float64, because
-    float64's finfo.min is -inf in float32): upstream returns those rows as they are.
+    global tokens get a whole row of finfo.min: a uniform softmax, except in upstream's float64 island
+    (float64's finfo.min is -inf in float32: NaN), which upstream returns as it is. islands_cpu: see
+    longformer_self_attention.
 
     Upstream projects every token with key_global and value_global (2 T D^2 multiply-adds) for a few
     global queries. The same numbers, reassociated, cost 2 X H T D:
@@ -66,7 +82,7 @@ def global_attention(p, x, is_global, is_masked, num_heads, head_mask=None, reas
         scores = q @ k.transpose(0, 1, 3, 2)  # [B, H, X, T]
     scores = np.where(slot_used[:, None, :, None], scores, mask_min(dtype))  # spare slots: the whole row
     scores = np.where(is_masked[:, None, None, :], mask_min(dtype), scores)  # padding keys
-    probs = float32_softmax_as_torch(scores)  # [B, H, X, T]
+    probs = _global_softmax(scores, islands_cpu)  # [B, H, X, T]
     if head_mask is not None:
         probs = probs * head_mask[None, :, None, None]
     if reassociate:
@@ -79,14 +95,15 @@ def global_attention(p, x, is_global, is_masked, num_heads, head_mask=None, reas
 
 
 def longformer_self_attention(p, x, window, num_heads, is_masked, is_global, any_global, head_mask=None,
-                              output_attentions=False, backend=None):
+                              output_attentions=False, backend=None, islands_cpu=None):
     """LEDEncoderSelfAttention.forward. x [B, T, D] (T a multiple of `window`) -> (context [B, T, D],
     local probs [B, H, T, X + window + 1] or None, global probs [B, H, X, T] or None).
 
     p holds query/key/value and query_global/key_global/value_global (weight, bias).
     is_masked, is_global [B, T] bool (padding; global tokens); any_global: whether global attention
     runs at all (upstream decides once per batch). backend: the banded core's ("reference", "numpy",
-    "numba"; None: refimpl.accel's policy).
+    "numba"; None: refimpl.accel's policy). islands_cpu: None, or "avx2" / "avx512" to compute a float64
+    model's softmaxes as upstream's float32 island on that torch kernel.
     """
     B, T, D = x.shape
     d, dtype = D // num_heads, x.dtype
@@ -99,8 +116,7 @@ def longformer_self_attention(p, x, window, num_heads, is_masked, is_global, any
     gk = gv = global_bias = None
     if any_global:
         gk, gv, global_bias = gather_global_keys(k, v, is_global)  # [B, H, X, d] x2, [B, X]
-    # upstream: softmax(..., dtype=torch.float32); in a float64 run, as torch computes it (the island)
-    softmax_dtype = TORCH_FLOAT32 if dtype == np.float64 else np.float32
+    softmax_dtype = softmax_dtype_for(dtype, islands_cpu)
     context, probs = banded_attention(q, k, v, window // 2, key_bias, is_masked, gk, gv, global_bias,
                                       output_probs=output_attentions, softmax_dtype=softmax_dtype,
                                       backend=backend)  # [B, H, T, d]
@@ -111,7 +127,8 @@ def longformer_self_attention(p, x, window, num_heads, is_masked, is_global, any
     out = merge_heads(context)  # [B, T, D]
     global_probs = None
     if any_global:
-        global_out, global_probs = global_attention(p, x, is_global, is_masked, num_heads, head_mask)
+        global_out, global_probs = global_attention(p, x, is_global, is_masked, num_heads, head_mask,
+                                                    islands_cpu=islands_cpu)
         slot_used = np.arange(global_out.shape[1])[None, :] < is_global.sum(axis=1)[:, None]  # [B, X]
         out[is_global] = global_out[slot_used].reshape(-1, D)  # [n_global, H, d] -> [n_global, D]
         if probs is not None:  # "filler values, never used": upstream zeroes the global rows

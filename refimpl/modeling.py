@@ -11,7 +11,7 @@ from typing import Optional, Union
 import numpy as np
 
 from .checkpoint import match_params, read_state_dict, resolve_checkpoint
-from .config import BaseConfig
+from .config import BaseConfig, check_islands
 from .models import family, load_config
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -51,7 +51,8 @@ class Model:
 
     def __repr__(self):
         n = sum(v.size for v in self.params.values())
-        return f"<refimpl {self.architecture} ({n:,} parameters, {self.dtype})>"
+        islands = f", islands={self.config.islands} ({self.config.islands_cpu})" if self.config.islands else ""
+        return f"<refimpl {self.architecture} ({n:,} parameters, {self.dtype}{islands})>"
 
 
 def default_architecture(config: BaseConfig) -> str:
@@ -61,7 +62,8 @@ def default_architecture(config: BaseConfig) -> str:
 
 
 def from_pretrained(path: Union[str, Path], architecture: Optional[str] = None, dtype="float32",
-                    cache_dir=None, revision: Optional[str] = None) -> Model:
+                    cache_dir=None, revision: Optional[str] = None, islands: Optional[str] = None,
+                    islands_cpu: str = "avx2") -> Model:
     """Load a checkpoint directory saved by upstream's `save_pretrained` (config.json + weights).
 
     path: a directory, or a repo id ("facebook/opt-125m") already in the Hugging Face cache
@@ -70,10 +72,16 @@ def from_pretrained(path: Union[str, Path], architecture: Optional[str] = None, 
     architecture: the upstream class name whose head to build (default: the config's first
     `architectures` entry). dtype: "float32" (default) or "float64"; every weight is cast to it once
     and all computation happens in it.
+
+    islands: None (default): float64 computes every step in float64, the exact mathematics, the same bits
+    on every CPU. "upstream": reproduce upstream's float64 runs, which compute a few steps in float32
+    (refimpl.config.ISLANDS), LED's softmaxes as torch's `islands_cpu` kernel does ("avx2"; on an AVX-512
+    CPU run upstream with ATEN_CPU_CAPABILITY=avx2 to compare). No effect on float32 models.
     """
     dtype = resolve_dtype(dtype)
+    check_islands(islands, islands_cpu)
     path = resolve_checkpoint(path, cache_dir=cache_dir, revision=revision)
-    config = load_config(path)
+    config = load_config(path).replace(islands=islands, islands_cpu=islands_cpu)
     spec = family(config.model_type)
     architecture = spec.check_architecture(architecture or default_architecture(config))
     state = read_state_dict(path)

@@ -5,12 +5,15 @@ local and global attention, `nn.functional.softmax(attn_scores, dim=-1, dtype=to
 modeling_led.py LEDEncoderSelfAttention). To reproduce such a run to 1e-10 rather than ~1e-7, the
 float32 softmax must round exactly as torch's does:
 
-torch (CPU, ATen/native/cpu/SoftMaxKernel.cpp `_vec_softmax_lastdim`, AVX2 build as on these machines)
-computes a softmax over the last axis as: m = max(row); e = exp(row - m) with SLEEF's expf_u10;
-s = vec::reduce_all(+, e) (8 lanes accumulated in order, then a butterfly over the lanes; rows shorter
-than 8 are summed left to right); e * (1 / s). Checked against torch.softmax on float32 rows of 1 to
-1025 entries with -inf and finfo.min entries: identical bits. (An AVX-512 build of torch sums 16 lanes:
-a different last bit.)
+torch (CPU, ATen/native/cpu/SoftMaxKernel.cpp `_vec_softmax_lastdim`) computes a softmax over the last
+axis as: m = max(row); e = exp(row - m) with SLEEF's expf_u10; s = vec::reduce_all(+, e) (one vector of
+`lanes` partial sums accumulated in order, the tail added to the first lanes, then a butterfly over the
+lanes; rows shorter than a vector are summed left to right); e * (1 / s). That is torch's AVX2 kernel
+(8 lanes), checked against torch.softmax on float32 rows of 1 to 1025 entries with -inf and finfo.min
+entries: identical bits (tests/test_led_live.py). torch's AVX-512 kernel (on CPUs that have it, unless
+ATEN_CPU_CAPABILITY=avx2 is set) sums 16 lanes and may use another exp, so its last bits differ; it is
+not reproduced here: to compare with refimpl's islands="upstream", run upstream with
+ATEN_CPU_CAPABILITY=avx2 (`torch.backends.cpu.get_cpu_capability()` says which kernel runs).
 """
 from __future__ import annotations
 
@@ -50,33 +53,48 @@ def expf_sleef(d):  # float32 [...] -> exp(d) float32, SLEEF's xexpf (u10), as t
         return np.where(np.isnan(d), _F(np.nan), u).astype(_F)
 
 
-def _sum_lanes_as_torch(e):  # float32 [..., n] -> [...]: vec::reduce_all(+) with 8-lane vectors
+def _butterfly(width):  # the lane permutations of vec_reduce_all, widest swap first
+    swaps, half = [], width // 2
+    while half:
+        swaps.append([i ^ half for i in range(width)])  # exchange blocks of `half` lanes
+        half //= 2
+    return swaps
+
+
+LANES = {"avx2": 8}  # torch's float32 vector width per CPU kernel reproduced here (see the module docstring)
+
+
+def _sum_lanes_as_torch(e, width=8):  # float32 [..., n] -> [...]: vec::reduce_all(+) with `width`-lane vectors
     n = e.shape[-1]
-    if n < 8:  # vec_reduce_all(fun, loadu(data, n), n): left to right
+    if n < width:  # vec_reduce_all(fun, loadu(data, n), n): left to right
         total = e[..., 0].copy()
         for i in range(1, n):
             total = total + e[..., i]
         return total
-    full = n - n % 8
-    lanes = e[..., :8].copy()  # [..., 8]
-    for start in range(8, full, 8):
-        lanes = lanes + e[..., start:start + 8]
+    full = n - n % width
+    lanes = e[..., :width].copy()  # [..., width]
+    for start in range(width, full, width):
+        lanes = lanes + e[..., start:start + width]
     if n > full:  # Vec::set(acc, acc + tail, n - full): only the first lanes take the tail
         lanes[..., :n - full] = lanes[..., :n - full] + e[..., full:]
-    for swap in ([4, 5, 6, 7, 0, 1, 2, 3], [2, 3, 0, 1, 6, 7, 4, 5], [1, 0, 3, 2, 5, 4, 7, 6]):  # butterfly
+    for swap in _butterfly(width):
         lanes = lanes + lanes[..., swap]
     return lanes[..., 0]
 
 
-def float32_softmax_as_torch(scores):  # [..., N] any float -> [..., N] in scores.dtype
-    """nn.functional.softmax(scores, dim=-1, dtype=torch.float32).type_as(scores), bit for bit.
+def float32_softmax_as_torch(scores, cpu="avx2"):  # [..., N] any float -> [..., N] in scores.dtype
+    """nn.functional.softmax(scores, dim=-1, dtype=torch.float32).type_as(scores), bit for bit, as torch's
+    `cpu` kernel computes it (only "avx2" is reproduced).
 
     Rows with no finite entry after the cast to float32 (float64's finfo.min is -inf there) give NaN,
     as upstream does.
     """
+    if cpu not in LANES:
+        raise ValueError(f"torch's {cpu!r} softmax kernel is not reproduced (only {sorted(LANES)}); run upstream "
+                         "with ATEN_CPU_CAPABILITY=avx2 to compare with it")
     with np.errstate(over="ignore", invalid="ignore"):
         s = scores.astype(_F)
         e = expf_sleef(s - s.max(axis=-1, keepdims=True))
-        total = _sum_lanes_as_torch(e)
+        total = _sum_lanes_as_torch(e, LANES[cpu])
         e *= (_F(1) / total)[..., None]
     return e.astype(scores.dtype)

@@ -121,16 +121,18 @@ def compare_tensor(ours, expected, dtype: str, where: str) -> List[str]:
     return []
 
 
-def run_case(model_loader, case: GoldenCase, dtype: str) -> List[str]:
-    """Replay a case with refimpl (each step's past_key_values from our own previous step)."""
+def run_case(model_loader, case: GoldenCase, dtype: str, label: str = None) -> List[str]:
+    """Replay a case with refimpl (each step's past_key_values from our own previous step) and compare with
+    the golden run `label` (default: the dtype's; "float64_upstream_islands" for upstream's island run)."""
     model = model_loader(case.directory, case.architecture, dtype)
+    label = label or dtype
     problems, past = [], None
     for step, spec in enumerate(case.steps):
         args = case.step_inputs(step, dtype)
         if spec["use_past"]:
             args["past_key_values"] = past
         output = model(**args)
-        past = getattr(output, "past_key_values", None)
-        problems += compare(output_fields(output), case.expected(step, dtype), dtype,
-                            f"[{case.id} step {step} {dtype}]")
+        past = output.past_key_values if "past_key_values" in output.keys() else None
+        problems += compare(output_fields(output), case.expected(step, label), dtype,
+                            f"[{case.id} step {step} {label}]")
     return problems

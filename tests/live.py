@@ -17,10 +17,13 @@ from common import Case, Step, randomize_, run_both_dtypes  # noqa: E402,F401  (
 import refimpl  # noqa: E402
 
 
-def live_problems(model, case: Case, tmp_path, architecture=None):
+def live_problems(model, case: Case, tmp_path, architecture=None, islands=False):
+    """Failures of refimpl against upstream on `case`: float32, float64 (upstream's float32 islands patched to
+    float64: the exact mathematics) and, with `islands`, refimpl's islands="upstream" against unpatched
+    upstream float64 (as torch's CPU kernel computes it: only AVX2 is reproduced)."""
     model.eval()
     model.save_pretrained(tmp_path, safe_serialization=True)
-    tensors = {f"{case.name}/{k}": v for k, v in run_both_dtypes(model, case).items()}
+    tensors = {f"{case.name}/{k}": v for k, v in run_both_dtypes(model, case, islands).items()}
     for s, step in enumerate(case.steps):
         for arg, value in step.arrays.items():
             value = np.asarray(value)
@@ -31,4 +34,10 @@ def live_problems(model, case: Case, tmp_path, architecture=None):
     def loader(_directory, arch, dtype):
         return refimpl.from_pretrained(tmp_path, architecture=arch, dtype=dtype)
 
-    return run_case(loader, golden, "float32") + run_case(loader, golden, "float64")
+    def island_loader(_directory, arch, dtype):
+        return refimpl.from_pretrained(tmp_path, architecture=arch, dtype=dtype, islands="upstream")
+
+    problems = run_case(loader, golden, "float32") + run_case(loader, golden, "float64")
+    if islands:
+        problems += run_case(island_loader, golden, "float64", "float64_upstream_islands")
+    return problems

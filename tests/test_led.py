@@ -10,7 +10,7 @@ import pytest
 from safetensors.numpy import load_file
 
 import refimpl
-from golden import DTYPES, GOLDEN, REGENERATE, cases, compare_tensor, output_fields
+from golden import DTYPES, GOLDEN, REGENERATE, cases, compare_tensor, output_fields, run_case
 from refimpl import accel
 from refimpl.longformer import longformer_self_attention
 from refimpl.models import led
@@ -242,23 +242,52 @@ def test_every_backend_gives_the_golden_encoder(dtype, load_model):
         assert not problems, "\n".join(problems)
 
 
-def test_float64_local_attentions_are_torchs_float32_softmax_bit_for_bit(load_model):
-    """Upstream's float64 run rounds the scores to float32 for the local softmax, so its probabilities (the
-    golden, captured with torch's AVX2 kernel) are float32 values; refimpl's float64 LED reproduces them bit
-    for bit (refimpl/torch_softmax.py), not merely to a float32 tolerance."""
-    case = golden_case(CG.name, "long_global")
-    model = load_model(case.directory, case.architecture, "float64")
+ISLAND_CASES = [c for c in cases("led") if any("/float64_upstream_islands/" in k for k in c.tensors)]
+GOLDEN_CPU = json.loads((GOLDEN / "manifest.json").read_text())["versions"]["torch_cpu_capability"].lower()
+
+
+def test_island_golden_present():
+    assert len(ISLAND_CASES) >= 10, f"LED golden without upstream-islands runs; {REGENERATE}"
+
+
+@pytest.mark.parametrize("case", ISLAND_CASES, ids=lambda c: c.id)
+def test_islands_upstream_reproduces_unpatched_upstream_float64(case):
+    """islands="upstream": upstream's own float64 run, float32 softmax island included, as torch's CPU kernel
+    of the capture machine (manifest) computed it: every field within 1e-10, the local attention
+    probabilities (float32 values) bit for bit, NaN rows of the global attentions where upstream's are."""
+    def load(directory, architecture, dtype):
+        return refimpl.from_pretrained(directory, architecture=architecture, dtype=dtype, islands="upstream",
+                                       islands_cpu=GOLDEN_CPU)
+
+    problems = run_case(load, case, "float64", "float64_upstream_islands")
+    model = load(case.directory, case.architecture, "float64")  # the first step again: probabilities, bit for bit
     ours = output_fields(model(**case.step_inputs(0, "float64")))
-    checked = 0
-    for key, value in case.expected(0, "float64").items():
-        if key.startswith("encoder_attentions"):
-            assert np.array_equal(value, value.astype(np.float32).astype(np.float64)), f"{key}: golden not float32"
-            differ = ours[key] != value
-            assert not differ.any(), (f"{key}: {int(differ.sum())} of {value.size} probabilities differ from torch's, "
-                                      f"max {np.abs(ours[key] - value).max():.3e}")
-            checked += 1
-    assert checked >= 2, "the golden case has no encoder attentions: broken test"
+    for key, value in case.expected(0, "float64_upstream_islands").items():
+        if key.startswith("encoder_attentions") and not np.array_equal(ours[key], value, equal_nan=True):
+            problems.append(f"[{case.id}] {key}: not bit for bit, max {np.nanmax(np.abs(ours[key] - value)):.3e}")
+    assert not problems, "\n".join(problems)
+
+
+def test_exact_float64_differs_from_the_island_by_float32_noise(load_model):
+    """The default float64 (every step in float64) against upstream's island run: apart by float32 rounding
+    of the softmax (~1e-7 relative), never more; and uniform where the island gives NaN."""
+    case = golden_case(CG.name, "long_global")
+    exact = case.expected(0, "float64")
+    island = case.expected(0, "float64_upstream_islands")
+    diff = np.abs(exact["logits"] - island["logits"]).max() / np.abs(exact["logits"]).max()
+    assert 1e-12 < diff < 1e-5, f"exact vs island logits: relative {diff:.3e}"
+    for key, value in exact.items():
+        assert not np.isnan(value).any(), f"{key}: the exact float64 has no NaN (uniform rows instead)"
+
+
+def test_float32_softmax_as_torch_refuses_unknown_kernels():
     assert np.isnan(float32_softmax_as_torch(np.full((1, 4), np.finfo(np.float64).min))).all()  # as upstream
+    with pytest.raises(ValueError, match="ATEN_CPU_CAPABILITY=avx2"):
+        float32_softmax_as_torch(np.zeros((1, 4)), "avx512")
+    with pytest.raises(ValueError, match="islands_cpu"):
+        refimpl.from_pretrained(CG, dtype="float64", islands="upstream", islands_cpu="avx512")
+    with pytest.raises(ValueError, match="islands must be"):
+        refimpl.from_pretrained(CG, dtype="float64", islands="float32")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

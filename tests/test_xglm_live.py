@@ -122,6 +122,34 @@ def test_matches_unpatched_upstream_in_float32(upstream, tmp_path, d_model, head
     assert_close(ours, expected, "float32", f"unpatched d_model={d_model}")
 
 
+@pytest.mark.parametrize("d_model, heads", [(12, 3), (64, 4)])
+def test_islands_upstream_is_unpatched_upstream_float64(upstream, tmp_path, d_model, heads):
+    """Upstream's own float64 run (its float32 sinusoid table, cast) against refimpl islands="upstream": apart
+    only by the table's entries that torch's VML sin/cos round one float32 ulp away (~1e-8 to 7e-7); the
+    default float64 (an exact table) is apart by the whole island."""
+    import torch
+
+    import live as live_module  # puts golden/ on sys.path
+    from common import running_in
+
+    cfg = upstream.XGLMConfig(vocab_size=29, d_model=d_model, attention_heads=heads, num_layers=2, ffn_dim=19,
+                              max_position_embeddings=40, dropout=0.0)
+    torch.manual_seed(0)
+    model = upstream.XGLMForCausalLM(cfg).eval()
+
+    live_module.randomize_(model, 7)
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    ids = np.random.default_rng(1).integers(2, 29, size=(2, 30))
+    with torch.no_grad(), running_in(model, torch.float64, islands=True):
+        expected = model(input_ids=torch.from_numpy(ids)).logits.numpy()
+    island = refimpl.from_pretrained(tmp_path, dtype="float64", islands="upstream")(input_ids=ids).logits
+    exact = refimpl.from_pretrained(tmp_path, dtype="float64")(input_ids=ids).logits
+    scale = np.abs(expected).max()
+    island_error, exact_error = np.abs(island - expected).max() / scale, np.abs(exact - expected).max() / scale
+    assert island_error <= 2e-6, f"islands='upstream' vs unpatched upstream float64: relative {island_error:.2e}"
+    assert island_error < exact_error, f"the island ({island_error:.2e}) should be closer than exact ({exact_error:.2e})"
+
+
 def test_generation_position_ids_match_upstream(upstream):
     import torch
 

@@ -24,7 +24,7 @@ from typing import Optional, Union
 import numpy as np
 
 from .. import inputs
-from ..config import FairseqConfig, check_heads
+from ..config import FairseqConfig, check_heads, in_islands
 from ..family import FamilySpec, Generation
 from ..layers import LayerOutput, check_head_mask, decoder_layer, feed_forward, layer_row, norm, run_stack, sub
 from ..longformer import longformer_self_attention
@@ -163,14 +163,14 @@ def layer_windows(cfg):  # -> [attention_window of layer i] (LEDEncoder.__init__
 
 
 def encoder_layer(p, x, window, num_heads, act, is_masked, is_global, any_global, head_mask=None,
-                  output_attentions=False, backend=None):  # x [B, T, D] -> LayerOutput (local, global probs)
+                  output_attentions=False, backend=None, islands_cpu=None):  # x [B, T, D] -> LayerOutput
     """LEDEncoderLayer: post-LN, x = LN(x + attn(x)); x = LN(x + ffn(x)) (the latter by blocks of rows).
 
     attn = LEDEncoderAttention: the Longformer self-attention, then the `self_attn.output` linear.
     """
     context, probs, global_probs = longformer_self_attention(
         sub(p, "self_attn.longformer_self_attn"), x, window, num_heads, is_masked, is_global, any_global,
-        head_mask, output_attentions, backend)
+        head_mask, output_attentions, backend, islands_cpu)
     attn = linear(context, p["self_attn.output.weight"], p["self_attn.output.bias"])  # [B, T, D]
     x = norm(p, "self_attn_layer_norm", x + attn)
     x = feed_forward_sublayer_by_rows(p, x, act)  # LN(x + ffn(x))
@@ -250,10 +250,12 @@ def led_encoder(p, cfg, input_ids=None, attention_mask=None, global_attention_ma
     is_masked, is_global = mask == 0, mask > 1  # [B, T_padded] each
     any_global = bool(is_global.any())  # upstream decides once per batch whether global attention runs
     act = activation(cfg.activation_function)
+    islands_cpu = cfg.islands_cpu if in_islands(cfg, dtype) else None  # upstream's float32 softmax island
 
     def layer(i, x):
         return encoder_layer(sub(p, f"encoder.layers.{i}"), x, windows[i], cfg.encoder_attention_heads, act,
-                             is_masked, is_global, any_global, layer_row(head_mask, i), flags.attentions, backend)
+                             is_masked, is_global, any_global, layer_row(head_mask, i), flags.attentions, backend,
+                             islands_cpu)
 
     stack = run_stack(cfg.encoder_layers, x, layer, flags)
     # LEDEncoder.forward: cut the padding off again, except from the global attentions

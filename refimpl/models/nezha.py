@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import inputs
 from ..attention import split_heads
-from ..config import BaseConfig, check_heads
+from ..config import BaseConfig, check_heads, in_islands
 from ..family import FamilySpec
 from ..layers import LayerOutput, check_head_mask, layer_row, run_stack, sub
 from ..ops import (activation, classification_loss, cross_entropy, embedding, layer_norm, linear, mask_min,
@@ -151,9 +151,10 @@ def relative_position_table(max_relative_position, head_dim, dtype):  # -> table
     """NezhaRelativePositionsEncoding.embeddings_table: row r is the sinusoid of r, interleaved.
 
     table[r, 2m] = sin(r * w_m), table[r, 2m+1] = cos(r * w_m), w_m = exp(-2m ln(10000) / d); row r stands
-    for the clipped distance r - K. Evaluated in float64 and rounded once to `dtype`. (Upstream evaluates
-    it with torch's float32 sin/cos at init, also for a model later cast to float64; those differ from the
-    correctly rounded values by one float32 ulp in a few percent of the entries: see golden/capture_nezha.py.)
+    for the clipped distance r - K. Evaluated in float64 and rounded once to `dtype`. Upstream evaluates it
+    with torch's float32 sin/cos at init, also for a model later cast to float64 (its float32 island: pass
+    dtype=float32 and cast, as nezha_encoder does under islands="upstream"); torch's values differ from the
+    correctly rounded ones by one float32 ulp in a few percent of the entries: see golden/capture_nezha.py.
     """
     rows = 2 * max_relative_position + 1
     position = np.arange(rows, dtype=np.float64)[:, None]  # [2K+1, 1]
@@ -262,7 +263,9 @@ def nezha_embeddings(p, cfg, input_ids=None, token_type_ids=None, inputs_embeds=
 def nezha_encoder(p, cfg, x, mask, flags, head_mask=None, encoder_states=None, encoder_mask=None):
     """NezhaEncoder: x [B, T, D] through every NezhaLayer -> StackOutput. One relative-position table
     [2K+1, d] serves every layer and head."""
-    table = relative_position_table(cfg.max_relative_position, cfg.hidden_size // cfg.num_attention_heads, x.dtype)
+    table_dtype = np.float32 if in_islands(cfg, x.dtype) else x.dtype  # upstream's float32 table in its float64 runs
+    table = relative_position_table(cfg.max_relative_position, cfg.hidden_size // cfg.num_attention_heads,
+                                    table_dtype).astype(x.dtype)  # [2K+1, d]
     act = activation(cfg.hidden_act)
 
     def layer(i, x):

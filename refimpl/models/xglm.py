@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import inputs
-from ..config import FairseqConfig, check_heads
+from ..config import FairseqConfig, check_heads, in_islands
 from ..family import FamilySpec, Generation
 from ..layers import check_head_mask, decoder_layer, layer_row, norm, run_stack, sub
 from ..ops import activation, causal_padding_mask, cross_entropy, linear, padding_mask
@@ -82,31 +82,32 @@ def param_shapes(cfg, architecture):  # -> {name: shape} of every weight the arc
 # ---------------------------------------------------------------- positions
 
 
-def sinusoid_rows(rows, dim, padding_idx=None):  # rows [...] int -> [..., dim] float32
+def sinusoid_rows(rows, dim, padding_idx=None, dtype=np.float32):  # rows [...] int -> [..., dim] in dtype
     """Rows of XGLMSinusoidalPositionalEmbedding.get_embedding's table, computed only where asked.
 
     row r, column k < half:  sin(r * f_k);  column half + k: cos(r * f_k)   (halves, not interleaved)
     f_k = exp(-k * ln(10000) / (half - 1)), half = dim // 2; an odd dim gets a zero last column;
     the row `padding_idx` is all zeros. Rows are table rows, i.e. position + 2.
 
-    Upstream computes the table in float32 whatever the model dtype (`dtype=torch.float`, then cast),
-    so these are float32 values: the step, k * step, f_k and r * f_k are rounded to float32 as upstream
-    rounds them; exp, sin and cos are evaluated in float64 and rounded once to float32 (correctly
-    rounded). torch's float32 exp/sin/cos are within 1 ulp but not correctly rounded (measured: the same
-    values under every ATEN_CPU_CAPABILITY, i.e. MKL's VML in the x86 wheels; cos(1) is one case), so a
-    few percent of upstream's entries differ from these by one float32 ulp (tests/test_xglm.py bounds it).
+    dtype=float64: every step in float64, the exact mathematics. dtype=float32: as upstream computes the
+    table (`dtype=torch.float`, also for a float64 model: its float32 island): the step, k * step, f_k and
+    r * f_k rounded to float32 as upstream rounds them; exp, sin and cos evaluated in float64 and rounded
+    once to float32 (correctly rounded). torch's float32 exp/sin/cos are within 1 ulp but not correctly
+    rounded (measured: the same values under every ATEN_CPU_CAPABILITY, i.e. MKL's VML in the x86 wheels;
+    cos(1) is one case), so a few percent of upstream's entries differ from these by one float32 ulp
+    (tests/test_xglm.py bounds it).
     """
     half = dim // 2
     if half < 2:  # upstream divides by half - 1
         raise ValueError(f"the sinusoidal position table needs d_model >= 4, got {dim}")
     rows = np.asarray(rows)
-    step = np.float32(math.log(10000) / (half - 1))
-    exponent = np.arange(half, dtype=np.float32) * -step  # [half] float32, as torch rounds it
-    freq = np.exp(exponent.astype(np.float64)).astype(np.float32)  # [half]
-    angle = (rows.astype(np.float32)[..., None] * freq).astype(np.float64)  # [..., half], float32 product
-    parts = [np.sin(angle).astype(np.float32), np.cos(angle).astype(np.float32)]  # [..., half] each
+    step = np.dtype(dtype).type(math.log(10000) / (half - 1))
+    exponent = np.arange(half, dtype=dtype) * -step  # [half]
+    freq = np.exp(exponent.astype(np.float64)).astype(dtype)  # [half]
+    angle = (rows.astype(dtype)[..., None] * freq).astype(np.float64)  # [..., half]
+    parts = [np.sin(angle).astype(dtype), np.cos(angle).astype(dtype)]  # [..., half] each
     if dim % 2 == 1:
-        parts.append(np.zeros(rows.shape + (1,), dtype=np.float32))
+        parts.append(np.zeros(rows.shape + (1,), dtype=dtype))
     table = np.concatenate(parts, axis=-1)  # [..., dim]
     if padding_idx is not None:
         table[rows == padding_idx] = 0
@@ -177,7 +178,9 @@ def position_embeddings(cfg, position_ids, batch, length, past_length, dtype):  
         raise ValueError(f"position_ids must lie in -{POSITION_OFFSET}..{table_rows - POSITION_OFFSET - 1} "
                          f"(the sinusoid table has {table_rows} rows, offset {POSITION_OFFSET}); "
                          f"got {int(position_ids.min())}..{int(position_ids.max())}")
-    return sinusoid_rows(rows, cfg.d_model, cfg.pad_token_id).astype(dtype)  # [1 or B, T, D]
+    # float32: upstream's float32 table; float64: exact, or upstream's float32 table when reproducing its island
+    table_dtype = np.float32 if dtype == np.float32 or in_islands(cfg, dtype) else np.float64
+    return sinusoid_rows(rows, cfg.d_model, cfg.pad_token_id, table_dtype).astype(dtype)  # [1 or B, T, D]
 
 
 # ---------------------------------------------------------------- base model
