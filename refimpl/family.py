@@ -35,7 +35,7 @@ class FamilySpec:
     param_shapes: Callable                       # (cfg, architecture) -> {state-dict name: shape}
     tied: Mapping[str, str] = field(default_factory=dict)     # weight -> the weight it is tied to
     ignored_buffers: Tuple[str, ...] = ()       # names in files that are recomputed, not read
-    missing_defaults: Mapping[str, Callable] = field(default_factory=dict)  # name -> fill(shape, dtype)
+    missing_defaults: Mapping[str, Callable] = field(default_factory=dict)  # name -> fill(shape) for a file without it
     causal_lm: Mapping[str, str] = field(default_factory=dict)  # causal-LM class -> its output-projection weight
     masked_lm: Mapping[str, str] = field(default_factory=dict)  # masked-LM class -> its token-logits output field
     sequence_classifiers: Tuple[str, ...] = ()  # classes whose `logits` are [B, num_labels]
