@@ -9,6 +9,7 @@ names below load their modules on first use). For speed, call `refimpl.runtime.c
 before anything imports NumPy (see refimpl/runtime.py); the `refimpl` command does.
 """
 import importlib
+import importlib.util
 
 __version__ = "0.1.0"
 
@@ -19,9 +20,11 @@ _PUBLIC = {  # name -> the module that defines it
 __all__ = [*_PUBLIC, "load_tokenizer"]
 
 
-def __getattr__(name):  # PEP 562: refimpl.from_pretrained etc. import their module when first used
+def __getattr__(name):  # PEP 562: refimpl.from_pretrained, refimpl.scoring, ... load when first used
     if name in _PUBLIC:
         return getattr(importlib.import_module(_PUBLIC[name]), name)
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")  # a submodule: refimpl.scoring, refimpl.ops, ...
     raise AttributeError(f"module 'refimpl' has no attribute {name!r}")
 
 

@@ -117,6 +117,7 @@ def test_import_refimpl_changes_nothing_in_the_process():
         assert "numpy" not in sys.modules, "import refimpl imported numpy"
         assert open("/proc/self/maps").read().count(".so") == maps.count(".so"), "a library was loaded"
         refimpl.from_pretrained   # first use loads the modules, still without touching the environment
+        assert callable(refimpl.scoring.token_logprobs)  # submodules load on first use too
         assert dict(os.environ) == env, "loading refimpl's modules changed os.environ"
         print("ok")
     """)
