@@ -89,4 +89,4 @@ def test_float32_softmax_as_torch_matches_torch(length, rows, seed, masked):
     if torch.backends.cpu.get_cpu_capability() == "AVX2":
         assert np.array_equal(ours, theirs), f"max diff {np.abs(ours - theirs).max():.3e}"
     else:
-        assert np.abs(ours - theirs).max() <= 1e-6, f"max diff {np.abs(ours - theirs).max():.3e}"
+        assert np.abs(ours - theirs).max() <= 1e-5, f"max diff {np.abs(ours - theirs).max():.3e}"
