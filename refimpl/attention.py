@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ops import linear, mask_min, softmax
+from .trace import record
 
 
 def split_heads(x, num_heads):  # x [B, T, H*d] -> [B, H, T, d], contiguous
@@ -47,9 +48,9 @@ def attend(q, k, v, mask=None, head_mask=None, clamp_to_min=False, score_bias=No
 
 
 def project_kv(p, source, num_heads):  # source [B, S, D] -> k, v [B, H, S, d]
-    return split_heads(linear(source, p["k_proj.weight"], p.get("k_proj.bias")), num_heads), split_heads(
-        linear(source, p["v_proj.weight"], p.get("v_proj.bias")), num_heads
-    )
+    k = record(p, "k_proj", linear(source, p["k_proj.weight"], p.get("k_proj.bias")))  # [B, S, D]
+    v = record(p, "v_proj", linear(source, p["v_proj.weight"], p.get("v_proj.bias")))
+    return split_heads(k, num_heads), split_heads(v, num_heads)
 
 
 def multi_head_attention(p, x, num_heads, mask=None, *, past=None, key_value_states=None, head_mask=None,
@@ -64,7 +65,8 @@ def multi_head_attention(p, x, num_heads, mask=None, *, past=None, key_value_sta
     """
     head_dim = x.shape[-1] // num_heads
     scaling = x.dtype.type(head_dim ** -0.5)
-    q = split_heads(linear(x, p["q_proj.weight"], p.get("q_proj.bias")) * scaling, num_heads)  # [B, H, T, d]
+    q = record(p, "q_proj", linear(x, p["q_proj.weight"], p.get("q_proj.bias")))  # [B, T, D]
+    q = split_heads(q * scaling, num_heads)  # [B, H, T, d]
     if key_value_states is not None:  # cross-attention
         k, v = past if past is not None else project_kv(p, key_value_states, num_heads)
     else:
@@ -73,5 +75,5 @@ def multi_head_attention(p, x, num_heads, mask=None, *, past=None, key_value_sta
             k = np.concatenate([past[0], k], axis=2)  # [B, H, S_past + T, d]
             v = np.concatenate([past[1], v], axis=2)
     context, probs = attend(q, k, v, mask, head_mask, clamp_to_min)
-    out = linear(merge_heads(context), p["out_proj.weight"], p.get("out_proj.bias"))  # [B, T, D]
+    out = record(p, "out_proj", linear(merge_heads(context), p["out_proj.weight"], p.get("out_proj.bias")))  # [B, T, D]
     return out, probs, (k, v)

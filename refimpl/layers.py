@@ -13,22 +13,36 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 from .attention import multi_head_attention
 from .ops import layer_norm, linear
+from .trace import path_of, record
 
 
-def sub(params: Mapping, prefix: str) -> dict:
+class Params(dict):
+    """A view of the parameters under one upstream module: keys relative to it, `path` its full name
+    (what refimpl.trace names intermediates by)."""
+
+    path: str = ""
+
+
+def sub(params: Mapping, prefix: str) -> Params:
     """The parameters under `prefix.`, with the prefix removed: sub(p, "decoder")["embed_tokens.weight"]."""
     start = prefix + "."
-    return {k[len(start):]: v for k, v in params.items() if k.startswith(start)}
+    view = Params((k[len(start):], v) for k, v in params.items() if k.startswith(start))
+    view.path = path_of(params, prefix)
+    return view
+
+
+def dense(p: Mapping, name: str, x):  # x [..., in] -> [..., out]: the nn.Linear `name`, traced under its name
+    return record(p, name, linear(x, p[name + ".weight"], p.get(name + ".bias")))
 
 
 def norm(p: Mapping, name: str, x, eps: float = 1e-5):  # x [..., D] -> [..., D]
     """LayerNorm `name`; weight/bias may be absent (OPT's layer_norm_elementwise_affine=False)."""
-    return layer_norm(x, p.get(name + ".weight"), p.get(name + ".bias"), eps)
+    return record(p, name, layer_norm(x, p.get(name + ".weight"), p.get(name + ".bias"), eps))
 
 
-def feed_forward(p: Mapping, x, act: Callable):  # x [B, T, D] -> [B, T, D]
-    """fc2(act(fc1(x))); biases optional."""
-    return linear(act(linear(x, p["fc1.weight"], p.get("fc1.bias"))), p["fc2.weight"], p.get("fc2.bias"))
+def feed_forward(p: Mapping, x, act: Callable):  # x [B, T, D] or [N, D] -> the same
+    """fc2(act(fc1(x))); biases optional; traced as fc1, activation_fn, fc2."""
+    return dense(p, "fc2", record(p, "activation_fn", act(dense(p, "fc1", x))))
 
 
 def pre_norm(p: Mapping, name: str, x, norm_first: bool, eps: float):  # x [B, T, D] -> a sublayer's input
@@ -43,17 +57,20 @@ def add_residual(p: Mapping, name: str, x, out, norm_first: bool, eps: float):  
 
 
 def decoder_layer(p, x, num_heads, act, self_mask, *, norm_first, past=None, head_mask=None,
-                  encoder_states=None, encoder_mask=None, cross_head_mask=None, clamp_to_min=False, eps=1e-5):
+                  encoder_states=None, encoder_mask=None, cross_head_mask=None, clamp_to_min=False, eps=1e-5,
+                  ffn_on_rows=False):
     """One BART-style decoder layer (modeling_bart.py BartDecoderLayer). x [B, T, D] -> LayerOutput.
 
     norm_first=True: x + f(LN(x)) for each sublayer (OPT-125m, XGLM). False: LN(x + f(x)) (BART/LED,
     OPT-350m's do_layer_norm_before=False). Cross-attention runs when `encoder_states` is given.
     `past` and `present` are (k, v) or (k, v, cross_k, cross_v) with arrays [B, H, S, d].
+    ffn_on_rows: OPTDecoderLayer runs its feed-forward on [B*T, D] rows (the same numbers; its traced
+    shapes are upstream's).
     """
     out, self_probs, present = multi_head_attention(
         sub(p, "self_attn"), pre_norm(p, "self_attn_layer_norm", x, norm_first, eps), num_heads, self_mask,
         past=None if past is None else past[:2], head_mask=head_mask, clamp_to_min=clamp_to_min)
-    x = add_residual(p, "self_attn_layer_norm", x, out, norm_first, eps)
+    x = add_residual(p, "self_attn_layer_norm", x, record(p, "self_attn", out), norm_first, eps)
 
     cross_probs = None
     if encoder_states is not None:
@@ -61,11 +78,12 @@ def decoder_layer(p, x, num_heads, act, self_mask, *, norm_first, past=None, hea
         out, cross_probs, cross_kv = multi_head_attention(
             sub(p, "encoder_attn"), pre_norm(p, "encoder_attn_layer_norm", x, norm_first, eps), num_heads, encoder_mask,
             past=cross_past, key_value_states=encoder_states, head_mask=cross_head_mask, clamp_to_min=clamp_to_min)
-        x = add_residual(p, "encoder_attn_layer_norm", x, out, norm_first, eps)
+        x = add_residual(p, "encoder_attn_layer_norm", x, record(p, "encoder_attn", out), norm_first, eps)
         present = present + cross_kv
 
-    out = feed_forward(p, pre_norm(p, "final_layer_norm", x, norm_first, eps), act)
-    x = add_residual(p, "final_layer_norm", x, out, norm_first, eps)
+    rows = x.reshape(-1, x.shape[-1]) if ffn_on_rows else x  # [B*T, D] or [B, T, D]
+    out = feed_forward(p, pre_norm(p, "final_layer_norm", rows, norm_first, eps), act)
+    x = add_residual(p, "final_layer_norm", x, out.reshape(x.shape), norm_first, eps)
     return LayerOutput(x, attention=self_probs, cross_attention=cross_probs, present=present)
 
 
@@ -112,15 +130,17 @@ class StackOutput:
         return None if self.hidden_states is None else self.hidden_states + (final,)
 
 
-def run_stack(num_layers: int, x, layer_fn: Callable, flags) -> StackOutput:
+def run_stack(num_layers: int, x, layer_fn: Callable, flags, layers: Mapping = None, name: str = "") -> StackOutput:
     """x [B, T, D] through `layer_fn(i, x) -> LayerOutput` for i = 0 .. num_layers - 1, collecting what
-    upstream's encoders and decoders collect (flags: inputs.OutputFlags). Used by every family."""
+    upstream's encoders and decoders collect (flags: inputs.OutputFlags). Used by every family.
+    `layers`/`name`: the parameters holding the stack and its ModuleList's name ("decoder.layers"), under
+    which each layer's output is traced ("decoder.layers.3")."""
     hidden, attentions, cross, global_, cache = [], [], [], [], []
     for i in range(num_layers):
         if flags.hidden_states:
             hidden.append(x)
         out = layer_fn(i, x)
-        x = out.hidden
+        x = record(layers, f"{name}.{i}", out.hidden) if layers is not None else out.hidden
         if flags.use_cache:
             cache.append(out.present)
         if flags.attentions:

@@ -8,18 +8,19 @@ heads keep it under `model.` and add their own weights.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from dataclasses import dataclass
 from typing import Optional
+
+import numpy as np
 
 from .. import inputs
 from ..config import BaseConfig, check_heads
 from ..family import FamilySpec, Generation
-from ..layers import check_head_mask, decoder_layer, layer_row, norm, run_stack, sub
-from ..ops import activation, causal_padding_mask, classification_loss, cross_entropy, linear, span_loss
+from ..layers import check_head_mask, decoder_layer, dense, layer_row, norm, run_stack, sub
+from ..ops import activation, causal_padding_mask, classification_loss, cross_entropy, span_loss
 from ..outputs import (BaseModelOutputWithPast, CausalLMOutputWithPast, QuestionAnsweringModelOutput,
                        SequenceClassifierOutputWithPast)
+from ..trace import record
 
 BASE_PREFIX = "model"  # OPTPreTrainedModel.base_model_prefix
 POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding: "if padding_idx is specified then offset the embedding ids by 2"
@@ -116,14 +117,24 @@ def opt_embeddings(p, cfg, tokens, attention_mask, past_length):  # tokens [B, T
     if positions.max() >= table.shape[0]:
         raise ValueError(f"{int(attention_mask.sum(1).max())} attended tokens exceed max_position_embeddings="
                          f"{cfg.max_position_embeddings} of this OPT model")
+    pos_embeds = record(p, "decoder.embed_positions", table[positions])  # [B, T, D]
     if "decoder.project_in.weight" in p:
-        tokens = linear(tokens, p["decoder.project_in.weight"])  # [B, T, D]
-    return tokens + table[positions]  # [B, T, D]
+        tokens = dense(p, "decoder.project_in", tokens)  # [B, T, D]
+    return tokens + pos_embeds  # [B, T, D]
 
 
 def opt_model(p, cfg, input_ids=None, attention_mask=None, head_mask=None, past_key_values=None,
               inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None):
-    """OPTModel / OPTDecoder.forward. input_ids [B, T] -> BaseModelOutputWithPast.
+    """OPTModel.forward: the decoder (the heads call opt_decoder itself, as upstream's do)."""
+    out = opt_decoder(p, cfg, input_ids, attention_mask, head_mask, past_key_values, inputs_embeds, use_cache,
+                      output_attentions, output_hidden_states)
+    record(p, "", out.last_hidden_state)  # the OPTModel module (the root, or `model` under a head)
+    return out
+
+
+def opt_decoder(p, cfg, input_ids=None, attention_mask=None, head_mask=None, past_key_values=None,
+                inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None):
+    """OPTDecoder.forward. input_ids [B, T] -> BaseModelOutputWithPast. p: OPTModel's parameters.
 
     last_hidden_state [B, T, word_embed_proj_dim]; past_key_values: per layer (k, v) [B, H, S, d];
     hidden_states: L+1 entries (the last after final norm / project_out); attentions [B, H, T, S].
@@ -131,6 +142,8 @@ def opt_model(p, cfg, input_ids=None, attention_mask=None, head_mask=None, past_
     dtype = p["decoder.embed_tokens.weight"].dtype
     flags = inputs.output_flags(cfg, use_cache, output_attentions, output_hidden_states)
     _, tokens = inputs.embed(input_ids, inputs_embeds, p["decoder.embed_tokens.weight"])  # [B, T, E]
+    if input_ids is not None:
+        record(p, "decoder.embed_tokens", tokens)
     batch, length = tokens.shape[:2]
     past_length = inputs.past_length(past_key_values, cfg.num_hidden_layers, batch)
     attention_mask = inputs.causal_lm_mask(attention_mask, batch, past_length, length)  # [B, S]
@@ -140,17 +153,18 @@ def opt_model(p, cfg, input_ids=None, attention_mask=None, head_mask=None, past_
     mask = causal_padding_mask(attention_mask, length, dtype)  # [B, 1, T, S]
     act = activation(cfg.activation_function)
 
-    def layer(i, x):  # OPTDecoderLayer; OPTAttention clamps scores at finfo.min after adding the mask
+    def layer(i, x):  # OPTDecoderLayer (its feed-forward on [B*T, D] rows); OPTAttention clamps scores
         return decoder_layer(sub(p, f"decoder.layers.{i}"), x, cfg.num_attention_heads, act, mask,
                              norm_first=cfg.do_layer_norm_before, past=layer_row(past_key_values, i),
-                             head_mask=layer_row(head_mask, i), clamp_to_min=True)
+                             head_mask=layer_row(head_mask, i), clamp_to_min=True, ffn_on_rows=True)
 
-    stack = run_stack(cfg.num_hidden_layers, x, layer, flags)
+    stack = run_stack(cfg.num_hidden_layers, x, layer, flags, p, "decoder.layers")
     x = stack.last_hidden_state
     if _has_final_norm(cfg):
         x = norm(p, "decoder.final_layer_norm", x)
     if "decoder.project_out.weight" in p:
-        x = linear(x, p["decoder.project_out.weight"])  # [B, T, E]
+        x = dense(p, "decoder.project_out", x)  # [B, T, E]
+    record(p, "decoder", x)
     return BaseModelOutputWithPast(last_hidden_state=x, past_key_values=stack.past_key_values,
                                    hidden_states=stack.with_final(x), attentions=stack.attentions)
 
@@ -162,9 +176,9 @@ def opt_for_causal_lm(p, cfg, input_ids=None, attention_mask=None, head_mask=Non
                       inputs_embeds=None, labels=None, use_cache=None, output_attentions=None,
                       output_hidden_states=None):
     """OPTForCausalLM. -> CausalLMOutputWithPast; logits [B, T, V]; loss: next-token CE, -100 ignored."""
-    out = opt_model(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, head_mask, past_key_values,
-                    inputs_embeds, use_cache, output_attentions, output_hidden_states)
-    logits = linear(out.last_hidden_state, p["lm_head.weight"])  # [B, T, V]
+    out = opt_decoder(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, head_mask, past_key_values,
+                      inputs_embeds, use_cache, output_attentions, output_hidden_states)  # as upstream: model.decoder
+    logits = dense(p, "lm_head", out.last_hidden_state)  # [B, T, V]
     loss = None
     if labels is not None:
         labels = inputs.ids(labels, "labels")
@@ -190,7 +204,7 @@ def opt_for_sequence_classification(p, cfg, input_ids=None, attention_mask=None,
     """OPTForSequenceClassification. -> SequenceClassifierOutputWithPast; logits [B, num_labels]."""
     out = opt_model(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, head_mask, past_key_values,
                     inputs_embeds, use_cache, output_attentions, output_hidden_states)
-    logits = linear(out.last_hidden_state, p["score.weight"])  # [B, T, C]
+    logits = dense(p, "score", out.last_hidden_state)  # [B, T, C]
     batch, length = logits.shape[:2]
     index = last_token_index(None if input_ids is None else np.asarray(input_ids), cfg.pad_token_id, length)
     pooled = logits[np.arange(batch), -1 if index is None else index]  # [B, C]
@@ -208,7 +222,7 @@ def opt_for_question_answering(p, cfg, input_ids=None, attention_mask=None, head
     """OPTForQuestionAnswering. -> QuestionAnsweringModelOutput; start/end logits [B, T]."""
     out = opt_model(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, head_mask, past_key_values,
                     inputs_embeds, use_cache, output_attentions, output_hidden_states)
-    logits = linear(out.last_hidden_state, p["qa_outputs.weight"], p["qa_outputs.bias"])  # [B, T, 2]
+    logits = dense(p, "qa_outputs", out.last_hidden_state)  # [B, T, 2]
     start_logits, end_logits = logits[..., 0], logits[..., 1]  # [B, T] each
     loss = None
     if start_positions is not None and end_positions is not None:

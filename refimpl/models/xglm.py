@@ -20,9 +20,10 @@ import numpy as np
 from .. import inputs
 from ..config import FairseqConfig, check_heads, in_islands
 from ..family import FamilySpec, Generation
-from ..layers import check_head_mask, decoder_layer, layer_row, norm, run_stack, sub
-from ..ops import activation, causal_padding_mask, cross_entropy, linear, padding_mask
+from ..layers import check_head_mask, decoder_layer, dense, layer_row, norm, run_stack, sub
+from ..ops import activation, causal_padding_mask, cross_entropy, padding_mask
 from ..outputs import BaseModelOutputWithPastAndCrossAttentions, CausalLMOutputWithCrossAttentions
+from ..trace import record
 
 BASE_PREFIX = "model"  # XGLMPreTrainedModel.base_model_prefix
 POSITION_OFFSET = 2  # XGLMSinusoidalPositionalEmbedding.offset
@@ -198,6 +199,8 @@ def xglm_model(p, cfg, input_ids=None, attention_mask=None, position_ids=None, e
     dtype = p["embed_tokens.weight"].dtype
     flags = inputs.output_flags(cfg, use_cache, output_attentions, output_hidden_states)
     input_ids, x = inputs.embed(input_ids, inputs_embeds, p["embed_tokens.weight"])  # [B, T, D]
+    if input_ids is not None:
+        record(p, "embed_tokens", x)
     if input_ids is not None and cfg.scale_embedding:  # XGLMModel.embed_scale; inputs_embeds are taken as given
         x = x * dtype.type(math.sqrt(cfg.d_model))
     batch, length = x.shape[:2]
@@ -209,7 +212,7 @@ def xglm_model(p, cfg, input_ids=None, attention_mask=None, position_ids=None, e
     cross_head_mask = check_head_mask(inputs.floats(cross_attn_head_mask, dtype, "cross_attn_head_mask"),
                                       cfg.num_layers, cfg.attention_heads, "cross_attn_head_mask")
 
-    x = x + position_embeddings(cfg, position_ids, batch, length, past_length, dtype)  # [B, T, D]
+    x = x + record(p, "embed_positions", position_embeddings(cfg, position_ids, batch, length, past_length, dtype))
     mask = causal_padding_mask(attention_mask, length, dtype)  # [B, 1, T, S]
     act = activation(cfg.activation_function)
 
@@ -219,8 +222,8 @@ def xglm_model(p, cfg, input_ids=None, attention_mask=None, position_ids=None, e
                              encoder_states=encoder_states, encoder_mask=encoder_mask,
                              cross_head_mask=layer_row(cross_head_mask, i), clamp_to_min=True)
 
-    stack = run_stack(cfg.num_layers, x, layer, flags)
-    x = norm(p, "layer_norm", stack.last_hidden_state)
+    stack = run_stack(cfg.num_layers, x, layer, flags, p, "layers")
+    x = record(p, "", norm(p, "layer_norm", stack.last_hidden_state))  # the XGLMModel module
     return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=x, past_key_values=stack.past_key_values,
                                                      hidden_states=stack.with_final(x), attentions=stack.attentions,
                                                      cross_attentions=stack.cross_attentions)
@@ -265,7 +268,7 @@ def xglm_for_causal_lm(p, cfg, input_ids=None, attention_mask=None, position_ids
     out = xglm_model(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, position_ids, encoder_hidden_states,
                      encoder_attention_mask, head_mask, cross_attn_head_mask, past_key_values, inputs_embeds,
                      use_cache, output_attentions, output_hidden_states)
-    logits = linear(out.last_hidden_state, p["lm_head.weight"])  # [B, T, V]
+    logits = dense(p, "lm_head", out.last_hidden_state)  # [B, T, V]
     loss = None
     if labels is not None:
         labels = inputs.ids(labels, "labels")
