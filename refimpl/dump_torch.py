@@ -14,15 +14,19 @@ PyTorch modules they come from), C++ (write each tensor under the PyTorch module
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Union
 
 import numpy as np
 
 
-def first_tensor(output):  # a module's output -> its first tensor, or None
-    import torch
+def _torch():  # imported on first use only: `import refimpl` never imports torch
+    return importlib.import_module("torch")
 
+
+def first_tensor(output):  # a module's output -> its first tensor, or None
+    torch = _torch()
     if hasattr(output, "to_tuple"):
         output = output.to_tuple()
     if isinstance(output, (tuple, list)):
@@ -33,8 +37,7 @@ def first_tensor(output):  # a module's output -> its first tensor, or None
 def dump_torch(model, inputs: Mapping, path: Optional[Union[str, Path]] = None) -> Dict[str, np.ndarray]:
     """Run `model(**inputs)` (arrays are turned into tensors: integer ones as int64, float ones in the
     model's dtype) without gradients; -> {module name: first output as float64 ndarray}."""
-    import torch
-
+    torch = _torch()
     dtype = next(model.parameters()).dtype
     kwargs = {k: _tensor(v, dtype) for k, v in inputs.items()}
     dump: Dict[str, np.ndarray] = {}
@@ -59,8 +62,7 @@ def dump_torch(model, inputs: Mapping, path: Optional[Union[str, Path]] = None) 
 
 
 def _tensor(value, dtype):
-    import torch
-
+    torch = _torch()
     if torch.is_tensor(value) or not isinstance(value, np.ndarray):
         return value
     tensor = torch.from_numpy(np.ascontiguousarray(value))
