@@ -50,6 +50,13 @@ def path_of(params, child: str = "") -> str:
     return ".".join(part for part in (getattr(params, "path", ""), child) if part)
 
 
+def record_computed(params, child: str, compute):  # compute() -> a value only upstream materialises
+    """Trace `compute()` as the output of `child`; computed only when a trace is active (NEZHA's [T, T, d]
+    relative-position rows, which refimpl never builds otherwise)."""
+    if getattr(_state, "trace", None) is not None:
+        record(params, child, compute())
+
+
 def record(params, child: str, value):  # -> value, unchanged
     """Trace `value` as the output of the module `child` under `params` (no-op without an active trace)."""
     trace = getattr(_state, "trace", None)

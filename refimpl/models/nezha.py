@@ -30,10 +30,11 @@ from .. import inputs
 from ..attention import split_heads
 from ..config import BaseConfig, check_heads, in_islands
 from ..family import FamilySpec
-from ..layers import LayerOutput, check_head_mask, layer_row, run_stack, sub
-from ..ops import (activation, classification_loss, cross_entropy, embedding, layer_norm, linear, mask_min,
+from ..layers import LayerOutput, check_head_mask, dense, layer_row, norm, run_stack, sub
+from ..ops import (activation, classification_loss, cross_entropy, embedding, linear, mask_min,
                    padding_mask, span_loss)
 from ..relative_attention import relative_attention
+from ..trace import active as trace_active, record, record_computed
 from ..outputs import (Array, BaseModelOutputWithPoolingAndCrossAttentions, MaskedLMOutput, ModelOutput,
                        MultipleChoiceModelOutput, NextSentencePredictorOutput, QuestionAnsweringModelOutput,
                        SequenceClassifierOutput, TokenClassifierOutput)
@@ -170,8 +171,8 @@ def relative_position_table(max_relative_position, head_dim, dtype):  # -> table
 
 
 def self_output(p, hidden, residual, eps):  # NezhaSelfOutput / NezhaOutput: LN(dense(h) + x); [B, T, *] -> [B, T, D]
-    return layer_norm(linear(hidden, p["dense.weight"], p["dense.bias"]) + residual,
-                      p["LayerNorm.weight"], p["LayerNorm.bias"], eps)
+    h = record(p, "dropout", dense(p, "dense", hidden))  # dropout: the identity at inference
+    return record(p, "", norm(p, "LayerNorm", h + residual, eps))
 
 
 def nezha_attention(p, x, num_heads, mask, table, eps, *, source=None, head_mask=None, output_probs=True):
@@ -185,14 +186,29 @@ def nezha_attention(p, x, num_heads, mask, table, eps, *, source=None, head_mask
     """
     head_dim = x.shape[-1] // num_heads
     source = x if source is None else source
-    q = split_heads(linear(x, p["self.query.weight"], p["self.query.bias"]), num_heads)  # [B, H, T, d]
-    k = split_heads(linear(source, p["self.key.weight"], p["self.key.bias"]), num_heads)  # [B, H, S, d]
-    v = split_heads(linear(source, p["self.value.weight"], p["self.value.bias"]), num_heads)  # [B, H, S, d]
+    ps = sub(p, "self")  # NezhaSelfAttention
+    q = split_heads(dense(ps, "query", x), num_heads)  # [B, H, T, d]
+    k = split_heads(dense(ps, "key", source), num_heads)  # [B, H, S, d]
+    v = split_heads(dense(ps, "value", source), num_heads)  # [B, H, S, d]
+    record_computed(ps, "relative_positions_encoding", lambda: relative_rows(table, q.shape[2], k.shape[2]))
     q_scaled = q * x.dtype.type(1 / math.sqrt(head_dim))
-    context, probs = relative_attention(q_scaled, k, v, mask, head_mask, table,
-                                        output_probs=output_probs)  # [B, T, D]
-    out = self_output(sub(p, "output"), context, x, eps)  # [B, T, D]
+    traced = trace_active()  # the probabilities are NezhaSelfAttention.dropout's output
+    context, probs = relative_attention(q_scaled, k, v, mask, None if traced else head_mask, table,
+                                        output_probs=output_probs or traced)  # [B, T, D]
+    if traced:  # upstream applies the head mask after its dropout module: trace P, then mask
+        record(ps, "dropout", probs)
+        if head_mask is not None:
+            context, probs = relative_attention(q_scaled, k, v, mask, head_mask, table, output_probs=output_probs)
+    record(ps, "", context)
+    out = record(p, "", self_output(sub(p, "output"), context, x, eps))  # [B, T, D]
     return out, probs, (k, v)
+
+
+def relative_rows(table, length, keys):  # -> R [T, S, d]: R_ij = table[clip(j - i, -K, K) + K]
+    """What NezhaRelativePositionsEncoding returns (upstream's [T, T, d] buffer); for tracing only."""
+    k = (table.shape[0] - 1) // 2
+    distance = np.arange(keys)[None, :] - np.arange(length)[:, None]  # [T, S]
+    return table[np.clip(distance, -k, k) + k]
 
 
 def nezha_layer(p, x, cfg, mask, table, act, *, head_mask=None, encoder_states=None, encoder_mask=None,
@@ -208,7 +224,8 @@ def nezha_layer(p, x, cfg, mask, table, act, *, head_mask=None, encoder_states=N
                                                    encoder_mask, table, eps, source=encoder_states,
                                                    head_mask=head_mask, output_probs=output_probs)
         present = present + cross_kv
-    hidden = act(linear(x, p["intermediate.dense.weight"], p["intermediate.dense.bias"]))  # [B, T, F]
+    pi = sub(p, "intermediate")
+    hidden = record(pi, "", record(pi, "intermediate_act_fn", act(dense(pi, "dense", x))))  # [B, T, F]
     x = self_output(sub(p, "output"), hidden, x, eps)  # [B, T, D]
     if encoder_states is None and cfg.add_cross_attention:
         # NezhaEncoder collects layer_outputs[2] as the "cross attention": without encoder states that slot
@@ -246,7 +263,9 @@ def _check_no_past(past_key_values):
 
 def nezha_embeddings(p, cfg, input_ids=None, token_type_ids=None, inputs_embeds=None):  # -> x [B, T, D]
     """NezhaEmbeddings: word + token-type embeddings, then LayerNorm (no absolute positions)."""
-    _, x = inputs.embed(input_ids, inputs_embeds, p["embeddings.word_embeddings.weight"])  # [B, T, D]
+    input_ids, x = inputs.embed(input_ids, inputs_embeds, p["embeddings.word_embeddings.weight"])  # [B, T, D]
+    if input_ids is not None:
+        record(p, "embeddings.word_embeddings", x)
     batch, length = x.shape[:2]
     if length > cfg.max_position_embeddings:  # upstream's buffers stop there (positions_encoding, token_type_ids)
         raise ValueError(f"sequence length {length} exceeds max_position_embeddings={cfg.max_position_embeddings} "
@@ -256,8 +275,10 @@ def nezha_embeddings(p, cfg, input_ids=None, token_type_ids=None, inputs_embeds=
     token_type_ids = inputs.ids(token_type_ids, "token_type_ids", vocab_size=cfg.type_vocab_size)
     if token_type_ids.shape != (batch, length):
         raise ValueError(f"token_type_ids must have shape {(batch, length)}, got {token_type_ids.shape}")
-    x = x + embedding(token_type_ids, p["embeddings.token_type_embeddings.weight"], "token_type_ids")
-    return layer_norm(x, p["embeddings.LayerNorm.weight"], p["embeddings.LayerNorm.bias"], cfg.layer_norm_eps)
+    types = embedding(token_type_ids, p["embeddings.token_type_embeddings.weight"], "token_type_ids")
+    x = x + record(p, "embeddings.token_type_embeddings", types)  # [B, T, D]
+    x = record(p, "embeddings.dropout", norm(p, "embeddings.LayerNorm", x, cfg.layer_norm_eps))
+    return record(p, "embeddings", x)
 
 
 def nezha_encoder(p, cfg, x, mask, flags, head_mask=None, encoder_states=None, encoder_mask=None):
@@ -272,14 +293,17 @@ def nezha_encoder(p, cfg, x, mask, flags, head_mask=None, encoder_states=None, e
         return nezha_layer(sub(p, f"encoder.layer.{i}"), x, cfg, mask, table, act, head_mask=layer_row(head_mask, i),
                            encoder_states=encoder_states, encoder_mask=encoder_mask, output_probs=flags.attentions)
 
-    return run_stack(cfg.num_hidden_layers, x, layer, flags)
+    stack = run_stack(cfg.num_hidden_layers, x, layer, flags, p, "encoder.layer")
+    record(p, "encoder", stack.last_hidden_state)
+    return stack
 
 
 def nezha_pooler(p, x):  # NezhaPooler: x [B, T, D] -> tanh(dense(x[:, 0])) [B, D]
     if "pooler.dense.weight" not in p:
         raise ValueError("these parameters have no pooler (a NezhaForMaskedLM / TokenClassification / "
                          "QuestionAnswering checkpoint): pass add_pooling_layer=False")
-    return np.tanh(linear(x[:, 0], p["pooler.dense.weight"], p["pooler.dense.bias"]))
+    pp = sub(p, "pooler")
+    return record(pp, "", record(pp, "activation", np.tanh(dense(pp, "dense", x[:, 0]))))
 
 
 def _cross_attention_inputs(cfg, states, mask, batch, length, dtype):  # -> (states [B, T, D], mask [B, 1, 1, T]) or Nones
@@ -328,8 +352,10 @@ def nezha_model(p, cfg, input_ids=None, attention_mask=None, token_type_ids=None
 
     stack = nezha_encoder(p, cfg, x, mask, flags, head_mask, encoder_states, encoder_mask)
     x = stack.last_hidden_state
+    pooled = nezha_pooler(p, x) if add_pooling_layer else None
+    record(p, "", x)  # the NezhaModel module
     return BaseModelOutputWithPoolingAndCrossAttentions(
-        last_hidden_state=x, pooler_output=nezha_pooler(p, x) if add_pooling_layer else None,
+        last_hidden_state=x, pooler_output=pooled,
         hidden_states=stack.with_final(x), past_key_values=stack.past_key_values, attentions=stack.attentions,
         cross_attentions=stack.cross_attentions)
 
@@ -345,16 +371,20 @@ def _base(p, cfg, pooled, input_ids, attention_mask, token_type_ids, head_mask, 
                        output_hidden_states=output_hidden_states, add_pooling_layer=pooled, **extra)
 
 
-def mlm_logits(p, cfg, h):  # NezhaLMPredictionHead: h [B, T, D] -> [B, T, V]
-    h = activation(cfg.hidden_act)(linear(h, p["cls.predictions.transform.dense.weight"],
-                                          p["cls.predictions.transform.dense.bias"]))
-    h = layer_norm(h, p["cls.predictions.transform.LayerNorm.weight"], p["cls.predictions.transform.LayerNorm.bias"],
-                   cfg.layer_norm_eps)
-    return linear(h, p["cls.predictions.decoder.weight"], p["cls.predictions.bias"])  # decoder.bias is this bias
+def mlm_logits(p, cfg, h):  # NezhaLMPredictionHead (cls.predictions): h [B, T, D] -> [B, T, V]
+    pt = sub(p, "cls.predictions.transform")
+    h = record(pt, "transform_act_fn", activation(cfg.hidden_act)(dense(pt, "dense", h)))
+    h = record(pt, "", norm(pt, "LayerNorm", h, cfg.layer_norm_eps))
+    logits = linear(h, p["cls.predictions.decoder.weight"], p["cls.predictions.bias"])  # decoder.bias is this bias
+    return record(p, "cls.predictions", record(p, "cls.predictions.decoder", logits))
 
 
-def nsp_logits(p, pooled):  # NezhaOnlyNSPHead: pooled [B, D] -> [B, 2]
-    return linear(pooled, p["cls.seq_relationship.weight"], p["cls.seq_relationship.bias"])
+def nsp_logits(p, pooled):  # NezhaOnlyNSPHead / cls.seq_relationship: pooled [B, D] -> [B, 2]
+    return dense(p, "cls.seq_relationship", pooled)
+
+
+def classifier(p, h):  # the heads' dropout (the identity at inference) and classifier: [B, *, D] -> [B, *, C]
+    return dense(p, "classifier", record(p, "dropout", h))
 
 
 def _labels(labels, name="labels"):
@@ -370,6 +400,7 @@ def nezha_for_pre_training(p, cfg, input_ids=None, attention_mask=None, token_ty
                 output_attentions, output_hidden_states)
     prediction = mlm_logits(p, cfg, out.last_hidden_state)  # [B, T, V]
     relationship = nsp_logits(p, out.pooler_output)  # [B, 2]
+    record(p, "cls", prediction)  # NezhaPreTrainingHeads returns (prediction, relationship)
     loss = None
     if labels is not None and next_sentence_label is not None:
         loss = (cross_entropy(prediction.reshape(-1, cfg.vocab_size), _labels(labels).reshape(-1))
@@ -385,7 +416,7 @@ def nezha_for_masked_lm(p, cfg, input_ids=None, attention_mask=None, token_type_
     out = _base(p, cfg, False, input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
                 output_attentions, output_hidden_states, encoder_hidden_states=encoder_hidden_states,
                 encoder_attention_mask=encoder_attention_mask)
-    logits = mlm_logits(p, cfg, out.last_hidden_state)
+    logits = record(p, "cls", mlm_logits(p, cfg, out.last_hidden_state))  # [B, T, V]
     loss = None if labels is None else cross_entropy(logits.reshape(-1, cfg.vocab_size), _labels(labels).reshape(-1))
     return MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
 
@@ -398,7 +429,7 @@ def nezha_for_next_sentence_prediction(p, cfg, input_ids=None, attention_mask=No
         labels = next_sentence_label
     out = _base(p, cfg, True, input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
                 output_attentions, output_hidden_states)
-    logits = nsp_logits(p, out.pooler_output)
+    logits = record(p, "cls", nsp_logits(p, out.pooler_output))  # [B, 2]
     loss = None if labels is None else cross_entropy(logits, _labels(labels).reshape(-1))
     return NextSentencePredictorOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
                                        attentions=out.attentions)
@@ -410,7 +441,7 @@ def nezha_for_sequence_classification(p, cfg, input_ids=None, attention_mask=Non
     """NezhaForSequenceClassification: classifier on the pooler. logits [B, num_labels]; loss by problem_type."""
     out = _base(p, cfg, True, input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
                 output_attentions, output_hidden_states)
-    logits = linear(out.pooler_output, p["classifier.weight"], p["classifier.bias"])  # [B, C]
+    logits = classifier(p, out.pooler_output)  # [B, C]
     loss = None
     if labels is not None:
         loss, _ = classification_loss(logits, labels, cfg.num_labels, cfg.problem_type)
@@ -449,7 +480,7 @@ def nezha_for_multiple_choice(p, cfg, input_ids=None, attention_mask=None, token
     out = _base(p, cfg, True, flat(input_ids, "input_ids"), flat(attention_mask, "attention_mask"),
                 flat(token_type_ids, "token_type_ids"), head_mask, flat(inputs_embeds, "inputs_embeds"),
                 output_attentions, output_hidden_states)
-    scores = linear(out.pooler_output, p["classifier.weight"], p["classifier.bias"])  # [B*C, 1]
+    scores = classifier(p, out.pooler_output)  # [B*C, 1]
     logits = scores.reshape(-1, num_choices)  # [B, C]
     loss = None if labels is None else cross_entropy(logits, _labels(labels).reshape(-1))
     return MultipleChoiceModelOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
@@ -462,7 +493,7 @@ def nezha_for_token_classification(p, cfg, input_ids=None, attention_mask=None, 
     """NezhaForTokenClassification (no pooler). logits [B, T, num_labels]; loss: CE, -100 ignored."""
     out = _base(p, cfg, False, input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
                 output_attentions, output_hidden_states)
-    logits = linear(out.last_hidden_state, p["classifier.weight"], p["classifier.bias"])  # [B, T, C]
+    logits = classifier(p, out.last_hidden_state)  # [B, T, C]
     loss = None
     if labels is not None:
         loss = cross_entropy(logits.reshape(-1, cfg.num_labels), _labels(labels).reshape(-1))
@@ -478,7 +509,7 @@ def nezha_for_question_answering(p, cfg, input_ids=None, attention_mask=None, to
         raise ValueError(f"NezhaForQuestionAnswering needs num_labels=2 (start, end), the config has {cfg.num_labels}")
     out = _base(p, cfg, False, input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
                 output_attentions, output_hidden_states)
-    logits = linear(out.last_hidden_state, p["qa_outputs.weight"], p["qa_outputs.bias"])  # [B, T, 2]
+    logits = dense(p, "qa_outputs", out.last_hidden_state)  # [B, T, 2]
     start_logits = np.ascontiguousarray(logits[..., 0])  # [B, T]
     end_logits = np.ascontiguousarray(logits[..., 1])
     loss = None
