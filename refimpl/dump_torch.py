@@ -46,7 +46,7 @@ def dump_torch(model, inputs: Mapping, path: Optional[Union[str, Path]] = None) 
         def hook(_module, _args, output):
             tensor = first_tensor(output)
             if tensor is not None and name not in dump:
-                dump[name] = tensor.detach().to(torch.float64).cpu().numpy()
+                dump[name] = tensor.detach().to(torch.float64, copy=True).cpu().numpy()  # a copy: callers update in place
         return hook
 
     handles = [module.register_forward_hook(hook_for(name)) for name, module in model.named_modules()]

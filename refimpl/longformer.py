@@ -26,6 +26,7 @@ from .attention import merge_heads, split_heads
 from .banded_attention import banded_attention, gather_global_keys, key_bias_from_mask, torch_float32
 from .ops import linear, mask_min, softmax
 from .torch_softmax import float32_softmax_as_torch
+from .trace import record, record_computed
 
 
 def softmax_dtype_for(dtype, islands_cpu=None):  # -> the softmax_dtype of both LED attention softmaxes
@@ -66,7 +67,11 @@ def global_attention(p, x, is_global, is_masked, num_heads, head_mask=None, reas
     slot_used = np.arange(X)[None, :] < counts[:, None]  # [B, X]
     hidden = np.zeros((B, X, D), dtype)  # upstream: global_attn_hidden_states = new_zeros(...)
     hidden[slot_used] = x[is_global]  # the global tokens of each row, in sequence order
-    q = linear(hidden, p["query_global.weight"], p["query_global.bias"]) / dtype.type(math.sqrt(d))  # [B, X, D]
+    q = linear(hidden, p["query_global.weight"], p["query_global.bias"])  # [B, X, D]
+    record(p, "query_global", q.transpose(1, 0, 2))  # upstream's layout: [X, B, D]
+    for name in ("key_global", "value_global"):  # upstream projects every token (traced only)
+        record_computed(p, name, lambda name=name: linear(x, p[name + ".weight"], p[name + ".bias"]).transpose(1, 0, 2))
+    q = q / dtype.type(math.sqrt(d))
     q = split_heads(q, num_heads)  # [B, H, X, d]
     if reassociate is None:
         reassociate = X * num_heads < D
@@ -108,9 +113,11 @@ def longformer_self_attention(p, x, window, num_heads, is_masked, is_global, any
     B, T, D = x.shape
     d, dtype = D // num_heads, x.dtype
     # upstream: query_vectors /= math.sqrt(self.head_dim)
-    q = split_heads(linear(x, p["query.weight"], p["query.bias"]) / dtype.type(math.sqrt(d)), num_heads)  # [B, H, T, d]
-    k = split_heads(linear(x, p["key.weight"], p["key.bias"]), num_heads)  # [B, H, T, d]
-    v = split_heads(linear(x, p["value.weight"], p["value.bias"]), num_heads)  # [B, H, T, d]
+    # upstream projects x.transpose(0, 1): its query/key/value outputs are [T, B, D] (as traced)
+    q, k, v = (record(p, name, linear(x, p[name + ".weight"], p[name + ".bias"]).transpose(1, 0, 2)).transpose(1, 0, 2)
+               for name in ("query", "key", "value"))  # [B, T, D] each
+    q = split_heads(q / dtype.type(math.sqrt(d)), num_heads)  # [B, H, T, d]
+    k, v = split_heads(k, num_heads), split_heads(v, num_heads)  # [B, H, T, d]
     # remove_from_windowed_attention_mask = attention_mask != 0: padding and global keys leave the band
     key_bias = key_bias_from_mask(is_masked | is_global, dtype)  # [B, T]
     gk = gv = global_bias = None
@@ -133,4 +140,4 @@ def longformer_self_attention(p, x, window, num_heads, is_masked, is_global, any
         out[is_global] = global_out[slot_used].reshape(-1, D)  # [n_global, H, d] -> [n_global, D]
         if probs is not None:  # "filler values, never used": upstream zeroes the global rows
             probs[np.broadcast_to(is_global[:, None, :], probs.shape[:3])] = 0
-    return out, probs, global_probs
+    return record(p, "", out), probs, global_probs

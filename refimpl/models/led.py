@@ -26,10 +26,12 @@ import numpy as np
 from .. import inputs
 from ..config import FairseqConfig, check_heads, in_islands
 from ..family import FamilySpec, Generation
-from ..layers import LayerOutput, check_head_mask, decoder_layer, feed_forward, layer_row, norm, run_stack, sub
+from ..layers import (LayerOutput, check_head_mask, decoder_layer, dense, feed_forward, layer_row, norm, run_stack,
+                      sub)
 from ..longformer import longformer_self_attention
-from ..ops import activation, classification_loss, cross_entropy, linear, mask_min, padding_mask, span_loss
+from ..ops import activation, classification_loss, cross_entropy, mask_min, padding_mask, span_loss
 from ..outputs import Array, BaseModelOutputWithPastAndCrossAttentions, ModelOutput, output_class
+from ..trace import active as trace_active, record
 
 BASE_PREFIX = "led"  # LEDPreTrainedModel.base_model_prefix
 GLOBAL_PROJECTIONS = ("query_global", "key_global", "value_global")
@@ -171,7 +173,7 @@ def encoder_layer(p, x, window, num_heads, act, is_masked, is_global, any_global
     context, probs, global_probs = longformer_self_attention(
         sub(p, "self_attn.longformer_self_attn"), x, window, num_heads, is_masked, is_global, any_global,
         head_mask, output_attentions, backend, islands_cpu)
-    attn = linear(context, p["self_attn.output.weight"], p["self_attn.output.bias"])  # [B, T, D]
+    attn = record(p, "self_attn", dense(p, "self_attn.output", context))  # LEDEncoderAttention: [B, T, D]
     x = norm(p, "self_attn_layer_norm", x + attn)
     x = feed_forward_sublayer_by_rows(p, x, act)  # LN(x + ffn(x))
     return LayerOutput(x, attention=probs, global_attention=global_probs)
@@ -182,7 +184,10 @@ FFN_ROWS = 1024  # rows per block: the [rows, ffn] intermediate stays small (16k
 
 def feed_forward_sublayer_by_rows(p, x, act, rows=FFN_ROWS):  # x [B, T, D] -> [B, T, D]
     """final_layer_norm(x + fc2(act(fc1(x)))) over blocks of rows: the same numbers (every row is
-    independent), a bounded intermediate, and element-wise work on cache-sized blocks."""
+    independent), a bounded intermediate, and element-wise work on cache-sized blocks. While tracing, in
+    one piece, so that fc1, activation_fn, fc2 and final_layer_norm are traced whole, [B, T, *]."""
+    if trace_active():
+        return norm(p, "final_layer_norm", x + feed_forward(p, x, act))
     flat = x.reshape(-1, x.shape[-1])  # [B*T, D]
     out = np.empty_like(flat)
     for start in range(0, flat.shape[0], rows):
@@ -235,7 +240,9 @@ def led_encoder(p, cfg, input_ids=None, attention_mask=None, global_attention_ma
     dtype = p["shared.weight"].dtype
     flags = inputs.output_flags(cfg, False, output_attentions, output_hidden_states)
     windows = layer_windows(cfg)
-    _, x = inputs.embed(input_ids, inputs_embeds, p["shared.weight"])  # [B, T, D]
+    input_ids, x = inputs.embed(input_ids, inputs_embeds, p["shared.weight"])  # [B, T, D]
+    if input_ids is not None:
+        record(p, "shared", x)  # encoder.embed_tokens is led.shared
     batch, length = x.shape[:2]
     mask = encoder_mask(attention_mask, global_attention_mask, batch, length)  # [B, T]
     head_mask = check_head_mask(inputs.floats(head_mask, dtype, "head_mask"), cfg.encoder_layers,
@@ -246,7 +253,7 @@ def led_encoder(p, cfg, input_ids=None, attention_mask=None, global_attention_ma
     table = p["encoder.embed_positions.weight"]
     if padded > table.shape[0]:
         raise ValueError(f"{length} tokens (padded to {padded}) exceed max_encoder_position_embeddings={table.shape[0]}")
-    x = norm(p, "encoder.layernorm_embedding", x + table[:padded])  # positions 0.. (no offset)
+    x = norm(p, "encoder.layernorm_embedding", x + record(p, "encoder.embed_positions", table[:padded]))  # [B, T_pad, D]
     is_masked, is_global = mask == 0, mask > 1  # [B, T_padded] each
     any_global = bool(is_global.any())  # upstream decides once per batch whether global attention runs
     act = activation(cfg.activation_function)
@@ -257,11 +264,11 @@ def led_encoder(p, cfg, input_ids=None, attention_mask=None, global_attention_ma
                              is_masked, is_global, any_global, layer_row(head_mask, i), flags.attentions, backend,
                              islands_cpu)
 
-    stack = run_stack(cfg.encoder_layers, x, layer, flags)
+    stack = run_stack(cfg.encoder_layers, x, layer, flags, p, "encoder.layers")
     # LEDEncoder.forward: cut the padding off again, except from the global attentions
     hidden = stack.with_final(stack.last_hidden_state)
     return LEDEncoderBaseModelOutput(
-        last_hidden_state=stack.last_hidden_state[:, :length],
+        last_hidden_state=record(p, "encoder", stack.last_hidden_state[:, :length]),
         hidden_states=None if hidden is None else tuple(h[:, :length] for h in hidden),
         attentions=None if stack.attentions is None else tuple(a[:, :, :length] for a in stack.attentions),
         global_attentions=None if stack.global_attentions is None else tuple(  # [B, H, X, T_padded] -> [B, H, T_padded, X]
@@ -315,8 +322,10 @@ def led_decoder(p, cfg, input_ids=None, attention_mask=None, encoder_hidden_stat
     """
     dtype = p["shared.weight"].dtype
     flags = inputs.output_flags(cfg, use_cache, output_attentions, output_hidden_states)
-    _, x = inputs.embed(input_ids, inputs_embeds, p["shared.weight"], "decoder_input_ids",
-                        "decoder_inputs_embeds")  # [B, T, D]; no embedding scale
+    input_ids, x = inputs.embed(input_ids, inputs_embeds, p["shared.weight"], "decoder_input_ids",
+                                "decoder_inputs_embeds")  # [B, T, D]; no embedding scale
+    if input_ids is not None:
+        record(p, "shared", x)  # decoder.embed_tokens is led.shared (traced if the encoder did not run)
     batch, length = x.shape[:2]
     past_length = inputs.past_length(past_key_values, cfg.decoder_layers, batch)
     if attention_mask is not None:
@@ -333,7 +342,8 @@ def led_decoder(p, cfg, input_ids=None, attention_mask=None, encoder_hidden_stat
     table = p["decoder.embed_positions.weight"]
     if past_length + length > table.shape[0]:
         raise ValueError(f"{past_length + length} decoder positions exceed max_decoder_position_embeddings={table.shape[0]}")
-    x = norm(p, "decoder.layernorm_embedding", x + table[past_length:past_length + length])  # positions from 0
+    positions = record(p, "decoder.embed_positions", table[past_length:past_length + length])  # [T, D], from 0
+    x = norm(p, "decoder.layernorm_embedding", x + positions)
     act = activation(cfg.activation_function)
 
     def layer(i, x):  # LEDDecoderLayer: BART-style, post-LN
@@ -342,8 +352,8 @@ def led_decoder(p, cfg, input_ids=None, attention_mask=None, encoder_hidden_stat
                              encoder_states=encoder_hidden_states, encoder_mask=cross_mask,
                              cross_head_mask=layer_row(cross_attn_head_mask, i))
 
-    stack = run_stack(cfg.decoder_layers, x, layer, flags)
-    x = stack.last_hidden_state
+    stack = run_stack(cfg.decoder_layers, x, layer, flags, p, "decoder.layers")
+    x = record(p, "decoder", stack.last_hidden_state)
     return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=x, past_key_values=stack.past_key_values,
                                                      hidden_states=stack.with_final(x), attentions=stack.attentions,
                                                      cross_attentions=stack.cross_attentions)
@@ -394,6 +404,7 @@ def led_model(p, cfg, input_ids=None, attention_mask=None, decoder_input_ids=Non
     dec = led_decoder(p, cfg, decoder_input_ids, decoder_attention_mask, encoder_states, attention_mask,
                       decoder_head_mask, cross_attn_head_mask, past_key_values, decoder_inputs_embeds, use_cache,
                       output_attentions, output_hidden_states)
+    record(p, "", dec.last_hidden_state)  # the LEDModel module
     return LEDSeq2SeqModelOutput(
         last_hidden_state=dec.last_hidden_state, past_key_values=dec.past_key_values,
         decoder_hidden_states=dec.hidden_states, decoder_attentions=dec.attentions,
@@ -428,7 +439,7 @@ def led_for_conditional_generation(p, cfg, input_ids=None, attention_mask=None, 
                     head_mask, decoder_head_mask, cross_attn_head_mask, encoder_outputs, global_attention_mask,
                     past_key_values, inputs_embeds, decoder_inputs_embeds, use_cache, output_attentions,
                     output_hidden_states, backend)
-    logits = linear(out.last_hidden_state, p["lm_head.weight"]) + p["final_logits_bias"]  # [B, T', V]
+    logits = dense(p, "lm_head", out.last_hidden_state) + p["final_logits_bias"]  # [B, T', V]
     loss = None
     if labels is not None:
         loss = cross_entropy(logits.reshape(-1, cfg.vocab_size), labels.reshape(-1))
@@ -466,8 +477,9 @@ def led_for_sequence_classification(p, cfg, input_ids=None, attention_mask=None,
         raise ValueError(f"the eos positions of input_ids (length {eos_mask.shape[1]}) index the decoder states, "
                          f"which have length {h.shape[1]}; pass decoder inputs of the same length")
     pooled = h[eos_mask].reshape(h.shape[0], -1, h.shape[-1])[:, -1]  # [B, D] the state at the last eos
-    dense = np.tanh(linear(pooled, p["classification_head.dense.weight"], p["classification_head.dense.bias"]))
-    logits = linear(dense, p["classification_head.out_proj.weight"], p["classification_head.out_proj.bias"])
+    head = sub(p, "classification_head")  # LEDClassificationHead: dropout, dense, tanh, dropout, out_proj
+    hidden = np.tanh(dense(head, "dense", record(head, "dropout", pooled)))  # [B, D]
+    logits = record(head, "", dense(head, "out_proj", hidden))  # [B, num_labels]
     loss = None
     if labels is not None:
         loss, _ = classification_loss(logits, labels, cfg.num_labels, cfg.problem_type)
@@ -488,7 +500,7 @@ def led_for_question_answering(p, cfg, input_ids=None, attention_mask=None, deco
                     head_mask, decoder_head_mask, cross_attn_head_mask, encoder_outputs, global_attention_mask,
                     None, inputs_embeds, decoder_inputs_embeds, use_cache, output_attentions,
                     output_hidden_states, backend)
-    logits = linear(out.last_hidden_state, p["qa_outputs.weight"], p["qa_outputs.bias"])  # [B, T', 2]
+    logits = dense(p, "qa_outputs", out.last_hidden_state)  # [B, T', 2]
     start_logits, end_logits = np.ascontiguousarray(logits[..., 0]), np.ascontiguousarray(logits[..., 1])
     loss = None
     if start_positions is not None and end_positions is not None:
