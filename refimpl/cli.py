@@ -265,6 +265,124 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def load_arrays(path: str, what: str) -> dict:  # .npz or .safetensors -> {name: ndarray}; never unpickles
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"{what} {path} is not a file (expected a .npz or .safetensors file)")
+    if file.suffix == ".npz":
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                return {name: data[name] for name in data.files}
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{what} {path} is not a readable .npz file: {err}") from None
+    if file.suffix == ".safetensors":
+        from .formats.safetensors_file import read_safetensors
+
+        return {name: np.array(value) for name, value in read_safetensors(file).items()}
+    raise ValueError(f"{what} {path}: expected a .npz or .safetensors file")
+
+
+def _finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def cmd_diff(args) -> int:
+    """Run the checkpoint under a trace and compare with another implementation's dump: 0 when nothing
+    diverges beyond noise, 1 when something does (refimpl/compare.py)."""
+    import refimpl
+
+    from .compare import compare, trace_model
+
+    inputs = load_arrays(args.inputs, "--inputs")
+    dump = load_arrays(args.against, "--against")
+    other = "float32" if args.dtype == "float64" else "float64"
+    model = refimpl.from_pretrained(args.model, architecture=args.architecture, dtype=args.dtype)
+    noise_model = refimpl.from_pretrained(args.model, architecture=args.architecture, dtype=other)
+    try:
+        reference, noise = trace_model(model, inputs, noise_model)
+    except TypeError as err:  # an array name the forward does not take
+        raise ValueError(f"--inputs: {err}") from None
+    report = compare(reference, dump, noise)
+    if args.json:
+        print(json.dumps(_finite_or_none(report.to_json())))
+    else:
+        print(report.table())
+    if args.plot:
+        plot_comparison(report, args.plot)
+    return 1 if report.first_divergence is not None else 0
+
+
+def plot_comparison(report, path) -> None:  # error and noise floor along the execution order
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("--plot needs matplotlib (pip install matplotlib)") from None
+    rel = [t.max_rel if math.isfinite(t.max_rel) else np.nan for t in report.tensors]
+    noise = [np.nan if t.noise is None else t.noise for t in report.tensors]
+    fig, ax = plt.subplots(figsize=(12, 4))
+    ax.semilogy(rel, label="relative error (normwise)")
+    ax.semilogy(noise, label="float32 noise floor", linestyle="--")
+    if report.first_divergence is not None:
+        ax.axvline(report.tensors.index(report.first_divergence), color="red",
+                   label=f"first divergence: {report.first_divergence.name or '<root>'}")
+    ax.set_xlabel("traced module, in execution order")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def example_inputs(model, length: int) -> dict:  # token ids [1, T] (NEZHA multiple choice: [1, 2, T])
+    ids = (np.arange(length) % max(1, model.config.vocab_size - 3) + 3)[None].astype(np.int64)
+    if model.architecture == "NezhaForMultipleChoice":
+        ids = np.stack([ids, ids], axis=1)
+    return {"input_ids": ids}
+
+
+def cmd_inspect(args) -> int:
+    """Every traced module of the class, in execution order, with its output shape, parameter count and
+    matrix-product FLOPs for a `--length`-token input."""
+    import refimpl
+
+    from .trace import tracing
+
+    model = refimpl.from_pretrained(args.model, architecture=args.architecture)
+    with tracing() as trace:
+        model(**example_inputs(model, args.length))
+    print(f"{model.architecture}, {args.length} tokens")
+    print(f"{'module':<62} {'output shape':<20} {'parameters':>12} {'FLOPs':>14}")
+    total_flops = 0
+    for name, value in trace.items():
+        params = sum(v.size for k, v in model.params.items() if not name or k.startswith(name + "."))
+        flops = module_flops(model.params, trace, name, value)
+        total_flops += flops
+        print(f"{name or '<root>':<62} {str(value.shape):<20} {params:>12,} {flops:>14,}")
+    total = sum(v.size for v in model.params.values())
+    print(f"{'total':<62} {'':<20} {total:>12,} {total_flops:>14,}")
+    return 0
+
+
+def module_flops(params, trace, name, value) -> int:
+    """2 x multiply-adds of a Linear module (weight [out, in]); for a dense attention block whose q and k
+    projections are traced, its two score and value products. Elementwise work is not counted."""
+    weight = params.get(f"{name}.weight")
+    if weight is not None and weight.ndim == 2 and value.shape and value.shape[-1] == weight.shape[0]:
+        return 2 * (value.size // weight.shape[0]) * weight.shape[1] * weight.shape[0]
+    for q_name, k_name in (("q_proj", "k_proj"), ("query", "key")):
+        q, k = trace.get(f"{name}.{q_name}"), trace.get(f"{name}.{k_name}")
+        if q is not None and k is not None and q.ndim == 3 and not name.endswith("longformer_self_attn"):
+            return 2 * 2 * q.shape[0] * q.shape[1] * k.shape[1] * q.shape[2]  # QK^T and PV
+    return 0
+
+
 def add_common_arguments(command) -> None:
     command.add_argument("input", nargs="?", default="-", help="input file, one item per line (default: stdin)")
     command.add_argument("-o", "--output", default="-", help="output JSONL file (default: stdout)")
@@ -303,6 +421,25 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--length-penalty", type=float)
     gen.add_argument("--seed", type=int, default=0, help="seed of the sampling generator (numpy)")
     gen.set_defaults(func=cmd_generate)
+
+    diff = commands.add_parser("diff", help="find where another implementation's intermediates part ways with refimpl",
+                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    diff.add_argument("--model", required=True, help="checkpoint directory")
+    diff.add_argument("--architecture", default=None, help="upstream class (default: from config.json)")
+    diff.add_argument("--inputs", required=True, help="INPUTS.npz: the forward's keyword arrays by upstream name")
+    diff.add_argument("--against", required=True,
+                      help="DUMP (.safetensors or .npz): {upstream module name: its first output}")
+    diff.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="refimpl's dtype")
+    diff.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the table")
+    diff.add_argument("--plot", metavar="OUT.png", help="error and noise floor along the execution order")
+    diff.set_defaults(func=cmd_diff)
+
+    inspect = commands.add_parser("inspect", help="every traced module with its output shape, parameters and FLOPs",
+                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    inspect.add_argument("--model", default=str(SHIPPED_MODEL), help="checkpoint directory")
+    inspect.add_argument("--architecture", default=None, help="upstream class (default: from config.json)")
+    inspect.add_argument("--length", type=int, default=16, help="tokens in the example input")
+    inspect.set_defaults(func=cmd_inspect)
     return parser
 
 
