@@ -341,7 +341,17 @@ def plot_comparison(report, path) -> None:  # error and noise floor along the ex
 
 
 def example_inputs(model, length: int) -> dict:  # token ids [1, T] (NEZHA multiple choice: [1, 2, T])
-    ids = (np.arange(length) % max(1, model.config.vocab_size - 3) + 3)[None].astype(np.int64)
+    """Ordinary tokens between the config's bos and eos (an LED classifier pools at the last eos)."""
+    if length < 2:
+        raise ValueError(f"--length must be at least 2, got {length}")
+    cfg = model.config
+    ids = (np.arange(length) % max(1, cfg.vocab_size - 3) + 3)[None].astype(np.int64)
+    specials = {t for t in (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) if t is not None}
+    ids[np.isin(ids, list(specials))] = min(set(range(cfg.vocab_size)) - specials)  # no stray special token
+    if cfg.bos_token_id is not None:
+        ids[:, 0] = cfg.bos_token_id
+    if cfg.eos_token_id is not None:
+        ids[:, -1] = cfg.eos_token_id
     if model.architecture == "NezhaForMultipleChoice":
         ids = np.stack([ids, ids], axis=1)
     return {"input_ids": ids}
@@ -361,13 +371,18 @@ def cmd_inspect(args) -> int:
     print(f"{'module':<62} {'output shape':<20} {'parameters':>12} {'FLOPs':>14}")
     total_flops = 0
     for name, value in trace.items():
-        params = sum(v.size for k, v in model.params.items() if not name or k.startswith(name + "."))
+        params = count_parameters(model.params, name)
         flops = module_flops(model.params, trace, name, value)
         total_flops += flops
         print(f"{name or '<root>':<62} {str(value.shape):<20} {params:>12,} {flops:>14,}")
-    total = sum(v.size for v in model.params.values())
+    total = count_parameters(model.params, "")
     print(f"{'total':<62} {'':<20} {total:>12,} {total_flops:>14,}")
     return 0
+
+
+def count_parameters(params, name) -> int:  # under module `name` ("" = all); a tied weight counts once
+    arrays = {id(v): v.size for k, v in params.items() if not name or k.startswith(name + ".")}
+    return sum(arrays.values())
 
 
 def module_flops(params, trace, name, value) -> int:
