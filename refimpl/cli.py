@@ -371,18 +371,18 @@ def cmd_inspect(args) -> int:
     print(f"{'module':<62} {'output shape':<20} {'parameters':>12} {'FLOPs':>14}")
     total_flops = 0
     for name, value in trace.items():
-        params = count_parameters(model.params, name)
+        params = count_parameters(model, name)
         flops = module_flops(model.params, trace, name, value)
         total_flops += flops
         print(f"{name or '<root>':<62} {str(value.shape):<20} {params:>12,} {flops:>14,}")
-    total = count_parameters(model.params, "")
+    total = count_parameters(model, "")
     print(f"{'total':<62} {'':<20} {total:>12,} {total_flops:>14,}")
     return 0
 
 
-def count_parameters(params, name) -> int:  # under module `name` ("" = all); a tied weight counts once
-    arrays = {id(v): v.size for k, v in params.items() if not name or k.startswith(name + ".")}
-    return sum(arrays.values())
+def count_parameters(model, name) -> int:  # under module `name` ("" = all); a tied weight counts once
+    tied = set(model.spec.tied) if not name else set()  # in a total, lm_head tied to the embeddings is no extra
+    return sum(v.size for k, v in model.params.items() if (not name or k.startswith(name + ".")) and k not in tied)
 
 
 def module_flops(params, trace, name, value) -> int:
