@@ -381,7 +381,8 @@ def cmd_inspect(args) -> int:
 
 
 def count_parameters(model, name) -> int:  # under module `name` ("" = all); a tied weight counts once
-    tied = set(model.spec.tied) if not name else set()  # in a total, lm_head tied to the embeddings is no extra
+    # in a total, a weight tied to another that is also loaded (lm_head to the embeddings) is no extra
+    tied = {k for k, source in model.spec.tied.items() if source in model.params} if not name else set()
     return sum(v.size for k, v in model.params.items() if (not name or k.startswith(name + ".")) and k not in tied)
 
 
