@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ops import linear, mask_min, softmax
-from .trace import record
+from .trace import record, record_internal
 
 
 def split_heads(x, num_heads):  # x [B, T, H*d] -> [B, H, T, d], contiguous
@@ -24,12 +24,13 @@ def merge_heads(x):  # x [B, H, T, d] -> [B, T, H*d]
     return x.transpose(0, 2, 1, 3).reshape(batch, length, heads * head_dim)
 
 
-def attend(q, k, v, mask=None, head_mask=None, clamp_to_min=False, score_bias=None, value_bias=None):
+def attend(q, k, v, mask=None, head_mask=None, clamp_to_min=False, score_bias=None, value_bias=None, params=None):
     """Scaled scores -> softmax -> weighted values, for queries already scaled.
 
     q [B, H, T, d], k and v [B, H, S, d], mask [B, 1, T, S] additive (0 or finfo.min), head_mask [H].
     score_bias(q) -> [B, H, T, S] and value_bias(probs) -> [B, H, T, d] are extra terms (NEZHA's
-    relative positions). Returns context [B, H, T, d] and probabilities [B, H, T, S].
+    relative positions). Returns context [B, H, T, d] and probabilities [B, H, T, S]. params: the
+    attention module's parameter view, for the traced internals #scores and #probs (refimpl.trace).
     """
     scores = q @ k.transpose(0, 1, 3, 2)  # [B, H, T, S]
     if score_bias is not None:
@@ -38,7 +39,8 @@ def attend(q, k, v, mask=None, head_mask=None, clamp_to_min=False, score_bias=No
         scores += mask
         if clamp_to_min:  # modeling_opt.py OPTAttention: max(scores, finfo.min) so no row reaches -inf
             np.maximum(scores, mask_min(scores.dtype), out=scores)
-    probs = softmax(scores)  # [B, H, T, S]
+    record_internal(params, "scores", scores)
+    probs = record_internal(params, "probs", softmax(scores))  # [B, H, T, S]
     if head_mask is not None:
         probs = probs * head_mask[None, :, None, None]
     context = probs @ v  # [B, H, T, d]
@@ -74,6 +76,6 @@ def multi_head_attention(p, x, num_heads, mask=None, *, past=None, key_value_sta
         if past is not None:
             k = np.concatenate([past[0], k], axis=2)  # [B, H, S_past + T, d]
             v = np.concatenate([past[1], v], axis=2)
-    context, probs = attend(q, k, v, mask, head_mask, clamp_to_min)
+    context, probs = attend(q, k, v, mask, head_mask, clamp_to_min, params=p)
     out = record(p, "out_proj", linear(merge_heads(context), p["out_proj.weight"], p.get("out_proj.bias")))  # [B, T, D]
     return out, probs, (k, v)

@@ -26,7 +26,7 @@ from .attention import merge_heads, split_heads
 from .banded_attention import banded_attention, gather_global_keys, key_bias_from_mask, torch_float32
 from .ops import linear, mask_min, softmax
 from .torch_softmax import float32_softmax_as_torch
-from .trace import record, record_computed
+from .trace import internals_active, record, record_computed, record_internal
 
 
 def softmax_dtype_for(dtype, islands_cpu=None):  # -> the softmax_dtype of both LED attention softmaxes
@@ -125,8 +125,8 @@ def longformer_self_attention(p, x, window, num_heads, is_masked, is_global, any
         gk, gv, global_bias = gather_global_keys(k, v, is_global)  # [B, H, X, d] x2, [B, X]
     softmax_dtype = softmax_dtype_for(dtype, islands_cpu)
     context, probs = banded_attention(q, k, v, window // 2, key_bias, is_masked, gk, gv, global_bias,
-                                      output_probs=output_attentions, softmax_dtype=softmax_dtype,
-                                      backend=backend)  # [B, H, T, d]
+                                      output_probs=output_attentions or internals_active(),
+                                      softmax_dtype=softmax_dtype, backend=backend)  # [B, H, T, d]
     if head_mask is not None:  # upstream scales the probabilities: (m * P) V = m * (P V)
         context *= head_mask[None, :, None, None]
         if probs is not None:
@@ -140,4 +140,6 @@ def longformer_self_attention(p, x, window, num_heads, is_masked, is_global, any
         out[is_global] = global_out[slot_used].reshape(-1, D)  # [n_global, H, d] -> [n_global, D]
         if probs is not None:  # "filler values, never used": upstream zeroes the global rows
             probs[np.broadcast_to(is_global[:, None, :], probs.shape[:3])] = 0
-    return record(p, "", out), probs, global_probs
+    record_internal(p, "local_probs", probs)  # [B, H, T, X + w + 1]
+    record_internal(p, "global_probs", global_probs)  # [B, H, X, T]
+    return record(p, "", out), (probs if output_attentions else None), global_probs

@@ -12,6 +12,14 @@ projections on [T, B, D] as upstream lays them out). A module called more than o
 shared embedding, NEZHA's relative-position table) keeps its first output, as `refimpl.dump_torch` does.
 The root module's output is traced under "" (the name upstream gives it).
 
+`tracing(internals=True)` also records what upstream computes inside a module without a module of its own,
+under "<module>#<what>" (never an upstream name, so a dump of module outputs never has them):
+    <attention>#scores   the scores before the softmax, masks added   [B, H, T, S]
+    <attention>#probs    the softmax probabilities                     [B, H, T, S]
+for every dense attention block (BART-style self_attn / encoder_attn, NEZHA's attention.self), and for
+LED's longformer_self_attn: #local_probs [B, H, T, X + w + 1] (upstream's band layout) and, with global
+tokens, #global_probs [B, H, X, T].
+
 How it works: parameter views (`refimpl.layers.sub`) carry their upstream path, and the forward functions
 call `record(params, child_name, value)` where a module of upstream's ends. Without an active trace a
 record costs one attribute lookup; with one it stores a copy (callers may later update arrays in place).
@@ -29,12 +37,16 @@ _state = threading.local()
 class Trace(dict):
     """{upstream module name: ndarray} in execution order (dicts keep insertion order)."""
 
+    internals = False
+
 
 @contextlib.contextmanager
-def tracing():
-    """Record every intermediate of the forward passes run inside the block (this thread only)."""
+def tracing(internals: bool = False):
+    """Record every intermediate of the forward passes run inside the block (this thread only); with
+    `internals`, also the named internals listed above."""
     previous = getattr(_state, "trace", None)
     _state.trace = Trace()
+    _state.trace.internals = internals
     try:
         yield _state.trace
     finally:
@@ -43,6 +55,21 @@ def tracing():
 
 def active() -> bool:
     return getattr(_state, "trace", None) is not None
+
+
+def internals_active() -> bool:
+    trace = getattr(_state, "trace", None)
+    return trace is not None and trace.internals
+
+
+def record_internal(params, what: str, value):  # -> value; traced as "<module>#<what>" under tracing(internals=True)
+    """params None: the caller is not a module of upstream's (e.g. a kernel used inside one): nothing to name."""
+    if params is not None and internals_active():
+        trace = _state.trace
+        name = f"{path_of(params)}#{what}"
+        if name not in trace and value is not None:
+            trace[name] = np.array(value, copy=True)
+    return value
 
 
 def path_of(params, child: str = "") -> str:

@@ -128,3 +128,31 @@ def test_inspect_lists_every_module_with_its_parameters(family, checkpoint, caps
     total = sum(v.size for k, v in model.params.items() if k not in copies)
     assert out[-1].split()[0] == "total" and int(out[-1].split()[1].replace(",", "")) == total
     assert any(line.startswith("<root>") for line in out) and len(out) > 10
+
+
+@pytest.mark.parametrize("family, checkpoint", [("opt", "preln-OPTForCausalLM"), ("xglm", "cross-XGLMForCausalLM"),
+                                                ("nezha", "k9-gelu_new-NezhaModel"),
+                                                ("led", "window-6-LEDForConditionalGeneration")])
+def test_internals_are_the_attentions_and_their_scores(family, checkpoint):
+    """tracing(internals=True): #probs are the attention probabilities the model returns, softmax(#scores)
+    gives #probs; without internals=True no '#' name is traced."""
+    model = refimpl.from_pretrained(GOLDEN / family / checkpoint, dtype="float64")
+    inputs = golden_inputs(family, checkpoint)
+    inputs.pop("head_mask", None)
+    with tracing(internals=True) as trace:
+        out = output_fields(model(**inputs, output_attentions=True))
+    internals = [k for k in trace if "#" in k]
+    assert internals, checkpoint
+    probs = [trace[k] for k in internals if k.endswith("#probs") or k.endswith("#local_probs")]
+    returned = [v for k, v in out.items() if k.split(".")[0] in ("attentions", "encoder_attentions",
+                                                                  "decoder_attentions", "cross_attentions")]
+    for p in probs:
+        cut = p[:, :, :returned[0].shape[2]] if family == "led" else p  # LED: traced at the padded length
+        assert any(r.shape == cut.shape and np.allclose(r, cut, rtol=0, atol=1e-15) for r in returned), checkpoint
+    for name in (k for k in internals if k.endswith("#scores")):
+        s = trace[name]
+        e = np.exp(s - s.max(-1, keepdims=True))
+        assert np.allclose(e / e.sum(-1, keepdims=True), trace[name.replace("#scores", "#probs")], atol=1e-14)
+    with tracing() as plain:
+        model(**inputs)
+    assert not any("#" in k for k in plain)

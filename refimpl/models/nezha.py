@@ -33,8 +33,8 @@ from ..family import FamilySpec
 from ..layers import LayerOutput, check_head_mask, dense, layer_row, norm, run_stack, sub
 from ..ops import (activation, classification_loss, cross_entropy, embedding, linear, mask_min,
                    padding_mask, span_loss)
-from ..relative_attention import relative_attention
-from ..trace import active as trace_active, record, record_computed
+from ..relative_attention import relative_attention, relative_key_scores
+from ..trace import active as trace_active, internals_active, record, record_computed, record_internal
 from ..outputs import (Array, BaseModelOutputWithPoolingAndCrossAttentions, MaskedLMOutput, ModelOutput,
                        MultipleChoiceModelOutput, NextSentencePredictorOutput, QuestionAnsweringModelOutput,
                        SequenceClassifierOutput, TokenClassifierOutput)
@@ -192,11 +192,14 @@ def nezha_attention(p, x, num_heads, mask, table, eps, *, source=None, head_mask
     v = split_heads(dense(ps, "value", source), num_heads)  # [B, H, S, d]
     record_computed(ps, "relative_positions_encoding", lambda: relative_rows(table, q.shape[2], k.shape[2]))
     q_scaled = q * x.dtype.type(1 / math.sqrt(head_dim))
+    if internals_active():  # the scores before the softmax, (Q K^T + Q R^T) / sqrt(d) + mask: [B, H, T, S]
+        record_internal(ps, "scores", q_scaled @ k.transpose(0, 1, 3, 2) + relative_key_scores(q_scaled, table)
+                        + (0 if mask is None else mask))
     traced = trace_active()  # the probabilities are NezhaSelfAttention.dropout's output
     context, probs = relative_attention(q_scaled, k, v, mask, None if traced else head_mask, table,
                                         output_probs=output_probs or traced)  # [B, T, D]
     if traced:  # upstream applies the head mask after its dropout module: trace P, then mask
-        record(ps, "dropout", probs)
+        record(ps, "dropout", record_internal(ps, "probs", probs))
         if head_mask is not None:
             context, probs = relative_attention(q_scaled, k, v, mask, head_mask, table, output_probs=output_probs)
     record(ps, "", context)
