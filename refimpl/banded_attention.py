@@ -22,7 +22,7 @@ The softmax (`softmax_dtype`):
                         float64, finfo.min becomes -inf in float32, so a row with no finite score gives
                         NaN (upstream does the same); such rows are the masked rows, then set to 0.
   None                  the input dtype (float64 end to end: the exact mathematics, not upstream).
-  torch_float32(cpu)    float32 as torch's CPU kernel ("avx2": TORCH_FLOAT32) computes it, bit
+  torch_float32(cpu)    float32 as torch's CPU kernel ("avx2": TORCH_FLOAT32, or "avx512") computes it, bit
                         for bit, on upstream's row layout (refimpl/torch_softmax.py): upstream's float64
                         island, for models loaded with islands="upstream".
 

@@ -35,7 +35,7 @@ class BaseConfig:
     add_cross_attention: bool = False
     # refimpl's float64 policy, not a config.json key (from_pretrained's `islands`, `islands_cpu`):
     # None computes every step in the model's dtype; "upstream" computes upstream's float32 islands in
-    # float32 as torch does on its `islands_cpu` kernel ("avx2"). See ISLANDS below.
+    # float32 as torch does on its `islands_cpu` kernel ("avx2" or "avx512"). See ISLANDS below.
     islands: Optional[str] = None
     islands_cpu: str = "avx2"
     extra: dict = field(default_factory=dict, compare=False, repr=False)
@@ -84,7 +84,7 @@ ISLANDS = {
     "led": "LEDEncoderSelfAttention: softmax(..., dtype=torch.float32) for the local band and the global tokens "
            "(with islands: bit for bit as torch's `islands_cpu` kernel sums)",
 }
-ISLANDS_CHOICES, ISLANDS_CPUS = (None, "upstream"), ("avx2",)  # torch's AVX-512 softmax: see torch_softmax.py
+ISLANDS_CHOICES, ISLANDS_CPUS = (None, "upstream"), ("avx2", "avx512")  # torch's CPU kernels: see torch_softmax.py
 
 
 def check_islands(islands, islands_cpu) -> None:
@@ -92,8 +92,8 @@ def check_islands(islands, islands_cpu) -> None:
         raise ValueError(f"islands must be None (float64 end to end) or 'upstream' (upstream's float32 islands), "
                          f"got {islands!r}")
     if islands_cpu not in ISLANDS_CPUS:
-        raise ValueError(f"islands_cpu must be one of {ISLANDS_CPUS}, got {islands_cpu!r}: refimpl reproduces torch's "
-                         "AVX2 kernel; run upstream with ATEN_CPU_CAPABILITY=avx2 to compare with its islands")
+        raise ValueError(f"islands_cpu must be one of {ISLANDS_CPUS} (torch's CPU kernel: "
+                         f"torch.backends.cpu.get_cpu_capability()), got {islands_cpu!r}")
 
 
 def in_islands(cfg, dtype) -> bool:

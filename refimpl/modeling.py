@@ -78,8 +78,8 @@ def from_pretrained(path: Union[str, Path], architecture: Optional[str] = None, 
 
     islands: None (default): float64 computes every step in float64, the exact mathematics, the same bits
     on every CPU. "upstream": reproduce upstream's float64 runs, which compute a few steps in float32
-    (refimpl.config.ISLANDS), LED's softmaxes as torch's `islands_cpu` kernel does ("avx2"; on an AVX-512
-    CPU run upstream with ATEN_CPU_CAPABILITY=avx2 to compare). No effect on float32 models.
+    (refimpl.config.ISLANDS), LED's softmaxes as torch's `islands_cpu` kernel does ("avx2" or "avx512":
+    torch.backends.cpu.get_cpu_capability() says which upstream runs). No effect on float32 models.
     """
     dtype = resolve_dtype(dtype)
     check_islands(islands, islands_cpu)

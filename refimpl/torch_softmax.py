@@ -8,12 +8,14 @@ float32 softmax must round exactly as torch's does:
 torch (CPU, ATen/native/cpu/SoftMaxKernel.cpp `_vec_softmax_lastdim`) computes a softmax over the last
 axis as: m = max(row); e = exp(row - m) with SLEEF's expf_u10; s = vec::reduce_all(+, e) (one vector of
 `lanes` partial sums accumulated in order, the tail added to the first lanes, then a butterfly over the
-lanes; rows shorter than a vector are summed left to right); e * (1 / s). That is torch's AVX2 kernel
-(8 lanes), checked against torch.softmax on float32 rows of 1 to 1025 entries with -inf and finfo.min
-entries: identical bits (tests/test_led_live.py). torch's AVX-512 kernel (on CPUs that have it, unless
-ATEN_CPU_CAPABILITY=avx2 is set) sums 16 lanes and may use another exp, so its last bits differ; it is
-not reproduced here: to compare with refimpl's islands="upstream", run upstream with
-ATEN_CPU_CAPABILITY=avx2 (`torch.backends.cpu.get_cpu_capability()` says which kernel runs).
+lanes; rows shorter than a vector are summed left to right); e * (1 / s). The vector width is that of
+the CPU kernel torch dispatches to (`torch.backends.cpu.get_cpu_capability()`; ATEN_CPU_CAPABILITY=avx2
+forces AVX2): 8 lanes under AVX2, 16 under AVX-512, so the last bit of a sum differs between the two.
+AVX2 is checked against torch.softmax on float32 rows of 1 to 1025 entries with -inf and finfo.min
+entries: identical bits (tests/test_led_live.py). AVX-512 follows ATen's own code for it (the same kernel,
+`Vectorized<float>::exp()` = Sleef_expf16_u10, and `VecReduceAllSIMD<float>`'s butterfly: swap the 256-bit
+halves, the 128-bit lanes, then 64-bit and 32-bit pairs, as in torch/include/ATen/cpu/vec/functional_base.h);
+no AVX-512 CPU was at hand to check its bits, so the live tests hold it to float32 noise there.
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def _butterfly(width):  # the lane permutations of vec_reduce_all, widest swap f
     return swaps
 
 
-LANES = {"avx2": 8}  # torch's float32 vector width per CPU kernel reproduced here (see the module docstring)
+LANES = {"avx2": 8, "avx512": 16}  # torch's float32 vector width per CPU kernel (see the module docstring)
 
 
 def _sum_lanes_as_torch(e, width=8):  # float32 [..., n] -> [...]: vec::reduce_all(+) with `width`-lane vectors
@@ -84,14 +86,13 @@ def _sum_lanes_as_torch(e, width=8):  # float32 [..., n] -> [...]: vec::reduce_a
 
 def float32_softmax_as_torch(scores, cpu="avx2"):  # [..., N] any float -> [..., N] in scores.dtype
     """nn.functional.softmax(scores, dim=-1, dtype=torch.float32).type_as(scores), bit for bit, as torch's
-    `cpu` kernel computes it (only "avx2" is reproduced).
+    `cpu` kernel ("avx2" or "avx512") computes it.
 
     Rows with no finite entry after the cast to float32 (float64's finfo.min is -inf there) give NaN,
     as upstream does.
     """
     if cpu not in LANES:
-        raise ValueError(f"torch's {cpu!r} softmax kernel is not reproduced (only {sorted(LANES)}); run upstream "
-                         "with ATEN_CPU_CAPABILITY=avx2 to compare with it")
+        raise ValueError(f"torch's {cpu!r} softmax kernel is not reproduced; choose one of {sorted(LANES)}")
     with np.errstate(over="ignore", invalid="ignore"):
         s = scores.astype(_F)
         e = expf_sleef(s - s.max(axis=-1, keepdims=True))

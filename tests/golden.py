@@ -121,9 +121,10 @@ def compare_tensor(ours, expected, dtype: str, where: str) -> List[str]:
     return []
 
 
-def run_case(model_loader, case: GoldenCase, dtype: str, label: str = None) -> List[str]:
+def run_case(model_loader, case: GoldenCase, dtype: str, label: str = None, tolerance: str = None) -> List[str]:
     """Replay a case with refimpl (each step's past_key_values from our own previous step) and compare with
-    the golden run `label` (default: the dtype's; "float64_upstream_islands" for upstream's island run)."""
+    the golden run `label` (default: the dtype's; "float64_upstream_islands" for upstream's island run) at
+    the tolerance of `tolerance` (default: the dtype's)."""
     model = model_loader(case.directory, case.architecture, dtype)
     label = label or dtype
     problems, past = [], None
@@ -133,6 +134,6 @@ def run_case(model_loader, case: GoldenCase, dtype: str, label: str = None) -> L
             args["past_key_values"] = past
         output = model(**args)
         past = output.past_key_values if "past_key_values" in output.keys() else None
-        problems += compare(output_fields(output), case.expected(step, label), dtype,
+        problems += compare(output_fields(output), case.expected(step, label), tolerance or dtype,
                             f"[{case.id} step {step} {label}]")
     return problems

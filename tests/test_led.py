@@ -282,10 +282,10 @@ def test_exact_float64_differs_from_the_island_by_float32_noise(load_model):
 
 def test_float32_softmax_as_torch_refuses_unknown_kernels():
     assert np.isnan(float32_softmax_as_torch(np.full((1, 4), np.finfo(np.float64).min))).all()  # as upstream
-    with pytest.raises(ValueError, match="ATEN_CPU_CAPABILITY=avx2"):
-        float32_softmax_as_torch(np.zeros((1, 4)), "avx512")
+    with pytest.raises(ValueError, match="avx512"):
+        float32_softmax_as_torch(np.zeros((1, 4)), "sse")
     with pytest.raises(ValueError, match="islands_cpu"):
-        refimpl.from_pretrained(CG, dtype="float64", islands="upstream", islands_cpu="avx512")
+        refimpl.from_pretrained(CG, dtype="float64", islands="upstream", islands_cpu="neon")
     with pytest.raises(ValueError, match="islands must be"):
         refimpl.from_pretrained(CG, dtype="float64", islands="float32")
 

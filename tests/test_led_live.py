@@ -8,6 +8,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 from live import Case, Step, live_problems, randomize_  # noqa: E402
 
+# the CPU kernel torch runs here, as refimpl's islands_cpu names it (None: a kernel refimpl does not reproduce)
+TORCH_CPU = {"AVX2": "avx2", "AVX512": "avx512"}.get(torch.backends.cpu.get_cpu_capability())
 LIVE = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck),
                 phases=[Phase.explicit, Phase.reuse, Phase.generate])
 CLASSES = ["LEDModel", "LEDForConditionalGeneration", "LEDForSequenceClassification", "LEDForQuestionAnswering"]
@@ -64,19 +66,17 @@ def test_led_matches_live_upstream(tmp_path_factory, cfg, cls_name, data):
         dec = rng.integers(3, cfg.vocab_size, size=(batch, 3))
         steps = [Step({**arrays, "decoder_input_ids": dec[:, :2]}, {**kwargs, "use_cache": True}),
                  Step({**arrays, "decoder_input_ids": dec[:, 2:]}, {**kwargs, "use_cache": True}, use_past=True)]
-    # islands="upstream" against unpatched upstream float64 as well, where torch runs the kernel refimpl
-    # reproduces (AVX2; on AVX-512 CPUs: ATEN_CPU_CAPABILITY=avx2); the float64 default is checked everywhere
-    islands = torch.backends.cpu.get_cpu_capability() == "AVX2"
-    problems = live_problems(model, Case("live", steps), tmp_path_factory.mktemp("led"), islands=islands)
+    # islands="upstream" against unpatched upstream float64 too, on the kernel torch runs here
+    problems = live_problems(model, Case("live", steps), tmp_path_factory.mktemp("led"), islands=TORCH_CPU)
     assert not problems, f"{cfg.to_dict()}\n{arrays}\n" + "\n".join(problems)
 
 
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 70), st.integers(1, 6), st.integers(0, 2**16), st.sampled_from(["none", "-inf", "min"]))
 def test_float32_softmax_as_torch_matches_torch(length, rows, seed, masked):
-    """refimpl's emulation against torch.softmax(dtype=torch.float32) on rows with -inf and finfo.min entries:
-    bit for bit under torch's AVX2 kernel (what refimpl reproduces); under its AVX-512 kernel (16-lane sums,
-    maybe another exp) within float32 noise."""
+    """refimpl's emulation against torch.softmax(dtype=torch.float32) on rows with -inf and finfo.min entries,
+    for the kernel torch runs here: bit for bit under AVX2; under AVX-512 (16 lanes, derived from ATen's code,
+    its bits unverified for want of such a CPU) within float32 noise."""
     from refimpl.torch_softmax import float32_softmax_as_torch
 
     rng = np.random.default_rng(seed)
@@ -84,9 +84,9 @@ def test_float32_softmax_as_torch_matches_torch(length, rows, seed, masked):
     if masked != "none":
         scores[:, rng.random(length) < 0.3] = -np.inf if masked == "-inf" else np.finfo(np.float64).min
         scores[:, 0] = rng.normal()  # keep one finite entry per row
-    ours = float32_softmax_as_torch(scores)
+    ours = float32_softmax_as_torch(scores, TORCH_CPU or "avx2")
     theirs = torch.softmax(torch.from_numpy(scores), dim=-1, dtype=torch.float32).double().numpy()
-    if torch.backends.cpu.get_cpu_capability() == "AVX2":
+    if TORCH_CPU == "avx2":
         assert np.array_equal(ours, theirs), f"max diff {np.abs(ours - theirs).max():.3e}"
     else:
         assert np.abs(ours - theirs).max() <= 1e-5, f"max diff {np.abs(ours - theirs).max():.3e}"
