@@ -39,7 +39,8 @@ def live_problems(model, case: Case, tmp_path, architecture=None, islands=None):
         return refimpl.from_pretrained(tmp_path, architecture=arch, dtype=dtype, islands="upstream",
                                        islands_cpu=islands)
 
-    problems = run_case(loader, golden, "float32") + run_case(loader, golden, "float64")
+    # float32: within 1e-5, or 10 x refimpl's own float32 noise on that field and input where it is larger
+    problems = run_case(loader, golden, "float32", with_noise=True) + run_case(loader, golden, "float64")
     if islands is not None:
         island_problems = run_case(island_loader, golden, "float64", "float64_upstream_islands",
                                    tolerance="float64" if islands == "avx2" else "float32")
