@@ -4,6 +4,7 @@ Expected values are upstream's (golden/capture.py); see tests/golden.py for the 
 """
 import json
 
+import numpy as np
 import pytest
 
 from golden import DTYPES, GOLDEN, REGENERATE, cases, run_case
