@@ -106,9 +106,10 @@ def test_diff_command_on_refimpls_own_trace(tmp_path, capsys):
     assert "no divergence beyond noise" in capsys.readouterr().out
     trace["model.decoder.layers.1.self_attn.out_proj"] = trace["model.decoder.layers.1.self_attn.out_proj"] * 1.01
     np.savez(tmp_path / "bug.npz", **trace)
-    assert main(args + [str(tmp_path / "bug.npz"), "--json"]) == 1
+    assert main(args + [str(tmp_path / "bug.npz"), "--json", "--plot", str(tmp_path / "diff.png")]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["first_divergence"]["name"] == "model.decoder.layers.1.self_attn.out_proj"
+    assert (tmp_path / "diff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", "--plot wrote no PNG"
     (tmp_path / "pickled.npz").write_bytes(b"not a zip")
     assert main(args + [str(tmp_path / "pickled.npz")]) == 2
     assert main(args + [str(tmp_path / "nothing.npz")]) == 2
