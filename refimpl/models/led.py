@@ -10,8 +10,8 @@
 The encoder self-attention (projections, local band, global tokens) is `refimpl.longformer`, which
 calls the banded core of `refimpl.banded_attention`; this module does what LEDEncoder does around
 it: the merged 0/1/2 mask, padding to a multiple of the window and cutting back, upstream's output
-layouts. The decoder reuses `layers.decoder_layer` /
-`layers.run_decoder_stack` (the same code as OPT and XGLM).
+layouts. Both stacks run through `layers.run_stack`; the decoder's layer is `layers.decoder_layer` (the
+same code as OPT and XGLM).
 
 Parameter names are upstream's: the base model (`LEDModel`) owns `shared.*`, `encoder.*`,
 `decoder.*`; heads keep it under `led.` and add their own weights.
