@@ -13,7 +13,7 @@ import numpy as np
 from .checkpoint import match_params, read_state_dict, resolve_checkpoint
 from .config import BaseConfig, check_islands
 from .models import family, load_config
-from .trace import record
+from .trace import model_call, record
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -40,8 +40,9 @@ class Model:
         self.forward_fn = self.spec.architectures[architecture]
 
     def __call__(self, *args, **kwargs):
-        out = self.forward_fn(self.params, self.config, *args, **kwargs)
-        record(self.params, "", out.to_tuple()[0] if out.to_tuple() else None)  # the root module (trace)
+        with model_call():  # refimpl.trace: one Trace per call under tracing(per_call=True)
+            out = self.forward_fn(self.params, self.config, *args, **kwargs)
+            record(self.params, "", out.to_tuple()[0] if out.to_tuple() else None)  # the root module (trace)
         return out
 
     forward = __call__

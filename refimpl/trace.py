@@ -10,7 +10,8 @@ that module returns (its first output when it returns a tuple or a ModelOutput),
 (LED's encoder internals at the padded length, OPT's pre-LN feed-forward on [B*T, D] rows, LED's
 projections on [T, B, D] as upstream lays them out). A module called more than once in one forward (LED's
 shared embedding, NEZHA's relative-position table) keeps its first output, as `refimpl.dump_torch` does.
-The root module's output is traced under "" (the name upstream gives it).
+The root module's output is traced under "" (the name upstream gives it). Several model calls under one
+trace (generate()) keep the first call's values; `tracing(per_call=True)` keeps one Trace per call.
 
 `tracing(internals=True)` also records what upstream computes inside a module without a module of its own,
 under "<module>#<what>" (never an upstream name, so a dump of module outputs never has them):
@@ -35,22 +36,43 @@ _state = threading.local()
 
 
 class Trace(dict):
-    """{upstream module name: ndarray} in execution order (dicts keep insertion order)."""
+    """{upstream module name: ndarray} in execution order (dicts keep insertion order). With
+    tracing(per_call=True), `calls` holds one Trace per model call (each step of generate())."""
 
     internals = False
+    calls = None  # a list under tracing(per_call=True)
 
 
 @contextlib.contextmanager
-def tracing(internals: bool = False):
+def tracing(internals: bool = False, per_call: bool = False):
     """Record every intermediate of the forward passes run inside the block (this thread only); with
-    `internals`, also the named internals listed above."""
+    `internals`, also the named internals listed above; with `per_call`, each model call in its own
+    Trace, in `trace.calls` (generate(): one per step, the prompt first)."""
     previous = getattr(_state, "trace", None)
     _state.trace = Trace()
     _state.trace.internals = internals
+    _state.trace.calls = [] if per_call else None
     try:
         yield _state.trace
     finally:
         _state.trace = previous
+
+
+@contextlib.contextmanager
+def model_call():
+    """Around one model call (refimpl.modeling.Model): under tracing(per_call=True), the call's records go
+    to a fresh Trace appended to `calls`; otherwise nothing changes."""
+    outer = getattr(_state, "trace", None)
+    if outer is None or outer.calls is None:
+        yield
+        return
+    _state.trace = Trace()
+    _state.trace.internals = outer.internals
+    try:
+        yield
+    finally:
+        outer.calls.append(_state.trace)
+        _state.trace = outer
 
 
 def active() -> bool:

@@ -157,3 +157,16 @@ def test_internals_are_the_attentions_and_their_scores(family, checkpoint):
     with tracing() as plain:
         model(**inputs)
     assert not any("#" in k for k in plain)
+
+
+def test_per_call_traces_follow_every_generate_step():
+    """tracing(per_call=True) under generate(): one trace per step (the prompt, then one token per step); at
+    each step the traced lm_head's last position picks the token greedy search generated."""
+    model = refimpl.from_pretrained(GOLDEN / "generation" / "opt", dtype="float64")
+    prompt = np.array([[5, 6, 7, 8], [9, 10, 11, 12]])
+    with tracing(per_call=True) as trace:
+        tokens = model.generate(prompt, max_new_tokens=4, eos_token_id=None)
+    assert len(trace.calls) == 4 and not trace  # the steps' records are in `calls`, none at the top
+    assert trace.calls[0]["lm_head"].shape[1] == 4 and all(t["lm_head"].shape[1] == 1 for t in trace.calls[1:])
+    for step, call in enumerate(trace.calls):
+        np.testing.assert_array_equal(call["lm_head"][:, -1].argmax(-1), tokens[:, 4 + step])
