@@ -75,6 +75,13 @@ def relative_error(candidate: np.ndarray, reference: np.ndarray):  # -> (max abs
     return max_abs, (max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf")))
 
 
+def _numeric(value, name):  # -> a float64 ndarray, or a clear error naming the entry
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"candidate[{name!r}] is not a numeric array (got {type(value).__name__})") from None
+
+
 def compare(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
             noise: Optional[Mapping[str, float]] = None, margin: float = MARGIN, floor: float = FLOOR) -> Comparison:
     """Compare two {module name: array} dicts tensor by tensor, in the reference's order."""
@@ -83,7 +90,7 @@ def compare(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndar
     for name, ref in reference.items():
         if name not in candidate:
             continue
-        ref, cand, note = np.asarray(ref), np.asarray(candidate[name]), ""
+        ref, cand, note = np.asarray(ref), _numeric(candidate[name], name), ""
         if cand.shape != ref.shape:
             if cand.size != ref.size:
                 report = TensorReport(name, ref.shape, float("inf"), float("inf"), noise.get(name), True,

@@ -38,6 +38,10 @@ def dump_torch(model, inputs: Mapping, path: Optional[Union[str, Path]] = None) 
     """Run `model(**inputs)` (arrays are turned into tensors: integer ones as int64, float ones in the
     model's dtype) without gradients; -> {module name: first output as float64 ndarray}."""
     torch = _torch()
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"dump_torch needs a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(inputs, Mapping):
+        raise TypeError(f"inputs must be a mapping of the forward's keyword arguments, got {type(inputs).__name__}")
     dtype = next(model.parameters()).dtype
     kwargs = {k: _tensor(v, dtype) for k, v in inputs.items()}
     dump: Dict[str, np.ndarray] = {}
