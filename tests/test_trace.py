@@ -91,6 +91,8 @@ def test_compare_finds_the_first_divergence_and_reports_everything():
     assert nan.first_divergence.name == "emb"
     assert json.loads(json.dumps(report.to_json(), default=str))["first_divergence"]["name"] == "layer.1"
     assert "first divergence: layer.1" in report.table()
+    with pytest.raises(ValueError, match="candidate\\['emb'\\] is not a numeric array"):
+        compare(reference, {"emb": [[1.0], [1.0, 2.0]]})
 
 
 def test_diff_command_on_refimpls_own_trace(tmp_path, capsys):

@@ -208,3 +208,5 @@ def test_refimpl_diff_command_contract(tmp_path):
     assert {"name", "shape", "max_abs", "max_rel", "noise"} <= set(report["tensors"][0])
     bad = subprocess.run(base + ["--against", str(tmp_path / "missing.safetensors")], capture_output=True, text=True)
     assert bad.returncode == 2 and "not a file" in bad.stderr
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        dump_torch(refimpl.from_pretrained(tmp_path), inputs)
