@@ -130,17 +130,17 @@ class StackOutput:
         return None if self.hidden_states is None else self.hidden_states + (final,)
 
 
-def run_stack(num_layers: int, x, layer_fn: Callable, flags, layers: Mapping = None, name: str = "") -> StackOutput:
+def run_stack(num_layers: int, x, layer_fn: Callable, flags, params: Mapping, name: str) -> StackOutput:
     """x [B, T, D] through `layer_fn(i, x) -> LayerOutput` for i = 0 .. num_layers - 1, collecting what
     upstream's encoders and decoders collect (flags: inputs.OutputFlags). Used by every family.
-    `layers`/`name`: the parameters holding the stack and its ModuleList's name ("decoder.layers"), under
+    params / name: the parameters holding the stack and its ModuleList's name ("decoder.layers"), under
     which each layer's output is traced ("decoder.layers.3")."""
     hidden, attentions, cross, global_, cache = [], [], [], [], []
     for i in range(num_layers):
         if flags.hidden_states:
             hidden.append(x)
         out = layer_fn(i, x)
-        x = record(layers, f"{name}.{i}", out.hidden) if layers is not None else out.hidden
+        x = record(params, f"{name}.{i}", out.hidden)
         if flags.use_cache:
             cache.append(out.present)
         if flags.attentions:

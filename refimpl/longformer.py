@@ -113,9 +113,13 @@ def longformer_self_attention(p, x, window, num_heads, is_masked, is_global, any
     B, T, D = x.shape
     d, dtype = D // num_heads, x.dtype
     # upstream: query_vectors /= math.sqrt(self.head_dim)
-    # upstream projects x.transpose(0, 1): its query/key/value outputs are [T, B, D] (as traced)
-    q, k, v = (record(p, name, linear(x, p[name + ".weight"], p[name + ".bias"]).transpose(1, 0, 2)).transpose(1, 0, 2)
-               for name in ("query", "key", "value"))  # [B, T, D] each
+
+    def project(name):  # x [B, T, D] -> [B, T, D]; upstream projects x.transpose(0, 1), so it traces [T, B, D]
+        y = linear(x, p[name + ".weight"], p[name + ".bias"])
+        record(p, name, y.transpose(1, 0, 2))
+        return y
+
+    q, k, v = project("query"), project("key"), project("value")  # [B, T, D] each
     q = split_heads(q / dtype.type(math.sqrt(d)), num_heads)  # [B, H, T, d]
     k, v = split_heads(k, num_heads), split_heads(v, num_heads)  # [B, H, T, d]
     # remove_from_windowed_attention_mask = attention_mask != 0: padding and global keys leave the band
