@@ -87,7 +87,7 @@ def test_beam_search_code_with_one_beam_is_greedy(opt_model):
         num_beams=1, eos_token_id=None, max_length=PROMPT.shape[1] + 6, attention_mask=MASK, use_cache=True)
     decoder = generation.Decoder(opt_model, model_kwargs, opt_model.spec.generation)
     processors = generation.build_processors(cfg, PROMPT.shape[1])
-    beam = generation._beam_search(decoder, PROMPT, PROMPT.shape[0], cfg, processors, is_encoder_decoder=False)
+    beam = generation.beam_search(decoder, PROMPT, PROMPT.shape[0], cfg, processors, is_encoder_decoder=False)
     np.testing.assert_array_equal(beam, greedy)
 
 
