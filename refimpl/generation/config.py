@@ -52,6 +52,9 @@ class GenerationConfig:
             values.update({k: v for k, v in saved.items() if k in names})
         return cls(**values)
 
+    def validate(self, model_config) -> None:
+        """Raises ValueError for values upstream refuses and for options refimpl does not implement."""
+
     def updated(self, **kwargs):  # -> (new config, the kwargs that are not generation options)
         names = {f.name for f in dataclasses.fields(self)}
         options = {k: v for k, v in kwargs.items() if k in names}

@@ -23,6 +23,7 @@ def generate(model, input_ids=None, generation_config: Optional[GenerationConfig
                          f"{', '.join(model.spec.generates) or 'none'}")
     hooks = model.spec.generation
     cfg, model_kwargs = (generation_config or GenerationConfig.for_model(model)).updated(**kwargs)
+    cfg.validate(model.config)  # values and combinations upstream refuses; options refimpl does not implement
     if input_ids is None:
         raise ValueError("generate() needs input_ids [batch, length]")
     vocab = model.config.vocab_size
@@ -35,13 +36,14 @@ def generate(model, input_ids=None, generation_config: Optional[GenerationConfig
 
     _prepare_attention_mask(cfg, input_ids, model_kwargs, eos)
     model_kwargs["use_cache"] = cfg.use_cache
+    encoder_input_ids = input_ids if is_encoder_decoder else None  # [B, T] (encoder penalties)
     if is_encoder_decoder:
         input_ids = _run_encoder(model, hooks, cfg, input_ids, model_kwargs)  # -> the decoder's start [B, 1]
 
     prompt_length = input_ids.shape[1]
     if cfg.max_new_tokens is not None:
         cfg.max_length = cfg.max_new_tokens + prompt_length
-    processors = build_processors(cfg, prompt_length)
+    processors = build_processors(cfg, prompt_length, encoder_input_ids)
     decoder = Decoder(model, model_kwargs, hooks)
 
     if cfg.num_beams == 1 and not cfg.do_sample:

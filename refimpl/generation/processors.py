@@ -92,7 +92,7 @@ def top_p(p, min_keep=1):  # TopPLogitsWarper: drop the low tail whose total pro
     return apply
 
 
-def build_processors(cfg: GenerationConfig, prompt_length: int):
+def build_processors(cfg: GenerationConfig, prompt_length: int, encoder_input_ids=None):
     eos = eos_list(cfg.eos_token_id)
     procs = []
     if cfg.repetition_penalty is not None and cfg.repetition_penalty != 1.0:
@@ -126,7 +126,9 @@ def build_warpers(cfg: GenerationConfig):  # GenerationMixin._get_logits_warper 
     return warpers
 
 
-def apply_all(functions, ids, scores):
+def apply_all(functions, ids, scores, **group):
+    """Applies the processors in order. `group` (group beam search only: current_tokens, beam_group_idx) is
+    passed to the processors that take it (HammingDiversityLogitsProcessor)."""
     for f in functions:
-        scores = f(ids, scores)
+        scores = f(ids, scores, **group) if getattr(f, "takes_group", False) else f(ids, scores)
     return scores
