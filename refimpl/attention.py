@@ -4,13 +4,21 @@ OPT, XGLM and the LED decoder (self- and cross-attention) all use the BART-style
 `modeling_bart.py BartAttention` (q/k/v/out projections named `q_proj`, `k_proj`, `v_proj`,
 `out_proj`). NEZHA reuses `split_heads`, `merge_heads` and `attend`. Longformer's banded
 attention lives in `banded_attention.py`.
+
+Two twins compute the attention itself, dispatched by refimpl.accel (`attention_heads`):
+- `attend` (NumPy): stacked products over [B, H, T, S], then the softmax; the definition to read.
+- `attention_heads_numba` (float32 with Numba): one work item per (batch row, head, block of queries)
+  on every core, each a BLAS product for the scores, the mask, clamp and softmax in one pass over the
+  row (kept in cache), a BLAS product for the context, written straight into [B, T, H*d] (no head
+  merge). The same numbers within float32 rounding.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .ops import linear, mask_min, softmax
-from .trace import record, record_internal
+from . import accel
+from .ops import exp_shifted_sum, linear, mask_min, softmax
+from .trace import internals_active, record, record_internal
 
 
 def split_heads(x, num_heads):  # x [B, T, H*d] -> [B, H, T, d], contiguous
@@ -49,6 +57,73 @@ def attend(q, k, v, mask=None, head_mask=None, clamp_to_min=False, score_bias=No
     return context, probs
 
 
+def attention_heads(q, k, v, mask=None, head_mask=None, clamp_to_min=False, params=None, output_probs=True):
+    """q [B, H, T, d] (scaled), k, v [B, H, S, d] -> context [B, T, H*d], probabilities [B, H, T, S] or None.
+
+    The twin refimpl.accel picks; the traced internals (#scores) need the NumPy twin."""
+    if internals_active():
+        return attention_heads_numpy(q, k, v, mask, head_mask, clamp_to_min, params, output_probs)
+    run = accel.dispatch({"numpy": attention_heads_numpy, "numba": attention_heads_numba}, q.dtype)
+    return run(q, k, v, mask, head_mask, clamp_to_min, params, output_probs)
+
+
+def attention_heads_numpy(q, k, v, mask=None, head_mask=None, clamp_to_min=False, params=None, output_probs=True):
+    context, probs = attend(q, k, v, mask, head_mask, clamp_to_min, params=params)  # [B, H, T, d], [B, H, T, S]
+    return merge_heads(context), probs
+
+
+@accel.jit(error_model="numpy")
+def _masked_softmax_rows(scores, mask_rows, i0, clamp, low, scale, fast_exp):
+    """Rows i0 .. i0 + n - 1 of one (batch row, head), in place: scores [n, S], mask_rows [T or 1, S] ->
+    softmax(max(scores + mask, low) if clamp else scores + mask) * scale."""
+    n, S = scores.shape
+    one = np.ones(1, scores.dtype)[0]
+    for row in range(n):
+        s = scores[row]                                           # [S]
+        m = mask_rows[i0 + row if mask_rows.shape[0] > 1 else 0]  # [S]
+        for j in range(S):
+            x = s[j] + m[j]
+            s[j] = low if clamp and x < low else x
+        factor = (one / exp_shifted_sum(s, S, fast_exp)) * scale
+        for j in range(S):
+            s[j] = s[j] * factor
+
+
+@accel.jit()
+def _attention_items(q, k, v, mask, head_mask, clamp, low, block, fast_exp, want_probs, context, probs, first, step):
+    """Work items first, first + step, ... of (batch row b, head h, block of `block` queries); releases the GIL."""
+    B, H, T, d = q.shape
+    n_blocks = (T + block - 1) // block
+    for item in range(first, B * H * n_blocks, step):
+        bh, i0 = item // n_blocks, (item % n_blocks) * block
+        b, h = bh // H, bh % H
+        i1 = min(i0 + block, T)
+        scores = np.dot(q[b, h, i0:i1], k[b, h].T)                               # [n, S]
+        _masked_softmax_rows(scores, mask[b if mask.shape[0] > 1 else 0, 0], i0, clamp, low, head_mask[h], fast_exp)
+        context[b, i0:i1, h * d:(h + 1) * d] = np.dot(scores, v[b, h])          # [n, d]
+        if want_probs:
+            probs[b, h, i0:i1] = scores
+
+
+def attention_heads_numba(q, k, v, mask=None, head_mask=None, clamp_to_min=False, params=None, output_probs=True,
+                          block=256, n_threads=None):
+    """Numba twin of attention_heads_numpy (the same arguments and results within float rounding)."""
+    B, H, T, d = q.shape
+    S, dtype = k.shape[2], q.dtype
+    q, k, v = (np.ascontiguousarray(a, dtype) for a in (q, k, v))
+    mask = np.zeros((1, 1, 1, S), dtype) if mask is None else np.ascontiguousarray(mask, dtype)  # [B or 1, 1, T or 1, S]
+    head_mask = np.ones(H, dtype) if head_mask is None else np.ascontiguousarray(head_mask, dtype)
+    context = np.empty((B, T, H * d), dtype)
+    probs = np.empty((B, H, T, S) if output_probs else (1, 1, 1, 1), dtype)  # a dummy keeps the types fixed
+    if n_threads is None:
+        n_threads = accel.threads_for(B * H * T * S)
+    block = max(1, min(int(block), T))
+    args = (q, k, v, mask, head_mask, bool(clamp_to_min), mask_min(dtype), block, dtype == np.float32,
+            bool(output_probs), context, probs)
+    accel.on_threads(_attention_items, args, n_threads, blas="scipy")
+    return context, (probs if output_probs else None)
+
+
 def project_kv(p, source, num_heads):  # source [B, S, D] -> k, v [B, H, S, d]
     k = record(p, "k_proj", linear(source, p["k_proj.weight"], p.get("k_proj.bias")))  # [B, S, D]
     v = record(p, "v_proj", linear(source, p["v_proj.weight"], p.get("v_proj.bias")))
@@ -56,7 +131,7 @@ def project_kv(p, source, num_heads):  # source [B, S, D] -> k, v [B, H, S, d]
 
 
 def multi_head_attention(p, x, num_heads, mask=None, *, past=None, key_value_states=None, head_mask=None,
-                         clamp_to_min=False):
+                         clamp_to_min=False, output_probs=True):
     """BartAttention-style multi-head attention. x [B, T, D] -> (out [B, T, D], probs [B, H, T, S], present).
 
     p holds `q_proj.*`, `k_proj.*`, `v_proj.*`, `out_proj.*` (biases optional: OPT's enable_bias=False).
@@ -76,6 +151,6 @@ def multi_head_attention(p, x, num_heads, mask=None, *, past=None, key_value_sta
         if past is not None:
             k = np.concatenate([past[0], k], axis=2)  # [B, H, S_past + T, d]
             v = np.concatenate([past[1], v], axis=2)
-    context, probs = attend(q, k, v, mask, head_mask, clamp_to_min, params=p)
-    out = record(p, "out_proj", linear(merge_heads(context), p["out_proj.weight"], p.get("out_proj.bias")))  # [B, T, D]
+    context, probs = attention_heads(q, k, v, mask, head_mask, clamp_to_min, p, output_probs)  # [B, T, D], [B, H, T, S]
+    out = record(p, "out_proj", linear(context, p["out_proj.weight"], p.get("out_proj.bias")))  # [B, T, D]
     return out, probs, (k, v)

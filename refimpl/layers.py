@@ -58,18 +58,19 @@ def add_residual(p: Mapping, name: str, x, out, norm_first: bool, eps: float):  
 
 def decoder_layer(p, x, num_heads, act, self_mask, *, norm_first, past=None, head_mask=None,
                   encoder_states=None, encoder_mask=None, cross_head_mask=None, clamp_to_min=False, eps=1e-5,
-                  ffn_on_rows=False):
+                  ffn_on_rows=False, output_probs=True):
     """One BART-style decoder layer (modeling_bart.py BartDecoderLayer). x [B, T, D] -> LayerOutput.
 
     norm_first=True: x + f(LN(x)) for each sublayer (OPT-125m, XGLM). False: LN(x + f(x)) (BART/LED,
     OPT-350m's do_layer_norm_before=False). Cross-attention runs when `encoder_states` is given.
     `past` and `present` are (k, v) or (k, v, cross_k, cross_v) with arrays [B, H, S, d].
     ffn_on_rows: OPTDecoderLayer runs its feed-forward on [B*T, D] rows (the same numbers; its traced
-    shapes are upstream's).
+    shapes are upstream's). output_probs=False: the attention probabilities are not kept (None).
     """
     out, self_probs, present = multi_head_attention(
         sub(p, "self_attn"), pre_norm(p, "self_attn_layer_norm", x, norm_first, eps), num_heads, self_mask,
-        past=None if past is None else past[:2], head_mask=head_mask, clamp_to_min=clamp_to_min)
+        past=None if past is None else past[:2], head_mask=head_mask, clamp_to_min=clamp_to_min,
+        output_probs=output_probs)
     x = add_residual(p, "self_attn_layer_norm", x, record(p, "self_attn", out), norm_first, eps)
 
     cross_probs = None
@@ -77,7 +78,8 @@ def decoder_layer(p, x, num_heads, act, self_mask, *, norm_first, past=None, hea
         cross_past = past[2:4] if past is not None and len(past) == 4 else None
         out, cross_probs, cross_kv = multi_head_attention(
             sub(p, "encoder_attn"), pre_norm(p, "encoder_attn_layer_norm", x, norm_first, eps), num_heads, encoder_mask,
-            past=cross_past, key_value_states=encoder_states, head_mask=cross_head_mask, clamp_to_min=clamp_to_min)
+            past=cross_past, key_value_states=encoder_states, head_mask=cross_head_mask, clamp_to_min=clamp_to_min,
+            output_probs=output_probs)
         x = add_residual(p, "encoder_attn_layer_norm", x, record(p, "encoder_attn", out), norm_first, eps)
         present = present + cross_kv
 

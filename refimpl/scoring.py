@@ -2,17 +2,16 @@
 
 For a decoder-only model whose logits are `last_hidden_state @ lm_head.weight.T` (OPT, XGLM), the
 log-probability of each next token needs only the logsumexp over the vocabulary and the target's
-logit. We compute them in chunks of positions, so the [B, T, V] logits array (200 MB for 8x128
-tokens of OPT) is never held at once.
+logit: `refimpl.lm_head.target_logprobs` computes them in chunks, so the [B, T, V] logits array
+(200 MB for 8x128 tokens of OPT) is never held at once.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import inputs
+from .lm_head import target_logprobs
 from .ops import logsumexp, sigmoid, softmax
-
-CHUNK = 256  # positions per lm_head product: [256, V] float32 logits at a time
 
 
 def token_logprobs(model, input_ids, attention_mask=None):  # ids [B, T] -> [B, T-1]
@@ -35,12 +34,7 @@ def token_logprobs(model, input_ids, attention_mask=None):  # ids [B, T] -> [B, 
     batch, length, width = hidden.shape
     h = hidden[:, :-1].reshape(-1, width)  # [N, E] predicting ...
     targets = input_ids[:, 1:].reshape(-1)  # [N]    ... these tokens
-    out = np.empty(h.shape[0], dtype=hidden.dtype)
-    for start in range(0, h.shape[0], CHUNK):
-        logits = h[start:start + CHUNK] @ head.T  # [n, V]
-        picked = logits[np.arange(logits.shape[0]), targets[start:start + CHUNK]]  # [n]
-        out[start:start + CHUNK] = picked - logsumexp(logits, overwrite_input=True)  # log_softmax at the targets
-    out = out.reshape(batch, length - 1)
+    out = target_logprobs(h, head, targets).reshape(batch, length - 1)  # log_softmax at the targets
     scored = (attention_mask[:, 1:] == 1) & (attention_mask[:, :-1] == 1)
     return np.where(scored, out, out.dtype.type(0))
 

@@ -198,7 +198,9 @@ def test_float64_is_bitwise_the_same_on_every_fast_backend(checkpoint):
 
 @pytest.mark.skipif(not accel.HAVE_NUMBA, reason="compares the Numba kernels with NumPy (CI runs both passes)")
 @pytest.mark.parametrize("checkpoint", CHECKPOINTS, ids=lambda c: "/".join(c))
-def test_float32_numba_agrees_with_numpy_within_1e6(checkpoint):
+def test_float32_numba_agrees_with_numpy_within_4e6(checkpoint):
+    """The twins differ by float32 roundings only: within 4e-6 of the output's scale (~32 ulp), well inside
+    the 1e-5 both keep to upstream (the golden tests)."""
     with refimpl.set_backend("numpy"):
         numpy_out = forward(checkpoint, "float32")
     with refimpl.set_backend("numba"):
@@ -207,7 +209,7 @@ def test_float32_numba_agrees_with_numpy_within_1e6(checkpoint):
     for key, value in numpy_out.items():
         diff = np.abs(numba_out[key].astype(np.float64) - value)
         scale = max(float(np.nanmax(np.abs(value), initial=0)), 1e-30)
-        if np.nanmax(diff, initial=0) > 1e-6 * scale:
+        if np.nanmax(diff, initial=0) > 4e-6 * scale:
             problems.append(f"{checkpoint} float32 {key}: max abs diff {np.nanmax(diff):.3e} at "
                             f"{np.unravel_index(np.nanargmax(diff), diff.shape)}, relative {np.nanmax(diff) / scale:.2e}")
     assert not problems, "\n".join(problems)

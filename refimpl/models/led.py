@@ -350,7 +350,7 @@ def led_decoder(p, cfg, input_ids=None, attention_mask=None, encoder_hidden_stat
         return decoder_layer(sub(p, f"decoder.layers.{i}"), x, cfg.decoder_attention_heads, act, self_mask,
                              norm_first=False, past=layer_row(past_key_values, i), head_mask=layer_row(head_mask, i),
                              encoder_states=encoder_hidden_states, encoder_mask=cross_mask,
-                             cross_head_mask=layer_row(cross_attn_head_mask, i))
+                             cross_head_mask=layer_row(cross_attn_head_mask, i), output_probs=flags.attentions)
 
     stack = run_stack(cfg.decoder_layers, x, layer, flags, p, "decoder.layers")
     x = record(p, "decoder", stack.last_hidden_state)

@@ -156,7 +156,8 @@ def opt_decoder(p, cfg, input_ids=None, attention_mask=None, head_mask=None, pas
     def layer(i, x):  # OPTDecoderLayer (its feed-forward on [B*T, D] rows); OPTAttention clamps scores
         return decoder_layer(sub(p, f"decoder.layers.{i}"), x, cfg.num_attention_heads, act, mask,
                              norm_first=cfg.do_layer_norm_before, past=layer_row(past_key_values, i),
-                             head_mask=layer_row(head_mask, i), clamp_to_min=True, ffn_on_rows=True)
+                             head_mask=layer_row(head_mask, i), clamp_to_min=True, ffn_on_rows=True,
+                             output_probs=flags.attentions)
 
     stack = run_stack(cfg.num_hidden_layers, x, layer, flags, p, "decoder.layers")
     x = stack.last_hidden_state

@@ -220,7 +220,8 @@ def xglm_model(p, cfg, input_ids=None, attention_mask=None, position_ids=None, e
         return decoder_layer(sub(p, f"layers.{i}"), x, cfg.attention_heads, act, mask, norm_first=True,
                              past=layer_row(past_key_values, i), head_mask=layer_row(head_mask, i),
                              encoder_states=encoder_states, encoder_mask=encoder_mask,
-                             cross_head_mask=layer_row(cross_head_mask, i), clamp_to_min=True)
+                             cross_head_mask=layer_row(cross_head_mask, i), clamp_to_min=True,
+                             output_probs=flags.attentions)
 
     stack = run_stack(cfg.num_layers, x, layer, flags, p, "layers")
     x = record(p, "", norm(p, "layer_norm", stack.last_hidden_state))  # the XGLMModel module
