@@ -38,7 +38,9 @@ import ctypes
 import functools
 import glob
 import importlib
+import importlib.util
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 BACKENDS = ("reference", "numpy", "numba")
@@ -51,6 +53,8 @@ try:  # numba, and scipy's BLAS, which numba's np.dot inside a kernel calls
 except ImportError as err:  # exercised in CI with numba hidden
     numba = None
     HAVE_NUMBA, NUMBA_MISSING = False, f"{err.name or err} is not installed (pip install 'refimpl[numba]')"
+# numba installed without scipy: the kernels cannot run, and the user expects them to; say so once
+_WARN_FALLBACK = not HAVE_NUMBA and importlib.util.find_spec("numba") is not None
 
 
 def jit(**options):
@@ -100,9 +104,18 @@ def choose_backend(dtype, requested=None) -> str:
             or _checked(os.environ.get(ENVIRONMENT_VARIABLE) or None, ENVIRONMENT_VARIABLE))
     if name is None:
         name = "numba" if HAVE_NUMBA else "numpy"
+        if _WARN_FALLBACK and str(dtype) == "float32":
+            _warn_fallback_once()
     if name == "numba" and str(dtype) != "float32":  # float64 is the oracle: NumPy code, the same bits
         return "numpy"
     return name
+
+
+def _warn_fallback_once():
+    global _WARN_FALLBACK
+    _WARN_FALLBACK = False
+    warnings.warn(f"numba is installed but its kernels cannot run: {NUMBA_MISSING}. float32 runs the slower "
+                  "NumPy paths (refimpl.backend_info() tells what runs)", RuntimeWarning, stacklevel=3)
 
 
 def dispatch(implementations, dtype, requested=None):

@@ -23,7 +23,7 @@ from . import accel
 from .ops import exp_f32_inplace, logsumexp, max_4_lanes
 
 ROWS = 256  # numpy twin: positions per block of logits ([256, V] at a time)
-VOCAB = 2048  # numba twin: vocabulary columns per chunk ([rows, 2048] float32 logits at a time)
+VOCAB = 4096  # numba twin: vocabulary columns per chunk ([rows, 4096] float32 logits at a time)
 
 
 def target_logprobs(hidden, head, targets):  # hidden [N, E], head [V, E], targets [N] -> [N]

@@ -256,3 +256,26 @@ def test_environment_variable_forces_the_backend_in_a_fresh_process():
         print(accel.choose_backend("float32"), accel.choose_backend("float64"))
     """, REFIMPL_BACKEND="reference")
     assert out.returncode == 0 and out.stdout.split() == ["reference", "reference"], out.stderr
+
+
+@pytest.mark.skipif(not accel.HAVE_NUMBA, reason="needs numba installed, to hide scipy alone")
+def test_numba_without_scipy_says_which_backend_runs(tmp_path):
+    """numba importable but scipy hidden: the Numba kernels cannot run; float32 work warns once, naming
+    scipy and the NumPy fallback, and backend_info() says why."""
+    (tmp_path / "scipy").mkdir()
+    (tmp_path / "scipy" / "__init__.py").write_text("raise ImportError('scipy is hidden for this test', name='scipy')\n")
+    out = run_python("""
+        import warnings
+        import numpy as np
+        from refimpl import accel, ops
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ops.layer_norm(np.ones((2, 4), np.float32))
+            ops.layer_norm(np.ones((2, 4), np.float32))
+        print(accel.backend_info()["float32"], accel.backend_info()["why_not"])
+        print(len(caught), caught[0].message if caught else "")
+    """, PYTHONPATH=f"{tmp_path}:{ROOT}")
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.splitlines()
+    assert first.startswith("numpy scipy is not installed"), first
+    assert second.startswith("1 numba is installed but its kernels cannot run: scipy"), second
