@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 from .attention import multi_head_attention
-from .ops import layer_norm, linear
+from .ops import add, layer_norm, linear
 from .trace import path_of, record
 
 
@@ -52,7 +52,7 @@ def pre_norm(p: Mapping, name: str, x, norm_first: bool, eps: float):  # x [B, T
 
 def add_residual(p: Mapping, name: str, x, out, norm_first: bool, eps: float):  # x, out [B, T, D] -> [B, T, D]
     """x + sublayer output; post-LN layers then normalise the sum: LN(x + f(x)), pre-LN: x + f(LN(x))."""
-    x = x + out
+    x = add(x, out)
     return x if norm_first else norm(p, name, x, eps)
 
 

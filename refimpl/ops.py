@@ -26,8 +26,47 @@ def linear(x, weight, bias=None):  # x [..., in], weight [out, in], bias [out] -
     # One 2-D GEMM: numpy runs a stacked [B, T, in] @ [in, out] product several times slower.
     y = (x.reshape(-1, x.shape[-1]) @ weight.T).reshape(*x.shape[:-1], weight.shape[0])
     if bias is not None:
-        y += bias
+        add(y, bias, out=y)
     return y
+
+
+# ---------------------------------------------------------------- elementwise sums on every core
+
+
+def add(a, b, out=None):  # a [..., D] + b [..., D] or [D] -> [..., D], into `out` when given (may be a)
+    """a + b. Dispatched (refimpl.accel): float32 with Numba adds rows on every core (NumPy's ufuncs use
+    one), otherwise `add_numpy`; other shapes and dtypes take NumPy. The same bits either way."""
+    rows_of_a = b.shape == a.shape or b.shape == a.shape[-1:]
+    contiguous = a.flags.c_contiguous and b.flags.c_contiguous and (out is None or out.flags.c_contiguous)
+    if not (a.dtype == b.dtype == np.float32 and rows_of_a and contiguous and a.size):
+        return add_numpy(a, b, out)
+    return accel.dispatch({"numpy": add_numpy, "numba": add_numba}, a.dtype)(a, b, out)
+
+
+def add_numpy(a, b, out=None):
+    return np.add(a, b, out=out)
+
+
+@accel.jit()
+def _add_rows(a, b, out, first, step):  # a, out [N, D], b [N or 1, D]; the rows of part `first` of `step`
+    N, D = a.shape
+    part = (N + step - 1) // step
+    for r in range(first * part, min(N, (first + 1) * part)):
+        ar, br, o = a[r], b[r if b.shape[0] > 1 else 0], out[r]
+        for j in range(D):
+            o[j] = ar[j] + br[j]
+
+
+def add_numba(a, b, out=None):  # a, b, out C-contiguous float32 (see add)
+    D = a.shape[-1]
+    result = np.empty_like(a) if out is None else out
+    rows = a.reshape(-1, D)                                            # [N, D]
+    accel.on_threads(_add_rows, (rows, b.reshape(-1, D), result.reshape(-1, D)),
+                     min(accel.threads_for(a.size), rows.shape[0]))
+    return result
+
+
+# ---------------------------------------------------------------- activations
 
 
 def embedding(ids, table, what="input_ids"):  # ids [...] int, table [V, D] -> [..., D]
@@ -106,8 +145,28 @@ def layer_norm_numba(x, weight=None, bias=None, eps=1e-5):  # x [..., D] float32
 # ---------------------------------------------------------------- activations
 
 
-def relu(x):
+def relu(x):  # x [...] -> [...]: max(x, 0); float32 with Numba on every core (relu_numba)
+    return accel.dispatch({"numpy": relu_numpy, "numba": relu_numba}, x.dtype)(x)
+
+
+def relu_numpy(x):
     return np.maximum(x, x.dtype.type(0))
+
+
+@accel.jit()
+def _relu_part(x, out, first, step):  # x, out [N]; part `first` of `step` equal parts (one per thread)
+    part = (x.size + step - 1) // step
+    xs, outs = x[first * part:(first + 1) * part], out[first * part:(first + 1) * part]
+    zero = np.zeros(1, x.dtype)[0]
+    for i in range(xs.size):
+        outs[i] = xs[i] if xs[i] > zero or xs[i] != xs[i] else zero  # NaN stays NaN, as np.maximum
+
+
+def relu_numba(x):  # x [...] float32 -> [...] float32
+    flat = np.ascontiguousarray(x, np.float32).reshape(-1)
+    out = np.empty_like(flat)
+    accel.on_threads(_relu_part, (flat, out), accel.threads_for(flat.size))
+    return out.reshape(x.shape)
 
 
 def gelu(x):  # x [...] -> [...]; torch.nn.functional.gelu(approximate="none"): x * Phi(x)

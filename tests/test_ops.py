@@ -107,3 +107,32 @@ def test_float32_layer_norm_is_within_a_rounding_of_the_exact_one(shape, affine)
                              n_threads)
             outs.append(out)
         assert np.array_equal(outs[0], outs[1]), "threads changed the result"
+
+
+SPECIALS = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, -3.4e38], np.float32)
+
+
+@pytest.mark.skipif(not accel.HAVE_NUMBA, reason="compares the Numba twins with NumPy (CI runs both passes)")
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(1, 700), width=st.integers(1, 900), broadcast=st.booleans(), in_place=st.booleans(),
+       seed=st.integers(0, 2**31))
+def test_elementwise_twins_are_bitwise_numpy(rows, width, broadcast, in_place, seed):
+    """add and relu: one rounded operation per element, so the Numba twins (rows split over threads) give
+    NumPy's bits, specials included (NaN stays NaN, -0.0 + 0.0 = 0.0, inf - inf = NaN)."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((rows, width)).astype(np.float32)
+    a.flat[rng.integers(0, a.size, size=min(a.size, 5))] = rng.choice(SPECIALS, size=min(a.size, 5))
+    b = rng.standard_normal(width if broadcast else (rows, width)).astype(np.float32)
+    expected = a + b
+    out = a.copy() if in_place else None
+    got = ops.add_numba(out if in_place else a, b, out)
+    assert got.dtype == np.float32 and got.shape == a.shape
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32)) or np.array_equal(got, expected, equal_nan=True)
+    assert np.array_equal(ops.relu_numba(a), np.maximum(a, np.float32(0)), equal_nan=True)
+
+
+def test_add_takes_numpy_for_other_shapes_and_dtypes():
+    a = np.ones((2, 3), np.float32)
+    assert np.array_equal(ops.add(a, np.ones((2, 1), np.float32)), np.full((2, 3), 2, np.float32))  # a column
+    assert ops.add(a, np.ones(3)).dtype == np.float64                                             # promotion
+    assert ops.add(a.T, np.ones(2, np.float32)).shape == (3, 2)                                   # not contiguous
