@@ -420,8 +420,8 @@ def _attention_block(q, k, v, gk, gv, key_bias, global_bias, query_masked, w, b,
     qb = q[b, h, s0:e0]                                           # [nb, d]
     S = np.dot(qb, k[b, h, k0:k1].T)                               # [nb, nk]
     G = np.dot(qb, gk[b, h].T)                                     # [nb, X]
-    P = np.empty_like(S)
-    PG = np.empty_like(G)
+    P = S                                                         # in place: each row is read into a buffer first
+    PG = G
     _softmax_block_rows(S, G, key_bias[b], global_bias[b], query_masked[b], s0, k0, w,
                         sm_proto, fast_exp, P, PG)
     ctx = np.dot(P, v[b, h, k0:k1])                                # [nb, d]
