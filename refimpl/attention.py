@@ -105,20 +105,30 @@ def _attention_items(q, k, v, mask, head_mask, clamp, low, block, fast_exp, want
             probs[b, h, i0:i1] = scores
 
 
+def kernel_operands(q, k, v, mask, head_mask, output_probs):
+    """What the (batch row, head, query block) kernels take (this one and relative_attention's): q, k, v
+    contiguous; mask [B or 1, 1, T or 1, S] (zeros when None); head_mask [H] (ones when None); the
+    outputs context [B, T, H*d] and probs [B, H, T, S] (a 1-element dummy unless output_probs, so the
+    kernel's types stay fixed)."""
+    B, H, T, d = q.shape
+    S, dtype = k.shape[2], q.dtype
+    q, k, v = (np.ascontiguousarray(a, dtype) for a in (q, k, v))
+    mask = np.zeros((1, 1, 1, S), dtype) if mask is None else np.ascontiguousarray(mask, dtype)
+    head_mask = np.ones(H, dtype) if head_mask is None else np.ascontiguousarray(head_mask, dtype)
+    context = np.empty((B, T, H * d), dtype)
+    probs = np.empty((B, H, T, S) if output_probs else (1, 1, 1, 1), dtype)
+    return q, k, v, mask, head_mask, context, probs
+
+
 def attention_heads_numba(q, k, v, mask=None, head_mask=None, clamp_to_min=False, params=None, output_probs=True,
                           block=256, n_threads=None):
     """Numba twin of attention_heads_numpy (the same arguments and results within float rounding)."""
     B, H, T, d = q.shape
-    S, dtype = k.shape[2], q.dtype
-    q, k, v = (np.ascontiguousarray(a, dtype) for a in (q, k, v))
-    mask = np.zeros((1, 1, 1, S), dtype) if mask is None else np.ascontiguousarray(mask, dtype)  # [B or 1, 1, T or 1, S]
-    head_mask = np.ones(H, dtype) if head_mask is None else np.ascontiguousarray(head_mask, dtype)
-    context = np.empty((B, T, H * d), dtype)
-    probs = np.empty((B, H, T, S) if output_probs else (1, 1, 1, 1), dtype)  # a dummy keeps the types fixed
+    q, k, v, mask, head_mask, context, probs = kernel_operands(q, k, v, mask, head_mask, output_probs)
     if n_threads is None:
-        n_threads = accel.threads_for(B * H * T * S)
+        n_threads = accel.threads_for(B * H * T * k.shape[2])
     block = max(1, min(int(block), T))
-    args = (q, k, v, mask, head_mask, bool(clamp_to_min), mask_min(dtype), block, dtype == np.float32,
+    args = (q, k, v, mask, head_mask, bool(clamp_to_min), mask_min(q.dtype), block, q.dtype == np.float32,
             bool(output_probs), context, probs)
     accel.on_threads(_attention_items, args, n_threads, blas="scipy")
     return context, (probs if output_probs else None)

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from . import accel
-from .ops import exp_f32_inplace, logsumexp, max_4_lanes
+from .ops import exp_f32_inplace, logsumexp, max_4_lanes, sum_4_lanes
 
 ROWS = 256  # numpy twin: positions per block of logits ([256, V] at a time)
 VOCAB = 4096  # numba twin: vocabulary columns per chunk ([rows, 4096] float32 logits at a time)
@@ -65,16 +65,7 @@ def _online_logsumexp_rows(logits, column0, targets, top, total, picked, first, 
         for j in range(c):
             row[j] = row[j] - shift
         exp_f32_inplace(row, c)                                  # row <- exp(row), every value in (0, 1]
-        s0 = s1 = s2 = s3 = 0.0                                  # float64 partial sums, a fixed order
-        c4 = c - c % 4
-        for j in range(0, c4, 4):
-            s0 += row[j]
-            s1 += row[j + 1]
-            s2 += row[j + 2]
-            s3 += row[j + 3]
-        for j in range(c4, c):
-            s0 += row[j]
-        total[r] += (s0 + s1) + (s2 + s3)
+        total[r] += sum_4_lanes(row, c, 0.0)                     # float64 sums, a fixed order
 
 
 def target_logprobs_numba(hidden, head, targets, vocab_chunk=None):  # hidden [N, E] float32, head [V, E], targets [N] -> [N]

@@ -120,11 +120,11 @@ def _layer_norm_rows(x, weight, bias, eps, out, first, step):  # x, out [N, D] f
         xr, o = x[r], out[r]
         for j in range(D):
             row64[j] = xr[j]
-        mean = sum_4_lanes(row64, D) / D
+        mean = sum_4_lanes(row64, D, 0.0) / D
         for j in range(D):
             row64[j] = row64[j] - mean
             squares[j] = row64[j] * row64[j]
-        inv = 1.0 / np.sqrt(sum_4_lanes(squares, D) / D + eps)
+        inv = 1.0 / np.sqrt(sum_4_lanes(squares, D, 0.0) / D + eps)
         for j in range(D):
             o[j] = (row64[j] * inv) * weight[j] + bias[j]
 
@@ -445,8 +445,9 @@ def max_4_lanes(buf, n):  # -> max(buf[:n]), n >= 1, from 4 running maxima (inde
 
 
 @accel.jit()
-def sum_4_lanes(buf, n):  # -> sum(buf[:n]) as 4 strided partial sums, (s0 + s1) + (s2 + s3), plus the tail
-    s0 = s1 = s2 = s3 = buf[0] - buf[0]
+def sum_4_lanes(buf, n, zero):  # -> sum(buf[:n]) as 4 strided partial sums, (s0 + s1) + (s2 + s3), plus the tail
+    """zero: 0 in the accumulator's type (a float32 zero keeps float32 sums; 0.0 sums float32 rows in float64)."""
+    s0 = s1 = s2 = s3 = zero
     n4 = n - n % 4
     for t in range(0, n4, 4):
         s0 += buf[t]
@@ -470,7 +471,7 @@ def exp_shifted_sum(buf, n, fast_exp):  # buf[:n] <- exp(buf[:n] - max(buf[:n]))
     else:
         for t in range(n):
             buf[t] = np.exp(buf[t])
-    return sum_4_lanes(buf, n)
+    return sum_4_lanes(buf, n, buf[0] - buf[0])  # a zero of buf's type (exp(x - top) is finite)
 
 
 def mask_min(dtype):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import accel
-from .attention import attend, merge_heads
+from .attention import attend, kernel_operands, merge_heads
 from .ops import exp_shifted_sum, softmax, sum_4_lanes
 
 
@@ -163,8 +163,8 @@ def _relative_softmax_rows(scores, per_row, mask_rows, i0, scale, fast_exp, P, b
         bucket = buckets[row]
         bucket[:] = 0
         bucket[lo - i + K:hi - i + K] = p[lo:hi]
-        bucket[0] += sum_4_lanes(p, lo) if lo > 0 else 0
-        bucket[R - 1] += sum_4_lanes(p[hi:], S - hi) if hi < S else 0
+        bucket[0] += sum_4_lanes(p, lo, one - one) if lo > 0 else 0
+        bucket[R - 1] += sum_4_lanes(p[hi:], S - hi, one - one) if hi < S else 0
 
 @accel.jit()
 def _relative_attention_items(q, k, v, mask, head_mask, table, block, fast_exp, want_probs, context, probs,
@@ -196,7 +196,8 @@ def _relative_attention_items(q, k, v, mask, head_mask, table, block, fast_exp, 
             last = bh
         scores = np.dot(q[b, h, i0:i1], keys.T)                    # [n, S + R]
         w = weights[:i1 - i0]
-        _relative_softmax_rows(scores[:, :S], scores[:, S:], mask[b, 0], i0, head_mask[h], fast_exp,
+        mask_rows = mask[b if mask.shape[0] > 1 else 0, 0]           # [T or 1, S]
+        _relative_softmax_rows(scores[:, :S], scores[:, S:], mask_rows, i0, head_mask[h], fast_exp,
                                w[:, :S], w[:, S:])
         context[b, i0:i1, h * d:(h + 1) * d] = np.dot(w, values)  # [n, d]
         if want_probs:
@@ -212,18 +213,12 @@ def relative_attention_numba(q, k, v, mask, head_mask, table, *, output_probs=Tr
     when output_probs.
     """
     B, H, T, d = q.shape
-    S = k.shape[2]
-    dtype = q.dtype
-    q, k, v, table = (np.ascontiguousarray(a, dtype) for a in (q, k, v, table))
-    mask = np.zeros((B, 1, 1, S), dtype) if mask is None else np.ascontiguousarray(
-        np.broadcast_to(mask, (B, 1, mask.shape[2], S)), dtype)
-    head_mask = np.ones(H, dtype) if head_mask is None else np.ascontiguousarray(head_mask, dtype)
-    context = np.empty((B, T, H * d), dtype)
-    probs = np.empty((B, H, T, S) if output_probs else (1, 1, 1, 1), dtype)  # a dummy keeps the types fixed
+    q, k, v, mask, head_mask, context, probs = kernel_operands(q, k, v, mask, head_mask, output_probs)
+    table = np.ascontiguousarray(table, q.dtype)
     if n_threads is None:
-        n_threads = accel.threads_for(B * H * T * S)
+        n_threads = accel.threads_for(B * H * T * k.shape[2])
     block = max(1, min(int(block), T))
-    args = (q, k, v, mask, head_mask, table, block, dtype == np.float32, bool(output_probs), context, probs)
+    args = (q, k, v, mask, head_mask, table, block, q.dtype == np.float32, bool(output_probs), context, probs)
     accel.on_threads(_relative_attention_items, args, n_threads, blas="scipy")
     return context, (probs if output_probs else None)
 
