@@ -1,0 +1,272 @@
+"""The forward interface of every class against live upstream (skipped without torch):
+
+- return_dict=False and True for every class of the four families, on hypothesis-drawn configs and inputs
+  with every output flag, labels, caches (and a cached second step), LED encoder_outputs given as a tuple:
+  the tuple's nesting (None slots included) and every tensor in it, float32 and float64;
+- config.json's `return_dict: false`;
+- every parameter of upstream's forward signatures: implemented (compared against upstream with a
+  non-default value) or refused with a ValueError naming it;
+- NEZHA checkpoints saved by upstream after `prune_heads`, float32 and float64, head masks included;
+  OPT / XGLM / LED configs with pruned_heads refused as upstream refuses them.
+
+Upstream's float64 runs are the exact mathematics (golden/common.py running_in; NEZHA's and XGLM's float32
+sinusoid tables replaced as in golden/capture_nezha.py and capture_xglm.py); float32 at the golden
+tolerance or 10 x refimpl's own float32 noise on that tensor (tests/golden.py).
+"""
+import contextlib
+import inspect
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+import live  # noqa: E402,F401  (puts golden/ on sys.path)
+import capture_nezha  # noqa: E402
+import capture_xglm  # noqa: E402
+from common import flatten as flatten_torch, randomize_, running_in, to_torch  # noqa: E402
+from golden import compare, flatten, float32_noise  # noqa: E402
+from test_led_live import led_configs  # noqa: E402
+from test_nezha_live import nezha_configs  # noqa: E402
+from test_opt_live import opt_configs  # noqa: E402
+from test_xglm_live import xglm_configs  # noqa: E402
+
+import refimpl  # noqa: E402
+from refimpl.models import family  # noqa: E402
+
+FAMILIES = ("opt", "xglm", "nezha", "led")
+CLASSES = [(fam, name) for fam in FAMILIES for name in family(fam).architectures]
+LIVE = settings(max_examples=24, deadline=None, suppress_health_check=list(HealthCheck),
+                phases=[Phase.explicit, Phase.reuse, Phase.generate])
+
+
+# ---------------------------------------------------------------- models
+
+
+@st.composite
+def configs(draw, fam, cls_name):
+    """A small upstream config of the family (the strategies of the family's own live tests)."""
+    if fam == "opt":
+        return draw(opt_configs())
+    if fam == "xglm":
+        return draw(xglm_configs(transformers))
+    if fam == "led":
+        return draw(led_configs())
+    decoder = cls_name == "NezhaModel" and draw(st.booleans())  # heads of a decoder config keep a cache in tuples
+    return transformers.NezhaConfig(**draw(nezha_configs(cls_name)), is_decoder=decoder or draw(st.booleans()),
+                                    add_cross_attention=decoder and draw(st.booleans()))
+
+
+@contextlib.contextmanager
+def exact_upstream(fam):
+    """Upstream with its float32 sinusoid tables made exact (built inside: NEZHA's is made at __init__)."""
+    patch = {"nezha": capture_nezha.exact_relative_positions, "xglm": capture_xglm.correctly_rounded_sinusoid}
+    with patch.get(fam, contextlib.nullcontext)():
+        yield
+
+
+def build(fam, cls_name, cfg, seed):
+    torch.manual_seed(seed)
+    model = getattr(transformers, cls_name)(cfg)
+    randomize_(model, seed)
+    if fam == "xglm":
+        capture_xglm.protect_position_ids(model)
+    return model.eval()
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def accepts(cls_name):  # upstream's forward parameters
+    return set(inspect.signature(getattr(transformers, cls_name).forward).parameters) - {"self", "kwargs"}
+
+
+def token_inputs(fam, cls_name, cfg, rng, draw):  # -> ({name: array}, padded mask)
+    batch, length = draw(st.integers(1, 3)), draw(st.integers(2, 7))
+    shape = (batch, draw(st.integers(1, 3)), length) if cls_name == "NezhaForMultipleChoice" else (batch, length)
+    lengths = rng.integers(2, length + 1, size=shape[:-1])
+    keep = np.arange(length) < lengths[..., None]
+    if fam == "led":  # "<s> w ... </s>" then padding: one </s> per row (LEDForSequenceClassification pools there)
+        ids = np.where(keep, rng.integers(3, cfg.vocab_size, size=shape), 1)
+        ids[..., 0] = 0
+        np.put_along_axis(ids, lengths[..., None] - 1, 2, axis=-1)
+    else:
+        ids = rng.integers(0, cfg.vocab_size, size=shape)
+        keep = keep[..., ::-1] if draw(st.booleans()) and fam != "nezha" else keep
+    mask = keep.astype(np.int64)
+    arrays = {"input_ids": ids, "attention_mask": mask}
+    if fam == "nezha":
+        arrays["token_type_ids"] = rng.integers(0, cfg.type_vocab_size, size=shape)
+    if fam == "led" and draw(st.booleans()):
+        arrays["global_attention_mask"] = (rng.random(shape) < 0.3).astype(np.int64)
+    if draw(st.booleans()):
+        layers, heads = cfg.num_hidden_layers, cfg.num_attention_heads  # LED: the encoder's
+        arrays["head_mask"] = rng.integers(0, 3, size=(layers, heads)) / 2
+    return arrays, mask
+
+
+def label_inputs(cls_name, cfg, ids, mask, rng):  # the head's labels (upstream's argument names)
+    batch = ids.shape[0]
+    if cls_name.endswith(("CausalLM", "MaskedLM", "ConditionalGeneration", "PreTraining")):
+        labels = {"labels": np.where(mask == 1, ids, -100)}
+        if cls_name.endswith("PreTraining"):
+            labels["next_sentence_label"] = rng.integers(0, 2, batch)
+        return labels
+    if cls_name.endswith("TokenClassification"):
+        return {"labels": np.where(mask == 1, rng.integers(0, cfg.num_labels, ids.shape), -100)}
+    if cls_name.endswith("QuestionAnswering"):
+        return {"start_positions": rng.integers(0, ids.shape[-1] + 2, batch),
+                "end_positions": rng.integers(0, ids.shape[-1] + 2, batch)}
+    if cls_name.endswith("SequenceClassification"):
+        return {"labels": rng.normal(size=batch) if cfg.num_labels == 1 else rng.integers(0, cfg.num_labels, batch)}
+    if cls_name.endswith(("NextSentencePrediction", "MultipleChoice")):
+        return {"labels": rng.integers(0, 2 if cls_name.endswith("Prediction") else ids.shape[1], batch)}
+    return {}
+
+
+def draw_steps(fam, cls_name, cfg, rng, draw):
+    """[(arrays, kwargs, use_past)]: one call, and for decoders with a cache one more token from it."""
+    arrays, mask = token_inputs(fam, cls_name, cfg, rng, draw)
+    if draw(st.booleans()):
+        arrays.update(label_inputs(cls_name, cfg, arrays["input_ids"], mask, rng))
+    kwargs = dict(output_attentions=draw(st.booleans()), output_hidden_states=draw(st.booleans()))
+    if "use_cache" in accepts(cls_name):
+        kwargs["use_cache"] = draw(st.booleans())
+    steps = [(arrays, kwargs, False)]
+    seq2seq = fam == "led" and cls_name in ("LEDModel", "LEDForConditionalGeneration") and "labels" not in arrays
+    if seq2seq:
+        arrays["decoder_input_ids"] = rng.integers(3, cfg.vocab_size, size=(mask.shape[0], 2))
+        if draw(st.booleans()):  # upstream appends a given tuple to its return_dict=False tuple as it is
+            encoder = [rng.normal(size=mask.shape + (cfg.d_model,))]
+            encoder += [rng.normal(size=mask.shape + (cfg.d_model,)) for _ in range(draw(st.integers(0, 2)))]
+            arrays["encoder_outputs"] = tuple(encoder)
+    if kwargs.get("use_cache") and "labels" not in arrays and (fam in ("opt", "xglm") or seq2seq) and \
+            cls_name != "OPTForQuestionAnswering" and draw(st.booleans()):
+        batch = mask.shape[0]
+        if fam == "led":
+            more = {k: v for k, v in arrays.items() if k != "decoder_input_ids"}
+            more["decoder_input_ids"] = rng.integers(3, cfg.vocab_size, size=(batch, 1))
+        else:
+            more = {"input_ids": rng.integers(0, cfg.vocab_size, size=(batch, 1)),
+                    "attention_mask": np.concatenate([mask, np.ones((batch, 1), np.int64)], axis=1)}
+        steps.append((more, kwargs, True))
+    return steps
+
+
+# ---------------------------------------------------------------- running both
+
+
+def as_torch(value, dtype):  # arrays (and tuples of them) -> tensors; floats in the run's dtype
+    if isinstance(value, tuple):
+        return tuple(as_torch(v, dtype) for v in value)
+    return to_torch(np.asarray(value), dtype)
+
+
+def as_numpy(value, dtype):  # the same arguments for refimpl: float arrays in the model's dtype
+    if isinstance(value, tuple):
+        return tuple(as_numpy(v, dtype) for v in value)
+    value = np.asarray(value)
+    return value.astype(dtype) if value.dtype.kind == "f" else value
+
+
+def skeleton(value):  # a returned value's nesting: tuples as lists, None slots kept, tensors as "x"
+    if isinstance(value, (tuple, list)):
+        return [skeleton(v) for v in value]
+    return None if value is None else "x"
+
+
+def returned_values(out):  # a tuple as returned, or an output object's values in field order
+    return out if isinstance(out, tuple) else tuple(out[k] for k in out.keys())
+
+
+@torch.no_grad()
+def run_upstream(model, steps, dtype, return_dict):  # -> per step (skeleton, {key: array}, field names or None)
+    results, past, problem_type = [], None, model.config.problem_type
+    with running_in(model, dtype):
+        for arrays, kwargs, use_past in steps:
+            args = {k: as_torch(v, dtype) for k, v in arrays.items()}
+            if use_past:
+                args["past_key_values"] = past
+            out = model(**args, **kwargs, return_dict=return_dict)
+            past = model(**args, **kwargs, return_dict=True).get("past_key_values")  # for the next step
+            model.config.problem_type = problem_type  # upstream writes the inferred type back; undo it
+            values, flat = returned_values(out), {}
+            flatten_torch("out", values, flat)
+            results.append((skeleton(values), flat, None if isinstance(out, tuple) else list(out.keys())))
+    return results
+
+
+def run_refimpl(ours, steps, return_dict):
+    results, past = [], None
+    for arrays, kwargs, use_past in steps:
+        args = {k: as_numpy(v, ours.dtype) for k, v in arrays.items()}
+        if use_past:
+            args["past_key_values"] = past
+        out = ours(**args, **kwargs, return_dict=return_dict)
+        past = getattr(ours(**args, **kwargs, return_dict=True), "past_key_values", None)
+        values, flat = returned_values(out), {}
+        flatten("out", values, flat)
+        results.append((skeleton(values), flat, None if isinstance(out, tuple) else list(out.keys())))
+    return results
+
+
+def interface_problems(fam, cls_name, model, steps, directory, return_dict):
+    """Refimpl's return_dict={return_dict} outputs against upstream's: nesting, field names, every tensor."""
+    model.save_pretrained(directory, safe_serialization=True)
+    problems, exact = [], None
+    for dtype in ("float64", "float32"):
+        expected = run_upstream(model, steps, getattr(torch, dtype), return_dict)
+        ours = run_refimpl(refimpl.from_pretrained(directory, architecture=cls_name, dtype=dtype), steps, return_dict)
+        exact = ours if dtype == "float64" else exact
+        for step, ((up_skeleton, up_flat, up_keys), (skel, flat, keys)) in enumerate(zip(expected, ours)):
+            where = f"[{cls_name} return_dict={return_dict} step {step} {dtype}]"
+            if skel != up_skeleton or keys != up_keys:
+                problems.append(f"{where}: structure {skel} {keys}, upstream {up_skeleton} {up_keys}")
+                continue
+            noise = float32_noise(flat, exact[step][1]) if dtype == "float32" else None
+            problems += compare(flat, up_flat, dtype, where, noise)
+    return problems
+
+
+@LIVE
+@given(st.sampled_from(CLASSES), st.booleans(), st.data())
+def test_return_dict_matches_upstream(tmp_path_factory, fam_cls, return_dict, data):
+    """Every class, return_dict False and True: upstream's tuple (or object), element by element."""
+    fam, cls_name = fam_cls
+    seed = data.draw(st.integers(0, 2**16))
+    with exact_upstream(fam):
+        cfg = data.draw(configs(fam, cls_name))
+        model = build(fam, cls_name, cfg, seed)
+        steps = draw_steps(fam, cls_name, cfg, np.random.default_rng(seed), data.draw)
+        problems = interface_problems(fam, cls_name, model, steps, tmp_path_factory.mktemp("iface"), return_dict)
+    assert not problems, f"config {cfg.to_diff_dict()}\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("fam, cls_name", [("opt", "OPTForCausalLM"), ("nezha", "NezhaModel"),
+                                           ("led", "LEDForConditionalGeneration"), ("xglm", "XGLMModel")])
+def test_config_return_dict_false(tmp_path, fam, cls_name):
+    """config.json's `"return_dict": false` makes upstream (and refimpl) return tuples by default."""
+    with exact_upstream(fam):
+        cfg = {"opt": transformers.OPTConfig(vocab_size=20, hidden_size=8, num_attention_heads=2, num_hidden_layers=2,
+                                             ffn_dim=8, max_position_embeddings=16),
+               "xglm": transformers.XGLMConfig(vocab_size=20, d_model=8, attention_heads=2, num_layers=2, ffn_dim=8),
+               "nezha": transformers.NezhaConfig(vocab_size=20, hidden_size=8, num_attention_heads=2,
+                                                 num_hidden_layers=2, intermediate_size=8, max_position_embeddings=16),
+               "led": transformers.LEDConfig(vocab_size=20, d_model=8, encoder_attention_heads=2,
+                                             decoder_attention_heads=2, encoder_layers=2, decoder_layers=1,
+                                             encoder_ffn_dim=8, decoder_ffn_dim=8, attention_window=4,
+                                             max_encoder_position_embeddings=16, max_decoder_position_embeddings=16)
+               }[fam]
+        cfg.return_dict = False
+        model = build(fam, cls_name, cfg, 7)
+        ids = np.array([[0, 5, 6, 7, 2], [0, 8, 9, 2, 1]])
+        steps = [({"input_ids": ids, "attention_mask": (ids != 1).astype(np.int64)},
+                  {"output_hidden_states": True}, False)]
+        model.save_pretrained(tmp_path, safe_serialization=True)
+        assert json.loads((tmp_path / "config.json").read_text())["return_dict"] is False
+        expected = run_upstream(model, steps, torch.float64, None)
+        ours = run_refimpl(refimpl.from_pretrained(tmp_path, architecture=cls_name, dtype="float64"), steps, None)
+    assert ours[0][0] == expected[0][0], f"structure {ours[0][0]}, upstream {expected[0][0]}"
+    assert not compare(ours[0][1], expected[0][1], "float64", cls_name)
