@@ -181,6 +181,10 @@ def returned_values(out):  # a tuple as returned, or an output object's values i
     return out if isinstance(out, tuple) else tuple(out[k] for k in out.keys())
 
 
+class UpstreamFailed(Exception):
+    """Upstream raised on these inputs (its refusal)."""
+
+
 @torch.no_grad()
 def run_upstream(model, steps, dtype, return_dict):  # -> per step (skeleton, {key: array}, field names or None)
     results, past, problem_type = [], None, model.config.problem_type
@@ -189,8 +193,12 @@ def run_upstream(model, steps, dtype, return_dict):  # -> per step (skeleton, {k
             args = {k: as_torch(v, dtype) for k, v in arrays.items()}
             if use_past:
                 args["past_key_values"] = past
-            out = model(**args, **kwargs, return_dict=return_dict)
-            past = model(**args, **kwargs, return_dict=True).get("past_key_values")  # for the next step
+            try:
+                out = model(**args, **kwargs, return_dict=return_dict)
+                if len(steps) > 1:  # the next step's cache
+                    past = model(**args, **kwargs, return_dict=True).get("past_key_values")
+            except Exception as error:  # noqa: BLE001
+                raise UpstreamFailed(repr(error)) from error
             model.config.problem_type = problem_type  # upstream writes the inferred type back; undo it
             values, flat = returned_values(out), {}
             flatten_torch("out", values, flat)
@@ -205,18 +213,20 @@ def run_refimpl(ours, steps, return_dict):
         if use_past:
             args["past_key_values"] = past
         out = ours(**args, **kwargs, return_dict=return_dict)
-        past = getattr(ours(**args, **kwargs, return_dict=True), "past_key_values", None)
+        if len(steps) > 1:  # the next step's cache
+            past = getattr(ours(**args, **kwargs, return_dict=True), "past_key_values", None)
         values, flat = returned_values(out), {}
         flatten("out", values, flat)
         results.append((skeleton(values), flat, None if isinstance(out, tuple) else list(out.keys())))
     return results
 
 
-def interface_problems(fam, cls_name, model, steps, directory, return_dict):
+def interface_problems(fam, cls_name, model, steps, directory, return_dict, save=True, dtypes=("float64", "float32")):
     """Refimpl's return_dict={return_dict} outputs against upstream's: nesting, field names, every tensor."""
-    model.save_pretrained(directory, safe_serialization=True)
+    if save:
+        model.save_pretrained(directory, safe_serialization=True)
     problems, exact = [], None
-    for dtype in ("float64", "float32"):
+    for dtype in dtypes:
         expected = run_upstream(model, steps, getattr(torch, dtype), return_dict)
         ours = run_refimpl(refimpl.from_pretrained(directory, architecture=cls_name, dtype=dtype), steps, return_dict)
         exact = ours if dtype == "float64" else exact
@@ -270,3 +280,145 @@ def test_config_return_dict_false(tmp_path, fam, cls_name):
         ours = run_refimpl(refimpl.from_pretrained(tmp_path, architecture=cls_name, dtype="float64"), steps, None)
     assert ours[0][0] == expected[0][0], f"structure {ours[0][0]}, upstream {expected[0][0]}"
     assert not compare(ours[0][1], expected[0][1], "float64", cls_name)
+
+
+# ---------------------------------------------------------------- every parameter of upstream's forwards
+
+
+REFUSED = {}  # {(class, parameter): why}: what refimpl refuses with a ValueError naming it (nothing, today)
+BOTH_REFUSE = {("LEDForSequenceClassification", "inputs_embeds"):  # upstream: NotImplementedError
+               "it pools the decoder state at the eos tokens of input_ids"}
+WALK_CONFIGS = {  # one small config per family; cross-attention where the family has it
+    "opt": dict(vocab_size=24, hidden_size=8, num_attention_heads=2, num_hidden_layers=2, ffn_dim=12,
+                max_position_embeddings=20, word_embed_proj_dim=6, num_labels=3, dropout=0.0),
+    "xglm": dict(vocab_size=24, d_model=8, attention_heads=2, num_layers=2, ffn_dim=12, max_position_embeddings=12,
+                 add_cross_attention=True, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0),
+    "nezha": dict(vocab_size=24, hidden_size=8, num_attention_heads=2, num_hidden_layers=2, intermediate_size=12,
+                  max_position_embeddings=12, max_relative_position=3, type_vocab_size=3, num_labels=3,
+                  is_decoder=True, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0),
+    "led": dict(vocab_size=24, d_model=8, encoder_attention_heads=2, decoder_attention_heads=2, encoder_layers=2,
+                decoder_layers=2, encoder_ffn_dim=12, decoder_ffn_dim=12, attention_window=4, num_labels=3,
+                max_encoder_position_embeddings=24, max_decoder_position_embeddings=16, dropout=0.0,
+                attention_dropout=0.0, activation_dropout=0.0),
+}
+CROSS = ("encoder_hidden_states", "encoder_attention_mask")  # NEZHA: on a decoder with cross-attention
+
+
+def walk_config(fam, cls_name, parameter):
+    config_class = {"opt": transformers.OPTConfig, "xglm": transformers.XGLMConfig,
+                    "nezha": transformers.NezhaConfig, "led": transformers.LEDConfig}[fam]
+    changes = {"add_cross_attention": parameter in CROSS} if fam == "nezha" else {}
+    if cls_name == "NezhaForQuestionAnswering":  # start and end logits
+        changes["num_labels"] = 2
+    return config_class(**{**WALK_CONFIGS[fam], **changes})
+
+
+def base_inputs(fam, cls_name, cfg, rng):  # input_ids alone ("<s> ... </s>" for LED)
+    shape = (2, 2, 5) if cls_name == "NezhaForMultipleChoice" else (2, 5)
+    ids = rng.integers(3, cfg.vocab_size, size=shape)
+    if fam == "led":
+        ids[:, 0], ids[:, -1] = 0, 2
+    return {"input_ids": ids}
+
+
+def with_parameter(fam, cls_name, cfg, name, rng):
+    """[(arrays, kwargs, use_past)]: the base inputs plus `name` with a value other than its default (and what it
+    needs beside it). None: no value for it (the test then fails: add one)."""
+    arrays = base_inputs(fam, cls_name, cfg, rng)
+    ids = arrays["input_ids"]
+    width = cfg.word_embed_proj_dim if fam == "opt" else cfg.hidden_size
+    heads = (cfg.num_hidden_layers, cfg.num_attention_heads)  # LED: the encoder's
+    dec_heads = (cfg.decoder_layers, cfg.decoder_attention_heads) if fam == "led" else heads
+    mask = np.ones(ids.shape, np.int64)
+    mask[0, ..., -2:] = 0
+    decoder_ids = rng.integers(3, cfg.vocab_size, size=ids.shape)  # as long as input_ids: LED classification pools there
+    encoder_states = rng.normal(size=ids.shape + (width,)) if fam == "nezha" else rng.normal(size=(2, 4, width))
+    values = {
+        "input_ids": {},
+        "attention_mask": {"attention_mask": mask},
+        "token_type_ids": {"token_type_ids": rng.integers(0, 3, size=ids.shape)},
+        "position_ids": {"position_ids": rng.integers(0, getattr(cfg, "max_position_embeddings", 8), size=ids.shape)},
+        "head_mask": {"head_mask": rng.integers(0, 3, size=heads) / 2},
+        "decoder_head_mask": {"decoder_head_mask": rng.integers(0, 3, size=dec_heads) / 2},
+        "cross_attn_head_mask": {"cross_attn_head_mask": rng.integers(0, 3, size=dec_heads) / 2,
+                                 **({"encoder_hidden_states": encoder_states} if fam == "xglm" else {})},
+        "inputs_embeds": {"inputs_embeds": rng.normal(size=ids.shape + (width,)), "input_ids": None,
+                          **({"decoder_input_ids": decoder_ids} if fam == "led" else {})},
+        "encoder_hidden_states": {"encoder_hidden_states": encoder_states},
+        "encoder_attention_mask": {"encoder_hidden_states": encoder_states,
+                                   "encoder_attention_mask": (rng.random(encoder_states.shape[:-1]) < 0.7) * 1},
+        "global_attention_mask": {"global_attention_mask": (rng.random(ids.shape) < 0.3) * 1},
+        "decoder_input_ids": {"decoder_input_ids": decoder_ids},
+        "decoder_attention_mask": {"decoder_input_ids": decoder_ids,
+                                   "decoder_attention_mask": np.array([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])},
+        "decoder_inputs_embeds": {"decoder_inputs_embeds": rng.normal(size=ids.shape + (width,))},
+        "encoder_outputs": {"encoder_outputs": (rng.normal(size=ids.shape + (width,)),)},
+        "labels": label_inputs(cls_name, cfg, ids, np.ones(ids.shape, np.int64), rng),
+        "next_sentence_label": label_inputs(cls_name, cfg, ids, np.ones(ids.shape, np.int64), rng),
+        "start_positions": label_inputs(cls_name, cfg, ids, np.ones(ids.shape, np.int64), rng),
+        "end_positions": label_inputs(cls_name, cfg, ids, np.ones(ids.shape, np.int64), rng),
+    }
+    flags = {"use_cache": False, "output_attentions": True, "output_hidden_states": True}
+    if name in flags or name == "return_dict":  # return_dict=False: the test's own call argument
+        return [(arrays, {name: flags[name]} if name in flags else {}, False)]
+    if name == "past_key_values":
+        if fam == "nezha":  # upstream runs only an empty cache (see refimpl.models.nezha._check_no_past)
+            d = width // cfg.num_attention_heads
+            empty = tuple((np.zeros((2, cfg.num_attention_heads, 0, d)),) * 2 for _ in range(cfg.num_hidden_layers))
+            return [({**arrays, "past_key_values": empty}, {}, False)]
+        return [(random_past(fam, cls_name, cfg, arrays, rng), {}, False)]
+    if name not in values:
+        return None
+    arrays.update(values[name])
+    return [({k: v for k, v in arrays.items() if v is not None}, {}, False)]
+
+
+def random_past(fam, cls_name, cfg, arrays, rng):  # the base inputs continuing a random 3-token cache
+    batch, length = arrays["input_ids"].shape
+    heads = getattr(cfg, "decoder_attention_heads", cfg.num_attention_heads)
+    layers = getattr(cfg, "decoder_layers", cfg.num_hidden_layers)
+    d = cfg.hidden_size // heads
+    own = (rng.normal(size=(batch, heads, 3, d)), rng.normal(size=(batch, heads, 3, d)))
+    cross = (rng.normal(size=(batch, heads, length, d)),) * 2 if fam == "led" else ()  # encoder keys / values
+    past = tuple(own + cross for _ in range(layers))
+    if fam == "led":
+        return {**arrays, "past_key_values": past, "decoder_input_ids": arrays["input_ids"][:, -1:]}
+    return {**arrays, "past_key_values": past, "attention_mask": np.ones((batch, 3 + length), np.int64)}
+
+
+@pytest.mark.parametrize("fam, cls_name", CLASSES)
+def test_every_upstream_parameter_is_implemented_or_refused(tmp_path_factory, fam, cls_name):
+    """inspect.signature(upstream forward): each parameter, given a non-default value, gives upstream's outputs
+    (float32 and float64), or refimpl refuses it with a ValueError naming it (only those in REFUSED), or both
+    refuse it (upstream fails on such input, refimpl says why)."""
+    problems = []
+    models = {}
+    for name in sorted(accepts(cls_name)):
+        cfg = walk_config(fam, cls_name, name)
+        steps = with_parameter(fam, cls_name, cfg, name, np.random.default_rng(len(name)))
+        if steps is None:
+            problems.append(f"{cls_name}.forward({name}=...): upstream accepts it; give this test a value for it")
+            continue
+        key = cfg.add_cross_attention
+        if key not in models:
+            with exact_upstream(fam):
+                models[key] = build(fam, cls_name, cfg, 11)
+            directory = tmp_path_factory.mktemp("walk")
+            models[key].save_pretrained(directory, safe_serialization=True)
+            models[key] = (models[key], directory)
+        model, directory = models[key]
+        try:
+            with exact_upstream(fam):
+                problems += interface_problems(fam, cls_name, model, steps, directory, name != "return_dict",
+                                               save=False, dtypes=("float64",))
+        except UpstreamFailed as failure:  # then refimpl must refuse too, with an error of its own
+            try:
+                run_refimpl(refimpl.from_pretrained(directory, architecture=cls_name, dtype="float64"), steps, True)
+                problems.append(f"{cls_name}({name}=...): upstream fails ({failure}), refimpl answers")
+            except (ValueError, TypeError, NotImplementedError):
+                if (cls_name, name) not in BOTH_REFUSE:
+                    problems.append(f"{cls_name}({name}=...): upstream fails ({failure}); add it to BOTH_REFUSE")
+        except ValueError as error:
+            if name not in str(error) or (cls_name, name) not in REFUSED:
+                problems.append(f"{cls_name}({name}=...): refimpl raises {error!r}")
+    assert not problems, "\n".join(problems)
