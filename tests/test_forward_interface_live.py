@@ -422,3 +422,71 @@ def test_every_upstream_parameter_is_implemented_or_refused(tmp_path_factory, fa
             if name not in str(error) or (cls_name, name) not in REFUSED:
                 problems.append(f"{cls_name}({name}=...): refimpl raises {error!r}")
     assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------- pruned heads
+
+
+NEZHA_CLASSES = [name for fam, name in CLASSES if fam == "nezha"]
+
+
+@st.composite
+def prunings(draw, layers, heads):  # {layer: [heads]}: some layers, some heads (all of a layer at times)
+    chosen = draw(st.lists(st.integers(0, layers - 1), min_size=1, max_size=layers, unique=True))
+    return {layer: draw(st.lists(st.integers(0, heads - 1), min_size=1, max_size=heads, unique=True))
+            for layer in chosen}
+
+
+@LIVE
+@given(st.sampled_from(NEZHA_CLASSES), st.booleans(), st.data())
+def test_pruned_nezha_checkpoints_match_upstream(tmp_path_factory, cls_name, return_dict, data):
+    """Upstream's prune_heads, then save_pretrained (pruned_heads in config.json, smaller q/k/v/output weights,
+    a fully pruned layer's zero-size weights dropped): refimpl loads it and runs as upstream, float32 and
+    float64, with head masks (those upstream can broadcast; upstream's failures refused with a ValueError)."""
+    seed = data.draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    with exact_upstream("nezha"):
+        cfg = transformers.NezhaConfig(**data.draw(nezha_configs(cls_name)))
+        model = build("nezha", cls_name, cfg, seed)
+        pruning = data.draw(prunings(cfg.num_hidden_layers, cfg.num_attention_heads))
+        model.prune_heads(pruning)
+        arrays, mask = token_inputs("nezha", cls_name, cfg, rng, data.draw)
+        arrays.pop("head_mask", None)
+        left = [cfg.num_attention_heads - len(set(pruning.get(i, ()))) for i in range(cfg.num_hidden_layers)]
+        width = data.draw(st.sampled_from(sorted({1, cfg.num_attention_heads, *left})))
+        if data.draw(st.booleans()):
+            arrays["head_mask"] = rng.integers(0, 3, size=(cfg.num_hidden_layers, width)) / 2
+        if data.draw(st.booleans()):
+            arrays.update(label_inputs(cls_name, cfg, arrays["input_ids"], mask, rng))
+        kwargs = dict(output_attentions=data.draw(st.booleans()), output_hidden_states=data.draw(st.booleans()))
+        directory = tmp_path_factory.mktemp("pruned")
+        try:
+            problems = interface_problems("nezha", cls_name, model, [(arrays, kwargs, False)], directory, return_dict)
+        except UpstreamFailed as failure:  # a head mask upstream cannot broadcast: refimpl names it
+            with pytest.raises(ValueError, match="head_mask"):
+                run_refimpl(refimpl.from_pretrained(directory, architecture=cls_name), [(arrays, kwargs, False)], True)
+            assert "head_mask" in arrays, f"upstream failed without a head mask: {failure}"
+            return
+    saved = json.loads((directory / "config.json").read_text())["pruned_heads"]
+    assert {int(k): sorted(v) for k, v in saved.items()} == {k: sorted(set(v)) for k, v in pruning.items()}
+    assert not problems, f"config {cfg.to_diff_dict()}\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("fam, config", [
+    ("opt", transformers.OPTConfig(vocab_size=20, hidden_size=8, num_attention_heads=2, num_hidden_layers=2, ffn_dim=8)),
+    ("xglm", transformers.XGLMConfig(vocab_size=20, d_model=8, attention_heads=2, num_layers=2, ffn_dim=8)),
+    ("led", transformers.LEDConfig(vocab_size=20, d_model=8, encoder_attention_heads=2, decoder_attention_heads=2,
+                                   encoder_layers=2, decoder_layers=1, encoder_ffn_dim=8, decoder_ffn_dim=8,
+                                   attention_window=4)),
+])
+def test_pruned_heads_refused_where_upstream_cannot_prune(tmp_path, fam, config):
+    """OPT, XGLM and LED have no _prune_heads in 4.37.2: upstream cannot build a model from a config with
+    pruned_heads; refimpl refuses such a checkpoint with a ValueError naming pruned_heads."""
+    base = family(fam).base_model
+    getattr(transformers, base)(config).save_pretrained(tmp_path, safe_serialization=True)
+    config.pruned_heads = {0: [1]}
+    with pytest.raises(AttributeError, match="_prune_heads"):
+        getattr(transformers, base)(config)
+    config.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="pruned_heads"):
+        refimpl.from_pretrained(tmp_path)

@@ -181,7 +181,11 @@ def relative_position_table(max_relative_position, head_dim, dtype):  # -> table
 
 
 def self_output(p, hidden, residual, eps):  # NezhaSelfOutput / NezhaOutput: LN(dense(h) + x); [B, T, *] -> [B, T, D]
-    h = record(p, "dropout", dense(p, "dense", hidden))  # dropout: the identity at inference
+    if hidden.shape[-1] == 0:  # every head pruned: a zero-width input, so dense gives its bias alone
+        h = record(p, "dense", np.broadcast_to(p["dense.bias"], residual.shape).copy())
+    else:
+        h = dense(p, "dense", hidden)
+    h = record(p, "dropout", h)  # dropout: the identity at inference
     return record(p, "", norm(p, "LayerNorm", h + residual, eps))
 
 
