@@ -391,7 +391,11 @@ def test_every_upstream_parameter_is_implemented_or_refused(tmp_path_factory, fa
     """inspect.signature(upstream forward): each parameter, given a non-default value, gives upstream's outputs
     (float32 and float64), or refimpl refuses it with a ValueError naming it (only those in REFUSED), or both
     refuse it (upstream fails on such input, refimpl says why)."""
-    problems = []
+    ours = [n for n in inspect.signature(family(fam).architectures[cls_name]).parameters][2:]  # after (params, cfg)
+    upstream_order = [n for n in inspect.signature(getattr(transformers, cls_name).forward).parameters
+                      if n not in ("self", "kwargs")]
+    problems = [] if ours[:len(upstream_order)] == upstream_order else [
+        f"{cls_name}: refimpl's positional order {ours} is not upstream's {upstream_order}"]
     models = {}
     for name in sorted(accepts(cls_name)):
         cfg = walk_config(fam, cls_name, name)
