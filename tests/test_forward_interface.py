@@ -3,9 +3,14 @@
 (unknown keywords, bad return_dict, pruned_heads where upstream cannot prune, malformed pruned_heads, head
 masks a pruned NEZHA cannot take) and the pruned NEZHA parameter shapes. tests/test_forward_interface_live.py
 compares all of it with upstream."""
+import json
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
+from safetensors.numpy import load_file
+
+from golden import DTYPES, GOLDEN, GoldenCase, run_case
 
 from refimpl.modeling import Model
 from refimpl.models import config_from_dict, family
@@ -233,3 +238,28 @@ def test_fully_pruned_layer_is_layer_norm_of_bias_plus_input():
     m = model("nezha", "NezhaModel", num_hidden_layers=1, pruned_heads={"0": [0, 1]})
     out = m(IDS, output_attentions=True)
     assert out.attentions[0].shape == (2, 0, 5, 5)
+
+
+def pruned_golden_cases():  # golden/capture_pruned.py: NEZHA checkpoints saved by upstream after prune_heads
+    for entry in json.loads((GOLDEN / "pruned" / "index.json").read_text()):
+        directory = GOLDEN / "pruned" / entry["checkpoint"]
+        spec = json.loads((directory / "cases.json").read_text())
+        tensors = load_file(str(directory / "cases.safetensors"))
+        for case in spec["cases"]:
+            yield GoldenCase("pruned", entry["checkpoint"], spec["architecture"], case["name"], case["steps"],
+                             case.get("note", ""), tensors)
+
+
+PRUNED_GOLDEN = list(pruned_golden_cases())
+
+
+def test_pruned_golden_present():
+    assert len(PRUNED_GOLDEN) >= 19, "regenerate with python golden/capture_pruned.py"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", PRUNED_GOLDEN, ids=lambda c: c.id)
+def test_pruned_golden(case, dtype, load_model):
+    """Upstream's outputs of its pruned checkpoints (one layer without any head), every field, float32 and float64."""
+    problems = run_case(load_model, case, dtype)
+    assert not problems, "\n".join(problems)
