@@ -396,7 +396,7 @@ def model_tuple(out) -> tuple:
     return (out.last_hidden_state, out.pooler_output) + tuple(v for v in rest if v is not None)
 
 
-def layer_head_masks(cfg, head_mask, cross_attention):  # [H'] or [L, H'] -> [L, H_i] (one row per layer) or None
+def layer_head_masks(cfg, head_mask, cross_attention):  # [H'] or [L, H'] -> [L, H'] or None
     """NezhaModel.get_head_mask, then NezhaSelfAttention's `probs * head_mask`: layer i's row [H'] multiplies
     its [B, H_i, T, S] probabilities (H_i after pruning), so H' must be H_i or 1 (broadcast), for the
     cross-attention (never pruned) num_attention_heads or 1; upstream fails to broadcast otherwise."""
