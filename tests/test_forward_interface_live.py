@@ -494,3 +494,23 @@ def test_pruned_heads_refused_where_upstream_cannot_prune(tmp_path, fam, config)
     config.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="pruned_heads"):
         refimpl.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("given", ["object", "list"])
+def test_led_tuple_with_encoder_outputs_upstream_cannot_append(tmp_path, given):
+    """return_dict=False appends encoder_outputs to a tuple: upstream raises TypeError for an output object or a
+    list, and so does refimpl (naming encoder_outputs)."""
+    cfg = transformers.LEDConfig(**WALK_CONFIGS["led"])
+    model = build("led", "LEDModel", cfg, 3)
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    ids = np.array([[0, 5, 6, 2]])
+    with torch.no_grad():
+        encoder = model.get_encoder()(torch.from_numpy(ids))
+        with pytest.raises(TypeError, match="concatenate"):
+            model(decoder_input_ids=torch.from_numpy(ids), return_dict=False,
+                  encoder_outputs=encoder if given == "object" else list(encoder.to_tuple()))
+    ours = refimpl.from_pretrained(tmp_path, dtype="float64")
+    encoder = ours.forward_fn.__globals__["led_encoder"](ours.params, ours.config, ids)
+    with pytest.raises(TypeError, match="encoder_outputs"):
+        ours(decoder_input_ids=ids, return_dict=False,
+             encoder_outputs=encoder if given == "object" else list(encoder.to_tuple()))
