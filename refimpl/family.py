@@ -7,7 +7,7 @@ module loads, so a family that forgets a piece fails at import with a message na
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, Mapping, Optional, Tuple
 
 from .config import BaseConfig
 from .layers import sub
@@ -72,3 +72,34 @@ class FamilySpec:
     def base_params(self, params: Mapping, architecture: str) -> Mapping:
         """The base model's parameters inside a head's (heads keep them under `base_prefix.`)."""
         return params if architecture == self.base_model else sub(params, self.base_prefix)
+
+
+# ---------------------------------------------------------------- pruned heads (config.json's `pruned_heads`)
+
+
+def pruned_heads(cfg: BaseConfig, num_layers: int, num_heads: int) -> Dict[int, FrozenSet[int]]:
+    """config.json's `pruned_heads`: {layer: [heads]}, what upstream's `prune_heads` records (the keys are
+    strings in JSON; upstream's from_pretrained prunes them again when it builds the model). Checked: layers
+    and heads must exist (upstream would index from the end for negative ones)."""
+    raw = cfg.extra.get("pruned_heads") or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"config pruned_heads must map layer -> list of heads, got {raw!r}")
+    result = {}
+    for key, heads in raw.items():
+        layer = int(key) if isinstance(key, int) or (isinstance(key, str) and key.strip().isdigit()) else None
+        if layer is None or not 0 <= layer < num_layers:
+            raise ValueError(f"config pruned_heads names layer {key!r}; the model has layers 0..{num_layers - 1}")
+        if not isinstance(heads, (list, tuple)) or not all(
+                isinstance(h, int) and not isinstance(h, bool) and 0 <= h < num_heads for h in heads):
+            raise ValueError(f"config pruned_heads[{key!r}] must list heads among 0..{num_heads - 1}, got {heads!r}")
+        result[layer] = frozenset(heads)
+    return result
+
+
+def refuse_pruned_heads(cfg: BaseConfig, base_model: str) -> None:
+    """Families whose base model has no `_prune_heads` (OPT, XGLM, LED in 4.37.2): upstream cannot build a
+    model from a config with pruned heads (AttributeError in PreTrainedModel.prune_heads), nor can refimpl."""
+    if cfg.extra.get("pruned_heads"):
+        raise ValueError(f"config pruned_heads={cfg.extra['pruned_heads']!r}, but transformers 4.37.2 cannot prune "
+                         f"heads of {base_model} (it has no _prune_heads; upstream fails to build the model with "
+                         "AttributeError); a checkpoint of this family cannot carry pruned heads")

@@ -40,9 +40,11 @@ class Model:
         self.forward_fn = self.spec.architectures[architecture]
 
     def __call__(self, *args, **kwargs):
+        """Upstream's forward: the same keyword (and positional) arguments, `return_dict` included."""
         with model_call():  # refimpl.trace: one Trace per call under tracing(per_call=True)
             out = self.forward_fn(self.params, self.config, *args, **kwargs)
-            record(self.params, "", out.to_tuple()[0] if out.to_tuple() else None)  # the root module (trace)
+            items = out if isinstance(out, tuple) else out.to_tuple()  # return_dict=False: upstream's tuple
+            record(self.params, "", items[0] if items else None)  # the root module (trace)
         return out
 
     forward = __call__
@@ -89,7 +91,9 @@ def from_pretrained(path: Union[str, Path], architecture: Optional[str] = None, 
     spec = family(config.model_type)
     architecture = spec.check_architecture(architecture or default_architecture(config))
     state = read_state_dict(path)
-    params = match_params(state, spec.param_shapes(config, architecture), dtype, base_prefix=spec.base_prefix,
-                          tied=spec.tied, ignore=spec.ignored_buffers, defaults=spec.missing_defaults,
-                          source=str(path))
+    shapes = spec.param_shapes(config, architecture)
+    # a zero-size weight (every head of a layer pruned) holds no numbers; save_pretrained drops it as "shared"
+    defaults = {**{name: np.zeros for name, shape in shapes.items() if 0 in shape}, **spec.missing_defaults}
+    params = match_params(state, shapes, dtype, base_prefix=spec.base_prefix, tied=spec.tied,
+                          ignore=spec.ignored_buffers, defaults=defaults, source=str(path))
     return Model(config, params, architecture, dtype, source=Path(path))

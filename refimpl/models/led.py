@@ -25,12 +25,12 @@ import numpy as np
 
 from .. import inputs
 from ..config import FairseqConfig, check_heads, in_islands
-from ..family import FamilySpec, Generation
+from ..family import FamilySpec, Generation, refuse_pruned_heads
 from ..layers import (LayerOutput, check_head_mask, decoder_layer, dense, feed_forward, layer_row, norm, run_stack,
                       sub)
 from ..longformer import longformer_self_attention
 from ..ops import activation, classification_loss, cross_entropy, mask_min, padding_mask, span_loss
-from ..outputs import Array, BaseModelOutputWithPastAndCrossAttentions, ModelOutput, output_class
+from ..outputs import Array, BaseModelOutputWithPastAndCrossAttentions, ModelOutput, output_class, returned, with_loss
 from ..trace import active as trace_active, record
 
 BASE_PREFIX = "led"  # LEDPreTrainedModel.base_model_prefix
@@ -64,6 +64,7 @@ class LEDConfig(FairseqConfig):
     def __post_init__(self):
         check_heads(self.d_model, self.encoder_attention_heads)
         check_heads(self.d_model, self.decoder_attention_heads)
+        refuse_pruned_heads(self, "LEDModel")
 
 
 # ---------------------------------------------------------------- outputs (modeling_led.py, same field order)
@@ -379,7 +380,7 @@ def as_encoder_output(encoder_outputs):
 def led_model(p, cfg, input_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
               head_mask=None, decoder_head_mask=None, cross_attn_head_mask=None, encoder_outputs=None,
               global_attention_mask=None, past_key_values=None, inputs_embeds=None, decoder_inputs_embeds=None,
-              use_cache=None, output_attentions=None, output_hidden_states=None, backend=None):
+              use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None, backend=None):
     """LEDModel.forward. input_ids [B, T] (+ decoder_input_ids [B, T']) -> LEDSeq2SeqModelOutput.
 
     Missing decoder inputs are `shift_tokens_right(input_ids)`. The cross-attention mask is the
@@ -393,6 +394,7 @@ def led_model(p, cfg, input_ids=None, attention_mask=None, decoder_input_ids=Non
             raise ValueError("pass decoder_input_ids or decoder_inputs_embeds (without input_ids they cannot be "
                              "made by shifting input_ids to the right)")
         decoder_input_ids = shift_tokens_right(inputs.ids(input_ids), cfg.pad_token_id, cfg.decoder_start_token_id)
+    given_encoder_outputs = encoder_outputs
     if encoder_outputs is None:
         encoder_outputs = led_encoder(p, cfg, input_ids, attention_mask, global_attention_mask, head_mask,
                                       inputs_embeds, output_attentions, output_hidden_states, backend)
@@ -405,26 +407,49 @@ def led_model(p, cfg, input_ids=None, attention_mask=None, decoder_input_ids=Non
                       decoder_head_mask, cross_attn_head_mask, past_key_values, decoder_inputs_embeds, use_cache,
                       output_attentions, output_hidden_states)
     record(p, "", dec.last_hidden_state)  # the LEDModel module
-    return LEDSeq2SeqModelOutput(
+    out = LEDSeq2SeqModelOutput(
         last_hidden_state=dec.last_hidden_state, past_key_values=dec.past_key_values,
         decoder_hidden_states=dec.hidden_states, decoder_attentions=dec.attentions,
         cross_attentions=dec.cross_attentions, encoder_last_hidden_state=encoder_outputs.last_hidden_state,
         encoder_hidden_states=encoder_outputs.hidden_states, encoder_attentions=encoder_outputs.attentions,
         encoder_global_attentions=encoder_outputs.global_attentions)
+    return returned(cfg, return_dict, out, lambda: seq2seq_tuple(out, given_encoder_outputs))
 
 
 def _seq2seq_fields(out):  # the fields every head copies from LEDSeq2SeqModelOutput
     return {k: getattr(out, k) for k in SEQ2SEQ_FIELDS}
 
 
+def seq2seq_tuple(out, encoder_outputs=None) -> tuple:
+    """LEDModel's return_dict=False tuple, upstream's `decoder_outputs + encoder_outputs`: the decoder's fields
+    that are not None, then the encoder's, or the caller's `encoder_outputs` tuple exactly as given."""
+    if encoder_outputs is None:
+        return out.to_tuple()
+    decoder = (out.last_hidden_state, out.past_key_values, out.decoder_hidden_states, out.decoder_attentions,
+               out.cross_attentions)
+    if not isinstance(encoder_outputs, tuple):  # upstream: "can only concatenate tuple (not ...) to tuple"
+        raise TypeError(f"return_dict=False with encoder_outputs given as {type(encoder_outputs).__name__}: upstream "
+                        "appends encoder_outputs to the decoder's tuple, which needs a tuple; pass a tuple or "
+                        "return_dict=True")
+    return tuple(v for v in decoder if v is not None) + encoder_outputs
+
+
 # ---------------------------------------------------------------- heads
+
+
+def head_returned(cfg, return_dict, output, out, encoder_outputs, *values):
+    """A head's return: `output`, or upstream's `((loss,) + values + outputs[1:])` (loss first when computed),
+    where outputs is LEDModel's tuple (seq2seq_tuple)."""
+    return returned(cfg, return_dict, output,
+                    lambda: with_loss(output.loss, values + seq2seq_tuple(out, encoder_outputs)[1:]))
 
 
 def led_for_conditional_generation(p, cfg, input_ids=None, attention_mask=None, decoder_input_ids=None,
                                    decoder_attention_mask=None, head_mask=None, decoder_head_mask=None,
                                    cross_attn_head_mask=None, encoder_outputs=None, global_attention_mask=None,
                                    past_key_values=None, inputs_embeds=None, decoder_inputs_embeds=None, labels=None,
-                                   use_cache=None, output_attentions=None, output_hidden_states=None, backend=None):
+                                   use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+                                   backend=None):
     """LEDForConditionalGeneration. -> LEDSeq2SeqLMOutput; logits [B, T', V] = lm_head(h) + final_logits_bias.
 
     labels [B, T']: the decoder inputs default to shift_tokens_right(labels), caching is off, and the
@@ -438,19 +463,20 @@ def led_for_conditional_generation(p, cfg, input_ids=None, attention_mask=None, 
     out = led_model(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
                     head_mask, decoder_head_mask, cross_attn_head_mask, encoder_outputs, global_attention_mask,
                     past_key_values, inputs_embeds, decoder_inputs_embeds, use_cache, output_attentions,
-                    output_hidden_states, backend)
+                    output_hidden_states, True, backend)
     logits = dense(p, "lm_head", out.last_hidden_state) + p["final_logits_bias"]  # [B, T', V]
     loss = None
     if labels is not None:
         loss = cross_entropy(logits.reshape(-1, cfg.vocab_size), labels.reshape(-1))
-    return LEDSeq2SeqLMOutput(loss=loss, logits=logits, **_seq2seq_fields(out))
+    output = LEDSeq2SeqLMOutput(loss=loss, logits=logits, **_seq2seq_fields(out))
+    return head_returned(cfg, return_dict, output, out, encoder_outputs, logits)
 
 
 def led_for_sequence_classification(p, cfg, input_ids=None, attention_mask=None, decoder_input_ids=None,
                                     decoder_attention_mask=None, head_mask=None, decoder_head_mask=None,
                                     cross_attn_head_mask=None, encoder_outputs=None, global_attention_mask=None,
                                     inputs_embeds=None, decoder_inputs_embeds=None, labels=None, use_cache=None,
-                                    output_attentions=None, output_hidden_states=None, backend=None):
+                                    output_attentions=None, output_hidden_states=None, return_dict=None, backend=None):
     """LEDForSequenceClassification. -> LEDSeq2SeqSequenceClassifierOutput; logits [B, num_labels].
 
     Pools the decoder state at the last `eos` of input_ids; every row must hold the same number of eos.
@@ -464,7 +490,7 @@ def led_for_sequence_classification(p, cfg, input_ids=None, attention_mask=None,
     out = led_model(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
                     head_mask, decoder_head_mask, cross_attn_head_mask, encoder_outputs, global_attention_mask,
                     None, inputs_embeds, decoder_inputs_embeds, use_cache, output_attentions,
-                    output_hidden_states, backend)
+                    output_hidden_states, True, backend)
     h = out.last_hidden_state  # [B, T', D]
     eos_mask = input_ids == cfg.eos_token_id  # [B, T]
     counts = eos_mask.sum(axis=1)
@@ -483,7 +509,8 @@ def led_for_sequence_classification(p, cfg, input_ids=None, attention_mask=None,
     loss = None
     if labels is not None:
         loss, _ = classification_loss(logits, labels, cfg.num_labels, cfg.problem_type)
-    return LEDSeq2SeqSequenceClassifierOutput(loss=loss, logits=logits, **_seq2seq_fields(out))
+    output = LEDSeq2SeqSequenceClassifierOutput(loss=loss, logits=logits, **_seq2seq_fields(out))
+    return head_returned(cfg, return_dict, output, out, encoder_outputs, logits)
 
 
 def led_for_question_answering(p, cfg, input_ids=None, attention_mask=None, decoder_input_ids=None,
@@ -491,7 +518,7 @@ def led_for_question_answering(p, cfg, input_ids=None, attention_mask=None, deco
                                cross_attn_head_mask=None, encoder_outputs=None, global_attention_mask=None,
                                start_positions=None, end_positions=None, inputs_embeds=None,
                                decoder_inputs_embeds=None, use_cache=None, output_attentions=None,
-                               output_hidden_states=None, backend=None):
+                               output_hidden_states=None, return_dict=None, backend=None):
     """LEDForQuestionAnswering. -> LEDSeq2SeqQuestionAnsweringModelOutput; start/end logits [B, T'] read
     from the decoder states."""
     if start_positions is not None and end_positions is not None:
@@ -499,14 +526,15 @@ def led_for_question_answering(p, cfg, input_ids=None, attention_mask=None, deco
     out = led_model(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
                     head_mask, decoder_head_mask, cross_attn_head_mask, encoder_outputs, global_attention_mask,
                     None, inputs_embeds, decoder_inputs_embeds, use_cache, output_attentions,
-                    output_hidden_states, backend)
+                    output_hidden_states, True, backend)
     logits = dense(p, "qa_outputs", out.last_hidden_state)  # [B, T', 2]
     start_logits, end_logits = np.ascontiguousarray(logits[..., 0]), np.ascontiguousarray(logits[..., 1])
     loss = None
     if start_positions is not None and end_positions is not None:
         loss = span_loss(start_logits, end_logits, start_positions, end_positions)
-    return LEDSeq2SeqQuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
-                                                  **_seq2seq_fields(out))
+    output = LEDSeq2SeqQuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
+                                                    **_seq2seq_fields(out))
+    return head_returned(cfg, return_dict, output, out, encoder_outputs, start_logits, end_logits)
 
 
 # ---------------------------------------------------------------- generation hooks (refimpl.generation)

@@ -29,7 +29,7 @@ import numpy as np
 from .. import inputs
 from ..attention import split_heads
 from ..config import BaseConfig, check_heads, in_islands
-from ..family import FamilySpec
+from ..family import FamilySpec, pruned_heads
 from ..layers import LayerOutput, check_head_mask, dense, layer_row, norm, run_stack, sub
 from ..ops import (activation, classification_loss, cross_entropy, embedding, linear, mask_min,
                    padding_mask, span_loss)
@@ -37,7 +37,7 @@ from ..relative_attention import relative_attention, relative_key_scores
 from ..trace import active as trace_active, internals_active, record, record_computed, record_internal
 from ..outputs import (Array, BaseModelOutputWithPoolingAndCrossAttentions, MaskedLMOutput, ModelOutput,
                        MultipleChoiceModelOutput, NextSentencePredictorOutput, QuestionAnsweringModelOutput,
-                       SequenceClassifierOutput, TokenClassifierOutput)
+                       SequenceClassifierOutput, TokenClassifierOutput, returned, with_loss)
 
 BASE_PREFIX = "nezha"  # NezhaPreTrainedModel.base_model_prefix
 # NezhaForPreTraining / NezhaForMaskedLM._tied_weights_keys: the MLM decoder is the word embedding matrix;
@@ -85,15 +85,24 @@ class NezhaConfig(BaseConfig):
 
     def __post_init__(self):
         check_heads(self.hidden_size, self.num_attention_heads)
+        pruned_heads(self, self.num_hidden_layers, self.num_attention_heads)  # checked here, read by layer_heads
+
+
+def layer_heads(cfg) -> list:  # -> [heads of layer i's self-attention]
+    """NezhaModel._prune_heads: layer i's self-attention keeps num_attention_heads - len(pruned_heads[i]) heads,
+    each still hidden_size // num_attention_heads wide (its query/key/value rows and output.dense columns go)."""
+    pruned = pruned_heads(cfg, cfg.num_hidden_layers, cfg.num_attention_heads)
+    return [cfg.num_attention_heads - len(pruned.get(i, ())) for i in range(cfg.num_hidden_layers)]
 
 
 # ---------------------------------------------------------------- parameters
 
 
-def _attention_shapes(prefix, D):  # NezhaAttention: self.{query,key,value} + output.{dense,LayerNorm}
-    shapes = {}
-    for name in ("self.query", "self.key", "self.value", "output.dense"):
-        shapes[f"{prefix}.{name}.weight"], shapes[f"{prefix}.{name}.bias"] = (D, D), (D,)
+def _attention_shapes(prefix, D, width):  # NezhaAttention: self.{query,key,value} + output.{dense,LayerNorm}
+    shapes = {}  # width: heads x head size, D unless heads were pruned
+    for name in ("self.query", "self.key", "self.value"):
+        shapes[f"{prefix}.{name}.weight"], shapes[f"{prefix}.{name}.bias"] = (width, D), (width,)
+    shapes[f"{prefix}.output.dense.weight"], shapes[f"{prefix}.output.dense.bias"] = (D, width), (D,)
     shapes[f"{prefix}.output.LayerNorm.weight"], shapes[f"{prefix}.output.LayerNorm.bias"] = (D,), (D,)
     return shapes
 
@@ -103,11 +112,12 @@ def param_shapes(cfg, architecture):  # -> {name: shape} of every weight the arc
     shapes = {"embeddings.word_embeddings.weight": (V, D),
               "embeddings.token_type_embeddings.weight": (cfg.type_vocab_size, D),
               "embeddings.LayerNorm.weight": (D,), "embeddings.LayerNorm.bias": (D,)}
-    for i in range(cfg.num_hidden_layers):
+    head_size = D // cfg.num_attention_heads
+    for i, heads in enumerate(layer_heads(cfg)):
         layer = f"encoder.layer.{i}."
-        shapes.update(_attention_shapes(layer + "attention", D))
-        if cfg.add_cross_attention:  # NezhaLayer: only decoders may have it (upstream raises otherwise)
-            shapes.update(_attention_shapes(layer + "crossattention", D))
+        shapes.update(_attention_shapes(layer + "attention", D, heads * head_size))
+        if cfg.add_cross_attention:  # NezhaLayer: only decoders may have it (upstream raises otherwise); never pruned
+            shapes.update(_attention_shapes(layer + "crossattention", D, D))
         shapes.update({layer + "intermediate.dense.weight": (F, D), layer + "intermediate.dense.bias": (F,),
                        layer + "output.dense.weight": (D, F), layer + "output.dense.bias": (D,),
                        layer + "output.LayerNorm.weight": (D,), layer + "output.LayerNorm.bias": (D,)})
@@ -171,7 +181,11 @@ def relative_position_table(max_relative_position, head_dim, dtype):  # -> table
 
 
 def self_output(p, hidden, residual, eps):  # NezhaSelfOutput / NezhaOutput: LN(dense(h) + x); [B, T, *] -> [B, T, D]
-    h = record(p, "dropout", dense(p, "dense", hidden))  # dropout: the identity at inference
+    if hidden.shape[-1] == 0:  # every head pruned: a zero-width input, so dense gives its bias alone
+        h = record(p, "dense", np.broadcast_to(p["dense.bias"], residual.shape).copy())
+    else:
+        h = dense(p, "dense", hidden)
+    h = record(p, "dropout", h)  # dropout: the identity at inference
     return record(p, "", norm(p, "LayerNorm", h + residual, eps))
 
 
@@ -182,10 +196,17 @@ def nezha_attention(p, x, num_heads, mask, table, eps, *, source=None, head_mask
 
     source [B, S, D]: encoder states for cross-attention (upstream applies the relative terms there too,
     which only runs when S == T). The query is scaled by 1/sqrt(d) before both products, which equals
-    upstream's (QK^T + QR^T)/sqrt(d).
+    upstream's (QK^T + QR^T)/sqrt(d). num_heads may be fewer than the config's (pruned heads), even 0.
     """
-    head_dim = x.shape[-1] // num_heads
+    head_dim = table.shape[-1]
     source = x if source is None else source
+    if num_heads == 0:  # every head pruned: zero-width query/key/value, so the output is LN(output.dense.bias + x)
+        batch, length, keys = x.shape[0], x.shape[1], source.shape[1]
+        empty = np.zeros((batch, 0, keys, head_dim), x.dtype)  # [B, 0, S, d]
+        out = self_output(sub(p, "output"), np.zeros((batch, length, 0), x.dtype), x, eps)
+        return out, np.zeros((batch, 0, length, keys), x.dtype), (empty, empty)
+    if head_mask is not None:  # a [1] row multiplies every head, as upstream's broadcasting does
+        head_mask = np.broadcast_to(head_mask, (num_heads,))
     ps = sub(p, "self")  # NezhaSelfAttention
     q = split_heads(dense(ps, "query", x), num_heads)  # [B, H, T, d]
     k = split_heads(dense(ps, "key", source), num_heads)  # [B, H, S, d]
@@ -214,11 +235,12 @@ def relative_rows(table, length, keys):  # -> R [T, S, d]: R_ij = table[clip(j -
     return table[np.clip(distance, -k, k) + k]
 
 
-def nezha_layer(p, x, cfg, mask, table, act, *, head_mask=None, encoder_states=None, encoder_mask=None,
+def nezha_layer(p, x, cfg, mask, table, act, *, num_heads, head_mask=None, encoder_states=None, encoder_mask=None,
                 output_probs=True):
-    """NezhaLayer (post-LN). x [B, T, D] -> LayerOutput (self probs, cross probs, present)."""
+    """NezhaLayer (post-LN). x [B, T, D] -> LayerOutput (self probs, cross probs, present).
+    num_heads: of the self-attention (layer_heads: pruned heads are gone)."""
     eps = cfg.layer_norm_eps
-    x, self_probs, present = nezha_attention(sub(p, "attention"), x, cfg.num_attention_heads, mask, table,
+    x, self_probs, present = nezha_attention(sub(p, "attention"), x, num_heads, mask, table,
                                              eps, head_mask=head_mask, output_probs=output_probs)
     cross_probs = None
     if encoder_states is not None:
@@ -291,10 +313,12 @@ def nezha_encoder(p, cfg, x, mask, flags, head_mask=None, encoder_states=None, e
     table = relative_position_table(cfg.max_relative_position, cfg.hidden_size // cfg.num_attention_heads,
                                     table_dtype).astype(x.dtype)  # [2K+1, d]
     act = activation(cfg.hidden_act)
+    heads = layer_heads(cfg)
 
     def layer(i, x):
-        return nezha_layer(sub(p, f"encoder.layer.{i}"), x, cfg, mask, table, act, head_mask=layer_row(head_mask, i),
-                           encoder_states=encoder_states, encoder_mask=encoder_mask, output_probs=flags.attentions)
+        return nezha_layer(sub(p, f"encoder.layer.{i}"), x, cfg, mask, table, act, num_heads=heads[i],
+                           head_mask=layer_row(head_mask, i), encoder_states=encoder_states,
+                           encoder_mask=encoder_mask, output_probs=flags.attentions)
 
     stack = run_stack(cfg.num_hidden_layers, x, layer, flags, p, "encoder.layer")
     record(p, "encoder", stack.last_hidden_state)
@@ -328,7 +352,8 @@ def _cross_attention_inputs(cfg, states, mask, batch, length, dtype):  # -> (sta
 
 def nezha_model(p, cfg, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None,
                 inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None,
-                use_cache=None, output_attentions=None, output_hidden_states=None, add_pooling_layer=True):
+                use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+                add_pooling_layer=True):
     """NezhaModel.forward. input_ids [B, T] -> BaseModelOutputWithPoolingAndCrossAttentions.
 
     last_hidden_state [B, T, D]; pooler_output [B, D] (tanh(dense(h[:, 0]))) unless
@@ -348,19 +373,43 @@ def nezha_model(p, cfg, input_ids=None, attention_mask=None, token_type_ids=None
     if attention_mask is None:
         attention_mask = np.ones((batch, length), dtype=np.int64)
     mask = extended_attention_mask(attention_mask, batch, length, cfg.is_decoder, dtype)  # [B, 1, T or 1, T]
-    head_mask = check_head_mask(inputs.floats(head_mask, dtype, "head_mask"), cfg.num_hidden_layers,
-                                cfg.num_attention_heads)
     encoder_states, encoder_mask = _cross_attention_inputs(cfg, encoder_hidden_states, encoder_attention_mask,
                                                            batch, length, dtype)
+    head_mask = layer_head_masks(cfg, inputs.floats(head_mask, dtype, "head_mask"), encoder_states is not None)
 
     stack = nezha_encoder(p, cfg, x, mask, flags, head_mask, encoder_states, encoder_mask)
     x = stack.last_hidden_state
     pooled = nezha_pooler(p, x) if add_pooling_layer else None
     record(p, "", x)  # the NezhaModel module
-    return BaseModelOutputWithPoolingAndCrossAttentions(
+    out = BaseModelOutputWithPoolingAndCrossAttentions(
         last_hidden_state=x, pooler_output=pooled,
         hidden_states=stack.with_final(x), past_key_values=stack.past_key_values, attentions=stack.attentions,
         cross_attentions=stack.cross_attentions)
+    return returned(cfg, return_dict, out, lambda: model_tuple(out))
+
+
+def model_tuple(out) -> tuple:
+    """NezhaModel's return_dict=False tuple, upstream's `(sequence_output, pooled_output) + encoder_outputs[1:]`:
+    the pooler slot is kept even when None (no pooler) and the cache comes before the hidden states
+    (NezhaEncoder's order), unlike the output object's field order. The heads append its [2:]."""
+    rest = (out.past_key_values, out.hidden_states, out.attentions, out.cross_attentions)
+    return (out.last_hidden_state, out.pooler_output) + tuple(v for v in rest if v is not None)
+
+
+def layer_head_masks(cfg, head_mask, cross_attention):  # [H'] or [L, H'] -> [L, H'] or None
+    """NezhaModel.get_head_mask, then NezhaSelfAttention's `probs * head_mask`: layer i's row [H'] multiplies
+    its [B, H_i, T, S] probabilities (H_i after pruning), so H' must be H_i or 1 (broadcast), for the
+    cross-attention (never pruned) num_attention_heads or 1; upstream fails to broadcast otherwise."""
+    if head_mask is None:
+        return None
+    heads = layer_heads(cfg)
+    width = head_mask.shape[-1] if head_mask.ndim else 0
+    needed = set(heads) | ({cfg.num_attention_heads} if cross_attention else set())
+    if width != 1 and needed != {width}:
+        raise ValueError(f"head_mask must have shape (num_layers={cfg.num_hidden_layers}, heads) or (heads,) with heads "
+                         f"= 1 or the heads of every attention ({sorted(needed)}; pruned_heads leave {heads} "
+                         f"self-attention heads), got {head_mask.shape}")
+    return check_head_mask(head_mask, cfg.num_hidden_layers, width)  # [L, H']; nezha_attention broadcasts
 
 
 # ---------------------------------------------------------------- heads
@@ -368,10 +417,17 @@ def nezha_model(p, cfg, input_ids=None, attention_mask=None, token_type_ids=None
 
 def _base(p, cfg, pooled, input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
           output_attentions, output_hidden_states, **extra):
-    """The heads' call of NezhaModel (no cache: the heads return none)."""
+    """The heads' call of NezhaModel, which caches only for decoders (use_cache from the config): the heads'
+    output objects drop the cache, their return_dict=False tuples keep it (model_tuple(out)[2:])."""
     return nezha_model(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
-                       use_cache=False, output_attentions=output_attentions,
-                       output_hidden_states=output_hidden_states, add_pooling_layer=pooled, **extra)
+                       output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                       return_dict=True, add_pooling_layer=pooled, **extra)
+
+
+def head_returned(cfg, return_dict, output, out, *values):
+    """A head's return: `output`, or upstream's `((loss,) + values + outputs[2:])` (loss first when computed),
+    where outputs is NezhaModel's tuple (model_tuple)."""
+    return returned(cfg, return_dict, output, lambda: with_loss(output.loss, values + model_tuple(out)[2:]))
 
 
 def mlm_logits(p, cfg, h):  # NezhaLMPredictionHead (cls.predictions): h [B, T, D] -> [B, T, V]
@@ -396,7 +452,7 @@ def _labels(labels, name="labels"):
 
 def nezha_for_pre_training(p, cfg, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None,
                            inputs_embeds=None, labels=None, next_sentence_label=None, output_attentions=None,
-                           output_hidden_states=None):
+                           output_hidden_states=None, return_dict=None):
     """NezhaForPreTraining. prediction_logits [B, T, V], seq_relationship_logits [B, 2]; loss = MLM CE
     (-100 ignored) + NSP CE, only when both labels and next_sentence_label are given (as upstream)."""
     out = _base(p, cfg, True, input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
@@ -408,25 +464,27 @@ def nezha_for_pre_training(p, cfg, input_ids=None, attention_mask=None, token_ty
     if labels is not None and next_sentence_label is not None:
         loss = (cross_entropy(prediction.reshape(-1, cfg.vocab_size), _labels(labels).reshape(-1))
                 + cross_entropy(relationship, _labels(next_sentence_label, "next_sentence_label").reshape(-1)))
-    return NezhaForPreTrainingOutput(loss=loss, prediction_logits=prediction, seq_relationship_logits=relationship,
-                                     hidden_states=out.hidden_states, attentions=out.attentions)
+    output = NezhaForPreTrainingOutput(loss=loss, prediction_logits=prediction, seq_relationship_logits=relationship,
+                                       hidden_states=out.hidden_states, attentions=out.attentions)
+    return head_returned(cfg, return_dict, output, out, prediction, relationship)
 
 
 def nezha_for_masked_lm(p, cfg, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None,
                         inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None, labels=None,
-                        output_attentions=None, output_hidden_states=None):
+                        output_attentions=None, output_hidden_states=None, return_dict=None):
     """NezhaForMaskedLM (no pooler). logits [B, T, V]; loss: CE over labels, -100 ignored."""
     out = _base(p, cfg, False, input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
                 output_attentions, output_hidden_states, encoder_hidden_states=encoder_hidden_states,
                 encoder_attention_mask=encoder_attention_mask)
     logits = record(p, "cls", mlm_logits(p, cfg, out.last_hidden_state))  # [B, T, V]
     loss = None if labels is None else cross_entropy(logits.reshape(-1, cfg.vocab_size), _labels(labels).reshape(-1))
-    return MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+    output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+    return head_returned(cfg, return_dict, output, out, logits)
 
 
 def nezha_for_next_sentence_prediction(p, cfg, input_ids=None, attention_mask=None, token_type_ids=None,
                                        head_mask=None, inputs_embeds=None, labels=None, output_attentions=None,
-                                       output_hidden_states=None, next_sentence_label=None):
+                                       output_hidden_states=None, return_dict=None, next_sentence_label=None):
     """NezhaForNextSentencePrediction. logits [B, 2]; `next_sentence_label` is upstream's deprecated name of labels."""
     if labels is None:
         labels = next_sentence_label
@@ -434,13 +492,14 @@ def nezha_for_next_sentence_prediction(p, cfg, input_ids=None, attention_mask=No
                 output_attentions, output_hidden_states)
     logits = record(p, "cls", nsp_logits(p, out.pooler_output))  # [B, 2]
     loss = None if labels is None else cross_entropy(logits, _labels(labels).reshape(-1))
-    return NextSentencePredictorOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
-                                       attentions=out.attentions)
+    output = NextSentencePredictorOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                                         attentions=out.attentions)
+    return head_returned(cfg, return_dict, output, out, logits)
 
 
 def nezha_for_sequence_classification(p, cfg, input_ids=None, attention_mask=None, token_type_ids=None,
                                       head_mask=None, inputs_embeds=None, labels=None, output_attentions=None,
-                                      output_hidden_states=None):
+                                      output_hidden_states=None, return_dict=None):
     """NezhaForSequenceClassification: classifier on the pooler. logits [B, num_labels]; loss by problem_type."""
     out = _base(p, cfg, True, input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
                 output_attentions, output_hidden_states)
@@ -448,12 +507,14 @@ def nezha_for_sequence_classification(p, cfg, input_ids=None, attention_mask=Non
     loss = None
     if labels is not None:
         loss, _ = classification_loss(logits, labels, cfg.num_labels, cfg.problem_type)
-    return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
-                                    attentions=out.attentions)
+    output = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                                      attentions=out.attentions)
+    return head_returned(cfg, return_dict, output, out, logits)
 
 
 def nezha_for_multiple_choice(p, cfg, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None,
-                              inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None):
+                              inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
+                              return_dict=None):
     """NezhaForMultipleChoice. input_ids [B, C, T] (or inputs_embeds [B, C, T, D]) -> logits [B, C].
 
     Every choice runs as its own row ([B*C, T]), so hidden_states / attentions have batch B*C as upstream's.
@@ -486,13 +547,14 @@ def nezha_for_multiple_choice(p, cfg, input_ids=None, attention_mask=None, token
     scores = classifier(p, out.pooler_output)  # [B*C, 1]
     logits = scores.reshape(-1, num_choices)  # [B, C]
     loss = None if labels is None else cross_entropy(logits, _labels(labels).reshape(-1))
-    return MultipleChoiceModelOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
-                                     attentions=out.attentions)
+    output = MultipleChoiceModelOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                                       attentions=out.attentions)
+    return head_returned(cfg, return_dict, output, out, logits)
 
 
 def nezha_for_token_classification(p, cfg, input_ids=None, attention_mask=None, token_type_ids=None,
                                    head_mask=None, inputs_embeds=None, labels=None, output_attentions=None,
-                                   output_hidden_states=None):
+                                   output_hidden_states=None, return_dict=None):
     """NezhaForTokenClassification (no pooler). logits [B, T, num_labels]; loss: CE, -100 ignored."""
     out = _base(p, cfg, False, input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
                 output_attentions, output_hidden_states)
@@ -500,13 +562,14 @@ def nezha_for_token_classification(p, cfg, input_ids=None, attention_mask=None, 
     loss = None
     if labels is not None:
         loss = cross_entropy(logits.reshape(-1, cfg.num_labels), _labels(labels).reshape(-1))
-    return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
-                                 attentions=out.attentions)
+    output = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                                   attentions=out.attentions)
+    return head_returned(cfg, return_dict, output, out, logits)
 
 
 def nezha_for_question_answering(p, cfg, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None,
                                  inputs_embeds=None, start_positions=None, end_positions=None,
-                                 output_attentions=None, output_hidden_states=None):
+                                 output_attentions=None, output_hidden_states=None, return_dict=None):
     """NezhaForQuestionAnswering (no pooler). start/end logits [B, T]; loss: span_loss."""
     if cfg.num_labels != 2:  # qa_outputs has num_labels outputs; upstream's split(1) unpacks exactly two
         raise ValueError(f"NezhaForQuestionAnswering needs num_labels=2 (start, end), the config has {cfg.num_labels}")
@@ -518,8 +581,9 @@ def nezha_for_question_answering(p, cfg, input_ids=None, attention_mask=None, to
     loss = None
     if start_positions is not None and end_positions is not None:
         loss = span_loss(start_logits, end_logits, start_positions, end_positions)
-    return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
-                                        hidden_states=out.hidden_states, attentions=out.attentions)
+    output = QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
+                                          hidden_states=out.hidden_states, attentions=out.attentions)
+    return head_returned(cfg, return_dict, output, out, start_logits, end_logits)
 
 
 SPEC = FamilySpec(

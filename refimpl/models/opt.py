@@ -15,11 +15,11 @@ import numpy as np
 
 from .. import inputs
 from ..config import BaseConfig, check_heads
-from ..family import FamilySpec, Generation
+from ..family import FamilySpec, Generation, refuse_pruned_heads
 from ..layers import check_head_mask, decoder_layer, dense, layer_row, norm, run_stack, sub
 from ..ops import activation, causal_padding_mask, classification_loss, cross_entropy, span_loss
 from ..outputs import (BaseModelOutputWithPast, CausalLMOutputWithPast, QuestionAnsweringModelOutput,
-                       SequenceClassifierOutputWithPast)
+                       SequenceClassifierOutputWithPast, returned, with_loss)
 from ..trace import record
 
 BASE_PREFIX = "model"  # OPTPreTrainedModel.base_model_prefix
@@ -54,6 +54,7 @@ class OPTConfig(BaseConfig):
         if self.word_embed_proj_dim is None:
             object.__setattr__(self, "word_embed_proj_dim", self.hidden_size)
         check_heads(self.hidden_size, self.num_attention_heads)
+        refuse_pruned_heads(self, "OPTModel")
 
 
 # ---------------------------------------------------------------- parameters
@@ -124,12 +125,12 @@ def opt_embeddings(p, cfg, tokens, attention_mask, past_length):  # tokens [B, T
 
 
 def opt_model(p, cfg, input_ids=None, attention_mask=None, head_mask=None, past_key_values=None,
-              inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None):
+              inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None):
     """OPTModel.forward: the decoder (the heads call opt_decoder itself, as upstream's do)."""
     out = opt_decoder(p, cfg, input_ids, attention_mask, head_mask, past_key_values, inputs_embeds, use_cache,
                       output_attentions, output_hidden_states)
     record(p, "", out.last_hidden_state)  # the OPTModel module (the root, or `model` under a head)
-    return out
+    return returned(cfg, return_dict, out)
 
 
 def opt_decoder(p, cfg, input_ids=None, attention_mask=None, head_mask=None, past_key_values=None,
@@ -175,7 +176,7 @@ def opt_decoder(p, cfg, input_ids=None, attention_mask=None, head_mask=None, pas
 
 def opt_for_causal_lm(p, cfg, input_ids=None, attention_mask=None, head_mask=None, past_key_values=None,
                       inputs_embeds=None, labels=None, use_cache=None, output_attentions=None,
-                      output_hidden_states=None):
+                      output_hidden_states=None, return_dict=None):
     """OPTForCausalLM. -> CausalLMOutputWithPast; logits [B, T, V]; loss: next-token CE, -100 ignored."""
     out = opt_decoder(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, head_mask, past_key_values,
                       inputs_embeds, use_cache, output_attentions, output_hidden_states)  # as upstream: model.decoder
@@ -184,8 +185,9 @@ def opt_for_causal_lm(p, cfg, input_ids=None, attention_mask=None, head_mask=Non
     if labels is not None:
         labels = inputs.ids(labels, "labels")
         loss = cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
-    return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values,
-                                  hidden_states=out.hidden_states, attentions=out.attentions)
+    return returned(cfg, return_dict, CausalLMOutputWithPast(
+        loss=loss, logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states,
+        attentions=out.attentions))
 
 
 def last_token_index(input_ids, pad_token_id, length):  # [B, T] -> [B]
@@ -201,10 +203,10 @@ def last_token_index(input_ids, pad_token_id, length):  # [B, T] -> [B]
 
 def opt_for_sequence_classification(p, cfg, input_ids=None, attention_mask=None, head_mask=None,
                                     past_key_values=None, inputs_embeds=None, labels=None, use_cache=None,
-                                    output_attentions=None, output_hidden_states=None):
+                                    output_attentions=None, output_hidden_states=None, return_dict=None):
     """OPTForSequenceClassification. -> SequenceClassifierOutputWithPast; logits [B, num_labels]."""
     out = opt_model(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, head_mask, past_key_values,
-                    inputs_embeds, use_cache, output_attentions, output_hidden_states)
+                    inputs_embeds, use_cache, output_attentions, output_hidden_states, return_dict=True)
     logits = dense(p, "score", out.last_hidden_state)  # [B, T, C]
     batch, length = logits.shape[:2]
     index = last_token_index(None if input_ids is None else np.asarray(input_ids), cfg.pad_token_id, length)
@@ -212,25 +214,30 @@ def opt_for_sequence_classification(p, cfg, input_ids=None, attention_mask=None,
     loss = None
     if labels is not None:
         loss, _ = classification_loss(pooled, labels, cfg.num_labels, cfg.problem_type)
-    return SequenceClassifierOutputWithPast(loss=loss, logits=pooled, past_key_values=out.past_key_values,
-                                            hidden_states=out.hidden_states, attentions=out.attentions)
+    return returned(cfg, return_dict, SequenceClassifierOutputWithPast(
+        loss=loss, logits=pooled, past_key_values=out.past_key_values, hidden_states=out.hidden_states,
+        attentions=out.attentions))
 
 
 def opt_for_question_answering(p, cfg, input_ids=None, attention_mask=None, head_mask=None,
                                past_key_values=None, inputs_embeds=None, start_positions=None,
                                end_positions=None, use_cache=None, output_attentions=None,
-                               output_hidden_states=None):
-    """OPTForQuestionAnswering. -> QuestionAnsweringModelOutput; start/end logits [B, T]."""
+                               output_hidden_states=None, return_dict=None):
+    """OPTForQuestionAnswering. -> QuestionAnsweringModelOutput; start/end logits [B, T].
+
+    return_dict=False: upstream's `(start, end) + OPTModel's tuple[2:]`, which skips the cache slot, i.e.
+    without a cache (use_cache=False) it drops the first of hidden_states / attentions (quirk, reproduced).
+    """
     out = opt_model(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, head_mask, past_key_values,
-                    inputs_embeds, use_cache, output_attentions, output_hidden_states)
+                    inputs_embeds, use_cache, output_attentions, output_hidden_states, return_dict=True)
     logits = dense(p, "qa_outputs", out.last_hidden_state)  # [B, T, 2]
-    start_logits, end_logits = logits[..., 0], logits[..., 1]  # [B, T] each
+    start_logits, end_logits = np.ascontiguousarray(logits[..., 0]), np.ascontiguousarray(logits[..., 1])  # [B, T]
     loss = None
     if start_positions is not None and end_positions is not None:
         loss = span_loss(start_logits, end_logits, start_positions, end_positions)
-    return QuestionAnsweringModelOutput(loss=loss, start_logits=np.ascontiguousarray(start_logits),
-                                        end_logits=np.ascontiguousarray(end_logits),
-                                        hidden_states=out.hidden_states, attentions=out.attentions)
+    output = QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
+                                          hidden_states=out.hidden_states, attentions=out.attentions)
+    return returned(cfg, return_dict, output, lambda: with_loss(loss, (start_logits, end_logits) + out.to_tuple()[2:]))
 
 
 # ---------------------------------------------------------------- generation

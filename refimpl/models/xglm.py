@@ -19,10 +19,10 @@ import numpy as np
 
 from .. import inputs
 from ..config import FairseqConfig, check_heads, in_islands
-from ..family import FamilySpec, Generation
+from ..family import FamilySpec, Generation, refuse_pruned_heads
 from ..layers import check_head_mask, decoder_layer, dense, layer_row, norm, run_stack, sub
 from ..ops import activation, causal_padding_mask, cross_entropy, padding_mask
-from ..outputs import BaseModelOutputWithPastAndCrossAttentions, CausalLMOutputWithCrossAttentions
+from ..outputs import BaseModelOutputWithPastAndCrossAttentions, CausalLMOutputWithCrossAttentions, returned
 from ..trace import record
 
 BASE_PREFIX = "model"  # XGLMPreTrainedModel.base_model_prefix
@@ -51,6 +51,7 @@ class XGLMConfig(FairseqConfig):
 
     def __post_init__(self):
         check_heads(self.d_model, self.attention_heads)
+        refuse_pruned_heads(self, "XGLMModel")
 
 
 # ---------------------------------------------------------------- parameters
@@ -189,7 +190,8 @@ def position_embeddings(cfg, position_ids, batch, length, past_length, dtype):  
 
 def xglm_model(p, cfg, input_ids=None, attention_mask=None, position_ids=None, encoder_hidden_states=None,
                encoder_attention_mask=None, head_mask=None, cross_attn_head_mask=None, past_key_values=None,
-               inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None):
+               inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None,
+               return_dict=None):
     """XGLMModel.forward. input_ids [B, T] -> BaseModelOutputWithPastAndCrossAttentions.
 
     last_hidden_state [B, T, D] (after the final LayerNorm); past_key_values: per layer (k, v), plus
@@ -225,9 +227,9 @@ def xglm_model(p, cfg, input_ids=None, attention_mask=None, position_ids=None, e
 
     stack = run_stack(cfg.num_layers, x, layer, flags, p, "layers")
     x = record(p, "", norm(p, "layer_norm", stack.last_hidden_state))  # the XGLMModel module
-    return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=x, past_key_values=stack.past_key_values,
-                                                     hidden_states=stack.with_final(x), attentions=stack.attentions,
-                                                     cross_attentions=stack.cross_attentions)
+    return returned(cfg, return_dict, BaseModelOutputWithPastAndCrossAttentions(
+        last_hidden_state=x, past_key_values=stack.past_key_values, hidden_states=stack.with_final(x),
+        attentions=stack.attentions, cross_attentions=stack.cross_attentions))
 
 
 def _encoder_inputs(cfg, states, mask, batch, dtype):  # -> (states [B, S, D], mask [B, 1, 1, S] additive) or Nones
@@ -264,11 +266,11 @@ def shift_labels_left(labels, pad_token_id):  # [B, T] -> [B, T]
 def xglm_for_causal_lm(p, cfg, input_ids=None, attention_mask=None, position_ids=None, encoder_hidden_states=None,
                        encoder_attention_mask=None, head_mask=None, cross_attn_head_mask=None, past_key_values=None,
                        inputs_embeds=None, labels=None, use_cache=None, output_attentions=None,
-                       output_hidden_states=None):
+                       output_hidden_states=None, return_dict=None):
     """XGLMForCausalLM. -> CausalLMOutputWithCrossAttentions; logits [B, T, V]; loss: see shift_labels_left."""
     out = xglm_model(sub(p, BASE_PREFIX), cfg, input_ids, attention_mask, position_ids, encoder_hidden_states,
                      encoder_attention_mask, head_mask, cross_attn_head_mask, past_key_values, inputs_embeds,
-                     use_cache, output_attentions, output_hidden_states)
+                     use_cache, output_attentions, output_hidden_states, return_dict=True)
     logits = dense(p, "lm_head", out.last_hidden_state)  # [B, T, V]
     loss = None
     if labels is not None:
@@ -277,9 +279,9 @@ def xglm_for_causal_lm(p, cfg, input_ids=None, attention_mask=None, position_ids
             raise ValueError(f"labels must have shape {logits.shape[:2]} (batch, sequence), got {labels.shape}")
         shifted = shift_labels_left(labels, cfg.pad_token_id)
         loss = cross_entropy(logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1))  # [B*T, V], [B*T]
-    return CausalLMOutputWithCrossAttentions(loss=loss, logits=logits, past_key_values=out.past_key_values,
-                                             hidden_states=out.hidden_states, attentions=out.attentions,
-                                             cross_attentions=out.cross_attentions)
+    return returned(cfg, return_dict, CausalLMOutputWithCrossAttentions(
+        loss=loss, logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states,
+        attentions=out.attentions, cross_attentions=out.cross_attentions))
 
 
 SPEC = FamilySpec(
