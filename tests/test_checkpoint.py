@@ -444,7 +444,7 @@ def test_broken_shard_indexes(tmp_path, variant):
     with pytest.raises(CheckpointError, match=f"shard {shards[-1]} is missing"):
         read_state_dict(directory)
     index_file.write_text("{not json")
-    with pytest.raises(CheckpointError, match="not a readable shard index"):
+    with pytest.raises(CheckpointError, match="shard index is not valid JSON"):
         read_state_dict(directory)
 
 
