@@ -12,10 +12,10 @@ max_length=..., return_tensors="np") -> BatchEncoding; encode, decode, batch_dec
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional
 
+from ..formats import load_json
 from .base import AddedToken, BatchEncoding, Tokenizer, as_added_token, clean_up_tokenization
 from .bpe import BartTokenizer, GPT2Tokenizer, LEDTokenizer, bytes_to_unicode
 from .spm import XGLMTokenizer
@@ -60,11 +60,7 @@ _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token"
 
 
 def _read_json(path: str):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid UTF-8 JSON: {e}") from None
+    return load_json(path, os.path.basename(path), error=ValueError)  # regular file, size and depth bounds
 
 
 def _special_value(value):

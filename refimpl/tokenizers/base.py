@@ -52,12 +52,57 @@ def as_added_token(value, **defaults) -> Optional[AddedToken]:
         return value
     if isinstance(value, str):
         return AddedToken(value, **defaults)
-    if isinstance(value, dict) and "content" in value:
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
         keys = ("lstrip", "rstrip", "single_word", "normalized", "special")
         flags = dict(defaults)
-        flags.update({k: bool(value[k]) for k in keys if k in value})
-        return AddedToken(str(value["content"]), **flags)
-    raise ValueError(f"special token must be a string or a dict with a 'content' key, got {value!r}")
+        for k in keys:
+            if k in value:
+                check_option(f"{value['content']!r}.{k}", value[k], bool)
+                flags[k] = value[k]
+        return AddedToken(value["content"], **flags)
+    raise ValueError(f"special token must be a string or a dict with a string 'content', got {value!r:.200}")
+
+
+# tokenizer_config.json options -> (expected type(s), what to say); checked where each is taken
+OPTION_TYPES = {
+    "model_max_length": ((int, type(None)), "an integer >= 0 (or null)"),
+    "clean_up_tokenization_spaces": (bool, "true or false"), "split_special_tokens": (bool, "true or false"),
+    "add_prefix_space": (bool, "true or false"), "add_bos_token": (bool, "true or false"),
+    "do_lower_case": (bool, "true or false"), "do_basic_tokenize": (bool, "true or false"),
+    "tokenize_chinese_chars": (bool, "true or false"), "strip_accents": ((bool, type(None)), "true, false or null"),
+    "errors": (str, "a codec error handler name such as \"replace\""),
+    "padding_side": ((str, type(None)), "\"left\" or \"right\""),
+    "truncation_side": ((str, type(None)), "\"left\" or \"right\""),
+    "model_input_names": ((list, tuple, type(None)), "a list of input names"),
+    "never_split": ((list, tuple, set, type(None)), "a list of strings"),
+}
+
+
+def check_option(name: str, value, types=None, expected: str = ""):
+    """A tokenizer option (usually from tokenizer_config.json) of the wrong type -> ValueError naming it."""
+    if types is None:
+        types, expected = OPTION_TYPES[name]
+    bad_bool = isinstance(value, bool) and types in (int, (int, type(None)))  # true is not a length
+    if not isinstance(value, types) or bad_bool or (isinstance(value, int) and not isinstance(value, bool)
+                                                     and value < 0):
+        raise ValueError(f"tokenizer option {name} = {value!r:.120} (tokenizer_config.json or an argument): "
+                         f"expected {expected or 'true or false'}")
+    if isinstance(value, (list, tuple, set)) and not all(isinstance(v, str) for v in value):
+        raise ValueError(f"tokenizer option {name} = {value!r:.120}: expected a list of strings")
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_encodable(text: str) -> None:
+    """Text a UTF-8 based tokenizer can take: a lone surrogate (e.g. from a bad decode with
+    errors="surrogateescape") has no UTF-8 form; upstream fails inside encode() (UnicodeEncodeError for
+    GPT-2/BART, a pybind11 cast error for sentencepiece), refimpl says which character and where."""
+    bad = _SURROGATE.search(text)
+    if bad:
+        raise ValueError(f"text holds a lone surrogate U+{ord(bad.group()):04X} at position {bad.start()}: it is not "
+                         "valid Unicode and has no UTF-8 encoding (decode the input with errors='replace')")
 
 
 class BatchEncoding(dict):
@@ -117,6 +162,7 @@ class Tokenizer:
     """Base class: added/special tokens, __call__ with padding and truncation, decode."""
 
     model_input_names = ["input_ids", "attention_mask"]
+    text_must_encode = False  # byte-level BPE and sentencepiece work on UTF-8 bytes: no lone surrogates
     padding_side = "right"
     truncation_side = "right"
     # Class defaults for the special tokens (subclasses override), as {attribute: AddedToken}.
@@ -135,6 +181,9 @@ class Tokenizer:
         model_input_names: Optional[List[str]] = None,
     ):
         """Called by subclasses once their vocabulary is loaded (upstream PreTrainedTokenizer.__init__)."""
+        for name in ("model_max_length", "padding_side", "truncation_side", "clean_up_tokenization_spaces",
+                     "split_special_tokens", "model_input_names"):
+            check_option(name, locals()[name])
         self.model_max_length = VERY_LARGE_INTEGER if model_max_length is None else int(model_max_length)
         self.padding_side = padding_side or type(self).padding_side
         self.truncation_side = truncation_side or type(self).truncation_side
@@ -332,6 +381,10 @@ class Tokenizer:
         """text -> [(piece, is_added_token)] after prepare_for_tokenization, lower-casing and lstrip/rstrip."""
         if split_special_tokens is None:
             split_special_tokens = self.split_special_tokens
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a str, got {type(text).__name__}")
+        if self.text_must_encode:
+            check_encodable(text)
         text, kwargs = self.prepare_for_tokenization(text, **kwargs)
         if kwargs:
             raise ValueError(f"unrecognised keyword arguments {sorted(kwargs)}")
