@@ -143,8 +143,7 @@ def bpe_merge(word: str, ranks: Dict[Tuple[str, ...], int]) -> List[str]:
 
 
 def _pop_special(kwargs: dict) -> dict:
-    from ..formats import load_json
-from .base import SPECIAL_TOKENS_ATTRIBUTES
+    from .base import SPECIAL_TOKENS_ATTRIBUTES
 
     return {k: kwargs.pop(k) for k in list(kwargs) if k in SPECIAL_TOKENS_ATTRIBUTES}
 
