@@ -77,7 +77,10 @@ class BaseConfig:
         if raw.get("id2label") is not None:
             raw["id2label"] = _id2label(source, raw["id2label"])
         for alias, name in getattr(cls, "attribute_map", {}).items():  # e.g. XGLM's hidden_size -> d_model
-            if alias in raw and name not in raw:
+            if alias in raw and name in raw and raw[alias] != raw[name]:  # upstream silently takes the alias's
+                _expect(source, alias, raw[alias], False, f"the same value as {name!r} ({raw[name]!r:.40}), "
+                        "which it is another name for")
+            if alias in raw:
                 raw[name] = raw.pop(alias)
         known = {k: v for k, v in raw.items() if k in names}
         extra = {k: v for k, v in raw.items() if k not in names}

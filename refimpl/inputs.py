@@ -39,7 +39,7 @@ def _check_integers(arr, name):
     if kind == "f":
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
             bad = arr[~np.isfinite(arr) | (arr != np.round(arr))].flat[0]
-            raise ValueError(f"{name} must hold integer token ids, got the non-integral value {bad!r} ({arr.dtype})")
+            raise ValueError(f"{name} must hold integer token ids, got the non-integral value {float(bad)} ({arr.dtype})")
     elif kind == "O":
         bad = next((v for v in arr.flat if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_))), None)
         if bad is not None:

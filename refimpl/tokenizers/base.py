@@ -203,7 +203,10 @@ class Tokenizer:
                                  f"expected one of {SPECIAL_TOKENS_ATTRIBUTES}")
             base = self.default_special_tokens.get(key)
             defaults = {"lstrip": base.lstrip, "rstrip": base.rstrip} if base is not None else {}
-            tokens[key] = as_added_token(value, **defaults)
+            try:
+                tokens[key] = as_added_token(value, **defaults)
+            except ValueError as err:
+                raise ValueError(f"{key}: {err}") from None
         self._special: Dict[str, Optional[AddedToken]] = {k: tokens.get(k) for k in SPECIAL_TOKENS_ATTRIBUTES}
         self._additional: List[AddedToken] = [
             as_added_token(t, normalized=False) for t in (additional_special_tokens or [])
