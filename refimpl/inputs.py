@@ -12,7 +12,8 @@ import numpy as np
 
 def ids(x, name="input_ids", vocab_size=None, ndim=2):  # -> int64 ndarray
     """Token ids as int64, refused (with the offending value as given) when they are not integers: bool
-    (True is not token 1), non-integral or non-finite floats, values beyond int64, ids outside the vocabulary."""
+    (True is not token 1), floats (as upstream's embedding refuses them), values beyond int64, ids outside
+    the vocabulary."""
     arr = np.asarray(x)
     if arr.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions{' (batch, sequence)' if ndim == 2 else ''}, "
@@ -36,11 +37,12 @@ def _check_integers(arr, name):
     kind = arr.dtype.kind
     if kind == "b":
         raise ValueError(f"{name} must hold integer token ids, got dtype bool (True/False are not token ids)")
-    if kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            bad = arr[~np.isfinite(arr) | (arr != np.round(arr))].flat[0]
-            raise ValueError(f"{name} must hold integer token ids, got the non-integral value {float(bad)} ({arr.dtype})")
-    elif kind == "O":
+    if kind == "f":  # upstream's embedding refuses float ids too ("Expected ... Long, Int")
+        bad = arr[~np.isfinite(arr) | (arr != np.round(arr))]
+        what = f"the non-integral value {float(bad.flat[0])}" if bad.size else "integral values"
+        raise ValueError(f"{name} must hold integer token ids, got dtype {arr.dtype} ({what}); "
+                         "convert integral values with .astype(np.int64)")
+    if kind == "O":
         bad = next((v for v in arr.flat if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_))), None)
         if bad is not None:
             raise ValueError(f"{name} must hold integer token ids, got {bad!r:.80} ({type(bad).__name__})")

@@ -126,6 +126,7 @@ def torch_zip(path: Path, data_pkl: bytes, storages: dict, compress: bool = Fals
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("archive/data.pkl", data_pkl)
         z.writestr("archive/byteorder", b"little")
+        z.writestr("archive/version", b"3\n")
         for key, data in storages.items():
             z.writestr(zipfile.ZipInfo(f"archive/data/{key}"), data, compress_type=method)
     return path
