@@ -61,7 +61,7 @@ def test_length_claims_beyond_the_file_are_refused_before_allocating(tmp_path, o
 
 
 def test_many_containers_are_a_clean_error(tmp_path):
-    pkl = b"\x80\x04" + b"(" * 5_000_000 + b"."  # 5 MB of MARKs: each allocates a list
+    pkl = b"\x80\x04" + b"(" * 2_500_000 + b"."  # 2.5 MB of MARKs: each allocates a list
     path = torch_zip(tmp_path / "marks.bin", pkl, {})
     assert_clean_error(_read_in_child(path), "containers")
 

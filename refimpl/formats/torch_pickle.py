@@ -63,7 +63,7 @@ MAGIC_NUMBER = 0x1950A86A20F9469CFC6C  # torch/serialization.py, legacy format
 PROTOCOL_VERSION = 1001
 MAX_PICKLE_BYTES = 1 << 26  # data.pkl holds ~100 bytes per tensor: a few MB even for 70B-parameter models
 MAX_DEPTH = 64  # containers inside containers: a state dict needs 4 (dict -> args tuple -> size tuple)
-MAX_CONTAINERS = 1 << 22  # tuples, lists, dicts, sets and marks in one pickle: ~10 per tensor in practice
+MAX_CONTAINERS = 1 << 21  # tuples, lists, dicts, sets and marks in one pickle: 6 per tensor in torch.save files
 MAX_INFLATION = 16  # a compressed storage may claim at most 16x its compressed size (float weights: ~1.1x)
 
 
