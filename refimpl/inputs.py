@@ -14,7 +14,7 @@ def ids(x, name="input_ids", vocab_size=None, ndim=2):  # -> int64 ndarray
     """Token ids as int64, refused (with the offending value as given) when they are not integers: bool
     (True is not token 1), floats (as upstream's embedding refuses them), values beyond int64, ids outside
     the vocabulary."""
-    arr = np.asarray(x)
+    arr = _array(x, name)
     if arr.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions{' (batch, sequence)' if ndim == 2 else ''}, "
                          f"got shape {arr.shape}")
@@ -31,6 +31,13 @@ def ids(x, name="input_ids", vocab_size=None, ndim=2):  # -> int64 ndarray
                  else "outside the int64 range")
         raise ValueError(f"{name} holds id {bad}, {where}")
     return arr.astype(np.int64)
+
+
+def _array(x, name):  # -> ndarray, a ragged nesting of lists reported as such
+    try:
+        return np.asarray(x)
+    except ValueError as err:
+        raise ValueError(f"{name} must be a rectangular array (every row the same length): {err}") from None
 
 
 def _check_integers(arr, name):
@@ -53,7 +60,7 @@ def _check_integers(arr, name):
 def mask(x, shape, name="attention_mask"):  # -> int64 0/1 ndarray of `shape`
     """A 0/1 mask (bool, integer or float) of `shape`; any other value is refused, as LED does upstream
     (OPT, XGLM and NEZHA would silently compute with a 2 or -1 and give other logits)."""
-    arr = np.asarray(x)
+    arr = _array(x, name)
     if arr.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
     if arr.dtype.kind not in "biuf":
@@ -67,7 +74,7 @@ def mask(x, shape, name="attention_mask"):  # -> int64 0/1 ndarray of `shape`
 def floats(x, dtype, name, shape=None):  # -> ndarray of the compute dtype
     if x is None:
         return None
-    arr = np.asarray(x)
+    arr = _array(x, name)
     if arr.dtype.kind not in "fiub":
         raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
     if shape is not None and arr.shape != tuple(shape):

@@ -207,6 +207,8 @@ def test_masks_must_hold_zero_or_one(models, family, value):
     (np.zeros((0, 3), np.int64), "empty"),
     (np.zeros((2, 0), np.int64), "empty"),
     (np.array([1, 2, 3]), "2 dimensions"),
+    ([[1, 2], [3]], "rectangular"),
+    ("hello", "2 dimensions"),
 ])
 def test_bad_ids_are_reported_as_given(models, family, ids, match):
     with pytest.raises(ValueError, match=match):
