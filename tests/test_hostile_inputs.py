@@ -183,7 +183,9 @@ def models():
 
 def _call(model, family, **kwargs):
     if family == "led" and "input_ids" in kwargs:
-        kwargs.setdefault("decoder_input_ids", np.array([[2, 5]] * np.shape(kwargs["input_ids"])[0]))
+        ids = kwargs["input_ids"]
+        batch = len(ids) if isinstance(ids, list) else np.shape(ids)[0] if np.ndim(ids) else 1
+        kwargs.setdefault("decoder_input_ids", np.array([[2, 5]] * batch))
     return model(**kwargs)
 
 
