@@ -50,7 +50,8 @@ def _check_integers(arr, name):
         raise ValueError(f"{name} must hold integer token ids, got dtype {arr.dtype} ({what}); "
                          "convert integral values with .astype(np.int64)")
     if kind == "O":
-        bad = next((v for v in arr.flat if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_))), None)
+        bad = next((v for v in arr.flat
+                    if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_))), None)
         if bad is not None:
             raise ValueError(f"{name} must hold integer token ids, got {bad!r:.80} ({type(bad).__name__})")
     elif kind not in "iu":
@@ -127,7 +128,8 @@ def past_length(past_key_values, num_layers, batch, heads=None, head_dim=None, a
             part = "self" if j < 2 else "cross"
             shape = np.shape(array)
             if np.asarray(array).dtype.kind != "f":
-                raise ValueError(f"past_key_values[{i}][{j}] must be a float array, got dtype {np.asarray(array).dtype}")
+                raise ValueError(f"past_key_values[{i}][{j}] must be a float array, "
+                                 f"got dtype {np.asarray(array).dtype}")
             if want[part] is None:
                 want[part] = (batch, heads, None, head_dim)
             expected = want[part]

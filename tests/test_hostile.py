@@ -286,11 +286,16 @@ def test_snapshot_symlinked_outside_the_cache_is_refused(tmp_path):
         resolve_checkpoint("org/tiny", cache_dir=cache)
 
 
+def _resolve_in_child(cache):
+    return ("from refimpl.formats.hub_cache import resolve_checkpoint\n"
+            f"report(lambda: resolve_checkpoint('org/tiny', cache_dir={str(cache)!r}))")
+
+
 def test_huge_sparse_ref_is_refused_unread(tmp_path):
     cache, repo, _ = _cache_repo(tmp_path)
     with open(repo / "refs" / "main", "r+b") as f:
         f.truncate(8 << 30)  # 8 GiB, sparse
-    code = f"from refimpl.formats.hub_cache import resolve_checkpoint\nreport(lambda: resolve_checkpoint('org/tiny', cache_dir={str(cache)!r}))"
+    code = _resolve_in_child(cache)
     assert_clean_error(run_limited(code), "larger than")
 
 
@@ -299,7 +304,7 @@ def test_fifo_ref_does_not_block(tmp_path):
     cache, repo, _ = _cache_repo(tmp_path)
     (repo / "refs" / "main").unlink()
     os.mkfifo(repo / "refs" / "main")
-    code = f"from refimpl.formats.hub_cache import resolve_checkpoint\nreport(lambda: resolve_checkpoint('org/tiny', cache_dir={str(cache)!r}))"
+    code = _resolve_in_child(cache)
     assert_clean_error(run_limited(code), "not a regular file")
 
 

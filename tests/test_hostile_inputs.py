@@ -80,7 +80,8 @@ def test_bad_config_fields_are_named(tmp_path, family, field, value, expected):
 
 
 _WRONG_VALUES = st.one_of(st.text(max_size=5), st.floats(allow_nan=True), st.booleans(), st.none(),
-                          st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+                          st.lists(st.integers(), max_size=2),
+                          st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
                           st.integers(-10**12, 10**12))
 
 
@@ -118,7 +119,9 @@ def test_valid_configs_still_load():
     ("opt", "eos_token", {"content": "</s>", "lstrip": "no"}), ("opt", "pad_token", {"content": "<pad>", "special": 1}),
     ("bert-uncased", "do_lower_case", "true"),
     ("bert-uncased", "never_split", "abc"), ("bert-uncased", "strip_accents", 0),
-    ("opt", "model_input_names", [1, 2]),
+    ("opt", "model_input_names", [1, 2]), ("opt", "tokenizer_class", ["GPT2Tokenizer"]),
+    ("opt", "additional_special_tokens", "<x>"), ("opt", "added_tokens_decoder", [{"content": "<x>"}]),
+    ("opt", "added_tokens_decoder", {"one": {"content": "<x>"}}), ("opt", "unk_token", 5),
 ])
 def test_bad_tokenizer_config_fields_are_named(tmp_path, name, field, value):
     directory = tmp_path / name

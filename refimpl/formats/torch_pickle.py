@@ -279,7 +279,8 @@ def read_torch_file(file) -> Dict[str, np.ndarray]:
     except RecursionError:
         raise CheckpointError(f"{file}: not a readable PyTorch checkpoint (structures nested too deeply)") from None
     except Exception as err:  # any parse failure of untrusted bytes is a bad file, never a crash
-        raise CheckpointError(f"{file}: not a readable PyTorch checkpoint ({type(err).__name__}: {err!s:.300})") from None
+        raise CheckpointError(f"{file}: not a readable PyTorch checkpoint "
+                              f"({type(err).__name__}: {err!s:.300})") from None
 
 
 def _read_zip(file: Path) -> Dict[str, np.ndarray]:

@@ -16,7 +16,7 @@ import os
 from typing import Optional
 
 from ..formats import load_json
-from .base import AddedToken, BatchEncoding, Tokenizer, as_added_token, clean_up_tokenization
+from .base import AddedToken, BatchEncoding, Tokenizer, as_added_token, check_tokenizer_config, clean_up_tokenization
 from .bpe import BartTokenizer, GPT2Tokenizer, LEDTokenizer, bytes_to_unicode
 from .spm import XGLMTokenizer
 from .wordpiece import BasicTokenizer, BertTokenizer
@@ -111,8 +111,7 @@ def load_tokenizer(path, model_type: Optional[str] = None, **overrides) -> Token
         raise ValueError(f"tokenizer path {path!r} is not a directory")
     cfg_file = os.path.join(path, "tokenizer_config.json")
     config = _read_json(cfg_file) if os.path.isfile(cfg_file) else {}
-    if not isinstance(config, dict):
-        raise ValueError(f"{cfg_file} must hold a JSON object")
+    check_tokenizer_config(config, cfg_file)
     cls, model_type = _pick_class(path, config, model_type)
     if cls is GPT2Tokenizer and model_type == "opt":
         config = {**_OPT_DEFAULTS, **config}  # facebook/opt-* values for whatever the config leaves out

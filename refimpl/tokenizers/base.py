@@ -78,6 +78,38 @@ OPTION_TYPES = {
 }
 
 
+def check_tokenizer_config(config: dict, file) -> None:
+    """The structure of tokenizer_config.json, checked before any of it is used: each option's type
+    (OPTION_TYPES), special tokens as a string, {"content": ...} or null, the class name a string, added
+    tokens {"<id>": {"content": ...}}. A ValueError names the file and the field."""
+    def expect(ok, field, expected):
+        if not ok:
+            raise ValueError(f"{file}: field {field!r} = {config[field]!r:.120}: expected {expected}")
+
+    if not isinstance(config, dict):
+        raise ValueError(f"{file} must hold a JSON object, found {type(config).__name__}")
+    for name, value in config.items():
+        if name in OPTION_TYPES:
+            try:
+                check_option(name, value)
+            except ValueError as err:
+                raise ValueError(f"{file}: {err}") from None
+        elif name in SPECIAL_TOKENS_ATTRIBUTES:
+            expect(value is None or isinstance(value, str) or (isinstance(value, dict) and "content" in value),
+                   name, 'a string, {"content": ...} or null')
+    if "tokenizer_class" in config:
+        expect(config["tokenizer_class"] is None or isinstance(config["tokenizer_class"], str), "tokenizer_class",
+               "a class name")
+    if "additional_special_tokens" in config:
+        expect(config["additional_special_tokens"] is None or isinstance(config["additional_special_tokens"], list),
+               "additional_special_tokens", "a list of tokens")
+    if "added_tokens_decoder" in config:
+        decoder = config["added_tokens_decoder"]
+        expect(isinstance(decoder, dict) and all(isinstance(k, str) and k.isdigit() and len(k) < 19
+                                                 and isinstance(v, dict) for k, v in decoder.items()),
+               "added_tokens_decoder", '{"<token id>": {"content": ...}, ...}')
+
+
 def check_option(name: str, value, types=None, expected: str = ""):
     """A tokenizer option (usually from tokenizer_config.json) of the wrong type -> ValueError naming it."""
     if types is None:
