@@ -121,10 +121,10 @@ def state_pickle(tensors: dict) -> bytes:
 
 
 def torch_zip(path: Path, data_pkl: bytes, storages: dict, compress: bool = False) -> Path:
-    """A torch.save zip: archive/data.pkl, archive/data/<key> (stored, or deflated), archive/byteorder."""
+    """A torch.save zip: archive/data.pkl, archive/data/<key>, archive/byteorder; all deflated if `compress`."""
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr("archive/data.pkl", data_pkl)
+        z.writestr(zipfile.ZipInfo("archive/data.pkl"), data_pkl, compress_type=method)
         z.writestr("archive/byteorder", b"little")
         z.writestr("archive/version", b"3\n")
         for key, data in storages.items():

@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import struct
-import zlib
+import zipfile
 
 import numpy as np
 import pytest
@@ -78,6 +78,16 @@ def test_compressed_storage_within_bounds_is_read(tmp_path):
     pkl = state_pickle({"w": _Tensor(_Storage("0", "FloatStorage", 6), 0, (2, 3), (3, 1))})
     path = torch_zip(tmp_path / "deflated.bin", pkl, {"0": _float_storage(6)}, compress=True)
     np.testing.assert_array_equal(read_torch_file(path)["w"], np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
+def test_highly_compressible_deflated_pickle_is_read(tmp_path):
+    """data.pkl is bounded by its own limit (64 MB), not by a compression ratio: long repetitive names load."""
+    names = [f"{'model.decoder.layers.' * 200}{i}.weight" for i in range(50)]
+    pkl = state_pickle({n: _Tensor(_Storage("0", "FloatStorage", 6), 0, (6,), (1,)) for n in names})
+    path = torch_zip(tmp_path / "names.bin", pkl, {"0": _float_storage(6)}, compress=True)
+    info = zipfile.ZipFile(path).getinfo("archive/data.pkl")
+    assert info.file_size > 16 * info.compress_size + 4096
+    assert sorted(read_torch_file(path)) == sorted(names)
 
 
 @pytest.mark.parametrize("entry", ["archive/data/0", "archive/data.pkl"])
@@ -374,5 +384,3 @@ def test_checkpoint_error_names_the_file(tmp_path):
     with pytest.raises(CheckpointError, match=str(path)):
         read_state_dict(path)
 
-
-_ = zlib  # deflate is exercised through zipfile

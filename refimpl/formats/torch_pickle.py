@@ -305,11 +305,7 @@ def _read_member(z: zipfile.ZipFile, name: str, limit: int) -> bytes:
     info = z.getinfo(name)
     if info.flag_bits & 0x1:  # zipfile would ask for a password; torch never encrypts
         raise CheckpointError(f"{z.filename}: {name} is encrypted; PyTorch checkpoints are never encrypted")
-    if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_INFLATION * info.compress_size + 4096:
-        raise CheckpointError(f"{z.filename}: {name} claims {info.file_size} bytes from {info.compress_size} "
-                              f"compressed (more than {MAX_INFLATION}x: a zip bomb?); torch stores tensors "
-                              "uncompressed")
-    with z.open(name) as member:
+    with z.open(name) as member:  # inflates at most limit + 1 bytes, whatever the entry claims
         data = member.read(limit + 1)
     if len(data) > limit:
         raise CheckpointError(f"{z.filename}: {name} is larger than {limit} bytes")
@@ -321,6 +317,10 @@ def _member_bytes(file: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo, nbytes:
     if info.file_size != nbytes:
         raise CheckpointError(f"{file}: {info.filename} holds {info.file_size} bytes, its tensors need {nbytes}")
     if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        if info.file_size > MAX_INFLATION * info.compress_size + 4096:
+            raise CheckpointError(f"{file}: {info.filename} claims {info.file_size} bytes from {info.compress_size} "
+                                  f"compressed (more than {MAX_INFLATION}x: a zip bomb?); torch stores tensors "
+                                  "uncompressed")
         data = _read_member(z, info.filename, nbytes)
         if len(data) != nbytes:
             raise CheckpointError(f"{file}: {info.filename} inflates to {len(data)} bytes, its header says {nbytes}")
