@@ -10,19 +10,26 @@ Two steps, kept apart:
    for shape, and cast to the compute dtype. Anything missing or mis-shaped is an error naming
    the file and key; nothing half-loaded is returned.
 
+The readers memory-map the files; match_params copies every parameter a model keeps (mmap=False, the
+default), so a loaded model never reads its files again: truncating or rewriting a weight file after
+loading changes nothing (with memory-mapped weights, truncation kills the process with SIGBUS on the
+next forward and an in-place rewrite silently changes the model). mmap=True keeps parameters that need
+no cast as read-only views of the files, so worker processes loading the same checkpoint share its
+pages (the page cache) instead of each holding a copy; the price is that risk: never modify or replace
+a checkpoint in place while a process uses it with mmap=True (write a new file and rename it instead).
+
 `resolve_checkpoint(name, cache_dir, revision)` turns a repo id ("facebook/opt-125m") into its
 snapshot directory in the Hugging Face cache (offline; see refimpl/formats/hub_cache.py).
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
 
-from .formats import CheckpointError
+from .formats import CheckpointError, load_json, regular_file
 from .formats.hub_cache import hub_cache_dir, resolve_checkpoint
 from .formats.safetensors_file import read_safetensors
 from .formats.torch_pickle import read_torch_file
@@ -61,7 +68,7 @@ def read_state_dict(path, cache_dir=None, revision: Optional[str] = None) -> Sta
 
 def read_weight_file(file: Path) -> StateDict:
     """One file by its name: *.index.json -> its shards; *.safetensors; anything else -> torch.save format."""
-    file = Path(file)
+    file = regular_file(file, "weight file")  # a FIFO or device would block or never end: refused unopened
     if file.name.endswith(".index.json"):
         return read_sharded(file)
     reader = read_safetensors if file.suffix == ".safetensors" else read_torch_file
@@ -71,10 +78,7 @@ def read_weight_file(file: Path) -> StateDict:
 
 def read_sharded(index_file: Path) -> StateDict:
     """An index ({"weight_map": {name: shard file}}) -> every tensor of every shard, each shard read once."""
-    try:
-        index = json.loads(index_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise CheckpointError(f"{index_file}: not a readable shard index ({err})") from None
+    index = load_json(index_file, "shard index")
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not (isinstance(weight_map, dict) and weight_map
             and all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items())):
@@ -83,8 +87,10 @@ def read_sharded(index_file: Path) -> StateDict:
     for shard in sorted(set(weight_map.values())):
         if Path(shard).name != shard:  # save_pretrained writes bare file names next to the index
             raise CheckpointError(f"{index_file}: shard name {shard!r} must be a file name in the same directory")
+        if shard.endswith(".index.json"):  # an index naming an index (itself, or a cycle): never nested
+            raise CheckpointError(f"{index_file}: shard {shard!r} is an index file; shards must be weight files")
         file = index_file.parent / shard
-        if not file.is_file():
+        if not file.exists():
             raise CheckpointError(f"{index_file}: shard {shard} is missing ({file} does not exist)")
         tensors = read_weight_file(file)
         for key in tensors:
@@ -108,6 +114,7 @@ def match_params(
     ignore: Iterable[str] = (),
     source: str = "checkpoint",
     defaults: Optional[Mapping[str, Callable[[Tuple[int, ...]], np.ndarray]]] = None,
+    mmap: bool = False,
 ) -> Dict[str, np.ndarray]:
     """Pick, rename, check and cast the parameters one architecture needs.
 
@@ -120,37 +127,53 @@ def match_params(
       (its `_keys_to_ignore_on_load_missing`, e.g. LED's `final_logits_bias`, zeros).
     Float weights (float16, float32, float64, bfloat16 already decoded) are cast to `dtype`; a
     non-float weight where a float is expected is an error.
+    mmap: False (default): every parameter is a private copy (tied names share one), so the model never
+      reads the files again. True: a parameter needing no cast stays a read-only view of the file's memory
+      map, shared between processes; see the module docstring for the risk.
+    Every name and shape is checked before anything is allocated (a config claiming a huge vocabulary
+    fails on the shape of the weights present, not on allocating a default buffer of that size).
     """
     dtype = np.dtype(dtype)
     tied, defaults = dict(tied or {}), dict(defaults or {})
     files = getattr(state, "files", {})
     lookup = _name_variants(state, base_prefix)
-    params, missing, used = {}, [], set()
+    keys, missing = {}, []  # name -> key in the file, or None for a default buffer
     for name, shape in expected.items():
         key = lookup.get(name)
         if key is None and name in tied and lookup.get(tied[name]) is not None:
             key = lookup[tied[name]]
-        if key is None and name in defaults:
-            params[name] = np.ascontiguousarray(defaults[name](tuple(shape)), dtype=dtype)
-            continue
-        if key is None:
+        if key is None and name not in defaults:
             missing.append(f"{name} {tuple(shape)}")
             continue
-        array, where = state[key], files.get(key, source)
-        if tuple(array.shape) != tuple(shape):
-            raise CheckpointError(f"{where}: weight {key!r} has shape {tuple(array.shape)}, but the config "
-                                  f"expects {tuple(shape)} for {name!r}")
-        if array.dtype.kind != "f":
-            raise CheckpointError(f"{where}: weight {key!r} has dtype {array.dtype}, expected a floating-point tensor")
-        params[name] = np.ascontiguousarray(array, dtype=dtype)
-        used.add(key)
+        keys[name] = key
+        if key is not None:
+            _check_weight(state[key], files.get(key, source), key, name, shape)
     if missing:
         raise CheckpointError(f"{source}: missing weights: " + ", ".join(missing))
+    params, copies = {}, {}  # copies: key -> its array in the compute dtype, made once (tied names share it)
+    for name, key in keys.items():
+        if key is None:
+            params[name] = np.ascontiguousarray(defaults[name](tuple(expected[name])), dtype=dtype)
+            continue
+        if key not in copies:
+            array = state[key]
+            copies[key] = (np.ascontiguousarray(array, dtype=dtype) if mmap
+                           else np.array(array, dtype=dtype, order="C", copy=True))
+        params[name] = copies[key]
+    used = {key for key in keys.values() if key is not None}
     unexpected = sorted(k for k in set(state) - used if not k.endswith(tuple(ignore)))
     if unexpected:  # one warning per load, listing them all
         warnings.warn(f"{source}: ignoring {len(unexpected)} unexpected weights: {', '.join(unexpected[:8])}"
                       + (" ..." if len(unexpected) > 8 else ""), stacklevel=3)
     return params
+
+
+def _check_weight(array, where: str, key: str, name: str, shape) -> None:
+    if tuple(array.shape) != tuple(shape):
+        raise CheckpointError(f"{where}: weight {key!r} has shape {tuple(array.shape)}, but the config "
+                              f"expects {tuple(shape)} for {name!r}")
+    if array.dtype.kind != "f":
+        raise CheckpointError(f"{where}: weight {key!r} has dtype {array.dtype}, expected a floating-point tensor")
 
 
 def _name_variants(state: Iterable[str], base_prefix: str) -> Dict[str, str]:

@@ -69,7 +69,7 @@ def default_architecture(config: BaseConfig) -> str:
 
 def from_pretrained(path: Union[str, Path], architecture: Optional[str] = None, dtype="float32",
                     cache_dir=None, revision: Optional[str] = None, islands: Optional[str] = None,
-                    islands_cpu: str = "avx2") -> Model:
+                    islands_cpu: str = "avx2", mmap: bool = False) -> Model:
     """Load a checkpoint directory saved by upstream's `save_pretrained` (config.json + weights).
 
     path: a directory, or a repo id ("facebook/opt-125m") already in the Hugging Face cache
@@ -83,6 +83,10 @@ def from_pretrained(path: Union[str, Path], architecture: Optional[str] = None, 
     on every CPU. "upstream": reproduce upstream's float64 runs, which compute a few steps in float32
     (refimpl.config.ISLANDS), LED's softmaxes as torch's `islands_cpu` kernel does ("avx2" or "avx512":
     torch.backends.cpu.get_cpu_capability() says which upstream runs). No effect on float32 models.
+
+    mmap: False (default) copies the weights, so later changes to the files cannot affect the model. True keeps
+    weights needing no cast memory-mapped, shared by processes loading the same files; then never truncate or
+    rewrite the files in place while loaded (SIGBUS, or silently changed weights). See refimpl/checkpoint.py.
     """
     dtype = resolve_dtype(dtype)
     check_islands(islands, islands_cpu)
@@ -95,5 +99,5 @@ def from_pretrained(path: Union[str, Path], architecture: Optional[str] = None, 
     # a zero-size weight (every head of a layer pruned) holds no numbers; save_pretrained drops it as "shared"
     defaults = {**{name: np.zeros for name, shape in shapes.items() if 0 in shape}, **spec.missing_defaults}
     params = match_params(state, shapes, dtype, base_prefix=spec.base_prefix, tied=spec.tied,
-                          ignore=spec.ignored_buffers, defaults=defaults, source=str(path))
+                          ignore=spec.ignored_buffers, defaults=defaults, source=str(path), mmap=mmap)
     return Model(config, params, architecture, dtype, source=Path(path))

@@ -118,9 +118,14 @@ def test_float_tensors_are_memory_mapped(variant):
     assert all(_mapped(v) and not v.flags.writeable for v in state.values()), variant
 
 
-def test_float32_params_are_not_copied():
-    model = refimpl.from_pretrained(FORMATS / "opt-OPTForCausalLM" / "safetensors", dtype="float32")
-    assert all(_mapped(v) for v in model.params.values())
+def test_float32_params_are_copied_by_default_and_mapped_with_mmap():
+    source = FORMATS / "opt-OPTForCausalLM" / "safetensors"
+    copied = refimpl.from_pretrained(source, dtype="float32")
+    assert not any(_mapped(v) for v in copied.params.values())
+    mapped = refimpl.from_pretrained(source, dtype="float32", mmap=True)
+    assert all(_mapped(v) and not v.flags.writeable for v in mapped.params.values())
+    for name, value in copied.params.items():
+        np.testing.assert_array_equal(value, mapped.params[name], err_msg=name)
 
 
 def test_refimpl_never_imports_torch():
@@ -439,7 +444,7 @@ def test_broken_shard_indexes(tmp_path, variant):
     with pytest.raises(CheckpointError, match=f"shard {shards[-1]} is missing"):
         read_state_dict(directory)
     index_file.write_text("{not json")
-    with pytest.raises(CheckpointError, match="not a readable shard index"):
+    with pytest.raises(CheckpointError, match="shard index is not valid JSON"):
         read_state_dict(directory)
 
 

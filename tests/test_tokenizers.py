@@ -208,7 +208,7 @@ def test_clear_errors_for_missing_and_corrupt_files(tmp_path):
         load_tokenizer(tmp_path)
     (tmp_path / "vocab.json").write_text("{not json")
     (tmp_path / "merges.txt").write_text("#version: 0.2\n")
-    with pytest.raises(ValueError, match="not valid UTF-8 JSON"):
+    with pytest.raises(ValueError, match="is not valid JSON"):
         load_tokenizer(tmp_path)
     (tmp_path / "tokenizer_config.json").write_text('{"tokenizer_class": "XGLMTokenizer"}')
     (tmp_path / "sentencepiece.bpe.model").write_bytes(b"garbage")

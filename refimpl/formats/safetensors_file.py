@@ -17,7 +17,7 @@ from typing import Dict
 
 import numpy as np
 
-from . import CheckpointError, bfloat16_to_float32, tensor_size
+from . import MAX_DIMS, CheckpointError, bfloat16_to_float32, regular_file, tensor_size
 
 MAX_HEADER = 100_000_000  # safetensors' own limit (HeaderTooLarge)
 DTYPES = {  # safetensors dtype name -> NumPy dtype (all little-endian); BF16 is decoded after reading
@@ -29,7 +29,7 @@ DTYPES = {  # safetensors dtype name -> NumPy dtype (all little-endian); BF16 is
 
 def read_header(file: Path) -> tuple:
     """-> ({name: entry}, metadata, data_start, data_length), every entry checked against the file size."""
-    size = file.stat().st_size
+    size = regular_file(file, "safetensors file").stat().st_size
     with open(file, "rb") as f:
         prefix = f.read(8)
         if len(prefix) < 8:
@@ -50,23 +50,25 @@ def read_header(file: Path) -> tuple:
         raise CheckpointError(f"{file}: safetensors __metadata__ must map strings to strings")
     data_length = size - 8 - n
     for name, entry in header.items():
-        _check_entry(file, name, entry)
+        _check_entry(file, name, entry, data_length)
     _check_tiling(file, header, data_length)
     return header, metadata, 8 + n, data_length
 
 
-def _check_entry(file: Path, name: str, entry) -> None:
+def _check_entry(file: Path, name: str, entry, data_length: int) -> None:
     if not (isinstance(entry, dict) and {"dtype", "shape", "data_offsets"} <= set(entry)):
-        raise CheckpointError(f"{file}: tensor {name!r}: header entry needs dtype, shape and data_offsets")
+        raise CheckpointError(f"{file}: tensor {name!r:.200}: header entry needs dtype, shape and data_offsets")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype not in DTYPES:
-        raise CheckpointError(f"{file}: tensor {name!r} has dtype {dtype!r}; supported: {sorted(DTYPES)}")
-    if not (isinstance(shape, list) and all(_is_count(d) for d in shape)):
-        raise CheckpointError(f"{file}: tensor {name!r} has a bad shape {shape!r}")
+    if not (isinstance(dtype, str) and dtype in DTYPES):
+        raise CheckpointError(f"{file}: tensor {name!r:.200} has dtype {dtype!r:.200}; supported: {sorted(DTYPES)}")
+    if not (isinstance(shape, list) and len(shape) <= MAX_DIMS and all(_is_count(d) for d in shape)):
+        raise CheckpointError(f"{file}: tensor {name!r:.200} has a bad shape {shape!r:.200} "
+                              f"(expected a list of at most {MAX_DIMS} integers >= 0)")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)
-            and offsets[0] <= offsets[1]):
-        raise CheckpointError(f"{file}: tensor {name!r} has bad data_offsets {offsets!r}")
-    nbytes = tensor_size(shape) * np.dtype(DTYPES[dtype]).itemsize
+            and offsets[0] <= offsets[1] <= data_length):
+        raise CheckpointError(f"{file}: tensor {name!r:.200} has bad data_offsets {offsets!r:.200} "
+                              f"(expected [begin, end] with begin <= end <= {data_length}, the data size)")
+    nbytes = tensor_size(shape, data_length) * np.dtype(DTYPES[dtype]).itemsize
     if offsets[1] - offsets[0] != nbytes:
         raise CheckpointError(f"{file}: tensor {name!r}: {dtype} {shape} needs {nbytes} bytes, "
                               f"but data_offsets {offsets} span {offsets[1] - offsets[0]}")
@@ -91,7 +93,9 @@ def _check_tiling(file: Path, header: dict, data_length: int) -> None:
 
 
 def read_safetensors(file) -> Dict[str, np.ndarray]:
-    """{name: read-only ndarray} memory-mapped from `file`; BF16 decoded to float32."""
+    """{name: read-only ndarray} memory-mapped from `file`; BF16 decoded to float32.
+
+    The arrays map the file: refimpl.checkpoint.match_params copies what a model keeps (unless mmap=True)."""
     file = Path(file)
     try:
         header, _, start, length = read_header(file)

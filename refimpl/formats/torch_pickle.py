@@ -19,7 +19,15 @@ an untrusted pickle with `pickle.load` can run anything (os.system, eval, ...). 
 2. refuses the opcodes that call or mutate objects other than through REDUCE (BUILD, INST, OBJ,
    NEWOBJ, NEWOBJ_EX, EXT*), and checks at REDUCE that the callable is one of ours;
 3. never touches storage bytes while unpickling: the rebuild functions return small records, and the
-   arrays are made afterwards, every offset, size and stride checked against the storage length.
+   arrays are made afterwards, every offset, size and stride checked against the storage length;
+4. checks every length a pickle claims (BINBYTES8, BINUNICODE8, LONG4, ...) against the bytes left
+   before reading it, refuses the opcodes that allocate first (BYTEARRAY8) or that torch never writes
+   (out-of-band buffers), bounds the nesting depth of containers (a tuple nested 10^6 deep makes
+   CPython's hash() recurse in C until the stack overflows) and the number of containers and marks
+   (1-byte opcodes that each allocate an object: a memory bomb).
+Storages: torch writes them uncompressed; a compressed one is read only when it claims at most
+MAX_INFLATION times its compressed size (a 5 MB entry claiming 5 GB is refused unread), an encrypted
+one is refused. A bfloat16 storage is decoded once, and every tensor viewing it shares that copy.
 It subclasses the pure-Python `pickle._Unpickler` rather than the C one: the C unpickler sizes its
 memo table from indices in the file (one flipped byte in a LONG_BINPUT asks for gigabytes), the
 Python one keeps the memo in a dict.
@@ -38,7 +46,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from . import CheckpointError, bfloat16_to_float32, tensor_size
+from . import MAX_DIMS, CheckpointError, bfloat16_to_float32, regular_file, tensor_size
 
 BFLOAT16 = "bfloat16"  # NumPy has no bfloat16: read as uint16, decode to float32
 STORAGE_TYPES = {  # torch.<Name>Storage -> element dtype (little-endian codes; '<' flipped for big-endian files)
@@ -54,6 +62,9 @@ TORCH_DTYPES = {  # torch.<dtype> names, as _rebuild_tensor_v3 receives them (ui
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C  # torch/serialization.py, legacy format
 PROTOCOL_VERSION = 1001
 MAX_PICKLE_BYTES = 1 << 26  # data.pkl holds ~100 bytes per tensor: a few MB even for 70B-parameter models
+MAX_DEPTH = 64  # containers inside containers: a state dict needs 4 (dict -> args tuple -> size tuple)
+MAX_CONTAINERS = 1 << 21  # tuples, lists, dicts, sets and marks in one pickle: 6 per tensor in torch.save files
+MAX_INFLATION = 16  # a compressed storage may claim at most 16x its compressed size (float weights: ~1.1x)
 
 
 # ---------------------------------------------------------------- what the pickle may build
@@ -121,9 +132,72 @@ class RestrictedUnpickler(pickle._Unpickler):
 
     dispatch = dict(pickle._Unpickler.dispatch)
 
-    def __init__(self, data: bytes, file: Path, storages: Dict[str, StorageRef], legacy: bool = False):
-        super().__init__(io.BytesIO(data) if isinstance(data, bytes) else data)
+    def __init__(self, data, file: Path, storages: Dict[str, StorageRef], legacy: bool = False):
+        source = io.BytesIO(data) if isinstance(data, bytes) else data  # bytes, or a memory map (legacy)
+        super().__init__(source)
         self.file, self.storages, self.legacy = file, storages, legacy
+        self.source, self.source_length = source, len(data)
+        self.depths: Dict[int, tuple] = {}  # id(container) -> (container, nesting depth): kept alive, ids stay unique
+        self.containers = 0
+
+    # ------------------------------------------------ sizes checked before reading
+
+    def bytes_left(self) -> int:  # an upper bound on what the rest of the pickle can hold
+        frame = self._unframer.current_frame
+        in_frame = len(frame.getbuffer()) - frame.tell() if frame is not None else 0
+        return self.source_length - self.source.tell() + in_frame
+
+    def sized(self, fmt: str, opcode: str) -> bytes:  # a length prefix, checked, then that many bytes
+        length, = struct.unpack(fmt, self.read(struct.calcsize(fmt)))
+        if not 0 <= length <= self.bytes_left():
+            raise CheckpointError(f"{self.file}: pickle opcode {opcode} claims {length} bytes, "
+                                  f"only {self.bytes_left()} are left (corrupt or hostile file)")
+        data = self.read(length)
+        if len(data) != length:
+            raise CheckpointError(f"{self.file}: pickle truncated inside {opcode}")
+        return data
+
+    def load_binbytes(self):
+        self.append(self.sized("<I", "BINBYTES"))
+
+    def load_binbytes8(self):
+        self.append(self.sized("<Q", "BINBYTES8"))
+
+    def load_binunicode(self):
+        self.append(str(self.sized("<I", "BINUNICODE"), "utf-8", "surrogatepass"))
+
+    def load_binunicode8(self):
+        self.append(str(self.sized("<Q", "BINUNICODE8"), "utf-8", "surrogatepass"))
+
+    def load_binstring(self):
+        self.append(self._decode_string(self.sized("<i", "BINSTRING")))
+
+    def load_long4(self):
+        self.append(pickle.decode_long(self.sized("<i", "LONG4")))
+
+    def refuse_buffer(self):
+        raise CheckpointError(f"{self.file}: refusing a pickle opcode torch state dicts do not use "
+                              "(BYTEARRAY8 / out-of-band buffers)")
+
+    # ------------------------------------------------ nesting depth and container count
+
+    def counted(load, children):  # wrap a container-building opcode: count it, bound its depth
+        def run(self):
+            self.containers += 1
+            if self.containers > MAX_CONTAINERS:
+                raise CheckpointError(f"{self.file}: pickle builds more than {MAX_CONTAINERS} containers")
+            kids = children(self)
+            load(self)
+            if kids is None:  # MARK or an empty container: depth 1 at most, nothing to record
+                return
+            top = self.stack[-1]  # the container built or extended
+            depth = max([self.depths.get(id(k), (None, 0))[1] for k in kids], default=0) + 1
+            depth = max(depth, self.depths.get(id(top), (None, 1))[1])
+            if depth > MAX_DEPTH:
+                raise CheckpointError(f"{self.file}: pickle nests containers more than {MAX_DEPTH} deep "
+                                      "(a state dict needs a handful; corrupt or hostile file)")
+            self.depths[id(top)] = (top, depth)
+        return run
 
     def find_class(self, module, name):  # GLOBAL / STACK_GLOBAL: the only way a pickle names a callable
         if (module, name) in CALLABLES:
@@ -161,7 +235,25 @@ class RestrictedUnpickler(pickle._Unpickler):
     for _op in (pickle.BUILD, pickle.INST, pickle.OBJ, pickle.NEWOBJ, pickle.NEWOBJ_EX,
                 pickle.EXT1, pickle.EXT2, pickle.EXT4):
         dispatch[_op[0]] = refuse_opcode
-    del _op
+    for _op in (pickle.BYTEARRAY8, pickle.NEXT_BUFFER, pickle.READONLY_BUFFER):
+        dispatch[_op[0]] = refuse_buffer
+    for _op, _load in ((pickle.BINBYTES, load_binbytes), (pickle.BINBYTES8, load_binbytes8),
+                       (pickle.BINUNICODE, load_binunicode), (pickle.BINUNICODE8, load_binunicode8),
+                       (pickle.BINSTRING, load_binstring), (pickle.LONG4, load_long4)):
+        dispatch[_op[0]] = _load
+    _marked = lambda self: list(self.stack)  # noqa: E731  the items since the last MARK
+    for _op, _children in ((pickle.MARK, lambda self: None), (pickle.EMPTY_LIST, lambda self: None),
+                           (pickle.EMPTY_DICT, lambda self: None), (pickle.EMPTY_SET, lambda self: None),
+                           (pickle.TUPLE, _marked), (pickle.LIST, _marked), (pickle.DICT, _marked),
+                           (pickle.FROZENSET, _marked), (pickle.APPENDS, _marked),
+                           (pickle.SETITEMS, _marked), (pickle.ADDITEMS, _marked),
+                           (pickle.TUPLE1, lambda self: self.stack[-1:]),
+                           (pickle.TUPLE2, lambda self: self.stack[-2:]),
+                           (pickle.TUPLE3, lambda self: self.stack[-3:]),
+                           (pickle.APPEND, lambda self: self.stack[-1:]),
+                           (pickle.SETITEM, lambda self: self.stack[-2:])):
+        dispatch[_op[0]] = counted(dispatch[_op[0]], _children)
+    del _op, _load, _marked, _children, counted
 
 
 def _is_count(x) -> bool:
@@ -173,7 +265,7 @@ def _is_count(x) -> bool:
 
 def read_torch_file(file) -> Dict[str, np.ndarray]:
     """{name: ndarray} of a file written by torch.save(state_dict); zip or legacy format."""
-    file = Path(file)
+    file = regular_file(file, "PyTorch checkpoint")
     try:
         with open(file, "rb") as f:
             magic = f.read(4)
@@ -184,8 +276,11 @@ def read_torch_file(file) -> Dict[str, np.ndarray]:
         raise CheckpointError(f"{file}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
     except CheckpointError:
         raise
+    except RecursionError:
+        raise CheckpointError(f"{file}: not a readable PyTorch checkpoint (structures nested too deeply)") from None
     except Exception as err:  # any parse failure of untrusted bytes is a bad file, never a crash
-        raise CheckpointError(f"{file}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
+        raise CheckpointError(f"{file}: not a readable PyTorch checkpoint "
+                              f"({type(err).__name__}: {err!s:.300})") from None
 
 
 def _read_zip(file: Path) -> Dict[str, np.ndarray]:
@@ -207,7 +302,10 @@ def _read_zip(file: Path) -> Dict[str, np.ndarray]:
 
 
 def _read_member(z: zipfile.ZipFile, name: str, limit: int) -> bytes:
-    with z.open(name) as member:
+    info = z.getinfo(name)
+    if info.flag_bits & 0x1:  # zipfile would ask for a password; torch never encrypts
+        raise CheckpointError(f"{z.filename}: {name} is encrypted; PyTorch checkpoints are never encrypted")
+    with z.open(name) as member:  # inflates at most limit + 1 bytes, whatever the entry claims
         data = member.read(limit + 1)
     if len(data) > limit:
         raise CheckpointError(f"{z.filename}: {name} is larger than {limit} bytes")
@@ -218,8 +316,15 @@ def _member_bytes(file: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo, nbytes:
     """A storage's bytes: memory-mapped when stored uncompressed (as torch writes them), else read."""
     if info.file_size != nbytes:
         raise CheckpointError(f"{file}: {info.filename} holds {info.file_size} bytes, its tensors need {nbytes}")
-    if info.compress_type != zipfile.ZIP_STORED:
-        return np.frombuffer(_read_member(z, info.filename, nbytes), np.uint8)
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        if info.file_size > MAX_INFLATION * info.compress_size + 4096:
+            raise CheckpointError(f"{file}: {info.filename} claims {info.file_size} bytes from {info.compress_size} "
+                                  f"compressed (more than {MAX_INFLATION}x: a zip bomb?); torch stores tensors "
+                                  "uncompressed")
+        data = _read_member(z, info.filename, nbytes)
+        if len(data) != nbytes:
+            raise CheckpointError(f"{file}: {info.filename} inflates to {len(data)} bytes, its header says {nbytes}")
+        return np.frombuffer(data, np.uint8)
     with open(file, "rb") as f:  # the data follows the *local* header, whose extra field torch pads for alignment
         f.seek(info.header_offset)
         local = f.read(30)
@@ -275,36 +380,40 @@ def _materialize(file, state, arrays, storages, big: bool) -> Dict[str, np.ndarr
     """{name: TensorRef} + storage bytes -> {name: ndarray}, every view checked against its storage."""
     if not isinstance(state, dict):
         raise CheckpointError(f"{file}: expected a state dict (name -> tensor), found {type(state).__name__}")
-    out = {}
+    out, decoded = {}, {}  # decoded: (storage key, dtype) -> the storage as typed elements, made once
     for name, ref in state.items():
         if not (isinstance(name, str) and isinstance(ref, TensorRef)):
             raise CheckpointError(f"{file}: entry {name!r:.80} is not a tensor ({type(ref).__name__})")
-        out[name] = _tensor(file, name, ref, arrays, big)
+        out[name] = _tensor(file, name, ref, arrays, big, decoded)
     return out
 
 
-def _tensor(file, name, ref: TensorRef, arrays, big: bool) -> np.ndarray:  # storage bytes -> view [size]
+def _tensor(file, name, ref: TensorRef, arrays, big: bool, decoded: dict) -> np.ndarray:  # -> view [size]
     storage, offset, size, stride = ref.storage, ref.offset, ref.size, ref.stride
     if not (isinstance(storage, StorageRef) and _is_count(offset) and isinstance(size, tuple)
-            and isinstance(stride, tuple) and len(size) == len(stride)
+            and isinstance(stride, tuple) and len(size) == len(stride) <= MAX_DIMS
             and all(map(_is_count, size)) and all(map(_is_count, stride))):
         raise CheckpointError(f"{file}: tensor {name!r} has a malformed description")
     code = ref.dtype.dtype if isinstance(ref.dtype, TorchDtype) else storage.type.dtype
-    raw = BFLOAT16 if code == BFLOAT16 else code
-    item = _itemsize(raw)
+    item = _itemsize(code)
     data = arrays[storage.key]
     numel = data.size // item
-    elements = tensor_size(size)
+    elements = tensor_size(size, numel)
     if elements and (offset + sum((n - 1) * s for n, s in zip(size, stride)) >= numel or elements > numel):
         raise CheckpointError(f"{file}: tensor {name!r} {list(size)} (offset {offset}, stride {list(stride)}) "
                               f"does not fit its storage of {numel} elements")
-    numpy_code = "<u2" if raw == BFLOAT16 else raw
-    if big:
-        numpy_code = numpy_code.replace("<", ">")
+    typed = _typed_storage(data, storage.key, code, numel, big, decoded)  # [numel]
     if not elements:
-        view = np.zeros(size, numpy_code)
-    else:
-        typed = data[: numel * item].view(numpy_code)  # [numel]
-        view = np.lib.stride_tricks.as_strided(typed[offset:], shape=size, strides=[s * item for s in stride],
-                                               writeable=False)  # [size], torch strides are in elements
-    return bfloat16_to_float32(view) if raw == BFLOAT16 else view
+        return np.zeros(size, typed.dtype)
+    return np.lib.stride_tricks.as_strided(typed[offset:], shape=size, strides=[s * typed.itemsize for s in stride],
+                                           writeable=False)  # [size], torch strides are in elements
+
+
+def _typed_storage(data, key, code, numel, big, decoded) -> np.ndarray:  # bytes [n] -> elements [numel]
+    """A storage's bytes as elements of `code`, made once per (storage, dtype): tensors viewing the same
+    storage share it (a bfloat16 storage is decoded to float32 once, not once per view)."""
+    if (key, code) not in decoded:
+        numpy_code = "<u2" if code == BFLOAT16 else code
+        typed = data[: numel * _itemsize(code)].view(numpy_code.replace("<", ">") if big else numpy_code)
+        decoded[(key, code)] = bfloat16_to_float32(typed) if code == BFLOAT16 else typed
+    return decoded[(key, code)]

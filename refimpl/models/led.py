@@ -328,7 +328,9 @@ def led_decoder(p, cfg, input_ids=None, attention_mask=None, encoder_hidden_stat
     if input_ids is not None:
         record(p, "shared", x)  # decoder.embed_tokens is led.shared (traced if the encoder did not run)
     batch, length = x.shape[:2]
-    past_length = inputs.past_length(past_key_values, cfg.decoder_layers, batch)
+    past_length = inputs.past_length(past_key_values, cfg.decoder_layers, batch, cfg.decoder_attention_heads,
+                                      cfg.d_model // cfg.decoder_attention_heads,
+                                      (2, 4) if encoder_hidden_states is None else (4,))
     if attention_mask is not None:
         attention_mask = _zero_one(attention_mask, (batch, past_length + length),
                                    "decoder_attention_mask (it must span past + current tokens)")

@@ -146,7 +146,8 @@ def opt_decoder(p, cfg, input_ids=None, attention_mask=None, head_mask=None, pas
     if input_ids is not None:
         record(p, "decoder.embed_tokens", tokens)
     batch, length = tokens.shape[:2]
-    past_length = inputs.past_length(past_key_values, cfg.num_hidden_layers, batch)
+    past_length = inputs.past_length(past_key_values, cfg.num_hidden_layers, batch, cfg.num_attention_heads,
+                                      cfg.hidden_size // cfg.num_attention_heads)
     attention_mask = inputs.causal_lm_mask(attention_mask, batch, past_length, length)  # [B, S]
     head_mask = check_head_mask(inputs.floats(head_mask, dtype, "head_mask"), cfg.num_hidden_layers, cfg.num_attention_heads)
 

@@ -206,7 +206,9 @@ def xglm_model(p, cfg, input_ids=None, attention_mask=None, position_ids=None, e
     if input_ids is not None and cfg.scale_embedding:  # XGLMModel.embed_scale; inputs_embeds are taken as given
         x = x * dtype.type(math.sqrt(cfg.d_model))
     batch, length = x.shape[:2]
-    past_length = inputs.past_length(past_key_values, cfg.num_layers, batch)
+    past_length = inputs.past_length(past_key_values, cfg.num_layers, batch, cfg.attention_heads,
+                                      cfg.d_model // cfg.attention_heads, (4,) if encoder_hidden_states is not None
+                                      else (2, 4) if cfg.add_cross_attention else (2,))
     attention_mask = inputs.causal_lm_mask(attention_mask, batch, past_length, length)  # [B, S]
     head_mask = check_head_mask(inputs.floats(head_mask, dtype, "head_mask"), cfg.num_layers, cfg.attention_heads)
 

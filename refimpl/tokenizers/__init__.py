@@ -12,11 +12,11 @@ max_length=..., return_tensors="np") -> BatchEncoding; encode, decode, batch_dec
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional
 
-from .base import AddedToken, BatchEncoding, Tokenizer, as_added_token, clean_up_tokenization
+from ..formats import load_json
+from .base import AddedToken, BatchEncoding, Tokenizer, as_added_token, check_tokenizer_config, clean_up_tokenization
 from .bpe import BartTokenizer, GPT2Tokenizer, LEDTokenizer, bytes_to_unicode
 from .spm import XGLMTokenizer
 from .wordpiece import BasicTokenizer, BertTokenizer
@@ -60,11 +60,7 @@ _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token"
 
 
 def _read_json(path: str):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid UTF-8 JSON: {e}") from None
+    return load_json(path, os.path.basename(path), error=ValueError)  # regular file, size and depth bounds
 
 
 def _special_value(value):
@@ -115,8 +111,7 @@ def load_tokenizer(path, model_type: Optional[str] = None, **overrides) -> Token
         raise ValueError(f"tokenizer path {path!r} is not a directory")
     cfg_file = os.path.join(path, "tokenizer_config.json")
     config = _read_json(cfg_file) if os.path.isfile(cfg_file) else {}
-    if not isinstance(config, dict):
-        raise ValueError(f"{cfg_file} must hold a JSON object")
+    check_tokenizer_config(config, cfg_file)
     cls, model_type = _pick_class(path, config, model_type)
     if cls is GPT2Tokenizer and model_type == "opt":
         config = {**_OPT_DEFAULTS, **config}  # facebook/opt-* values for whatever the config leaves out

@@ -52,12 +52,89 @@ def as_added_token(value, **defaults) -> Optional[AddedToken]:
         return value
     if isinstance(value, str):
         return AddedToken(value, **defaults)
-    if isinstance(value, dict) and "content" in value:
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
         keys = ("lstrip", "rstrip", "single_word", "normalized", "special")
         flags = dict(defaults)
-        flags.update({k: bool(value[k]) for k in keys if k in value})
-        return AddedToken(str(value["content"]), **flags)
-    raise ValueError(f"special token must be a string or a dict with a 'content' key, got {value!r}")
+        for k in keys:
+            if k in value:
+                check_option(f"{value['content']!r}.{k}", value[k], bool)
+                flags[k] = value[k]
+        return AddedToken(value["content"], **flags)
+    raise ValueError(f"special token must be a string or a dict with a string 'content', got {value!r:.200}")
+
+
+# tokenizer_config.json options -> (expected type(s), what to say); checked where each is taken
+OPTION_TYPES = {
+    "model_max_length": ((int, type(None)), "an integer >= 0 (or null)"),
+    "clean_up_tokenization_spaces": (bool, "true or false"), "split_special_tokens": (bool, "true or false"),
+    "add_prefix_space": (bool, "true or false"), "add_bos_token": (bool, "true or false"),
+    "do_lower_case": (bool, "true or false"), "do_basic_tokenize": (bool, "true or false"),
+    "tokenize_chinese_chars": (bool, "true or false"), "strip_accents": ((bool, type(None)), "true, false or null"),
+    "errors": (str, "a codec error handler name such as \"replace\""),
+    "padding_side": ((str, type(None)), "\"left\" or \"right\""),
+    "truncation_side": ((str, type(None)), "\"left\" or \"right\""),
+    "model_input_names": ((list, tuple, type(None)), "a list of input names"),
+    "never_split": ((list, tuple, set, type(None)), "a list of strings"),
+}
+
+
+def check_tokenizer_config(config: dict, file) -> None:
+    """The structure of tokenizer_config.json, checked before any of it is used: each option's type
+    (OPTION_TYPES), special tokens as a string, {"content": ...} or null, the class name a string, added
+    tokens {"<id>": {"content": ...}}. A ValueError names the file and the field."""
+    def expect(ok, field, expected):
+        if not ok:
+            raise ValueError(f"{file}: field {field!r} = {config[field]!r:.120}: expected {expected}")
+
+    if not isinstance(config, dict):
+        raise ValueError(f"{file} must hold a JSON object, found {type(config).__name__}")
+    for name, value in config.items():
+        if name in OPTION_TYPES:
+            try:
+                check_option(name, value)
+            except ValueError as err:
+                raise ValueError(f"{file}: {err}") from None
+        elif name in SPECIAL_TOKENS_ATTRIBUTES:
+            expect(value is None or isinstance(value, str) or (isinstance(value, dict) and "content" in value),
+                   name, 'a string, {"content": ...} or null')
+    if "tokenizer_class" in config:
+        expect(config["tokenizer_class"] is None or isinstance(config["tokenizer_class"], str), "tokenizer_class",
+               "a class name")
+    if "additional_special_tokens" in config:
+        expect(config["additional_special_tokens"] is None or isinstance(config["additional_special_tokens"], list),
+               "additional_special_tokens", "a list of tokens")
+    if "added_tokens_decoder" in config:
+        decoder = config["added_tokens_decoder"]
+        expect(isinstance(decoder, dict) and all(isinstance(k, str) and k.isdigit() and len(k) < 19
+                                                 and isinstance(v, dict) for k, v in decoder.items()),
+               "added_tokens_decoder", '{"<token id>": {"content": ...}, ...}')
+
+
+def check_option(name: str, value, types=None, expected: str = ""):
+    """A tokenizer option (usually from tokenizer_config.json) of the wrong type -> ValueError naming it."""
+    if types is None:
+        types, expected = OPTION_TYPES[name]
+    bad_bool = isinstance(value, bool) and types in (int, (int, type(None)))  # true is not a length
+    if not isinstance(value, types) or bad_bool or (isinstance(value, int) and not isinstance(value, bool)
+                                                     and value < 0):
+        raise ValueError(f"tokenizer option {name} = {value!r:.120} (tokenizer_config.json or an argument): "
+                         f"expected {expected or 'true or false'}")
+    if isinstance(value, (list, tuple, set)) and not all(isinstance(v, str) for v in value):
+        raise ValueError(f"tokenizer option {name} = {value!r:.120}: expected a list of strings")
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_encodable(text: str) -> None:
+    """Text a UTF-8 based tokenizer can take: a lone surrogate (e.g. from a bad decode with
+    errors="surrogateescape") has no UTF-8 form; upstream fails inside encode() (UnicodeEncodeError for
+    GPT-2/BART, a pybind11 cast error for sentencepiece), refimpl says which character and where."""
+    bad = _SURROGATE.search(text)
+    if bad:
+        raise ValueError(f"text holds a lone surrogate U+{ord(bad.group()):04X} at position {bad.start()}: it is not "
+                         "valid Unicode and has no UTF-8 encoding (decode the input with errors='replace')")
 
 
 class BatchEncoding(dict):
@@ -117,6 +194,7 @@ class Tokenizer:
     """Base class: added/special tokens, __call__ with padding and truncation, decode."""
 
     model_input_names = ["input_ids", "attention_mask"]
+    text_must_encode = False  # byte-level BPE and sentencepiece work on UTF-8 bytes: no lone surrogates
     padding_side = "right"
     truncation_side = "right"
     # Class defaults for the special tokens (subclasses override), as {attribute: AddedToken}.
@@ -135,6 +213,9 @@ class Tokenizer:
         model_input_names: Optional[List[str]] = None,
     ):
         """Called by subclasses once their vocabulary is loaded (upstream PreTrainedTokenizer.__init__)."""
+        for name in ("model_max_length", "padding_side", "truncation_side", "clean_up_tokenization_spaces",
+                     "split_special_tokens", "model_input_names"):
+            check_option(name, locals()[name])
         self.model_max_length = VERY_LARGE_INTEGER if model_max_length is None else int(model_max_length)
         self.padding_side = padding_side or type(self).padding_side
         self.truncation_side = truncation_side or type(self).truncation_side
@@ -154,7 +235,10 @@ class Tokenizer:
                                  f"expected one of {SPECIAL_TOKENS_ATTRIBUTES}")
             base = self.default_special_tokens.get(key)
             defaults = {"lstrip": base.lstrip, "rstrip": base.rstrip} if base is not None else {}
-            tokens[key] = as_added_token(value, **defaults)
+            try:
+                tokens[key] = as_added_token(value, **defaults)
+            except ValueError as err:
+                raise ValueError(f"{key}: {err}") from None
         self._special: Dict[str, Optional[AddedToken]] = {k: tokens.get(k) for k in SPECIAL_TOKENS_ATTRIBUTES}
         self._additional: List[AddedToken] = [
             as_added_token(t, normalized=False) for t in (additional_special_tokens or [])
@@ -332,6 +416,10 @@ class Tokenizer:
         """text -> [(piece, is_added_token)] after prepare_for_tokenization, lower-casing and lstrip/rstrip."""
         if split_special_tokens is None:
             split_special_tokens = self.split_special_tokens
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a str, got {type(text).__name__}")
+        if self.text_must_encode:
+            check_encodable(text)
         text, kwargs = self.prepare_for_tokenization(text, **kwargs)
         if kwargs:
             raise ValueError(f"unrecognised keyword arguments {sorted(kwargs)}")

@@ -21,18 +21,21 @@ from .bpe import _pop_special
 SPIECE_UNDERLINE = "▁"
 NUM_MADEUP_WORDS = 7
 FAIRSEQ_OFFSET = 1
+MAX_MODEL_BYTES = 1 << 30  # real sentencepiece models are a few MB
 
 
 def load_sentencepiece(path: str):
     """sentencepiece.bpe.model -> SentencePieceProcessor, with clear errors."""
     import sentencepiece as spm
 
-    if not os.path.isfile(path):
+    if not os.path.isfile(path):  # a regular file (a FIFO would block open())
         raise ValueError(f"sentencepiece model not found: {path} (expected sentencepiece.bpe.model)")
+    if os.path.getsize(path) > MAX_MODEL_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_MODEL_BYTES} bytes; not a sentencepiece model")
     sp = spm.SentencePieceProcessor()
     try:
         with open(path, "rb") as f:
-            sp.LoadFromSerializedProto(f.read())
+            sp.LoadFromSerializedProto(f.read(MAX_MODEL_BYTES))
     except Exception as e:  # sentencepiece raises OSError/RuntimeError with terse messages
         raise ValueError(f"{path} is not a valid sentencepiece model: {e}") from None
     return sp
@@ -42,6 +45,7 @@ class XGLMTokenizer(Tokenizer):
     """XGLMTokenizer: sentencepiece segmentation, fairseq-aligned ids, `</s>` prepended."""
 
     default_special_tokens = fairseq_special_tokens()
+    text_must_encode = True
 
     def __init__(self, vocab_file: str, special_tokens: Optional[dict] = None,
                  additional_special_tokens: Optional[list] = None, **kwargs):
@@ -87,10 +91,13 @@ class XGLMTokenizer(Tokenizer):
         return self.sp_model.IdToPiece(spm_id)
 
     def _tokenize(self, text: str) -> List[str]:
-        return self.sp_model.encode(text, out_type=str)
+        try:
+            return self.sp_model.encode(text, out_type=str)
+        except Exception as e:  # sentencepiece's C++ errors (RuntimeError, OSError) with terse messages
+            raise ValueError(f"sentencepiece could not encode the text ({type(e).__name__}: {e})") from None
 
     def _tokenize_ids(self, text: str) -> List[int]:
-        return [self._convert_one_token(t) for t in self.sp_model.encode(text, out_type=str)]
+        return [self._convert_one_token(t) for t in self._tokenize(text)]
 
     def tokens_to_string(self, tokens: List[str]) -> str:
         return "".join(tokens).replace(SPIECE_UNDERLINE, " ").strip()

@@ -21,7 +21,7 @@ import re
 import unicodedata
 from typing import Dict, Iterable, List, Optional
 
-from .base import AddedToken, Tokenizer
+from .base import AddedToken, Tokenizer, check_option
 from .bpe import _pop_special
 
 # BasicTokenizer._is_chinese_char: the CJK Unified Ideographs blocks (not Hangul, not kana).
@@ -264,6 +264,11 @@ class BertTokenizer(Tokenizer):
                  never_split: Optional[Iterable[str]] = None, tokenize_chinese_chars: bool = True,
                  strip_accents: Optional[bool] = None, max_input_chars_per_word: int = 100,
                  special_tokens: Optional[dict] = None, **kwargs):
+        for name, value in (("do_lower_case", do_lower_case), ("do_basic_tokenize", do_basic_tokenize),
+                            ("never_split", never_split), ("tokenize_chinese_chars", tokenize_chinese_chars),
+                            ("strip_accents", strip_accents)):
+            check_option(name, value)
+        check_option("max_input_chars_per_word", max_input_chars_per_word, int, "an integer >= 0")
         self.vocab_file = vocab_file
         self.vocab = load_vocab_txt(vocab_file)
         self.ids_to_tokens = {i: t for t, i in self.vocab.items()}
