@@ -248,6 +248,9 @@ def test_what_upstream_cannot_run_is_refused_clearly():
     past = decoder(input_ids=ids, use_cache=True).past_key_values
     with pytest.raises(NotImplementedError, match="cannot continue from past_key_values"):
         decoder(input_ids=np.array([[4]]), past_key_values=past)
+    for malformed in ([(1,)], "past", past[:-1], tuple(layer[:1] for layer in past)):  # checked before any use
+        with pytest.raises(ValueError, match=r"past_key_values"):
+            decoder(input_ids=np.array([[4]]), past_key_values=malformed)
     with pytest.raises(NotImplementedError, match="as many encoder positions as decoder tokens"):
         decoder(input_ids=ids, encoder_hidden_states=np.ones((1, 5, 12)))
     qa = load("k2-NezhaForQuestionAnswering")

@@ -277,8 +277,10 @@ def extended_attention_mask(attention_mask, batch, length, is_decoder, dtype):  
     return np.where(keep.astype(bool), dtype.type(0), mask_min(dtype)).astype(dtype)
 
 
-def _check_no_past(past_key_values):
-    if past_key_values is not None and len(past_key_values) and np.shape(past_key_values[0][0])[2] > 0:
+def _check_no_past(cfg, past_key_values, batch):  # a well-formed cache (inputs.past_length) of length 0 only
+    arrays = (2, 4) if cfg.add_cross_attention else (2,)
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    if inputs.past_length(past_key_values, cfg.num_hidden_layers, batch, head_dim=head_dim, arrays=arrays) > 0:
         raise NotImplementedError(
             "NEZHA cannot continue from past_key_values: upstream's relative-position term "
             "(modeling_nezha.py NezhaSelfAttention.forward, key_position_scores.view(from_seq_length, ...)) "
@@ -364,12 +366,12 @@ def nezha_model(p, cfg, input_ids=None, attention_mask=None, token_type_ids=None
     dtype = p["embeddings.word_embeddings.weight"].dtype
     flags = inputs.output_flags(cfg, use_cache, output_attentions, output_hidden_states)
     flags = flags._replace(use_cache=flags.use_cache and cfg.is_decoder)  # NezhaModel.forward: only decoders cache
-    _check_no_past(past_key_values)
     if cfg.add_cross_attention and not cfg.is_decoder:  # NezhaLayer.__init__ refuses this too
         raise ValueError("add_cross_attention=True needs is_decoder=True (cross-attention belongs to a decoder)")
 
     x = nezha_embeddings(p, cfg, input_ids, token_type_ids, inputs_embeds)  # [B, T, D]
     batch, length = x.shape[:2]
+    _check_no_past(cfg, past_key_values, batch)
     if attention_mask is None:
         attention_mask = np.ones((batch, length), dtype=np.int64)
     mask = extended_attention_mask(attention_mask, batch, length, cfg.is_decoder, dtype)  # [B, 1, T or 1, T]
