@@ -205,9 +205,9 @@ def temperature(t):  # TemperatureLogitsWarper
     return lambda ids, scores: scores / scores.dtype.type(t)
 
 
-def _kth_largest(scores, k):  # [N, V] -> [N, 1]: torch.topk(scores, k)[0][..., -1, None]
-    k = min(k, scores.shape[-1])
-    return -np.partition(-scores, k - 1, axis=-1)[:, k - 1:k]
+def _kth_largest(scores, k):  # [N, V] -> [N, 1]: torch.topk(scores, k)[0][..., -1, None] (NaN is the largest)
+    index = scores.shape[-1] - min(k, scores.shape[-1])
+    return np.partition(scores, index, axis=-1)[:, index:index + 1]
 
 
 def _cumulative_probs(sorted_scores):  # softmax(...).cumsum(-1): torch's CPU cumsum accumulates in double
