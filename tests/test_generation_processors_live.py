@@ -23,7 +23,7 @@ import refimpl  # noqa: E402
 from refimpl.generation import GenerationConfig  # noqa: E402
 from refimpl.generation.processors import apply_all, build_processors, build_warpers, hamming_diversity  # noqa: E402
 
-LIVE = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck),
+LIVE = settings(max_examples=int(__import__("os").environ.get("PROC_EXAMPLES", 40)), deadline=None, suppress_health_check=list(HealthCheck),
                 phases=[Phase.explicit, Phase.reuse, Phase.generate])
 TOL = {np.float32: 1e-5, np.float64: 1e-10}
 TORCH = {np.float32: torch.float32, np.float64: torch.float64}
@@ -122,12 +122,20 @@ def processor_options(draw, vocab):
     return opts
 
 
-def sorts(opts):  # the warpers that sort the scores: which of several equal scores they keep is unspecified
-    return opts.get("top_p", 1.0) < 1.0 or opts.get("typical_p", 1.0) < 1.0
-
-
-def has_ties(scores):  # equal finite scores in a row
-    return any(len(np.unique(row[np.isfinite(row)])) < np.isfinite(row).sum() for row in scores)
+def tie_dependent(opts, scores):
+    """Whether the sorting warpers (top_p, typical_p) see equal sort keys in a row: torch.sort (std::sort, rows
+    of more than 16) orders them in no specified way, refimpl stably (README "Generation options")."""
+    with np.errstate(all="ignore"):
+        keys = []
+        if opts.get("top_p", 1.0) < 1.0:
+            keys.append(np.where(scores == -np.inf, np.nan, scores))  # -inf: first, removed whatever the order
+        if opts.get("typical_p", 1.0) < 1.0:
+            normalized = scores - scores.max(-1, keepdims=True)
+            normalized = normalized - np.log(np.exp(normalized).sum(-1, keepdims=True))
+            entropy = -np.nansum(normalized * np.exp(normalized), -1, keepdims=True)
+            shifted = np.abs(-normalized - entropy)
+            keys.append(np.where(np.isinf(shifted), np.nan, shifted))  # inf: last, removed whatever the order
+    return any(len(np.unique(row[~np.isnan(row)])) < (~np.isnan(row)).sum() for k in keys for row in k)
 
 
 def random_scores(rng, rows, vocab, with_invalid):
@@ -164,7 +172,7 @@ def test_processor_and_warper_lists_match_upstreams(seed, data):
             where = f"{opts} {dtype.__name__} length {length}"
             assert not problems(processed, expected.numpy(), f"{where} processors"), \
                 problems(processed, expected.numpy(), f"{where} processors")
-            if sorts(opts) and has_ties(expected.numpy()):
+            if scores.shape[-1] > 16 and tie_dependent(opts, expected.numpy()):
                 continue  # torch.sort orders equal scores in no specified way (std::sort): see README
             warped = apply_all(ours_w, step_ids, processed)
             try:
