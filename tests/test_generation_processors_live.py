@@ -250,8 +250,8 @@ def prompt(family, rng, vocab):
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     out = {}
-    for family in ("opt", "xglm", "led"):
-        model = tiny(family, seed=hash(family) % 1000)
+    for seed, family in enumerate(("opt", "xglm", "led")):
+        model = tiny(family, seed=seed)
         directory = tmp_path_factory.mktemp(family)
         model.save_pretrained(directory, safe_serialization=True)
         out[family] = (model, directory)
@@ -260,7 +260,7 @@ def checkpoints(tmp_path_factory):
 
 @pytest.mark.parametrize("case", sorted(E2E))
 @pytest.mark.parametrize("family", ["opt", "xglm", "led"])
-def test_generate_with_processors_matches_upstream(checkpoints, family, case):
+def test_generate_with_processors_matches_upstream(checkpoints, load_model, family, case):
     model, directory = checkpoints[family]
     ids, mask = prompt(family, np.random.default_rng(len(case)), model.config.vocab_size)
     kwargs = dict(E2E[case], return_dict_in_generate=True, output_scores=True)
@@ -268,7 +268,7 @@ def test_generate_with_processors_matches_upstream(checkpoints, family, case):
         torch_dtype = getattr(torch, dtype)
         with correctly_rounded_sinusoid(), running_in(model, torch_dtype), torch.no_grad():
             expected = model.generate(to_torch(ids, torch_dtype), attention_mask=to_torch(mask, torch_dtype), **kwargs)
-        ours = refimpl.from_pretrained(directory, dtype=dtype).generate(ids, attention_mask=mask, **kwargs)
+        ours = load_model(directory, None, dtype).generate(ids, attention_mask=mask, **kwargs)
         where = f"{family}/{case} {dtype}"
         assert np.array_equal(ours.sequences, expected.sequences.numpy()), (
             f"{where}: token ids\nours\n{ours.sequences}\nupstream\n{expected.sequences.numpy()}")
@@ -276,3 +276,104 @@ def test_generate_with_processors_matches_upstream(checkpoints, family, case):
         found = [p for i, (a, b) in enumerate(zip(ours.scores, expected.scores))
                  for p in problems(a, b.numpy(), f"{where} scores.{i}")]
         assert not found, "\n".join(found)
+
+
+# ------------------------------------------------- every GenerationConfig field: implemented or refused
+
+BASE = dict(max_new_tokens=4, return_dict_in_generate=True, output_scores=True)
+SAMPLE_ONE = dict(do_sample=True, top_k=1)  # sampling that can only draw the argmax: comparable token for token
+PROBES = {  # field -> generate() kwargs that use it (with a value that changes the output, where one can)
+    "max_length": dict(max_length=8, max_new_tokens=None), "max_new_tokens": dict(max_new_tokens=2),
+    "min_length": dict(min_length=9), "min_new_tokens": dict(min_new_tokens=3),
+    "early_stopping": dict(num_beams=2, early_stopping=True), "do_sample": SAMPLE_ONE, "num_beams": dict(num_beams=2),
+    "num_beam_groups": dict(num_beams=4, num_beam_groups=2, diversity_penalty=1.0),
+    "penalty_alpha": dict(penalty_alpha=0.9, top_k=4), "use_cache": dict(use_cache=False),
+    "temperature": dict(SAMPLE_ONE, temperature=0.7), "top_k": dict(SAMPLE_ONE),
+    "top_p": dict(do_sample=True, top_k=0, top_p=1e-6), "typical_p": dict(do_sample=True, top_k=0, typical_p=1e-6),
+    "epsilon_cutoff": dict(do_sample=True, top_k=0, epsilon_cutoff=0.99),
+    "eta_cutoff": dict(do_sample=True, top_k=1, eta_cutoff=0.5),
+    "diversity_penalty": dict(num_beams=4, num_beam_groups=2, diversity_penalty=2.0),
+    "repetition_penalty": dict(repetition_penalty=1.5), "encoder_repetition_penalty": dict(encoder_repetition_penalty=1.5),
+    "length_penalty": dict(num_beams=2, length_penalty=0.5), "no_repeat_ngram_size": dict(no_repeat_ngram_size=2),
+    "bad_words_ids": dict(bad_words_ids=[[5], [6, 7]]), "force_words_ids": dict(num_beams=2, force_words_ids=[[5]]),
+    "renormalize_logits": dict(renormalize_logits=True), "forced_bos_token_id": dict(forced_bos_token_id=4),
+    "forced_eos_token_id": dict(forced_eos_token_id=3),
+    "remove_invalid_values": dict(remove_invalid_values=True, bad_words_ids=[[5]]),
+    "exponential_decay_length_penalty": dict(exponential_decay_length_penalty=(1, 1.5)),
+    "suppress_tokens": dict(suppress_tokens=[5]), "begin_suppress_tokens": dict(begin_suppress_tokens=[5]),
+    "forced_decoder_ids": dict(forced_decoder_ids=[[7, 4]]), "sequence_bias": dict(sequence_bias={(5,): 2.0}),
+    "num_return_sequences": dict(num_beams=3, num_return_sequences=2),
+    "output_attentions": dict(output_attentions=True), "output_hidden_states": dict(output_hidden_states=True),
+    "output_scores": dict(output_scores=False), "return_dict_in_generate": dict(return_dict_in_generate=False),
+    "pad_token_id": dict(pad_token_id=0), "bos_token_id": dict(bos_token_id=0), "eos_token_id": dict(eos_token_id=7),
+    "encoder_no_repeat_ngram_size": dict(encoder_no_repeat_ngram_size=2),
+    "decoder_start_token_id": dict(decoder_start_token_id=0),
+    "_from_model_config": dict(_from_model_config=True), "_commit_hash": dict(_commit_hash="abc"),
+    "transformers_version": dict(transformers_version="4.37.2"),
+}
+REFUSAL_PROBES = {"max_time": 5.0, "guidance_scale": 1.5, "low_memory": True, "num_assistant_tokens": 3,
+                  "num_assistant_tokens_schedule": "constant", "prompt_lookup_num_tokens": 2,
+                  "generation_kwargs": {"a": 1}}
+# decoding strategies of helper 13a (issue 13): they pass once its strategies are merged; remove the marks then
+AWAITING_13A = {"num_beam_groups", "penalty_alpha", "diversity_penalty", "force_words_ids"}
+# constraints: Constraint objects (PhrasalConstraint, ...) are 13a's API; its tests walk them
+
+
+def compare_outputs(ours, theirs, where):
+    """Every field upstream returns (nested tuples of tensors), ours the same."""
+    if isinstance(theirs, torch.Tensor):
+        expected = theirs.numpy()
+        if expected.dtype.kind != "f":
+            return [] if np.array_equal(np.asarray(ours), expected) else [f"{where}: {np.asarray(ours)} != {expected}"]
+        return problems(np.asarray(ours), expected, where)
+    if isinstance(theirs, (tuple, list)):
+        if not isinstance(ours, (tuple, list)) or len(ours) != len(theirs):
+            return [f"{where}: {type(ours).__name__} of {len(ours) if hasattr(ours, '__len__') else '?'}, "
+                    f"upstream {len(theirs)}"]
+        return [p for i, (a, b) in enumerate(zip(ours, theirs)) for p in compare_outputs(a, b, f"{where}[{i}]")]
+    if theirs is None:
+        return [] if ours is None else [f"{where}: upstream None, ours {type(ours).__name__}"]
+    if isinstance(theirs, transformers.utils.ModelOutput):
+        return [p for key in theirs.keys() for p in compare_outputs(getattr(ours, key, None), theirs[key],
+                                                                      f"{where}.{key}")]
+    return [f"{where}: cannot compare {type(theirs).__name__}"]
+
+
+def upstream_fields():
+    return sorted(k for k in transformers.GenerationConfig().__dict__ if k != "_original_object_hash")
+
+
+def test_every_upstream_field_is_a_refimpl_field_and_is_probed():
+    import dataclasses
+    ours = {f.name for f in dataclasses.fields(GenerationConfig)}
+    assert set(upstream_fields()) == ours, f"missing {set(upstream_fields()) - ours}, extra {ours - set(upstream_fields())}"
+    unprobed = set(upstream_fields()) - set(PROBES) - set(REFUSAL_PROBES) - {"constraints"}
+    assert not unprobed, f"fields without a probe: {unprobed}"
+
+
+def field_params():
+    for name in upstream_fields():
+        if name in PROBES or name in REFUSAL_PROBES:
+            marks = [pytest.mark.xfail(strict=True, reason="13a's strategy; passes once merged")] \
+                if name in AWAITING_13A else []
+            yield pytest.param(name, marks=marks, id=name)
+
+
+@pytest.mark.parametrize("name", list(field_params()))
+def test_every_generation_field_is_implemented_as_upstream_or_refused_by_name(checkpoints, load_model, name):
+    model, directory = checkpoints["opt"]
+    ids, mask = prompt("opt", np.random.default_rng(7), model.config.vocab_size)
+    if name in REFUSAL_PROBES:
+        with pytest.raises(ValueError, match=name):
+            load_model(directory, None, "float32").generate(ids, attention_mask=mask, **BASE,
+                                                        **{name: REFUSAL_PROBES[name]})
+        return
+    kwargs = {**BASE, **PROBES[name]}
+    for dtype in ("float32", "float64"):
+        torch_dtype = getattr(torch, dtype)
+        with running_in(model, torch_dtype), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = model.generate(to_torch(ids, torch_dtype), attention_mask=to_torch(mask, torch_dtype), **kwargs)
+        ours = load_model(directory, None, dtype).generate(ids, attention_mask=mask, **kwargs)
+        found = compare_outputs(ours, expected, f"{name} {dtype}")
+        assert not found, "\n".join(found[:10])
