@@ -47,6 +47,12 @@ LIMITS = {
     "max_score_elements": 2 ** 28,  # batch * num_beams * vocab_size: one step's beam scores (2 GiB in float64)
 }
 
+# options upstream's validate warns about when the mode does not use them (value: the default, no warning)
+SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "typical_p": 1.0, "top_k": 50, "epsilon_cutoff": 0.0,
+                     "eta_cutoff": 0.0}
+BEAM_DEFAULTS = {"early_stopping": False, "num_beam_groups": 1, "diversity_penalty": 0.0, "length_penalty": 1.0,
+                 "constraints": None}
+
 
 @dataclass
 class GenerationConfig:
@@ -171,6 +177,7 @@ class GenerationConfig:
                 raise ValueError(f"{name}={_show(value)} is not implemented by refimpl (upstream: {what}); "
                                  f"leave it at {no_ops[0]!r}")
         self._check_processor_values()
+        self._warn_unused()
         self._check_relations()
         self._check_tokens(model_config.vocab_size)
         self._check_limits(model_config)
@@ -221,6 +228,20 @@ class GenerationConfig:
                              f"nothing is left to ban (upstream refuses it too)")
         if self.exponential_decay_length_penalty is not None and self.eos_token_id is None:
             raise ValueError("exponential_decay_length_penalty raises the eos score: it needs eos_token_id")
+
+    def _warn_unused(self) -> None:
+        """GenerationConfig.validate's warnings: options the chosen mode does not use (upstream's messages)."""
+        unused = []
+        if self.do_sample is False:
+            unused += [(name, "do_sample", "`do_sample` is set to `False`", "sample-based generation modes",
+                        "`do_sample=True`") for name, default in SAMPLING_DEFAULTS.items()
+                       if getattr(self, name) != default and not (name == "top_k" and self.penalty_alpha is not None)]
+        if self.num_beams == 1:
+            unused += [(name, "num_beams", "`num_beams` is set to 1", "beam-based generation modes", "`num_beams>1`")
+                       for name, default in BEAM_DEFAULTS.items() if getattr(self, name) != default]
+        for name, _, state, modes, fix in unused:
+            warnings.warn(f"{state}. However, `{name}` is set to `{getattr(self, name)}` -- this flag is only used in "
+                          f"{modes}. You should set {fix} or unset `{name}`.", UserWarning)
 
     def _check_relations(self) -> None:
         """GenerationConfig.validate's checks of attribute relations (upstream's messages)."""
