@@ -19,10 +19,6 @@ SETTINGS = settings(max_examples=60, deadline=None)
 INF = np.inf
 
 
-def rows(draw_ids, vocab):  # ids [N, S] as a list of lists
-    return np.array(draw_ids, dtype=np.int64)
-
-
 # ------------------------------------------------------------------------------------- hand-worked cases
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -174,6 +170,11 @@ def test_top_k_keeps_the_k_largest(seed, vocab, k, min_keep, dtype):
         np.testing.assert_array_equal(out[r, ranked[:keep]], scores[r, ranked[:keep]])
 
 
+def scores_and_probs(seed, vocab):  # 2 rows of random logits [2, V] and their softmax
+    scores = np.random.default_rng(seed).normal(0, 2, size=(2, vocab))
+    return scores, np.exp(scores) / np.exp(scores).sum(-1, keepdims=True)
+
+
 def mass_at_or_below(probs, i):  # sum of the probabilities of tokens scoring no higher than token i
     return probs[probs <= probs[i]].sum()
 
@@ -181,9 +182,8 @@ def mass_at_or_below(probs, i):  # sum of the probabilities of tokens scoring no
 @SETTINGS
 @given(st.integers(0, 2 ** 32 - 1), st.integers(2, 30), st.floats(0.01, 0.99), st.integers(1, 3))
 def test_top_p_removes_the_low_tail_of_mass_at_most_one_minus_p(seed, vocab, p, min_keep):
-    scores = np.random.default_rng(seed).normal(0, 2, size=(2, vocab))
+    scores, probs = scores_and_probs(seed, vocab)
     out = top_p(p, min_keep)(None, scores.copy())
-    probs = np.exp(scores) / np.exp(scores).sum(-1, keepdims=True)
     for r in range(2):
         top = set(np.argsort(-scores[r])[:min_keep].tolist())
         for i in range(vocab):
@@ -196,9 +196,8 @@ def test_top_p_removes_the_low_tail_of_mass_at_most_one_minus_p(seed, vocab, p, 
 @SETTINGS
 @given(st.integers(0, 2 ** 32 - 1), st.integers(2, 30), st.floats(0.05, 0.99), st.integers(1, 3))
 def test_typical_p_keeps_the_most_typical_tokens_until_mass(seed, vocab, mass, min_keep):
-    scores = np.random.default_rng(seed).normal(0, 2, size=(2, vocab))
+    scores, probs = scores_and_probs(seed, vocab)
     out = typical_p(mass, min_keep)(None, scores.copy())
-    probs = np.exp(scores) / np.exp(scores).sum(-1, keepdims=True)
     for r in range(2):
         entropy = -(probs[r] * np.log(probs[r])).sum()
         order = np.argsort(np.abs(-np.log(probs[r]) - entropy))  # most typical first
@@ -217,8 +216,7 @@ def test_typical_p_keeps_the_most_typical_tokens_until_mass(seed, vocab, mass, m
 @SETTINGS
 @given(st.integers(0, 2 ** 32 - 1), st.integers(2, 30), st.floats(0.001, 0.3), st.integers(1, 3))
 def test_epsilon_and_eta_cutoffs_remove_improbable_tokens(seed, vocab, epsilon, min_keep):
-    scores = np.random.default_rng(seed).normal(0, 2, size=(2, vocab))
-    probs = np.exp(scores) / np.exp(scores).sum(-1, keepdims=True)
+    scores, probs = scores_and_probs(seed, vocab)
     entropy = -(probs * np.log(probs)).sum(-1, keepdims=True)
     eps32 = float(np.float32(epsilon))
     eta = np.minimum(eps32, float(np.sqrt(np.float32(epsilon))) * np.exp(-entropy))
