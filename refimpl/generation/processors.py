@@ -15,6 +15,7 @@ import numpy as np
 
 from ..ops import log_softmax, softmax
 from .config import GenerationConfig, _without_eos, eos_list
+from .torch_sort import torch_sort_order
 
 
 def _set(scores, tokens, value):  # scores[:, tokens] = value (in place)
@@ -229,13 +230,30 @@ def top_k(k, min_keep=1):  # TopKLogitsWarper
     return lambda ids, scores: _filter(scores, scores < _kth_largest(scores, k))
 
 
+def _sorted_removal(keys, decide):  # -> remove [N, V] bool, in token order
+    """The sorting warpers: `decide(order)` flags tokens for removal in the order of torch.sort(keys) (ascending).
+    refimpl sorts stably; where equal keys get different flags (the cut falls inside a run of equal keys), the
+    result depends on torch's own order of equal keys, so those rows are re-sorted as torch sorts (torch_sort.py)."""
+    order = np.argsort(keys, axis=-1, kind="stable")  # [N, V]
+    remove_sorted = decide(order)
+    sorted_keys = np.take_along_axis(keys, order, axis=-1)
+    equal_next = (sorted_keys[:, 1:] == sorted_keys[:, :-1]) | np.isnan(sorted_keys[:, 1:]) & np.isnan(sorted_keys[:, :-1])
+    rows = np.flatnonzero((equal_next & (remove_sorted[:, 1:] != remove_sorted[:, :-1])).any(axis=-1))
+    if rows.size and keys.shape[-1] > 16:  # up to 16 entries std::sort is an insertion sort: stable
+        for r in rows:
+            order[r] = torch_sort_order(keys[r].tolist())
+        remove_sorted = decide(order)
+    return _unsort(remove_sorted, order)
+
+
 def top_p(p, min_keep=1):  # TopPLogitsWarper: drop the low tail whose total probability is <= 1 - p
     def apply(ids, scores):
-        order = np.argsort(scores, axis=-1, kind="stable")  # ascending
-        cumulative = _cumulative_probs(np.take_along_axis(scores, order, axis=-1))
-        remove_sorted = cumulative <= scores.dtype.type(1 - p)
-        remove_sorted[:, -min_keep:] = False
-        return _filter(scores, _unsort(remove_sorted, order))
+        def decide(order):  # [N, V] ascending -> remove flags in that order
+            cumulative = _cumulative_probs(np.take_along_axis(scores, order, axis=-1))
+            remove_sorted = cumulative <= scores.dtype.type(1 - p)
+            remove_sorted[:, -min_keep:] = False
+            return remove_sorted
+        return _filter(scores, _sorted_removal(scores, decide))
     return apply
 
 
@@ -245,13 +263,15 @@ def typical_p(mass, min_keep=1):  # TypicalLogitsWarper (locally typical samplin
         p = np.exp(normalized)
         entropy = -np.nansum(normalized * p, axis=-1, keepdims=True)  # [N, 1]
         shifted = np.abs(-normalized - entropy)  # how far each token's surprise is from the entropy
-        order = np.argsort(shifted, axis=-1, kind="stable")
-        sorted_shifted = np.take_along_axis(shifted, order, axis=-1)
-        cumulative = _cumulative_probs(np.take_along_axis(scores, order, axis=-1))
-        last = np.minimum((cumulative < scores.dtype.type(mass)).sum(axis=1), scores.shape[-1] - 1)  # [N]
-        remove_sorted = sorted_shifted > np.take_along_axis(sorted_shifted, last[:, None], axis=1)
-        remove_sorted[:, :min_keep] = False
-        return _filter(scores, _unsort(remove_sorted, order))
+
+        def decide(order):  # [N, V] most typical first -> remove flags in that order
+            sorted_shifted = np.take_along_axis(shifted, order, axis=-1)
+            cumulative = _cumulative_probs(np.take_along_axis(scores, order, axis=-1))
+            last = np.minimum((cumulative < scores.dtype.type(mass)).sum(axis=1), scores.shape[-1] - 1)  # [N]
+            remove_sorted = sorted_shifted > np.take_along_axis(sorted_shifted, last[:, None], axis=1)
+            remove_sorted[:, :min_keep] = False
+            return remove_sorted
+        return _filter(scores, _sorted_removal(shifted, decide))
     return apply
 
 
