@@ -139,7 +139,7 @@ def test_the_memory_bound_counts_the_batch(opt):
 
 @pytest.mark.parametrize("name", sorted(REFUSED))
 def test_options_refimpl_does_not_implement_are_refused_by_name(opt, name):
-    value = {"max_time": 1.0, "guidance_scale": 1.5, "low_memory": True, "num_assistant_tokens": 3,
+    value = {"max_time": 1.0, "guidance_scale": 1.5, "num_assistant_tokens": 3,
              "num_assistant_tokens_schedule": "constant", "prompt_lookup_num_tokens": 2,
              "generation_kwargs": {"a": 1}}[name]
     with pytest.raises(ValueError, match=rf"^{name}=.* is not implemented by refimpl"):

@@ -303,6 +303,7 @@ PROBES = {  # field -> generate() kwargs that use it (with a value that changes 
     "early_stopping": dict(num_beams=2, early_stopping=True), "do_sample": SAMPLE_ONE, "num_beams": dict(num_beams=2),
     "num_beam_groups": dict(num_beams=4, num_beam_groups=2, diversity_penalty=1.0),
     "penalty_alpha": dict(penalty_alpha=0.9, top_k=4), "use_cache": dict(use_cache=False),
+    "low_memory": dict(penalty_alpha=0.9, top_k=4, low_memory=True),
     "temperature": dict(SAMPLE_ONE, temperature=0.7), "top_k": dict(SAMPLE_ONE),
     "top_p": dict(do_sample=True, top_k=0, top_p=1e-6), "typical_p": dict(do_sample=True, top_k=0, typical_p=1e-6),
     "epsilon_cutoff": dict(do_sample=True, top_k=0, epsilon_cutoff=0.99),
@@ -326,11 +327,11 @@ PROBES = {  # field -> generate() kwargs that use it (with a value that changes 
     "_from_model_config": dict(_from_model_config=True), "_commit_hash": dict(_commit_hash="abc"),
     "transformers_version": dict(transformers_version="4.37.2"),
 }
-REFUSAL_PROBES = {"max_time": 5.0, "guidance_scale": 1.5, "low_memory": True, "num_assistant_tokens": 3,
+REFUSAL_PROBES = {"max_time": 5.0, "guidance_scale": 1.5, "num_assistant_tokens": 3,
                   "num_assistant_tokens_schedule": "constant", "prompt_lookup_num_tokens": 2,
                   "generation_kwargs": {"a": 1}}
 # decoding strategies of helper 13a (issue 13): they pass once its strategies are merged; remove the marks then
-AWAITING_13A = {"num_beam_groups", "penalty_alpha", "diversity_penalty", "force_words_ids"}
+AWAITING_13A = {"num_beam_groups", "penalty_alpha", "diversity_penalty", "force_words_ids", "low_memory"}
 # constraints: Constraint objects (PhrasalConstraint, ...) are 13a's API; its tests walk them
 
 

@@ -33,7 +33,6 @@ GENERATE_ARGUMENTS = {
 REFUSED = {
     "max_time": ((None,), "stops after a wall-clock time (MaxTimeCriteria)"),
     "guidance_scale": ((None, 1, 1.0), "classifier-free guidance (UnbatchedClassifierFreeGuidanceLogitsProcessor)"),
-    "low_memory": ((None, False), "sequential contrastive search"),
     "num_assistant_tokens": ((5,), "assisted generation"),
     "num_assistant_tokens_schedule": (("heuristic",), "assisted generation"),
     "prompt_lookup_num_tokens": ((None,), "prompt lookup decoding"),
@@ -96,7 +95,7 @@ class GenerationConfig:
     forced_decoder_ids: Optional[list] = None  # [[generation index, token], ...]
     sequence_bias: Optional[dict] = None  # {(token, ...): float bias}
     guidance_scale: Optional[float] = None
-    low_memory: Optional[bool] = None
+    low_memory: Optional[bool] = None  # upstream: contrastive search in sequential batches, same output
     # what generate() returns
     num_return_sequences: int = 1
     output_attentions: bool = False
