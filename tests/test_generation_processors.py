@@ -268,3 +268,9 @@ def test_exponential_decay_overflow_is_inf_not_an_exception():
     f = exponential_decay_length_penalty(0, 1e300, [0], 0)
     out = f(np.zeros((1, 3), np.int64), np.array([[1.0, 1.0]]))
     assert out[0, 0] == math.inf
+
+
+def test_huge_ngram_sizes_cost_nothing():
+    ids, encoder = np.array([[1, 2, 1, 2]]), np.array([[1, 2, 3]])
+    for f in (no_repeat_ngram(10 ** 12), encoder_no_repeat_ngram(10 ** 12, encoder)):
+        assert (f(ids, np.zeros((1, 4))) == 0).all()

@@ -92,6 +92,8 @@ def repetition_penalty(penalty):  # RepetitionPenaltyLogitsProcessor
 
 def _ngrams(n, tokens):  # _get_ngrams for one row: {(n-1 tokens): [tokens that followed them]}
     table = {}
+    if n > len(tokens):  # no n-gram (and no n slices built for a huge n)
+        return table
     for gram in zip(*[tokens[i:] for i in range(n)]):
         table.setdefault(tuple(gram[:-1]), []).append(gram[-1])
     return table
