@@ -45,10 +45,10 @@ REFUSED_VALUES = [  # (generate() kwargs, what the message must contain)
     (dict(repetition_penalty=-1.0), r"repetition_penalty has to be a strictly positive float"),
     (dict(repetition_penalty=2), r"repetition_penalty .*requires a float"),
     (dict(encoder_repetition_penalty=0.0), r"encoder_repetition_penalty has to be a strictly positive float"),
-    (dict(num_beams=0), r"^num_beams must be an int >= 1, got 0"),
-    (dict(num_beams="3"), r"^num_beams must be an int >= 1, got '3' \(str\)"),
-    (dict(num_beams=2.0), r"^num_beams must be an int >= 1"),
-    (dict(num_beams=True), r"^num_beams must be an int >= 1"),
+    (dict(num_beams=0), r"^num_beams must be None or an int >= 1, got 0"),
+    (dict(num_beams="3"), r"^num_beams must be None or an int >= 1, got '3' \(str\)"),
+    (dict(num_beams=2.0), r"^num_beams must be None or an int >= 1"),
+    (dict(num_beams=True), r"^num_beams must be None or an int >= 1"),
     (dict(num_beams=2, num_return_sequences=3), r"`num_return_sequences` \(3\) has to be smaller or equal to "
                                                 r"`num_beams` \(2\)"),
     (dict(num_return_sequences=2), r"Greedy methods without beam search do not support `num_return_sequences`"),
@@ -127,8 +127,15 @@ def test_xglm_with_no_eos_and_a_huge_max_new_tokens_is_refused_before_it_starts(
 
 def test_the_memory_bound_counts_the_vocabulary():
     cfg = GenerationConfig(num_beams=4096)
-    with pytest.raises(ValueError, match=r"num_beams=4096 with a vocabulary of 131072 needs 536870912 scores per step"):
+    with pytest.raises(ValueError, match=r"num_beams \(4096\) rows with a vocabulary of 131072 need 536870912 scores"):
         cfg.validate(type("C", (), {"vocab_size": 2 ** 17, "max_position_embeddings": 20})())
+
+
+def test_the_score_bound_counts_the_batch():
+    with pytest.raises(ValueError, match=r"batch \(64\) \* num_beams \(64\) rows with a vocabulary of 131072 need "
+                                         r"536870912 scores"):
+        GenerationConfig(num_beams=64).check_batch(64, 2 ** 17)
+    GenerationConfig(num_beams=64).check_batch(16, 2 ** 17)  # 2**28 exactly: allowed
 
 
 def test_the_memory_bound_counts_the_batch(opt):
@@ -187,7 +194,7 @@ def write(directory, text):
 
 
 @pytest.mark.parametrize("content, message", [
-    ({"num_beams": "3"}, r"generation_config.json: num_beams must be an int >= 1, got '3' \(str\)"),
+    ({"num_beams": "3"}, r"generation_config.json: num_beams must be None or an int >= 1, got '3' \(str\)"),
     ({"eos_token_id": "2"}, r"generation_config.json: eos_token_id must be None, a token id"),
     ({"bad_words_ids": {"a": 1}}, r"generation_config.json: bad_words_ids must be None or a non-empty list"),
     ({"do_sample": "true"}, r"generation_config.json: do_sample must be True or False"),

@@ -159,9 +159,6 @@ class GenerationConfig:
             problem = check(getattr(self, name))
             if problem:
                 raise ValueError(f"{where}{name} {problem}, got {_show(getattr(self, name))}")
-        if self.early_stopping not in (True, False, "never") or isinstance(self.early_stopping, numbers.Number) \
-                and not isinstance(self.early_stopping, bool):
-            raise ValueError(f"{where}early_stopping must be True, False or 'never', got {_show(self.early_stopping)}")
 
     def validate(self, model_config) -> None:
         """Raises ValueError for values upstream refuses, for options refimpl does not implement, for token ids
@@ -181,9 +178,9 @@ class GenerationConfig:
         self._check_tokens(model_config.vocab_size)
         self._check_limits(model_config)
 
-    def check_batch(self, batch: int) -> None:
-        """The memory bound once the batch is known: batch * rows per input <= LIMITS["max_rows"]."""
-        self._check_rows(batch, None)
+    def check_batch(self, batch: int, vocab: int) -> None:
+        """The memory bounds (LIMITS) once the batch is known."""
+        self._check_rows(batch, vocab)
 
     # --- the checks behind validate ---------------------------------------------------------------------
 
@@ -293,7 +290,7 @@ class GenerationConfig:
                              f"(max_position_embeddings): refimpl generates at most that many positions")
         self._check_rows(1, model_config.vocab_size)
 
-    def _check_rows(self, batch: int, vocab: Optional[int]) -> None:
+    def _check_rows(self, batch: int, vocab: int) -> None:
         per_input = max(self.num_beams, self.num_return_sequences)
         if per_input == 1:
             return
@@ -301,9 +298,9 @@ class GenerationConfig:
         if rows > LIMITS["max_rows"]:
             raise ValueError(f"batch ({batch}) * num_beams or num_return_sequences ({per_input}) = {rows} rows "
                              f"exceeds refimpl's limit of {LIMITS['max_rows']} rows decoded side by side")
-        if vocab is not None and rows * vocab > LIMITS["max_score_elements"]:
-            raise ValueError(f"num_beams={self.num_beams} with a vocabulary of {vocab} needs {rows * vocab} scores "
-                             f"per step, above refimpl's limit of {LIMITS['max_score_elements']}")
+        if rows * vocab > LIMITS["max_score_elements"]:
+            raise ValueError(f"batch ({batch}) * num_beams ({self.num_beams}) rows with a vocabulary of {vocab} need "
+                             f"{rows * vocab} scores per step, above refimpl's limit of {LIMITS['max_score_elements']}")
 
 
 def position_limit(model_config) -> Optional[int]:
@@ -440,8 +437,9 @@ def _metadata_string(v):
         return "must be None or a string"
 
 
-def _anything(v):
-    return None
+def _early_stopping(v):
+    if not (isinstance(v, bool) or v == "never"):
+        return "must be True, False or 'never'"
 
 
 def _flat(value) -> list:  # every int inside a (nested) list / tuple
@@ -455,7 +453,7 @@ def _flat(value) -> list:  # every int inside a (nested) list / tuple
 _FIELD_CHECKS = {
     "max_length": _int(0), "max_new_tokens": _int(0, True), "min_length": _int(0), "min_new_tokens": _int(0, True),
     "max_time": _real(True),
-    "do_sample": _bool(), "num_beams": _int(1), "num_beam_groups": _int(1), "penalty_alpha": _real(True),
+    "do_sample": _bool(), "num_beams": _int(1, True), "num_beam_groups": _int(1), "penalty_alpha": _real(True),
     "use_cache": _bool(),
     "temperature": _real(True), "top_k": _int(0, True), "top_p": _real(True), "typical_p": _real(True),
     "epsilon_cutoff": _real(True), "eta_cutoff": _real(True), "diversity_penalty": _real(True),
@@ -476,7 +474,7 @@ _FIELD_CHECKS = {
     "prompt_lookup_num_tokens": _int(0, True),
     "generation_kwargs": lambda v: None if isinstance(v, dict) else "must be a dict",
     "_from_model_config": _bool(), "_commit_hash": _metadata_string, "transformers_version": _metadata_string,
-    "early_stopping": _anything,  # checked in check_types (True, False or "never")
+    "early_stopping": _early_stopping,
 }
 
 

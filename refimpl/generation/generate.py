@@ -32,7 +32,7 @@ def generate(model, input_ids=None, generation_config: Optional[GenerationConfig
     if cfg.pad_token_id is None and eos:
         cfg.pad_token_id = eos[0]  # upstream: "Setting pad_token_id to eos_token_id for open-end generation"
     batch = input_ids.shape[0]
-    cfg.check_batch(batch)  # the documented memory bound on batch * num_beams
+    cfg.check_batch(batch, vocab)  # the documented memory bounds on batch * num_beams
     is_encoder_decoder = hooks.run_encoder is not None
 
     _prepare_attention_mask(cfg, input_ids, model_kwargs, eos)
