@@ -24,7 +24,7 @@ from refimpl.generation import GenerationConfig  # noqa: E402
 from refimpl.generation.processors import apply_all, build_processors, build_warpers, hamming_diversity  # noqa: E402
 from refimpl.generation.torch_sort import torch_sort_order  # noqa: E402
 
-LIVE = settings(max_examples=int(__import__("os").environ.get("PROC_EXAMPLES", 40)), deadline=None, suppress_health_check=list(HealthCheck),
+LIVE = settings(max_examples=int(__import__("os").environ.get("PROC_EXAMPLES", 30)), deadline=None, suppress_health_check=list(HealthCheck),
                 phases=[Phase.explicit, Phase.reuse, Phase.generate])
 TOL = {np.float32: 1e-5, np.float64: 1e-10}
 TORCH = {np.float32: torch.float32, np.float64: torch.float64}
