@@ -238,7 +238,8 @@ def test_generation_config_json_replaces_the_model_config_as_upstream(checkpoint
 
 
 @pytest.mark.parametrize("kwargs, name", [(dict(temperature=0.5), "temperature"), (dict(top_k=3), "top_k"),
-                                          (dict(eta_cutoff=0.1), "eta_cutoff"), (dict(early_stopping=True), "early_stopping"),
+                                          (dict(eta_cutoff=0.1), "eta_cutoff"),
+                                          (dict(early_stopping=True), "early_stopping"),
                                           (dict(length_penalty=2.0), "length_penalty")])
 def test_options_the_mode_does_not_use_warn_as_upstream(opt, kwargs, name):
     with pytest.warns(UserWarning, match=rf"`{name}` is set to .* this flag is only used in"):

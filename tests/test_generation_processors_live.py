@@ -7,6 +7,7 @@ Then generate() end to end on tiny random OPT, XGLM and LED with these options (
 output_scores=True): token ids identical, scores within 1e-5 (float32) / 1e-10 (float64).
 """
 import math
+import os
 import warnings
 
 import numpy as np
@@ -24,7 +25,8 @@ from refimpl.generation import GenerationConfig  # noqa: E402
 from refimpl.generation.processors import apply_all, build_processors, build_warpers, hamming_diversity  # noqa: E402
 from refimpl.generation.torch_sort import torch_sort_order  # noqa: E402
 
-LIVE = settings(max_examples=int(__import__("os").environ.get("PROC_EXAMPLES", 30)), deadline=None, suppress_health_check=list(HealthCheck),
+LIVE = settings(max_examples=int(os.environ.get("PROC_EXAMPLES", 30)), deadline=None,
+                suppress_health_check=list(HealthCheck),
                 phases=[Phase.explicit, Phase.reuse, Phase.generate])
 TOL = {np.float32: 1e-5, np.float64: 1e-10}
 TORCH = {np.float32: torch.float32, np.float64: torch.float64}
@@ -47,7 +49,8 @@ def problems(ours, theirs, where):
     rel = np.where(finite, np.abs(ours.astype(np.float64) - theirs) / np.maximum(1.0, np.abs(theirs)), 0)
     worst = np.unravel_index(np.argmax(rel), rel.shape) if rel.size else ()
     if rel.size and rel[worst] > TOL[ours.dtype.type]:
-        return [f"{where}: relative diff {rel[worst]:.2e} at {worst} (ours {ours[worst]!r}, upstream {theirs[worst]!r})"]
+        return [f"{where}: relative diff {rel[worst]:.2e} at {worst} "
+                f"(ours {ours[worst]!r}, upstream {theirs[worst]!r})"]
     return []
 
 
@@ -157,15 +160,16 @@ def test_processor_and_warper_lists_match_upstreams(seed, data):
             processed = apply_all(ours_p, step_ids, scores.copy())
             expected = theirs_p(t_ids, t_scores)
             where = f"{opts} {dtype.__name__} length {length}"
-            assert not problems(processed, expected.numpy(), f"{where} processors"), \
-                problems(processed, expected.numpy(), f"{where} processors")
+            found = problems(processed, expected.numpy(), f"{where} processors")
+            assert not found, found
             warped = apply_all(ours_w, step_ids, processed)
             try:
                 expected_w = theirs_w(t_ids, expected).numpy()
             except ValueError as err:  # every token of a row banned: upstream's eta warper fails on the NaNs
                 assert "Categorical" in str(err), err
                 continue
-            assert not problems(warped, expected_w, f"{where} warpers"), problems(warped, expected_w, f"{where} warpers")
+            found = problems(warped, expected_w, f"{where} warpers")
+            assert not found, found
 
 
 @settings(max_examples=30, deadline=None)
@@ -309,7 +313,8 @@ PROBES = {  # field -> generate() kwargs that use it (with a value that changes 
     "epsilon_cutoff": dict(do_sample=True, top_k=0, epsilon_cutoff=0.99),
     "eta_cutoff": dict(do_sample=True, top_k=1, eta_cutoff=0.5),
     "diversity_penalty": dict(num_beams=4, num_beam_groups=2, diversity_penalty=2.0),
-    "repetition_penalty": dict(repetition_penalty=1.5), "encoder_repetition_penalty": dict(encoder_repetition_penalty=1.5),
+    "repetition_penalty": dict(repetition_penalty=1.5),
+    "encoder_repetition_penalty": dict(encoder_repetition_penalty=1.5),
     "length_penalty": dict(num_beams=2, length_penalty=0.5), "no_repeat_ngram_size": dict(no_repeat_ngram_size=2),
     "bad_words_ids": dict(bad_words_ids=[[5], [6, 7]]), "force_words_ids": dict(num_beams=2, force_words_ids=[[5]]),
     "renormalize_logits": dict(renormalize_logits=True), "forced_bos_token_id": dict(forced_bos_token_id=4),
@@ -362,7 +367,8 @@ def upstream_fields():
 def test_every_upstream_field_is_a_refimpl_field_and_is_probed():
     import dataclasses
     ours = {f.name for f in dataclasses.fields(GenerationConfig)}
-    assert set(upstream_fields()) == ours, f"missing {set(upstream_fields()) - ours}, extra {ours - set(upstream_fields())}"
+    theirs = set(upstream_fields())
+    assert theirs == ours, f"missing {theirs - ours}, extra {ours - theirs}"
     unprobed = set(upstream_fields()) - set(PROBES) - set(REFUSAL_PROBES) - {"constraints"}
     assert not unprobed, f"fields without a probe: {unprobed}"
 

@@ -239,7 +239,8 @@ def _sorted_removal(keys, decide):  # -> remove [N, V] bool, in token order
     order = np.argsort(keys, axis=-1, kind="stable")  # [N, V]
     remove_sorted = decide(order)
     sorted_keys = np.take_along_axis(keys, order, axis=-1)
-    equal_next = (sorted_keys[:, 1:] == sorted_keys[:, :-1]) | np.isnan(sorted_keys[:, 1:]) & np.isnan(sorted_keys[:, :-1])
+    after, before = sorted_keys[:, 1:], sorted_keys[:, :-1]
+    equal_next = (after == before) | np.isnan(after) & np.isnan(before)  # [N, V - 1]
     rows = np.flatnonzero((equal_next & (remove_sorted[:, 1:] != remove_sorted[:, :-1])).any(axis=-1))
     if rows.size and keys.shape[-1] > 16:  # up to 16 entries std::sort is an insertion sort: stable
         for r in rows:
