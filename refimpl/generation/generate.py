@@ -32,11 +32,12 @@ def generate(model, input_ids=None, generation_config: Optional[GenerationConfig
     if cfg.pad_token_id is None and eos:
         cfg.pad_token_id = eos[0]  # upstream: "Setting pad_token_id to eos_token_id for open-end generation"
     batch = input_ids.shape[0]
+    cfg.check_batch(batch, vocab)  # the documented memory bounds on batch * num_beams
     is_encoder_decoder = hooks.run_encoder is not None
 
     _prepare_attention_mask(cfg, input_ids, model_kwargs, eos)
     model_kwargs["use_cache"] = cfg.use_cache
-    encoder_input_ids = input_ids if is_encoder_decoder else None  # [B, T] (encoder penalties)
+    encoder_input_ids = input_ids  # [B, T] upstream's inputs_tensor (encoder penalties: LED's input, else the prompt)
     if is_encoder_decoder:
         input_ids = _run_encoder(model, hooks, cfg, input_ids, model_kwargs)  # -> the decoder's start [B, 1]
 
