@@ -39,6 +39,13 @@ class GenerationConfig:
     eos_token_id: Any = None
     decoder_start_token_id: Optional[int] = None
     use_cache: bool = True
+    # (i13a: the strategy fields, with upstream's names and defaults; i13c's config.py holds every field)
+    penalty_alpha: Optional[float] = None
+    low_memory: Optional[bool] = None
+    num_beam_groups: int = 1
+    diversity_penalty: float = 0.0
+    force_words_ids: Optional[list] = None
+    constraints: Optional[list] = None
 
     @classmethod
     def for_model(cls, model) -> "GenerationConfig":

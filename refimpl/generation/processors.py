@@ -92,9 +92,28 @@ def top_p(p, min_keep=1):  # TopPLogitsWarper: drop the low tail whose total pro
     return apply
 
 
+def hamming_diversity(penalty, num_beams, num_beam_groups):  # HammingDiversityLogitsProcessor (group beam search)
+    # (i13a: a bridge until i13c's processors.py is merged; keep i13c's version)
+    size = num_beams // num_beam_groups
+
+    def apply(ids, scores, current_tokens, beam_group_idx):
+        if beam_group_idx == 0:
+            return scores
+        for b in range(current_tokens.shape[0] // num_beams):
+            previous = current_tokens[b * num_beams:b * num_beams + beam_group_idx * size]
+            # upstream: diversity_penalty * bincount is a float32 tensor, subtracted in the scores' dtype
+            frequency = np.bincount(previous, minlength=scores.shape[-1]).astype(np.float32)
+            scores[b * size:(b + 1) * size] -= np.float32(penalty) * frequency
+        return scores
+    apply.takes_group = True
+    return apply
+
+
 def build_processors(cfg: GenerationConfig, prompt_length: int, encoder_input_ids=None):
     eos = eos_list(cfg.eos_token_id)
     procs = []
+    if cfg.diversity_penalty is not None and cfg.diversity_penalty > 0.0:
+        procs.append(hamming_diversity(cfg.diversity_penalty, cfg.num_beams, cfg.num_beam_groups))
     if cfg.repetition_penalty is not None and cfg.repetition_penalty != 1.0:
         procs.append(repetition_penalty(cfg.repetition_penalty))
     if cfg.no_repeat_ngram_size:
