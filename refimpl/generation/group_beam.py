@@ -19,7 +19,9 @@ def group_beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_dec
     beams, groups = cfg.num_beams, cfg.num_beam_groups
     scorer = BeamSearchScorer(batch, cfg, input_ids.shape[1], num_beam_groups=groups)
     size = scorer.beams  # beams per group
-    # float32 whatever the model's dtype, and it stays float32: upstream assigns into this tensor
+    # upstream: a float32 tensor that the groups' scores are assigned into. In a float64 run upstream fails there
+    # ("Index put requires the source and destination dtypes match"); refimpl keeps the scores in the model's
+    # dtype, which is upstream's computation with that tensor made float64 (what the live test compares with).
     beam_scores = np.full((batch, beams), -1e9, dtype=np.float32)
     beam_scores[:, ::size] = 0  # the first beam of every group
     beam_scores = beam_scores.reshape(-1)  # [B * K]
@@ -31,6 +33,7 @@ def group_beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_dec
         current_tokens = np.zeros(batch * beams, dtype=np.int64)  # [B * K] this step's tokens, group by group
         reordering = np.zeros(batch * beams, dtype=np.int64)  # [B * K] the cache row each beam continues
         out = decoder.step(input_ids, cfg.output_attentions, cfg.output_hidden_states)
+        beam_scores = beam_scores.astype(out.logits.dtype, copy=False)
         processed_all = np.zeros_like(out.logits[:, -1, :])  # [B * K, V]
         for g in range(groups):
             rows = (np.arange(batch)[:, None] * beams + np.arange(g * size, (g + 1) * size)).reshape(-1)  # [B * size]
