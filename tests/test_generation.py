@@ -14,6 +14,10 @@ from refimpl.generation import top_k, top_p
 
 GEN = GOLDEN / "generation"
 FAMILIES = sorted(p.name for p in GEN.iterdir() if (p / "cases.json").exists()) if GEN.exists() else []
+STRATEGIES = GOLDEN / "generation_strategies"  # golden/capture_generation_strategies.py
+STRATEGY_FAMILIES = sorted(p.name for p in STRATEGIES.glob("*") if (p / "cases.json").exists())
+FIELDS = ("sequences_scores", "scores", "beam_indices", "attentions", "hidden_states", "encoder_attentions",
+          "encoder_hidden_states", "decoder_attentions", "cross_attentions", "decoder_hidden_states")
 
 
 def golden_cases():
@@ -21,6 +25,60 @@ def golden_cases():
         spec = json.loads((GEN / family / "cases.json").read_text())
         for name, kwargs in spec["cases"].items():
             yield pytest.param(family, name, {**spec["always"], **kwargs}, id=f"{family}/{name}")
+
+
+def strategy_cases():
+    for family in STRATEGY_FAMILIES:
+        spec = json.loads((STRATEGIES / family / "cases.json").read_text())
+        for name, kwargs in spec["cases"].items():
+            yield pytest.param(family, name, {**spec["always"], **kwargs}, ["input_ids", "attention_mask",
+                               *spec["arrays"][name]], id=f"{family}/{name}")
+
+
+class Replay:
+    """refimpl's draw seam (refimpl.generation.search.draw) fed with upstream's recorded torch.multinomial calls,
+    in order: returns upstream's draws and records where the probabilities refimpl offered differ."""
+
+    def __init__(self, calls, dtype, compare=compare_tensor):
+        self.calls, self.dtype, self.compare, self.problems = list(calls), dtype, compare, []
+
+    def draw(self, probs, num_samples):
+        if not self.calls:
+            self.problems.append("refimpl drew more often than upstream")
+            return np.zeros((probs.shape[0], num_samples), dtype=np.int64)
+        expected, drawn = self.calls.pop(0)
+        self.problems += self.compare(probs, expected, self.dtype, "probabilities offered to a draw")
+        if drawn.shape != (probs.shape[0], num_samples):
+            self.problems.append(f"refimpl asked for {num_samples} draws from {probs.shape}, upstream drew {drawn.shape}")
+            return np.zeros((probs.shape[0], num_samples), dtype=np.int64)
+        return drawn
+
+    def leftover(self):
+        return [f"refimpl drew {len(self.calls)} times fewer than upstream"] if self.calls else []
+
+
+def without_tied_beam_choice(fields, kwargs):
+    """Beam sampling starts every beam at score 0, so at the first step the beams of a row are identical and draw
+    the same token with the same score; later a sequence may sit in several beams. Which of those identical beams
+    a beam index names is decided by float32 noise in upstream (its rows differ in the last bit: the matmul's
+    blocking) and by order in refimpl, so for beam sampling only where the beam indices stop (-1) is compared."""
+    if kwargs.get("do_sample") and kwargs.get("num_beams", 1) > 1 and "beam_indices" in fields:
+        fields = {**fields, "beam_indices": fields["beam_indices"] >= 0}
+    return fields
+
+
+def nested_fields(out, names):  # {"field.i.j": array} of the Generate*Output's (nested tuple) fields
+    flat = {}
+
+    def walk(prefix, value):
+        if isinstance(value, (tuple, list)):
+            for i, v in enumerate(value):
+                walk(f"{prefix}.{i}", v)
+        elif value is not None:
+            flat[prefix] = np.asarray(value)
+    for name in names:
+        walk(name, getattr(out, name, None))
+    return flat
 
 
 def expected_fields(tensors, case, dtype):
@@ -56,6 +114,31 @@ def test_generate_matches_upstream(family, case, kwargs, dtype):
     assert np.array_equal(ours["sequences"], expected["sequences"]), (
         f"{where} token ids differ:\nours\n{ours['sequences']}\nupstream\n{expected['sequences']}")
     problems = [p for key in expected for p in compare_tensor(ours[key], expected[key], dtype, f"{where} {key}")]
+    assert not problems, "\n".join(problems)
+
+
+def test_strategy_golden_present():
+    assert {"opt", "xglm", "led"} <= set(STRATEGY_FAMILIES), f"strategy golden missing; {REGENERATE}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("family, case, kwargs, arrays", list(strategy_cases()))
+def test_strategies_match_upstream(load_model, family, case, kwargs, arrays, dtype):
+    """Contrastive, group beam, constrained beam search, beam sampling (upstream's draws replayed), dict outputs
+    with attentions and hidden states, LED decoder prefixes and head masks: every field of upstream's output."""
+    tensors = load_file(str(STRATEGIES / family / "results.safetensors"))
+    model = load_model(STRATEGIES / family, None, dtype)
+    inputs = {arg: tensors[f"{case}/input/{arg}"] for arg in arrays}
+    expected = expected_fields(tensors, case, dtype)
+    draws = sorted((k for k in expected if k.startswith("draws.")), key=lambda k: int(k.split(".")[1]))
+    replay = Replay([(expected.pop(f"draw_probs.{k[6:]}"), expected.pop(k)) for k in draws], dtype)
+    out = model.generate(**inputs, generator=replay, **kwargs)
+    where = f"[{family}/{case} {dtype}]"
+    assert np.array_equal(out.sequences, expected.pop("sequences")), f"{where} token ids differ from upstream's"
+    ours, expected = without_tied_beam_choice(nested_fields(out, FIELDS), kwargs), without_tied_beam_choice(expected, kwargs)
+    assert sorted(ours) == sorted(expected), f"{where} fields differ: {sorted(set(ours) ^ set(expected))}"
+    problems = replay.problems + replay.leftover()
+    problems += [p for key in expected for p in compare_tensor(ours[key], expected[key], dtype, f"{where} {key}")]
     assert not problems, "\n".join(problems)
 
 

@@ -11,7 +11,6 @@ greedy, sampling, beam search, beam sampling, group beam search, constrained bea
 constraint objects), contrastive search, dict outputs with scores/attentions/hidden states, left-padded batches,
 continuing from past_key_values, LED with head masks and decoder prefixes.
 """
-import contextlib
 import functools
 
 import numpy as np
@@ -22,9 +21,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 from live import randomize_  # noqa: E402  (puts golden/ on sys.path)
 
-from capture_xglm import correctly_rounded_sinusoid  # noqa: E402
-from common import flatten, running_in  # noqa: E402
+from capture_generation_strategies import recorded_multinomial, upstream_in as capture_upstream_in  # noqa: E402
+from common import flatten  # noqa: E402
 from golden import TOL, compare_tensor  # noqa: E402
+from test_generation import Replay, nested_fields, without_tied_beam_choice  # noqa: E402
 
 import refimpl  # noqa: E402
 from refimpl import generation  # noqa: E402
@@ -74,82 +74,13 @@ def models(tmp_path_factory):
     return lambda family, vocab, seed: model_pair(family, vocab, seed, str(root / f"{family}-{vocab}-{seed}"))
 
 
-@contextlib.contextmanager
-def upstream_in(model, family, dtype):  # upstream in dtype, its float32 islands removed in float64 (golden/common.py)
-    with contextlib.ExitStack() as stack:
-        if family == "xglm":
-            stack.enter_context(correctly_rounded_sinusoid())
-        stack.enter_context(running_in(model, TORCH_DTYPE[dtype]))
-        if dtype == "float64":
-            stack.enter_context(float64_group_beam_scores())
-        yield
-
-
-@contextlib.contextmanager
-def float64_group_beam_scores():
-    """Upstream's group_beam_search keeps its beam scores in a float32 tensor (`torch.full(..., -1e9,
-    dtype=torch.float)`) and fails in float64 runs when it assigns float64 scores into it. Inside, that tensor
-    is float64 in a float64 run: the computation refimpl reproduces."""
-    original = torch.full
-
-    def full(size, fill_value, *args, dtype=None, **kwargs):
-        if dtype == torch.float32 and fill_value == -1e9 and torch.get_default_dtype() == torch.float64:
-            dtype = torch.float64
-        return original(size, fill_value, *args, dtype=dtype, **kwargs)
-
-    torch.full = full
-    try:
-        yield
-    finally:
-        torch.full = original
+def upstream_in(model, family, dtype):  # golden/capture_generation_strategies.py: float64 without float32 islands
+    return capture_upstream_in(model, family, TORCH_DTYPE[dtype])
 
 
 # ---------------------------------------------------------------- the sampling seam
 
-@contextlib.contextmanager
-def recorded_multinomial(calls):
-    """Upstream's torch.multinomial, recording (probabilities, drawn indices) of every call."""
-    original = torch.multinomial
-
-    def multinomial(input, num_samples, replacement=False, *, generator=None):
-        drawn = original(input, num_samples, replacement, generator=generator)
-        calls.append((input.detach().numpy().copy(), drawn.numpy().copy()))
-        return drawn
-
-    torch.multinomial = multinomial
-    try:
-        yield
-    finally:
-        torch.multinomial = original
-
-
-class Replay:
-    """refimpl's draw seam (generation.search.draw): upstream's draws, in order; checks the probabilities."""
-
-    def __init__(self, calls, dtype):
-        self.calls, self.dtype, self.problems = list(calls), dtype, []
-
-    def draw(self, probs, num_samples):
-        if not self.calls:
-            self.problems.append("refimpl drew more often than upstream")
-            return np.zeros((probs.shape[0], num_samples), dtype=np.int64)
-        expected, drawn = self.calls.pop(0)
-        self.problems += compare_tensor(probs, expected, self.dtype, "probabilities offered to a draw")
-        assert drawn.shape == (probs.shape[0], num_samples), "the draws do not match refimpl's request"
-        return drawn
-
-
 # ---------------------------------------------------------------- comparison
-
-def flat_numpy(prefix, value, out):  # refimpl's nested tuples -> {"field.i.j": array}
-    if value is None:
-        return
-    if isinstance(value, (tuple, list)):
-        for i, v in enumerate(value):
-            flat_numpy(f"{prefix}.{i}", v, out)
-    else:
-        out[prefix] = np.asarray(value)
-
 
 def to_torch_kwargs(kwargs, dtype):
     out = {}
@@ -188,28 +119,16 @@ def run_ours(model, dtype, kwargs, calls):
     kwargs = dict(kwargs)
     if "constraints" in kwargs:
         kwargs["constraints"] = [ours_constraint(c) for c in kwargs["constraints"]]
-    replay = Replay(calls, dtype)
+    replay = Replay(calls, dtype, compare)
     out = model.generate(generator=replay, **kwargs)
-    result = {}
-    for name in FIELDS:
-        flat_numpy(name, getattr(out, name, None), result)
-    if replay.calls:
-        replay.problems.append(f"refimpl drew {len(replay.calls)} times fewer than upstream")
-    return result, replay.problems
+    return nested_fields(out, FIELDS), replay.problems + replay.leftover()
 
 
-def differences(ours, expected, dtype, where, sampled_beams=False):
+def differences(ours, expected, dtype, where):
     if sorted(ours) != sorted(expected):
         return [f"{where}: fields {sorted(set(ours) ^ set(expected))} present on one side only"]
     if not np.array_equal(ours["sequences"], expected["sequences"]):
         return [f"{where}: token ids differ\nours\n{ours['sequences']}\nupstream\n{expected['sequences']}"]
-    if sampled_beams and "beam_indices" in expected:
-        # Beam sampling starts every beam at score 0, so at the first step the beams of a row are identical and
-        # draw the same token with the same score; later a sequence may sit in several beams. Which of those
-        # identical beams a beam index names is decided by float32 noise in upstream (its rows differ in the last
-        # bit: the matmul's blocking), by order in refimpl. Only where the indices stop (-1) is compared.
-        ours, expected = dict(ours), dict(expected)
-        ours["beam_indices"], expected["beam_indices"] = ours["beam_indices"] >= 0, expected["beam_indices"] >= 0
     return [p for key in sorted(expected) for p in compare(ours[key], expected[key], dtype, f"{where} {key}")]
 
 
@@ -230,8 +149,8 @@ def check(models, family, vocab, seed, dtype, kwargs):
     expected, calls = run_upstream(upstream, family, dtype, kwargs)
     got, problems = run_ours(ours[dtype], dtype, kwargs, calls)
     where = f"[{family} vocab={vocab} seed={seed} {dtype} {describe(kwargs)}]"
-    sampled_beams = kwargs.get("do_sample", False) and kwargs.get("num_beams", 1) > 1
-    problems = [f"{where} {p}" for p in problems] + differences(got, expected, dtype, where, sampled_beams)
+    got, expected = without_tied_beam_choice(got, kwargs), without_tied_beam_choice(expected, kwargs)
+    problems = [f"{where} {p}" for p in problems] + differences(got, expected, dtype, where)
     assert not problems, "\n".join(problems)
 
 
@@ -308,4 +227,87 @@ def test_every_strategy_matches_live_upstream(models, family, strategy, dtype, s
                   repetition_penalty=data.draw(st.sampled_from([1.0, 1.3]), "repetition"))
     if data.draw(st.booleans(), "min_new_tokens"):
         kwargs["min_new_tokens"] = 2
+    if family == "led":
+        kwargs.update(led_options(data, strategy, kwargs, rng, vocab))
     check(models, family, vocab, seed, dtype, kwargs)
+
+
+def led_options(data, strategy, kwargs, rng, vocab):
+    """LED: a decoder prefix to continue from (with or without the start token), and head masks (upstream's
+    test_generate_with_head_masking: zeros; here random 0/1 rows) where upstream accepts them: without beams
+    or sampled sequences, whose expansion repeats the masks' layer axis."""
+    options, batch = {}, kwargs["input_ids"].shape[0]
+    if data.draw(st.booleans(), "decoder prefix"):
+        prefix = rng.integers(3, vocab, size=(batch, data.draw(st.integers(1, 3), "prefix length")))
+        if data.draw(st.booleans(), "prefix starts with the start token"):
+            prefix[:, 0] = EOS
+        options["decoder_input_ids"] = prefix
+    if strategy == "greedy" and data.draw(st.booleans(), "head masks"):
+        for name in ("head_mask", "decoder_head_mask", "cross_attn_head_mask"):
+            options[name] = (rng.random((2, 4)) < 0.7).astype(np.float64)
+    return options
+
+
+@LIVE
+@given(st.sampled_from(["opt", "xglm", "led"]), st.sampled_from(["float32", "float64"]), st.integers(0, 3), st.data())
+def test_continuing_from_past_key_values_matches_live_upstream(models, family, dtype, seed, data):
+    """GenerationTesterMixin.test_generate_continue_from_past_key_values: generate, then generate again from the
+    returned cache with the sequences so far as input (LED: as decoder_input_ids); the second call equals
+    upstream's (which continues from upstream's cache) and equals generating in one go."""
+    vocab = 40
+    upstream, ours = models(family, vocab, seed)
+    kwargs = prompt(data, family, vocab, np.random.default_rng(seed))
+    first = data.draw(st.integers(1, 4), "first")
+    common = dict(return_dict_in_generate=True, output_scores=True, eos_token_id=None)
+    with upstream_in(upstream, family, dtype), torch.no_grad():
+        up = upstream.generate(**to_torch_kwargs(kwargs, dtype), max_new_tokens=first, **common)
+        up_next = upstream.generate(**to_torch_kwargs(continued(kwargs, up.sequences.numpy(), family), dtype),
+                                    past_key_values=up.past_key_values, max_new_tokens=2, **common)
+    model = ours[dtype]
+    out = model.generate(**kwargs, max_new_tokens=first, **common)
+    ours_next = model.generate(**continued(kwargs, out.sequences, family), past_key_values=out.past_key_values,
+                               max_new_tokens=2, **common)
+    in_one_go = model.generate(**kwargs, max_new_tokens=first + 2, **common)
+    where = f"[{family} seed={seed} {dtype} first={first}]"
+    expected = {}
+    flatten("sequences", up_next.sequences, expected), flatten("scores", up_next.scores, expected)
+    got = nested_fields(ours_next, ("sequences", "scores"))
+    problems = differences(got, expected, dtype, where)
+    assert not problems, "\n".join(problems)
+    np.testing.assert_array_equal(ours_next.sequences, in_one_go.sequences)
+
+
+def continued(kwargs, sequences, family):  # the inputs of the second call: everything generated so far
+    kwargs = dict(kwargs)
+    if family == "led":
+        kwargs["decoder_input_ids"] = sequences
+    else:
+        extra = sequences.shape[1] - kwargs["input_ids"].shape[1]
+        kwargs["input_ids"] = sequences
+        kwargs["attention_mask"] = np.concatenate(
+            [kwargs["attention_mask"], np.ones((sequences.shape[0], extra), np.int64)], axis=1)
+    return kwargs
+
+
+@LIVE
+@given(st.lists(st.lists(st.integers(0, 6), min_size=1, max_size=3), min_size=1, max_size=3),
+       st.lists(st.integers(0, 6), max_size=12), st.booleans())
+def test_constraint_states_match_upstream(phrases, tokens, disjunctive):
+    """constraints.py against beam_constraints.py: the state after each token (bank, completion, the tokens
+    that advance it) of ConstraintListState over phrasal and disjunctive constraints."""
+    def build(module):
+        made = []
+        if disjunctive and len({tuple(p) for p in phrases}) == len(phrases):
+            try:
+                made.append(module.DisjunctiveConstraint([list(p) for p in phrases]))
+            except ValueError:  # one option is a prefix of another: both refuse it
+                pass
+        made += [module.PhrasalConstraint(list(p)) for p in phrases]
+        return made
+    upstream_state = transformers.generation.beam_constraints.ConstraintListState(build(transformers))
+    ours_state = generation.ConstraintListState(build(generation))
+    for i in range(len(tokens) + 1):
+        upstream_state.reset(tokens[:i])
+        ours_state.reset(tokens[:i])
+        for a, b in ((upstream_state, ours_state), (upstream_state.copy(), ours_state.copy())):
+            assert (a.get_bank(), a.completed, a.advance()) == (b.get_bank(), b.completed, b.advance()), tokens[:i]
