@@ -264,3 +264,87 @@ def test_generate_returns_encoder_outputs_when_asked():
                          output_hidden_states=True)
     assert out.encoder_attentions is not None and out.encoder_hidden_states is not None
     assert len(out.encoder_hidden_states) == model.config.encoder_layers + 1
+
+
+# ---------------------------------------------------------------- strategies: properties and refusals
+
+def test_generate_refuses_what_no_model_input_takes(opt_model):
+    """GenerationMixin._validate_model_kwargs: a typo or an argument of another model is named, not ignored."""
+    with pytest.raises(ValueError, match=r"not used by the model: \['num_beem', 'decoder_input_ids'\]"):
+        opt_model.generate(PROMPT, attention_mask=MASK, num_beem=3, decoder_input_ids=PROMPT)
+    with pytest.raises(ValueError, match="inputs_embeds"):
+        opt_model.generate(PROMPT, attention_mask=MASK, inputs_embeds=np.zeros((2, 5, 12)))
+    past = opt_model.generate(PROMPT, attention_mask=MASK, max_new_tokens=2, return_dict_in_generate=True)
+    with pytest.raises(ValueError, match="past_key_values cannot be passed"):
+        opt_model.generate(past.sequences, attention_mask=np.ones_like(past.sequences), num_beams=2,
+                           past_key_values=past.past_key_values)
+    with pytest.raises(ValueError, match="needs num_beams > 1"):
+        opt_model.generate(PROMPT, attention_mask=MASK, force_words_ids=[[5]])
+    with pytest.raises(ValueError, match="force_words_ids"):
+        opt_model.generate(PROMPT, attention_mask=MASK, num_beams=2, force_words_ids=[[5, -1]])
+    with pytest.raises(ValueError, match="subset"):
+        generation.DisjunctiveConstraint([[5], [5, 6]])
+
+
+def last_hidden_and_probs(model, ids, mask):  # one full forward without cache -> ([B, S, D] states, [B, V] probs)
+    out = model(input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=True)
+    logits = out.logits[:, -1]
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    return out.hidden_states[-1], probs / probs.sum(-1, keepdims=True)
+
+
+def test_contrastive_search_is_its_definition(opt_model):
+    """Each step picks, among the top_k most probable tokens, the one maximising (1 - a) p - a max_j cos(h, h_j):
+    recomputed with full forwards (no cache, no batched candidates) over the sequence so far."""
+    alpha, k, new = 0.6, 3, 5
+    out = opt_model.generate(PROMPT, attention_mask=MASK, penalty_alpha=alpha, top_k=k, max_new_tokens=new,
+                             eos_token_id=None)
+    ids, mask = PROMPT.copy(), MASK.copy()
+    for _ in range(new):
+        context, probs = last_hidden_and_probs(opt_model, ids, mask)
+        chosen = []
+        for row in range(len(ids)):
+            best, best_score = None, -np.inf
+            for token in np.argsort(-probs[row], kind="stable")[:k]:
+                grown = np.concatenate([ids[row], [token]])[None]
+                h, _ = last_hidden_and_probs(opt_model, grown, np.concatenate([mask[row], [1]])[None])
+                cos = (context[row] @ h[0, -1]) / np.linalg.norm(context[row], axis=-1) / np.linalg.norm(h[0, -1])
+                score = (1 - alpha) * probs[row, token] - alpha * cos.max()
+                if score > best_score:
+                    best, best_score = token, score
+            chosen.append(best)
+        ids = np.concatenate([ids, np.array(chosen)[:, None]], axis=1)
+        mask = np.concatenate([mask, np.ones((len(ids), 1), np.int64)], axis=1)
+    np.testing.assert_array_equal(out, ids)
+
+
+def test_beam_sampling_draws_distinct_candidates_reproducibly(opt_model):
+    kwargs = dict(attention_mask=MASK, do_sample=True, num_beams=3, max_new_tokens=4, top_k=5, eos_token_id=None,
+                  return_dict_in_generate=True, output_scores=True)
+    first, again = opt_model.generate(PROMPT, seed=7, **kwargs), opt_model.generate(PROMPT, seed=7, **kwargs)
+    np.testing.assert_array_equal(first.sequences, again.sequences)
+    probs = np.array([[0.0, 0.5, 0.25, 0.25, 0.0]] * 400)
+    drawn = generation.search.draw(probs, 3, np.random.default_rng(0))
+    assert all(sorted(row) == [1, 2, 3] for row in drawn.tolist()), "three distinct non-zero tokens per row"
+    first_choice = np.bincount(drawn[:, 0], minlength=5) / 400  # the first draw follows the probabilities
+    assert abs(first_choice[1] - 0.5) < 0.1 and first_choice[0] == first_choice[4] == 0
+
+
+@pytest.fixture(scope="module")
+def led_model(load_model):
+    return load_model(STRATEGIES / "led", None, "float64")
+
+
+def test_led_encoder_outputs_once_per_input_and_decoder_prefix_continued(led_model):
+    ids = np.array([[5, 6, 7, 8, 2], [9, 10, 11, 2, 1]])
+    mask = (ids != 1).astype(np.int64)
+    out = led_model.generate(ids, attention_mask=mask, num_beams=3, max_new_tokens=3, return_dict_in_generate=True,
+                             output_attentions=True, output_hidden_states=True)
+    assert all(a.shape[0] == 2 for a in out.encoder_attentions + out.encoder_hidden_states), "batch B, not B * beams"
+    assert all(a.shape[0] == 6 for step in out.decoder_attentions for a in step), "decoder: one row per beam"
+    prefix = np.array([[7, 8], [9, 9]])
+    continued = led_model.generate(ids, attention_mask=mask, decoder_input_ids=prefix, max_new_tokens=3)
+    start = led_model.config.decoder_start_token_id
+    np.testing.assert_array_equal(continued[:, :3], np.concatenate([[[start], [start]], prefix], axis=1))
+    with_start = led_model.generate(ids, attention_mask=mask, decoder_input_ids=continued[:, :3], max_new_tokens=3)
+    np.testing.assert_array_equal(with_start, continued)
