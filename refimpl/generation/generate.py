@@ -20,6 +20,9 @@ from .search import greedy_or_sample
 
 # forward arguments that are not model inputs (refimpl's own) and cannot come through generate()
 _NOT_MODEL_KWARGS = {"p", "cfg", "backend", "model", "_ignored", "_model_kwargs", "model_kwargs"}
+# upstream generate()'s own parameters that refimpl does not implement (None, their default, is accepted)
+_NOT_IMPLEMENTED = ("logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn", "synced_gpus",
+                    "assistant_model", "streamer", "negative_prompt_ids", "negative_prompt_attention_mask")
 
 
 def generate(model, input_ids=None, generation_config: Optional[GenerationConfig] = None, generator=None, seed=None,
@@ -86,6 +89,11 @@ def generate(model, input_ids=None, generation_config: Optional[GenerationConfig
 def _check_model_kwargs(model, hooks, model_kwargs, is_encoder_decoder):
     """GenerationMixin._validate_model_kwargs: a keyword argument that is neither a generation option nor an
     input of the model (its forward, prepare_inputs_for_generation, for LED its encoder) is refused by name."""
+    refused = [k for k in _NOT_IMPLEMENTED if model_kwargs.get(k) is not None and model_kwargs.get(k) is not False]
+    if refused:
+        raise ValueError(f"generate() arguments not implemented in refimpl: {refused}")
+    for k in _NOT_IMPLEMENTED:
+        model_kwargs.pop(k, None)
     accepted = {"return_dict"}
     functions = [model.spec.architectures[model.architecture], hooks.prepare_inputs]
     if is_encoder_decoder:
