@@ -171,7 +171,8 @@ def capture(manifest):
             for dtype, torch_dtype in (("float32", torch.float32), ("float64", torch.float64)):
                 for key, value in run(model, family, arrays, kwargs, torch_dtype).items():
                     tensors[f"{name}/{dtype}/{key}"] = value
-        save_file({k: np.array(v, order="C") for k, v in sorted(tensors.items())}, str(directory / "results.safetensors"))
+        save_file({k: np.array(v, order="C") for k, v in sorted(tensors.items())},
+                  str(directory / "results.safetensors"))
         (directory / "cases.json").write_text(json.dumps(
             {"architecture": type(model).__name__, "always": ALWAYS, "cases": cases, "arrays": extra_arrays},
             indent=1) + "\n")

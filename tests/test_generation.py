@@ -49,7 +49,8 @@ class Replay:
         expected, drawn = self.calls.pop(0)
         self.problems += self.compare(probs, expected, self.dtype, "probabilities offered to a draw")
         if drawn.shape != (probs.shape[0], num_samples):
-            self.problems.append(f"refimpl asked for {num_samples} draws from {probs.shape}, upstream drew {drawn.shape}")
+            self.problems.append(f"refimpl asked for {num_samples} draws from {probs.shape}, upstream drew "
+                                 f"{drawn.shape}")
             return np.zeros((probs.shape[0], num_samples), dtype=np.int64)
         return drawn
 
@@ -135,7 +136,8 @@ def test_strategies_match_upstream(load_model, family, case, kwargs, arrays, dty
     out = model.generate(**inputs, generator=replay, **kwargs)
     where = f"[{family}/{case} {dtype}]"
     assert np.array_equal(out.sequences, expected.pop("sequences")), f"{where} token ids differ from upstream's"
-    ours, expected = without_tied_beam_choice(nested_fields(out, FIELDS), kwargs), without_tied_beam_choice(expected, kwargs)
+    ours = without_tied_beam_choice(nested_fields(out, FIELDS), kwargs)
+    expected = without_tied_beam_choice(expected, kwargs)
     assert sorted(ours) == sorted(expected), f"{where} fields differ: {sorted(set(ours) ^ set(expected))}"
     problems = replay.problems + replay.leftover()
     problems += [p for key in expected for p in compare_tensor(ours[key], expected[key], dtype, f"{where} {key}")]

@@ -93,7 +93,8 @@ class ConstrainedBeamSearchScorer(BeamSearchScorer):
             if len(complete) < self.cfg.num_return_sequences:
                 for r in rows:
                     if r not in complete:
-                        self.hyps[b].add(input_ids[r], float(beam_scores[r]), None, input_ids.shape[1] - self.prompt_len)
+                        self.hyps[b].add(input_ids[r], float(beam_scores[r]), None,
+                                         input_ids.shape[1] - self.prompt_len)
 
 
 def constrained_beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_decoder, constraints):

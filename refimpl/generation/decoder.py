@@ -55,7 +55,8 @@ class Decoder:
         self.kwargs = _expand_arrays(self.kwargs, index)
         encoder = self.kwargs.get("encoder_outputs")
         if isinstance(encoder, ModelOutput):
-            self.kwargs["encoder_outputs"] = dataclasses.replace(encoder, **_expand_arrays(dict(encoder.items()), index))
+            expanded = _expand_arrays(dict(encoder.items()), index)
+            self.kwargs["encoder_outputs"] = dataclasses.replace(encoder, **expanded)
 
     def reorder(self, beam_idx):  # beam search: the cache follows the beams that were kept
         self.kwargs["past_key_values"] = take_rows(self.kwargs.get("past_key_values"), beam_idx)

@@ -48,7 +48,7 @@ class Record:
         if beam is not None:
             fields.update(sequences_scores=beam[0] if scores else None, beam_indices=beam[1] if scores else None)
         if self.is_encoder_decoder:
-            encoder = decoder.kwargs.get("encoder_outputs")  # its attentions/hidden states were never expanded: [B, ...]
+            encoder = decoder.kwargs.get("encoder_outputs")  # attentions/hidden states never expanded: [B, ...]
             fields.update(encoder_attentions=encoder.attentions if attn else None,
                           encoder_hidden_states=encoder.hidden_states if hidden else None,
                           decoder_attentions=tuple(self.attentions) if attn else None,
