@@ -19,11 +19,12 @@ def take_rows(value, index):  # arrays and (nested) tuples of arrays, rows picke
     return value
 
 
-def _expand_arrays(kwargs: dict, index) -> dict:
-    """_expand_inputs_for_generation's _expand_dict_for_generation: only the arrays directly in the dict
-    are repeated; tuples (a caller's past_key_values, an encoder output's hidden states and attentions)
-    are left as they are, so the encoder's attentions stay once per input (batch B)."""
-    return {k: v[index] if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+def _expand_arrays(kwargs: dict, n) -> dict:
+    """_expand_inputs_for_generation's _expand_dict_for_generation: each array directly in the dict is
+    repeat_interleaved n times along its first axis (a head mask [layers, heads] too, as upstream, whose
+    forward then refuses it); tuples (a caller's past_key_values, an encoder output's hidden states and
+    attentions) are left as they are, so the encoder's attentions stay once per input (batch B)."""
+    return {k: np.repeat(v, n, axis=0) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
 
 
 class Decoder:
@@ -51,20 +52,11 @@ class Decoder:
         return out
 
     def expand(self, n):  # repeat_interleave every array argument n times (beams, return sequences)
-        index = np.repeat(np.arange(self._batch()), n)
-        self.kwargs = _expand_arrays(self.kwargs, index)
+        self.kwargs = _expand_arrays(self.kwargs, n)
         encoder = self.kwargs.get("encoder_outputs")
         if isinstance(encoder, ModelOutput):
-            expanded = _expand_arrays(dict(encoder.items()), index)
+            expanded = _expand_arrays(dict(encoder.items()), n)  # last_hidden_state [B * n, T, D]
             self.kwargs["encoder_outputs"] = dataclasses.replace(encoder, **expanded)
 
     def reorder(self, beam_idx):  # beam search: the cache follows the beams that were kept
         self.kwargs["past_key_values"] = take_rows(self.kwargs.get("past_key_values"), beam_idx)
-
-    def _batch(self):
-        for v in self.kwargs.values():
-            if isinstance(v, np.ndarray):
-                return v.shape[0]
-            if isinstance(v, ModelOutput):
-                return v.to_tuple()[0].shape[0]
-        raise ValueError("cannot tell the batch size")
