@@ -40,7 +40,7 @@ CASES = {
     "contrastive": dict(penalty_alpha=0.6, top_k=4, max_new_tokens=6),
     "contrastive_processors_dict": dict(penalty_alpha=0.4, top_k=3, max_new_tokens=5, repetition_penalty=1.3,
                                         no_repeat_ngram_size=2, **DICT),
-    "group_beam4x2": dict(num_beams=4, num_beam_groups=2, diversity_penalty=1.0, num_return_sequences=2,
+    "group_beam4x2": dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.3, num_return_sequences=2,
                           max_new_tokens=6),
     "group_beam6x3_early": dict(num_beams=6, num_beam_groups=3, diversity_penalty=0.5, early_stopping=True,
                                 max_new_tokens=7, **DICT),

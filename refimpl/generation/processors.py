@@ -101,9 +101,9 @@ def hamming_diversity(penalty, num_beams, num_beam_groups):  # HammingDiversityL
             return scores
         for b in range(current_tokens.shape[0] // num_beams):
             previous = current_tokens[b * num_beams:b * num_beams + beam_group_idx * size]
-            # upstream: diversity_penalty * bincount is a float32 tensor, subtracted in the scores' dtype
-            frequency = np.bincount(previous, minlength=scores.shape[-1]).astype(np.float32)
-            scores[b * size:(b + 1) * size] -= np.float32(penalty) * frequency
+            # upstream: penalty * bincount is in torch's default dtype (float64 in the float64 runs refimpl follows)
+            frequency = np.bincount(previous, minlength=scores.shape[-1]).astype(scores.dtype)
+            scores[b * size:(b + 1) * size] -= scores.dtype.type(penalty) * frequency
         return scores
     apply.takes_group = True
     return apply
