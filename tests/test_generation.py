@@ -14,6 +14,10 @@ from refimpl.generation import top_k, top_p
 
 GEN = GOLDEN / "generation"
 FAMILIES = sorted(p.name for p in GEN.iterdir() if (p / "cases.json").exists()) if GEN.exists() else []
+STRATEGIES = GOLDEN / "generation_strategies"  # golden/capture_generation_strategies.py
+STRATEGY_FAMILIES = sorted(p.name for p in STRATEGIES.glob("*") if (p / "cases.json").exists())
+FIELDS = ("sequences_scores", "scores", "beam_indices", "attentions", "hidden_states", "encoder_attentions",
+          "encoder_hidden_states", "decoder_attentions", "cross_attentions", "decoder_hidden_states")
 
 
 def golden_cases():
@@ -21,6 +25,61 @@ def golden_cases():
         spec = json.loads((GEN / family / "cases.json").read_text())
         for name, kwargs in spec["cases"].items():
             yield pytest.param(family, name, {**spec["always"], **kwargs}, id=f"{family}/{name}")
+
+
+def strategy_cases():
+    for family in STRATEGY_FAMILIES:
+        spec = json.loads((STRATEGIES / family / "cases.json").read_text())
+        for name, kwargs in spec["cases"].items():
+            yield pytest.param(family, name, {**spec["always"], **kwargs}, ["input_ids", "attention_mask",
+                               *spec["arrays"][name]], id=f"{family}/{name}")
+
+
+class Replay:
+    """refimpl's draw seam (refimpl.generation.search.draw) fed with upstream's recorded torch.multinomial calls,
+    in order: returns upstream's draws and records where the probabilities refimpl offered differ."""
+
+    def __init__(self, calls, dtype, compare=compare_tensor):
+        self.calls, self.dtype, self.compare, self.problems = list(calls), dtype, compare, []
+
+    def draw(self, probs, num_samples):
+        if not self.calls:
+            self.problems.append("refimpl drew more often than upstream")
+            return np.zeros((probs.shape[0], num_samples), dtype=np.int64)
+        expected, drawn = self.calls.pop(0)
+        self.problems += self.compare(probs, expected, self.dtype, "probabilities offered to a draw")
+        if drawn.shape != (probs.shape[0], num_samples):
+            self.problems.append(f"refimpl asked for {num_samples} draws from {probs.shape}, upstream drew "
+                                 f"{drawn.shape}")
+            return np.zeros((probs.shape[0], num_samples), dtype=np.int64)
+        return drawn
+
+    def leftover(self):
+        return [f"refimpl drew {len(self.calls)} times fewer than upstream"] if self.calls else []
+
+
+def without_tied_beam_choice(fields, kwargs):
+    """Beam sampling starts every beam at score 0, so at the first step the beams of a row are identical and draw
+    the same token with the same score; later a sequence may sit in several beams. Which of those identical beams
+    a beam index names is decided by float32 noise in upstream (its rows differ in the last bit: the matmul's
+    blocking) and by order in refimpl, so for beam sampling only where the beam indices stop (-1) is compared."""
+    if kwargs.get("do_sample") and kwargs.get("num_beams", 1) > 1 and "beam_indices" in fields:
+        fields = {**fields, "beam_indices": fields["beam_indices"] >= 0}
+    return fields
+
+
+def nested_fields(out, names):  # {"field.i.j": array} of the Generate*Output's (nested tuple) fields
+    flat = {}
+
+    def walk(prefix, value):
+        if isinstance(value, (tuple, list)):
+            for i, v in enumerate(value):
+                walk(f"{prefix}.{i}", v)
+        elif value is not None:
+            flat[prefix] = np.asarray(value)
+    for name in names:
+        walk(name, getattr(out, name, None))
+    return flat
 
 
 def expected_fields(tensors, case, dtype):
@@ -56,6 +115,32 @@ def test_generate_matches_upstream(family, case, kwargs, dtype):
     assert np.array_equal(ours["sequences"], expected["sequences"]), (
         f"{where} token ids differ:\nours\n{ours['sequences']}\nupstream\n{expected['sequences']}")
     problems = [p for key in expected for p in compare_tensor(ours[key], expected[key], dtype, f"{where} {key}")]
+    assert not problems, "\n".join(problems)
+
+
+def test_strategy_golden_present():
+    assert {"opt", "xglm", "led"} <= set(STRATEGY_FAMILIES), f"strategy golden missing; {REGENERATE}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("family, case, kwargs, arrays", list(strategy_cases()))
+def test_strategies_match_upstream(load_model, family, case, kwargs, arrays, dtype):
+    """Contrastive, group beam, constrained beam search, beam sampling (upstream's draws replayed), dict outputs
+    with attentions and hidden states, LED decoder prefixes and head masks: every field of upstream's output."""
+    tensors = load_file(str(STRATEGIES / family / "results.safetensors"))
+    model = load_model(STRATEGIES / family, None, dtype)
+    inputs = {arg: tensors[f"{case}/input/{arg}"] for arg in arrays}
+    expected = expected_fields(tensors, case, dtype)
+    draws = sorted((k for k in expected if k.startswith("draws.")), key=lambda k: int(k.split(".")[1]))
+    replay = Replay([(expected.pop(f"draw_probs.{k[6:]}"), expected.pop(k)) for k in draws], dtype)
+    out = model.generate(**inputs, generator=replay, **kwargs)
+    where = f"[{family}/{case} {dtype}]"
+    assert np.array_equal(out.sequences, expected.pop("sequences")), f"{where} token ids differ from upstream's"
+    ours = without_tied_beam_choice(nested_fields(out, FIELDS), kwargs)
+    expected = without_tied_beam_choice(expected, kwargs)
+    assert sorted(ours) == sorted(expected), f"{where} fields differ: {sorted(set(ours) ^ set(expected))}"
+    problems = replay.problems + replay.leftover()
+    problems += [p for key in expected for p in compare_tensor(ours[key], expected[key], dtype, f"{where} {key}")]
     assert not problems, "\n".join(problems)
 
 
@@ -181,3 +266,89 @@ def test_generate_returns_encoder_outputs_when_asked():
                          output_hidden_states=True)
     assert out.encoder_attentions is not None and out.encoder_hidden_states is not None
     assert len(out.encoder_hidden_states) == model.config.encoder_layers + 1
+
+
+# ---------------------------------------------------------------- strategies: properties and refusals
+
+def test_generate_refuses_what_no_model_input_takes(opt_model):
+    """GenerationMixin._validate_model_kwargs: a typo or an argument of another model is named, not ignored."""
+    with pytest.raises(ValueError, match=r"not used by the model: \['num_beem', 'decoder_input_ids'\]"):
+        opt_model.generate(PROMPT, attention_mask=MASK, num_beem=3, decoder_input_ids=PROMPT)
+    with pytest.raises(ValueError, match=r"not implemented in refimpl: \['prefix_allowed_tokens_fn'\]"):
+        opt_model.generate(PROMPT, attention_mask=MASK, prefix_allowed_tokens_fn=lambda b, ids: [5], streamer=None)
+    with pytest.raises(ValueError, match="inputs_embeds"):
+        opt_model.generate(PROMPT, attention_mask=MASK, inputs_embeds=np.zeros((2, 5, 12)))
+    past = opt_model.generate(PROMPT, attention_mask=MASK, max_new_tokens=2, return_dict_in_generate=True)
+    with pytest.raises(ValueError, match="past_key_values cannot be passed"):
+        opt_model.generate(past.sequences, attention_mask=np.ones_like(past.sequences), num_beams=2,
+                           past_key_values=past.past_key_values)
+    with pytest.raises(ValueError, match="needs num_beams > 1"):
+        opt_model.generate(PROMPT, attention_mask=MASK, force_words_ids=[[5]])
+    with pytest.raises(ValueError, match="force_words_ids"):
+        opt_model.generate(PROMPT, attention_mask=MASK, num_beams=2, force_words_ids=[[5, -1]])
+    with pytest.raises(ValueError, match="subset"):
+        generation.DisjunctiveConstraint([[5], [5, 6]])
+
+
+def last_hidden_and_probs(model, ids, mask):  # one full forward without cache -> ([B, S, D] states, [B, V] probs)
+    out = model(input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=True)
+    logits = out.logits[:, -1]
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    return out.hidden_states[-1], probs / probs.sum(-1, keepdims=True)
+
+
+def test_contrastive_search_is_its_definition(opt_model):
+    """Each step picks, among the top_k most probable tokens, the one maximising (1 - a) p - a max_j cos(h, h_j):
+    recomputed with full forwards (no cache, no batched candidates) over the sequence so far."""
+    alpha, k, new = 0.6, 3, 5
+    out = opt_model.generate(PROMPT, attention_mask=MASK, penalty_alpha=alpha, top_k=k, max_new_tokens=new,
+                             eos_token_id=None)
+    ids, mask = PROMPT.copy(), MASK.copy()
+    for _ in range(new):
+        context, probs = last_hidden_and_probs(opt_model, ids, mask)
+        chosen = []
+        for row in range(len(ids)):
+            best, best_score = None, -np.inf
+            for token in np.argsort(-probs[row], kind="stable")[:k]:
+                grown = np.concatenate([ids[row], [token]])[None]
+                h, _ = last_hidden_and_probs(opt_model, grown, np.concatenate([mask[row], [1]])[None])
+                cos = (context[row] @ h[0, -1]) / np.linalg.norm(context[row], axis=-1) / np.linalg.norm(h[0, -1])
+                score = (1 - alpha) * probs[row, token] - alpha * cos.max()
+                if score > best_score:
+                    best, best_score = token, score
+            chosen.append(best)
+        ids = np.concatenate([ids, np.array(chosen)[:, None]], axis=1)
+        mask = np.concatenate([mask, np.ones((len(ids), 1), np.int64)], axis=1)
+    np.testing.assert_array_equal(out, ids)
+
+
+def test_beam_sampling_draws_distinct_candidates_reproducibly(opt_model):
+    kwargs = dict(attention_mask=MASK, do_sample=True, num_beams=3, max_new_tokens=4, top_k=5, eos_token_id=None,
+                  return_dict_in_generate=True, output_scores=True)
+    first, again = opt_model.generate(PROMPT, seed=7, **kwargs), opt_model.generate(PROMPT, seed=7, **kwargs)
+    np.testing.assert_array_equal(first.sequences, again.sequences)
+    probs = np.array([[0.0, 0.5, 0.25, 0.25, 0.0]] * 400)
+    drawn = generation.search.draw(probs, 3, np.random.default_rng(0))
+    assert all(sorted(row) == [1, 2, 3] for row in drawn.tolist()), "three distinct non-zero tokens per row"
+    first_choice = np.bincount(drawn[:, 0], minlength=5) / 400  # the first draw follows the probabilities
+    assert abs(first_choice[1] - 0.5) < 0.1 and first_choice[0] == first_choice[4] == 0
+
+
+@pytest.fixture(scope="module")
+def led_model(load_model):
+    return load_model(STRATEGIES / "led", None, "float64")
+
+
+def test_led_encoder_outputs_once_per_input_and_decoder_prefix_continued(led_model):
+    ids = np.array([[5, 6, 7, 8, 2], [9, 10, 11, 2, 1]])
+    mask = (ids != 1).astype(np.int64)
+    out = led_model.generate(ids, attention_mask=mask, num_beams=3, max_new_tokens=3, return_dict_in_generate=True,
+                             output_attentions=True, output_hidden_states=True)
+    assert all(a.shape[0] == 2 for a in out.encoder_attentions + out.encoder_hidden_states), "batch B, not B * beams"
+    assert all(a.shape[0] == 6 for step in out.decoder_attentions for a in step), "decoder: one row per beam"
+    prefix = np.array([[7, 8], [9, 9]])
+    continued = led_model.generate(ids, attention_mask=mask, decoder_input_ids=prefix, max_new_tokens=3)
+    start = led_model.config.decoder_start_token_id
+    np.testing.assert_array_equal(continued[:, :3], np.concatenate([[[start], [start]], prefix], axis=1))
+    with_start = led_model.generate(ids, attention_mask=mask, decoder_input_ids=continued[:, :3], max_new_tokens=3)
+    np.testing.assert_array_equal(with_start, continued)

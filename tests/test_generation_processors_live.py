@@ -335,9 +335,7 @@ PROBES = {  # field -> generate() kwargs that use it (with a value that changes 
 REFUSAL_PROBES = {"max_time": 5.0, "guidance_scale": 1.5, "num_assistant_tokens": 3,
                   "num_assistant_tokens_schedule": "constant", "prompt_lookup_num_tokens": 2,
                   "generation_kwargs": {"a": 1}}
-# decoding strategies of helper 13a (issue 13): they pass once its strategies are merged; remove the marks then
-AWAITING_13A = {"num_beam_groups", "penalty_alpha", "diversity_penalty", "force_words_ids", "low_memory"}
-# constraints: Constraint objects (PhrasalConstraint, ...) are 13a's API; its tests walk them
+# constraints: Constraint objects (PhrasalConstraint, ...); tests/test_generation_strategies_live.py walks them
 
 
 def compare_outputs(ours, theirs, where):
@@ -376,9 +374,7 @@ def test_every_upstream_field_is_a_refimpl_field_and_is_probed():
 def field_params():
     for name in upstream_fields():
         if name in PROBES or name in REFUSAL_PROBES:
-            marks = [pytest.mark.xfail(strict=True, reason="13a's strategy; passes once merged")] \
-                if name in AWAITING_13A else []
-            yield pytest.param(name, marks=marks, id=name)
+            yield pytest.param(name, id=name)
 
 
 @pytest.mark.parametrize("name", list(field_params()))

@@ -1,13 +1,14 @@
-"""Beam search: `generation/beam_search.py` (BeamHypotheses, BeamSearchScorer) and
-GenerationMixin.beam_search (transformers 4.37.2)."""
+"""Beam search: `generation/beam_search.py` (BeamHypotheses, BeamSearchScorer) and GenerationMixin.beam_search /
+beam_sample (transformers 4.37.2)."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..ops import log_softmax
+from ..ops import log_softmax, softmax
 from .config import eos_list
-from .outputs import GenerateBeamDecoderOnlyOutput, GenerateBeamEncoderDecoderOutput, encoder_fields, step_extras
+from .outputs import Record
 from .processors import apply_all
+from .search import draw
 
 
 class BeamHypotheses:
@@ -43,27 +44,35 @@ class BeamHypotheses:
 
 
 class BeamSearchScorer:
-    """beam_search.py BeamSearchScorer: keeps `num_beams` live beams and the finished hypotheses per batch row."""
+    """beam_search.py BeamSearchScorer: keeps `num_beams` live beams and the finished hypotheses per batch row
+    (per batch row and beam group in group beam search: `num_beams / num_beam_groups` beams each)."""
 
-    def __init__(self, batch, cfg, prompt_len):
-        self.batch, self.beams, self.cfg, self.prompt_len = batch, cfg.num_beams, cfg, prompt_len
+    def __init__(self, batch, cfg, prompt_len, num_beam_groups=1):
+        if num_beam_groups > cfg.num_beams or cfg.num_beams % num_beam_groups:
+            raise ValueError(f"num_beam_groups ({num_beam_groups}) must divide num_beams ({cfg.num_beams})")
+        self.batch, self.groups, self.cfg, self.prompt_len = batch, num_beam_groups, cfg, prompt_len
+        self.beams = cfg.num_beams // num_beam_groups  # upstream's group_size
         self.eos, self.pad = eos_list(cfg.eos_token_id), cfg.pad_token_id
-        self.hyps = [BeamHypotheses(cfg.num_beams, cfg.length_penalty, cfg.early_stopping, cfg.max_length)
-                     for _ in range(batch)]
-        self.done = np.zeros(batch, dtype=bool)
+        self.hyps = [self._hypotheses() for _ in range(batch * num_beam_groups)]  # row b, group g at b * G + g
+        self.done = np.zeros(batch * num_beam_groups, dtype=bool)
 
-    def process(self, input_ids, top_scores, next_tokens, next_indices, beam_indices):
-        """BeamSearchScorer.process: the 2 * num_beams best candidates of each row [B, 2K] -> the next beams.
+    def _hypotheses(self):
+        return BeamHypotheses(self.beams, self.cfg.length_penalty, self.cfg.early_stopping, self.cfg.max_length)
+
+    def process(self, input_ids, top_scores, next_tokens, next_indices, beam_indices, group=0):
+        """BeamSearchScorer.process: the best candidates of each row [B, 2K] -> the next beams.
 
         A candidate ending in eos becomes a finished hypothesis (only if among the first num_beams); the
-        others fill the row's beams in rank order. Returns (scores, tokens, source rows), each [B * K].
+        others fill the row's beams in rank order. Returns (scores, tokens, source rows), each [B * K]
+        (rows of `input_ids`, which holds this group's beams only in group beam search).
         """
         beams, cur_len = self.beams, input_ids.shape[1] + 1
         new_scores = np.zeros((self.batch, beams), dtype=top_scores.dtype)
         new_tokens = np.zeros((self.batch, beams), dtype=np.int64)
         new_index = np.zeros((self.batch, beams), dtype=np.int64)
         for b in range(self.batch):
-            if self.done[b]:
+            h = b * self.groups + group
+            if self.done[h]:
                 if self.eos == [] or self.pad is None:
                     raise ValueError("generated beams >= num_beams, but eos_token_id and pad_token_id are not both set")
                 new_tokens[b, :] = self.pad
@@ -73,29 +82,42 @@ class BeamSearchScorer:
                 row = b * beams + index
                 if token in self.eos:
                     if rank < beams:
-                        self.hyps[b].add(input_ids[row].copy(), float(score), beam_indices[row] + (row,),
-                                         generated_len=cur_len - self.prompt_len)
+                        self._finished(h, input_ids, row, float(score), beam_indices, cur_len)
                 else:
                     new_scores[b, slot], new_tokens[b, slot], new_index[b, slot] = score, token, row
                     slot += 1
                 if slot == beams:
                     break
-            self.done[b] = self.done[b] or self.hyps[b].is_done(float(top_scores[b].max()), cur_len, self.prompt_len)
+            self._after_row(b, input_ids, new_scores, new_tokens, new_index)
+            if slot < beams:
+                raise ValueError(f"at most {beams} of the candidates {next_tokens[b].tolist()} may be eos tokens")
+            self.done[h] = self.done[h] or self.hyps[h].is_done(float(top_scores[b].max()), cur_len, self.prompt_len)
         return new_scores.reshape(-1), new_tokens.reshape(-1), new_index.reshape(-1)
+
+    def _finished(self, h, input_ids, row, score, beam_indices, cur_len):  # a beam that just produced eos
+        self.hyps[h].add(input_ids[row].copy(), score, beam_indices[row] + (row,),
+                                       generated_len=cur_len - self.prompt_len)
+
+    def _after_row(self, b, input_ids, new_scores, new_tokens, new_index):  # constrained beam search re-ranks here
+        pass
+
+    def _close(self, input_ids, beam_scores, beam_indices):  # the live beams join the finished hypotheses
+        for h in range(self.batch * self.groups):
+            if not self.done[h]:
+                for i in range(self.beams):
+                    row = h * self.beams + i
+                    self.hyps[h].add(input_ids[row], float(beam_scores[row]), beam_indices[row],
+                                     input_ids.shape[1] - self.prompt_len)
 
     def finalize(self, input_ids, beam_scores, beam_indices):
         """BeamSearchScorer.finalize: -> (sequences [B * n, L], sequences_scores [B * n], beam_indices [B * n, L]),
         n = num_return_sequences, padded with pad after an eos; scores in float32, as upstream."""
-        for b in range(self.batch):
-            if not self.done[b]:  # the live beams join the finished hypotheses
-                for i in range(self.beams):
-                    row = b * self.beams + i
-                    self.hyps[b].add(input_ids[row], float(beam_scores[row]), beam_indices[row],
-                                     input_ids.shape[1] - self.prompt_len)
+        self._close(input_ids, beam_scores, beam_indices)
         keep = self.cfg.num_return_sequences
         best, best_scores, best_indices = [], np.zeros(self.batch * keep, dtype=np.float32), []
         for b in range(self.batch):
-            ranked = sorted(self.hyps[b].beams, key=lambda x: x[0])
+            candidates = [beam for h in self.hyps[b * self.groups:(b + 1) * self.groups] for beam in h.beams]
+            ranked = sorted(candidates, key=lambda x: x[0])
             for j in range(keep):
                 score, tokens, indices = ranked.pop()
                 best.append(tokens)
@@ -106,35 +128,45 @@ class BeamSearchScorer:
             raise ValueError("pad_token_id must be set when beams have different lengths")
         width = min(lengths.max() + 1, self.cfg.max_length)
         sequences = np.full((len(best), width), self.pad if lengths.min() != lengths.max() else 0, dtype=np.int64)
-        indices_out = np.full((len(best), width), -1, dtype=np.int64)
+        # upstream: no beam indices at all when the best hypothesis has none (constrained search's fallback)
+        indices_out = None if best_indices[0] is None else np.full((len(best), width), -1, dtype=np.int64)
         for i, (tokens, idx) in enumerate(zip(best, best_indices)):
             sequences[i, :lengths[i]] = tokens
-            indices_out[i, :len(idx)] = idx
+            if indices_out is not None and idx is not None:
+                indices_out[i, :len(idx)] = idx
             if lengths[i] < width:
                 sequences[i, lengths[i]] = self.eos[0]
         return sequences, best_scores, indices_out
 
 
-def beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_decoder):
-    """GenerationMixin.beam_search: one cached step per token, the scorer picks the beams."""
-    beams, eos = cfg.num_beams, eos_list(cfg.eos_token_id)
+def beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_decoder, warpers=None, rng=None):
+    """GenerationMixin.beam_search, and GenerationMixin.beam_sample when `warpers` (and `rng`, see search.draw)
+    are given: one cached step per token, the scorer picks the beams."""
+    beams = cfg.num_beams
     scorer = BeamSearchScorer(batch, cfg, input_ids.shape[1])
     # upstream: torch.zeros(..., dtype=torch.float): float32 even in a float64 run (promoted at the first add)
     beam_scores = np.zeros((batch, beams), dtype=np.float32)
-    beam_scores[:, 1:] = -1e9
+    if warpers is None:
+        beam_scores[:, 1:] = -1e9  # beam_sample starts every beam at 0
     beam_scores = beam_scores.reshape(-1)  # [B * K]
     beam_indices = [()] * (batch * beams)
-    scores, attentions, cross, hidden = [], [], [], []
+    record = Record(cfg, is_encoder_decoder)
     while True:
         out = decoder.step(input_ids, cfg.output_attentions, cfg.output_hidden_states)
         processed = apply_all(processors, input_ids, log_softmax(out.logits[:, -1, :]))  # [B * K, V]
-        scores.append(processed)
-        a, c, h = step_extras(out, is_encoder_decoder)
-        attentions.append(a), cross.append(c), hidden.append(h)
+        if warpers is not None:
+            processed = apply_all(warpers, input_ids, processed)
+        record.add(processed, out)
         vocab = processed.shape[-1]
         total = (processed + beam_scores[:, None]).reshape(batch, beams * vocab)  # [B, K * V]
-        top = np.argsort(-total, axis=1, kind="stable")[:, :max(2, 1 + len(eos)) * beams]  # torch.topk(sorted=True)
-        top_scores = np.take_along_axis(total, top, axis=1)
+        if warpers is None:
+            top = topk_indices(total, max(2, 1 + len(scorer.eos)) * beams)  # [B, 2K]
+            top_scores = np.take_along_axis(total, top, axis=1)
+        else:
+            top = draw(softmax(total), 2 * beams, rng)  # [B, 2K] torch.multinomial, then sorted by score
+            top_scores = np.take_along_axis(total, top, axis=1)
+            order = np.argsort(-top_scores, axis=1, kind="stable")
+            top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
         beam_scores, beam_next, beam_idx = scorer.process(input_ids, top_scores, top % vocab, top // vocab,
                                                           beam_indices)
         input_ids = np.concatenate([input_ids[beam_idx], beam_next[:, None]], axis=1)
@@ -142,21 +174,9 @@ def beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_decoder):
         beam_indices = [beam_indices[i] + (i,) for i in beam_idx]
         if scorer.done.all() or input_ids.shape[1] >= cfg.max_length:
             break
-
     sequences, sequences_scores, indices_out = scorer.finalize(input_ids, beam_scores, beam_indices)
-    if not cfg.return_dict_in_generate:
-        return sequences
-    keep_scores = cfg.output_scores
-    common = dict(sequences=sequences, sequences_scores=sequences_scores if keep_scores else None,
-                  scores=tuple(scores) if keep_scores else None,
-                  beam_indices=indices_out if keep_scores else None,
-                  past_key_values=decoder.kwargs.get("past_key_values"))
-    if is_encoder_decoder:
-        return GenerateBeamEncoderDecoderOutput(
-            **common, **encoder_fields(decoder, cfg),
-            decoder_attentions=tuple(attentions) if cfg.output_attentions else None,
-            cross_attentions=tuple(cross) if cfg.output_attentions else None,
-            decoder_hidden_states=tuple(hidden) if cfg.output_hidden_states else None)
-    return GenerateBeamDecoderOnlyOutput(
-        **common, attentions=tuple(attentions) if cfg.output_attentions else None,
-        hidden_states=tuple(hidden) if cfg.output_hidden_states else None)
+    return record.output(decoder, sequences, beam=(sequences_scores, indices_out))
+
+
+def topk_indices(scores, k):  # [N, M] -> [N, k] torch.topk(largest=True, sorted=True); ties: the lower index first
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]

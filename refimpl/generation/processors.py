@@ -59,8 +59,9 @@ def hamming_diversity(penalty, num_beams, num_beam_groups):  # HammingDiversityL
             return scores
         for b in range(batch):
             previous = current_tokens[b * num_beams: b * num_beams + start]  # tokens of the earlier groups
-            frequency = np.bincount(previous, minlength=scores.shape[-1]).astype(np.float32)  # [V]
-            scores[b * group_size:(b + 1) * group_size] -= np.float32(penalty) * frequency  # float32 product
+            frequency = np.bincount(previous, minlength=scores.shape[-1]).astype(scores.dtype)  # [V]
+            # upstream: penalty * an int64 tensor, in torch's default dtype (the scores' dtype in refimpl's runs)
+            scores[b * group_size:(b + 1) * group_size] -= scores.dtype.type(penalty) * frequency
         return scores
     apply.takes_group = True
     return apply
