@@ -274,7 +274,7 @@ def test_generate_refuses_what_no_model_input_takes(opt_model):
     """GenerationMixin._validate_model_kwargs: a typo or an argument of another model is named, not ignored."""
     with pytest.raises(ValueError, match=r"not used by the model: \['num_beem', 'decoder_input_ids'\]"):
         opt_model.generate(PROMPT, attention_mask=MASK, num_beem=3, decoder_input_ids=PROMPT)
-    with pytest.raises(ValueError, match=r"not implemented in refimpl: \['prefix_allowed_tokens_fn'\]"):
+    with pytest.raises(ValueError, match=r"`prefix_allowed_tokens_fn` is not implemented by refimpl; it must be None"):
         opt_model.generate(PROMPT, attention_mask=MASK, prefix_allowed_tokens_fn=lambda b, ids: [5], streamer=None)
     with pytest.raises(ValueError, match="inputs_embeds"):
         opt_model.generate(PROMPT, attention_mask=MASK, inputs_embeds=np.zeros((2, 5, 12)))

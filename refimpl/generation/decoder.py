@@ -35,8 +35,8 @@ class Decoder:
 
     def run(self, input_ids, output_attentions, output_hidden_states):  # -> model output; the state is unchanged
         model_inputs = self.hooks.prepare_inputs(input_ids, **self.kwargs)
-        return self.model(**model_inputs, output_attentions=output_attentions,
-                          output_hidden_states=output_hidden_states)
+        return self.model(**model_inputs, output_attentions=output_attentions,  # upstream's generate: return_dict=True
+                          output_hidden_states=output_hidden_states, return_dict=True)
 
     def advance(self, past_key_values):
         """GenerationMixin._update_model_kwargs_for_generation: the new cache; the mask grows by one column."""
