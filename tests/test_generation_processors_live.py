@@ -6,6 +6,7 @@ arithmetic; both are applied to the same random scores, float32 and float64, at 
 Then generate() end to end on tiny random OPT, XGLM and LED with these options (greedy and beam search,
 output_scores=True): token ids identical, scores within 1e-5 (float32) / 1e-10 (float64).
 """
+import contextlib
 import math
 import os
 import warnings
@@ -17,7 +18,7 @@ from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 from live import randomize_  # noqa: E402
-from common import running_in, to_torch  # noqa: E402  (golden/common.py, on the path through live)
+from common import float64_default_dtype, running_in, to_torch  # noqa: E402  (golden/common.py, on the path through live)
 from capture_xglm import correctly_rounded_sinusoid  # noqa: E402
 
 import refimpl  # noqa: E402
@@ -185,8 +186,11 @@ def test_hamming_diversity_matches_upstream(seed, batch, groups, sub_beams, pena
             scores = rng.normal(size=(batch * sub_beams, vocab)).astype(dtype)
             ids = rng.integers(0, vocab, size=(batch * sub_beams, 3))
             got = apply_all([ours], ids, scores.copy(), current_tokens=current, beam_group_idx=group)
-            want = theirs(torch.from_numpy(ids), torch.from_numpy(scores.copy()),
-                          current_tokens=torch.from_numpy(current), beam_group_idx=group).numpy()
+            # upstream's penalty * bincount is in torch's default dtype: float64 runs use a float64 default, as
+            # refimpl's float64 policy (and the golden capture) does
+            with float64_default_dtype() if dtype == np.float64 else contextlib.nullcontext():
+                want = theirs(torch.from_numpy(ids), torch.from_numpy(scores.copy()),
+                              current_tokens=torch.from_numpy(current), beam_group_idx=group).numpy()
             assert not problems(got, want, f"group {group} {dtype.__name__}")
 
 
