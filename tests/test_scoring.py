@@ -68,7 +68,7 @@ def test_cli_scores_ids_and_reports_bad_lines(tmp_path, capsys):
     lines = ["5 6 7 8", "not ids", "9 10 11", "4", "4 99"]
     (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
     assert main(["score", str(tmp_path / "in.txt"), "--format", "ids", "--model", str(model_dir),
-                 "-o", str(tmp_path / "out.jsonl")]) == 0
+                 "-o", str(tmp_path / "out.jsonl")]) == 3  # 3: some lines got error records
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["index"] for r in rows] == list(range(5))
     assert "integer token ids" in rows[1]["error"] and "at least 2" in rows[3]["error"]
@@ -163,4 +163,4 @@ def test_cli_refuses_heads_it_cannot_score(tmp_path, capsys):
     (tmp_path / "in.txt").write_text("5 6\n")
     code = main(["score", str(tmp_path / "in.txt"), "--format", "ids",
                  "--model", str(GOLDEN / "opt" / "preln-OPTForQuestionAnswering")])
-    assert code == 2 and "causal LM, a masked LM or a sequence classifier" in capsys.readouterr().err
+    assert code == 2 and "a causal LM, a seq2seq LM, a masked LM or a sequence classifier" in capsys.readouterr().err
