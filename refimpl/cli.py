@@ -83,11 +83,16 @@ def cmd_score(args) -> int:
     else:
         run = lambda: run_score(job, args.input, args.output, resume=args.resume, workers=args.workers,  # noqa: E731
                                 threads=threads, progress=args.progress)
+    resume = None if args.output == "-" else resume_command(args.argv)
     try:
-        return run_and_report(run, None if args.output == "-" else resume_command(args.argv))
+        return run_and_report(run, resume)
     except (InputError, FileNotFoundError, CheckpointError, OSError) as err:
         print(f"refimpl: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before the run's own handler is in place (loading the model)
+        print("refimpl: interrupted before scoring started" + (f"; resume with:\n  {resume}" if resume else ""),
+              file=sys.stderr)
+        return 130
 
 
 def connect(address: str):
@@ -348,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                        help="score on this Dask cluster (pip install 'refimpl[dask]'); the model path must be "
                             "readable by every worker")
-    score.add_argument("--partition-lines", type=int, default=2000, help="lines per Dask task (with --scheduler)")
+    score.add_argument("--partition-lines", type=int, default=None,
+                       help="lines per Dask task, with --scheduler (default: 8 read-ahead windows of 32 batches)")
     score.set_defaults(func=cmd_score)
     gen = commands.add_parser("generate", help="continue prompts (greedy, beam search or sampling) as JSONL",
                               formatter_class=HelpFormatter)

@@ -2,7 +2,8 @@
 
     refimpl score IN -o OUT --scheduler tcp://HOST:PORT      or      score_on_dask(job, IN, OUT, client)
 
-The client reads IN lazily and cuts it into partitions of `partition_lines` lines; each partition's raw
+The client reads IN lazily and cuts it into partitions of `partition_lines` lines (default: 8 read-ahead
+windows, so the batches are those of a local run and so are the bits); each partition's raw
 lines go to a worker, which scores them with the Scorer it loaded once (from `job.model`, a path every
 worker can read) and returns the records. The client writes each partition's records atomically
 (OUT.parts/00000012.jsonl via a temporary file and os.replace), then concatenates the partitions into
@@ -22,9 +23,9 @@ from typing import Optional
 from .jobs import ScoreJob
 from .lines import open_input, read_lines
 from .output import encode_record, parse_record, write_all
-from .run import StopFlag, Summary, progress_bar
+from .run import StopFlag, Summary, progress_bar, window_lines
 
-PARTITION_LINES = 2000
+PARTITION_WINDOWS = 8  # default partition: this many read-ahead windows (refimpl.batch.run.window_lines)
 
 
 def need_distributed():
@@ -35,21 +36,23 @@ def need_distributed():
     return distributed
 
 
-def score_partition(job: ScoreJob, threads: int, lines):  # runs on a worker -> (records, tokens)
+def score_partition(job: ScoreJob, threads: int, lines, window: int):  # runs on a worker -> (records, tokens)
     from .. import runtime
     from .worker import score_lines
 
     runtime.set_blas_threads(threads)  # thread-local: this worker thread's BLAS
-    return score_lines(job, lines)
+    return score_lines(job, lines, window)
 
 
 def score_on_dask(job: ScoreJob, input_path: str, output_path: str, client, resume: bool = False,
-                  partition_lines: int = PARTITION_LINES, threads: int = 1,
+                  partition_lines: Optional[int] = None, threads: int = 1,
                   progress: Optional[bool] = None) -> Summary:
     """Score `input_path` on the workers of `client` (a distributed.Client) into `output_path`."""
     distributed = need_distributed()
     if output_path == "-":
         raise ValueError("--scheduler writes partition files next to the output: pass -o FILE")
+    window = window_lines(job)
+    partition_lines = partition_lines or PARTITION_WINDOWS * window
     if partition_lines < 1:
         raise ValueError(f"--partition-lines must be at least 1, got {partition_lines}")
     job.load()  # a model or tokenizer problem fails here, once, with a clear message
@@ -69,7 +72,7 @@ def score_on_dask(job: ScoreJob, input_path: str, output_path: str, client, resu
                 break
             if part_file(parts, number).exists():
                 continue
-            future = client.submit(score_partition, job, threads, chunk, pure=False)
+            future = client.submit(score_partition, job, threads, chunk, window, pure=False)
             future.partition = number
             futures.add(future)
             while futures.count() >= in_flight_limit and not flag.stopped:

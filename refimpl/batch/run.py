@@ -5,6 +5,9 @@
 Memory is bounded by one window per process (plus the chunks in flight to workers), whatever the
 input's length. SIGINT / SIGTERM stop after the current batch: every record written so far is complete
 and `--resume` continues from there.
+
+The writer can write a record only when every earlier one is written; within a window the batches
+run shortest first, so records go out as each window completes. A stop waits for the window's end.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import itertools
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Tuple
 
 from .jobs import ScoreJob
@@ -21,6 +24,10 @@ from .lines import count_lines, open_input, read_lines
 from .output import OrderedWriter, resume_file
 
 WINDOW_BATCHES = 32  # read-ahead window: this many batches of lines are length-sorted together
+
+
+def window_lines(job: ScoreJob, window: Optional[int] = None) -> int:
+    return window or job.batch_size * WINDOW_BATCHES
 
 
 @dataclass
@@ -32,7 +39,6 @@ class Summary:
     tokens: int = 0           # tokens scored by this run
     seconds: float = 0.0
     interrupted: bool = False
-    notes: List[str] = field(default_factory=list)
 
     def rate_line(self) -> str:
         per = max(self.seconds, 1e-9)
@@ -89,7 +95,7 @@ def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = F
     scorer = job.load()  # fails fast here, not in a worker; --workers processes load their own
     done, resumed_errors = resume_file(output_path) if resume else (set(), 0)
     bar = progress_bar(progress, count_lines(input_path) if progress is not False else -1)
-    window = window or job.batch_size * WINDOW_BATCHES
+    window = window_lines(job, window)
     writer = OrderedWriter(output_path, append=resume, skip=done)
     summary = Summary(records=len(done), errors=resumed_errors)
     if bar is not None:
@@ -99,14 +105,14 @@ def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = F
         with source, StopFlag() as flag:
             chunks = windows(read_lines(source), window, done)
             results = (score_locally(scorer, chunks) if workers == 1 else
-                       score_in_processes(job, chunks, workers, threads, flag))
+                       score_in_processes(job, chunks, workers, threads, window, flag))
             for records, tokens in results:
                 writer.put(records)
                 summary.scored_now += len(records)
                 summary.tokens += tokens
                 if bar is not None:
                     bar.update(len(records))
-                if flag.stopped:
+                if flag.stopped and not writer.pending:  # at a window's end: nothing scored is lost
                     summary.interrupted = True
                     break
     finally:
@@ -124,7 +130,7 @@ def score_locally(scorer, chunks) -> Iterator[Tuple[list, int]]:  # (records, to
         yield from scorer.score_window(chunk)
 
 
-def score_in_processes(job, chunks, workers: int, threads: int, flag) -> Iterator[Tuple[list, int]]:
+def score_in_processes(job, chunks, workers: int, threads: int, window: int, flag) -> Iterator[Tuple[list, int]]:
     """Windows scored by `workers` fresh processes (spawned: no forked BLAS state), 2 per worker in flight;
     results come back in submission order, so the writer's reorder buffer stays one window deep."""
     import multiprocessing
@@ -138,7 +144,7 @@ def score_in_processes(job, chunks, workers: int, threads: int, flag) -> Iterato
     try:
         for chunk in itertools.chain(chunks, [None]):
             if chunk is not None:
-                in_flight.append(pool.submit(score_lines, job, chunk))
+                in_flight.append(pool.submit(score_lines, job, chunk, window))
             while in_flight and (len(in_flight) >= 2 * workers or chunk is None or flag.stopped):
                 yield in_flight.popleft().result()
             if flag.stopped:

@@ -28,11 +28,12 @@ def scorer(job):
         return _SCORERS[job]
 
 
-def score_lines(job, lines):  # [(index, bytes)] -> (records in input order, tokens)
-    """Score one window of raw lines in this process."""
+def score_lines(job, lines, window: int):  # [(index, bytes)] -> (records in input order, tokens)
+    """Score raw lines in this process, `window` lines at a time (as a local run cuts them: same batches)."""
     records, tokens = [], 0
-    for batch, n in scorer(job).score_window(lines):
-        records += batch
-        tokens += n
+    for start in range(0, len(lines), window):
+        for batch, n in scorer(job).score_window(lines[start:start + window]):
+            records += batch
+            tokens += n
     records.sort(key=lambda record: record["index"])
     return records, tokens
