@@ -76,8 +76,8 @@ def cmd_score(args) -> int:
     from .runtime import batch_threads
 
     job, threads = score_job(args), batch_threads(args.threads)
-    if args.scheduler:
-        client = connect(args.scheduler)
+    client = connect(args.scheduler) if args.scheduler else None
+    if client is not None:
         run = lambda: score_on_dask(job, args.input, args.output, client, resume=args.resume,  # noqa: E731
                                     partition_lines=args.partition_lines, threads=threads, progress=args.progress)
     else:
@@ -89,10 +89,12 @@ def cmd_score(args) -> int:
     except (InputError, FileNotFoundError, CheckpointError, OSError) as err:
         print(f"refimpl: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # before the run's own handler is in place (loading the model)
-        print("refimpl: interrupted before scoring started" + (f"; resume with:\n  {resume}" if resume else ""),
-              file=sys.stderr)
+    except KeyboardInterrupt:  # outside the scoring loop's own handler (while loading the model)
+        print("refimpl: interrupted" + (f"; resume with:\n  {resume}" if resume else ""), file=sys.stderr)
         return 130
+    finally:
+        if client is not None:
+            client.close()
 
 
 def connect(address: str):
