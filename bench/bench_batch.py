@@ -192,13 +192,13 @@ def main() -> None:
             n = args.lines
             results["throughput_shipped_opt_tiny"] = throughput(
                 "opt-tiny", ROOT / "refimpl" / "data" / "opt-tiny", work,
-                {"default": n, "busy, 1 thread": n // 4, f"busy, {CORES} threads": max(200, n // 20),
-                 "busy, --workers 2": n // 4})
+                {"default": n, f"quiet, {CORES} threads": n // 4, "busy, 1 thread": n // 4,
+                 f"busy, {CORES} threads": max(200, n // 20), "busy, --workers 2": n // 4})
         if args.only in (None, "throughput-opt125m"):
             n = args.opt125m_lines
             results["throughput_opt125m_shape"] = throughput(
                 "opt-125m", opt125m_checkpoint(work / "opt125m"), work,
-                {"default": n, f"busy, {CORES} threads": max(40, n // 5)})
+                {"default": n, f"quiet, {CORES} threads": n // 2, f"busy, {CORES} threads": max(40, n // 5)})
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"-> {RESULTS}")
 
