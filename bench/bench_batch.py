@@ -2,7 +2,7 @@
 --workers, and peak RSS against input length. Results: bench/results/batch.json (and README).
 
     python bench/bench_batch.py                 # everything (~30 min on 2 busy cores)
-    python bench/bench_batch.py --only rss      # one part: throughput-shipped, throughput-opt125m, rss
+    python bench/bench_batch.py --only rss      # one part: throughput-shipped, throughput-opt125m, rss, upstream
 
 Every run is the real command (`python -m refimpl score ...`) in its own process. lines/s and tokens/s
 are the job's own final stderr line (scoring time, after the model is loaded). "busy" runs with one
@@ -145,6 +145,47 @@ class _nothing:
         pass
 
 
+UPSTREAM = """
+import json, sys, time
+import torch, transformers
+threads, path, model_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+if threads:
+    torch.set_num_threads(threads)
+tok = transformers.AutoTokenizer.from_pretrained(model_dir, use_fast=False)
+model = transformers.AutoModelForCausalLM.from_pretrained(model_dir).eval()
+lines = open(path, encoding="utf-8").read().splitlines()
+start, tokens = time.perf_counter(), 0
+for w in range(0, len(lines), 256):  # the same windows, length-sorted batches of 8, as refimpl's job
+    items = sorted((tok(t)["input_ids"] for t in lines[w:w + 256]), key=len)
+    for b in range(0, len(items), 8):
+        batch = tok.pad({"input_ids": items[b:b + 8]}, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**batch).logits[:, :-1].float()
+        logp = torch.log_softmax(logits, -1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+        (logp * batch["attention_mask"][:, 1:]).sum(-1).tolist()
+        tokens += sum(len(i) for i in items[b:b + 8])
+seconds = time.perf_counter() - start
+print(json.dumps({"lines": len(lines), "tokens": tokens, "scoring_seconds": round(seconds, 2),
+                  "lines_per_s": round(len(lines) / seconds, 1), "tokens_per_s": round(tokens / seconds)}))
+"""
+
+
+def upstream(work: Path, n: int) -> dict:
+    """The same lines scored by transformers + torch in the same batches (a plain loop, no job machinery)."""
+    path = write_lines(work / f"upstream-{n}.txt", prose(n))
+    model = ROOT / "refimpl" / "data" / "opt-tiny"
+    results = {}
+    for scenario, threads, busy in (("quiet, torch default threads", 0, False), ("quiet, 1 thread", 1, False),
+                                    ("busy, torch default threads", 0, True), ("busy, 1 thread", 1, True)):
+        load = os.getloadavg()[0]
+        with CompetingLoad() if busy else _nothing():
+            run = subprocess.run([sys.executable, "-c", UPSTREAM, str(threads), str(path), str(model)],
+                                 capture_output=True, text=True, check=True)
+        results[scenario] = {**json.loads(run.stdout.splitlines()[-1]), "load_average_before": round(load, 2)}
+        print(f"upstream   {scenario:40s} {results[scenario]['lines_per_s']:8.1f} lines/s", flush=True)
+    return results
+
+
 PEAK = """
 import resource, sys
 from refimpl.__main__ import main
@@ -178,7 +219,7 @@ def peak_rss(work: Path, sizes=(20000, 200000)) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=["throughput-shipped", "throughput-opt125m", "rss"])
+    parser.add_argument("--only", choices=["throughput-shipped", "throughput-opt125m", "rss", "upstream"])
     parser.add_argument("--lines", type=int, default=20000, help="lines of the shipped-model runs")
     parser.add_argument("--opt125m-lines", type=int, default=160, help="lines of the opt-125m-shape runs")
     args = parser.parse_args()
@@ -199,6 +240,8 @@ def main() -> None:
             results["throughput_opt125m_shape"] = throughput(
                 "opt-125m", opt125m_checkpoint(work / "opt125m"), work,
                 {"default": n, f"quiet, {CORES} threads": n // 2, f"busy, {CORES} threads": max(40, n // 5)})
+        if args.only in (None, "upstream"):
+            results["upstream_opt_tiny"] = upstream(work, min(args.lines, 2000))
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"-> {RESULTS}")
 

@@ -76,14 +76,18 @@ def cmd_score(args) -> int:
     from .runtime import batch_threads
 
     job, threads = score_job(args), batch_threads(args.threads)
-    client = connect(args.scheduler) if args.scheduler else None
-    if client is not None:
-        run = lambda: score_on_dask(job, args.input, args.output, client, resume=args.resume,  # noqa: E731
-                                    partition_lines=args.partition_lines, threads=threads, progress=args.progress)
-    else:
-        run = lambda: run_score(job, args.input, args.output, resume=args.resume, workers=args.workers,  # noqa: E731
-                                threads=threads, progress=args.progress)
     resume = None if args.output == "-" else resume_command(args.argv)
+    client = None
+
+    def run():
+        nonlocal client
+        if not args.scheduler:
+            return run_score(job, args.input, args.output, resume=args.resume, workers=args.workers,
+                             threads=threads, progress=args.progress)
+        client = connect(args.scheduler)
+        return score_on_dask(job, args.input, args.output, client, resume=args.resume,
+                             partition_lines=args.partition_lines, threads=threads, progress=args.progress)
+
     try:
         return run_and_report(run, resume)
     except (InputError, FileNotFoundError, CheckpointError, OSError) as err:
@@ -102,7 +106,7 @@ def connect(address: str):
 
     distributed = need_distributed()
     try:
-        return distributed.Client(address, timeout="20s")
+        return distributed.Client(address, timeout="10s")
     except OSError as err:
         raise ConnectionError(f"cannot reach the Dask scheduler at {address}: {err}") from None
 
