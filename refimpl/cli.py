@@ -1,12 +1,13 @@
 """The `refimpl` command.
 
-    refimpl score [FILE|-] [--model DIR] [--format text|ids|jsonl] [-o OUT]
+    refimpl score [FILE|-] [--model DIR|org/name] [--format text|ids|jsonl] [-o OUT] [--resume] [--workers N]
     refimpl generate [FILE|-] [--model DIR] [--max-new-tokens N] [--num-beams K] [--do-sample --seed S ...]
 
-reads one text (or one line of token ids, or one JSON object) per line and writes one JSON line per
-input: {"index", "log_likelihood", "num_tokens", "perplexity"} or, for a line that cannot be
-scored, {"index", "error"}; the other lines are still scored. With no --model it uses the small OPT
-model shipped in the package (refimpl/data/opt-tiny).
+`score` is a streaming batch job (refimpl/batch): one JSON record per input line, in input order,
+written as soon as known: {"index", "log_likelihood", "num_tokens", "perplexity"} (per head, see the
+README) or, for a line that cannot be scored, {"index", "error"}; the other lines are still scored.
+Exit status: EXIT_STATUS below. With no --model both commands use the small OPT model shipped in the
+package (refimpl/data/opt-tiny).
 """
 from __future__ import annotations
 

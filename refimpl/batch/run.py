@@ -70,8 +70,9 @@ def windows(lines, size: int, skip) -> Iterator[List[Tuple[int, bytes]]]:  # lin
         yield chunk
 
 
-def progress_bar(enabled: Optional[bool], total: int):
-    """tqdm on stderr: shown with --progress (enabled=True) or on a terminal (None); never with False."""
+def progress_bar(enabled: Optional[bool], input_path: str = "-"):
+    """tqdm on stderr: shown with --progress (enabled=True) or on a terminal (None); never with False.
+    Its total is the input file's line count (one fast pass over the bytes), unknown for stdin."""
     show = enabled or (enabled is None and sys.stderr.isatty())
     if not show:
         return None
@@ -81,6 +82,7 @@ def progress_bar(enabled: Optional[bool], total: int):
         if enabled:
             raise ValueError("--progress needs tqdm: pip install 'refimpl[batch]'") from None
         return None
+    total = count_lines(input_path)
     return tqdm(total=total if total >= 0 else None, unit="line", file=sys.stderr, dynamic_ncols=True)
 
 
@@ -94,7 +96,7 @@ def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = F
     source = open_input(input_path)
     scorer = job.load()  # fails fast here, not in a worker; --workers processes load their own
     done, resumed_errors = resume_file(output_path) if resume else (set(), 0)
-    bar = progress_bar(progress, count_lines(input_path) if progress is not False else -1)
+    bar = progress_bar(progress, input_path)
     window = window_lines(job, window)
     writer = OrderedWriter(output_path, append=resume, skip=done)
     summary = Summary(records=len(done), errors=resumed_errors)
