@@ -176,6 +176,17 @@ def test_resume_refuses_a_file_that_is_not_its_output(tmp_path, capsys):
     assert "not a record of refimpl score" in capsys.readouterr().err and out.read_text() == "some notes\n"
 
 
+def test_resume_warns_when_the_input_shrank(tmp_path, capsys):
+    source = write_input(tmp_path / "in.txt", id_lines(10))
+    out = tmp_path / "o"
+    base = ["score", str(source), "--format", "ids", "--model", str(TINY), "-o", str(out)]
+    assert main(base) == 0
+    write_input(source, id_lines(6))
+    capsys.readouterr()
+    assert main(base + ["--resume"]) == 0
+    assert "4 records past the input's last line" in capsys.readouterr().err
+
+
 def test_without_resume_an_old_output_is_replaced(tmp_path):
     source = write_input(tmp_path / "in.txt", id_lines(3))
     out = tmp_path / "o"

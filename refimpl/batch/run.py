@@ -39,6 +39,7 @@ class Summary:
     tokens: int = 0           # tokens scored by this run
     seconds: float = 0.0
     interrupted: bool = False
+    beyond_input: int = 0     # --resume: records in OUT whose index is past the input's last line
 
     def rate_line(self) -> str:
         per = max(self.seconds, 1e-9)
@@ -105,7 +106,8 @@ def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = F
     start = time.perf_counter()
     try:
         with source, StopFlag() as flag:
-            chunks = windows(read_lines(source), window, done)
+            lines = Counted(read_lines(source))
+            chunks = windows(lines, window, done)
             results = (score_locally(scorer, chunks) if workers == 1 else
                        score_in_processes(job, chunks, workers, threads, window, flag))
             for records, tokens in results:
@@ -124,7 +126,21 @@ def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = F
     summary.seconds = time.perf_counter() - start
     summary.records += writer.written
     summary.errors += writer.errors
+    if not summary.interrupted:
+        summary.beyond_input = sum(index >= lines.count for index in done)  # the input never reached them
     return summary
+
+
+class Counted:
+    """An iterator of (index, line) that remembers how many lines it has given."""
+
+    def __init__(self, lines):
+        self.lines, self.count = lines, 0
+
+    def __iter__(self):
+        for item in self.lines:
+            self.count = item[0] + 1
+            yield item
 
 
 def score_locally(scorer, chunks) -> Iterator[Tuple[list, int]]:  # (records, tokens) per batch
@@ -160,6 +176,9 @@ def run_and_report(run: Callable[[], Summary], resume_command: Optional[str]) ->
     130 interrupted (with the command that resumes)."""
     summary = run()
     print(summary.rate_line(), file=sys.stderr)
+    if summary.beyond_input:
+        print(f"refimpl: warning: the output holds {summary.beyond_input} records past the input's last line: "
+              "was the input changed since the interrupted run? Rerun without --resume", file=sys.stderr)
     if summary.interrupted:
         print(f"refimpl: interrupted; {summary.records} records are complete. Resume with:\n  "
               + (resume_command or "(output went to stdout: rerun with -o FILE to be able to resume)"),
