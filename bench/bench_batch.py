@@ -2,7 +2,7 @@
 --workers, and peak RSS against input length. Results: bench/results/batch.json (and README).
 
     python bench/bench_batch.py                 # everything (~30 min on 2 busy cores)
-    python bench/bench_batch.py --only rss      # one part: throughput-shipped, throughput-opt125m, rss, upstream
+    python bench/bench_batch.py --only rss      # one part: throughput-shipped, throughput-opt125m, rss, upstream, side-by-side
 
 Every run is the real command (`python -m refimpl score ...`) in its own process. lines/s and tokens/s
 are the job's own final stderr line (scoring time, after the model is loaded). "busy" runs with one
@@ -186,6 +186,23 @@ def upstream(work: Path, n: int) -> dict:
     return results
 
 
+def side_by_side(work: Path, n: int = 600, rounds: int = 3) -> dict:
+    """refimpl and the upstream loop alternating under the same competing load, 1 thread each (the
+    fair comparison: the load of a shared machine drifts between the runs above)."""
+    path = write_lines(work / f"pair-{n}.txt", prose(n, seed=1))
+    model = ROOT / "refimpl" / "data" / "opt-tiny"
+    pairs = []
+    with CompetingLoad():
+        for _ in range(rounds):
+            ours = score(path, model)["lines_per_s"]
+            run = subprocess.run([sys.executable, "-c", UPSTREAM, "1", str(path), str(model)],
+                                 capture_output=True, text=True, check=True)
+            theirs = json.loads(run.stdout.splitlines()[-1])["lines_per_s"]
+            pairs.append({"refimpl_lines_per_s": ours, "upstream_lines_per_s": theirs, "ratio": round(ours / theirs, 3)})
+            print(f"busy, 1 thread: refimpl {ours} lines/s, upstream {theirs} lines/s", flush=True)
+    return {"lines": n, "rounds": pairs}
+
+
 PEAK = """
 import resource, sys
 from refimpl.__main__ import main
@@ -219,7 +236,7 @@ def peak_rss(work: Path, sizes=(20000, 200000)) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=["throughput-shipped", "throughput-opt125m", "rss", "upstream"])
+    parser.add_argument("--only", choices=["throughput-shipped", "throughput-opt125m", "rss", "upstream", "side-by-side"])
     parser.add_argument("--lines", type=int, default=20000, help="lines of the shipped-model runs")
     parser.add_argument("--opt125m-lines", type=int, default=160, help="lines of the opt-125m-shape runs")
     args = parser.parse_args()
@@ -242,6 +259,8 @@ def main() -> None:
                 {"default": n, f"quiet, {CORES} threads": n // 2, f"busy, {CORES} threads": max(40, n // 5)})
         if args.only in (None, "upstream"):
             results["upstream_opt_tiny"] = upstream(work, min(args.lines, 2000))
+        if args.only in (None, "side-by-side"):
+            results["side_by_side_busy_1_thread"] = side_by_side(work)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"-> {RESULTS}")
 
