@@ -378,3 +378,33 @@ def test_resume_keeps_exactly_the_complete_lines(tmp_path_factory, n, cut):
     whole = cut >= len(last)
     assert done == set(range(n)) | ({77} if whole else set()) and errors == int(whole)
     assert out.read_bytes() == data[:data.rfind(b"\n") + 1]
+
+
+JSONISH = st.one_of(
+    st.binary(max_size=30),
+    st.text(max_size=30).map(str.encode),
+    st.lists(st.integers(-3, 60), max_size=30).map(lambda ids: " ".join(map(str, ids)).encode()),
+    st.recursive(st.none() | st.booleans() | st.integers(-3, 60) | st.text(max_size=5),
+                 lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                     st.sampled_from(["input_ids", "text", "source_ids", "target_ids"]), inner, max_size=3),
+                 max_leaves=12).map(lambda v: json.dumps(v).encode()),
+)
+
+
+@pytest.mark.parametrize("fmt", ["ids", "jsonl"])
+@settings(max_examples=40, deadline=None)
+@given(lines=st.lists(JSONISH.filter(lambda b: b"\n" not in b), min_size=1, max_size=12))
+def test_any_line_gives_one_record_never_an_exception(fmt, lines):
+    """Whatever the bytes, every line gets exactly one record: scored (valid ids of the tiny model, 2 to 24
+    of them) or an error naming the line."""
+    from refimpl.batch import ScoreJob
+    from refimpl.batch.worker import scorer
+
+    job = ScoreJob(model=str(TINY), format=fmt, batch_size=3)
+    got = [r for batch, _ in scorer(job).score_window(list(enumerate(lines))) for r in batch]
+    assert sorted(r["index"] for r in got) == list(range(len(lines)))
+    for r in got:
+        if "error" in r:
+            assert r["error"].startswith(f"line {r['index'] + 1}: "), r
+        else:
+            assert 1 <= r["num_tokens"] and np.isfinite(r["log_likelihood"]) and r["log_likelihood"] <= 0, r
