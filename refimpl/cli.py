@@ -1,12 +1,13 @@
 """The `refimpl` command.
 
-    refimpl score [FILE|-] [--model DIR] [--format text|ids|jsonl] [-o OUT]
+    refimpl score [FILE|-] [--model DIR|org/name] [--format text|ids|jsonl] [-o OUT] [--resume] [--workers N]
     refimpl generate [FILE|-] [--model DIR] [--max-new-tokens N] [--num-beams K] [--do-sample --seed S ...]
 
-reads one text (or one line of token ids, or one JSON object) per line and writes one JSON line per
-input: {"index", "log_likelihood", "num_tokens", "perplexity"} or, for a line that cannot be
-scored, {"index", "error"}; the other lines are still scored. With no --model it uses the small OPT
-model shipped in the package (refimpl/data/opt-tiny).
+`score` is a streaming batch job (refimpl/batch): one JSON record per input line, in input order,
+written as soon as known: {"index", "log_likelihood", "num_tokens", "perplexity"} (per head, see the
+README) or, for a line that cannot be scored, {"index", "error"}; the other lines are still scored.
+Exit status: EXIT_STATUS below. With no --model both commands use the small OPT model shipped in the
+package (refimpl/data/opt-tiny).
 """
 from __future__ import annotations
 
@@ -21,44 +22,7 @@ import numpy as np
 SHIPPED_MODEL = Path(__file__).resolve().parent / "data" / "opt-tiny"
 
 
-class LineError(ValueError):
-    """A problem with one input line: reported in its output row, the run goes on."""
-
-
-def parse_line(line: str, fmt: str, tokenizer):  # -> list of token ids
-    if fmt == "ids":
-        try:
-            return [int(t) for t in line.replace(",", " ").split()]
-        except ValueError:
-            raise LineError("expected whitespace-separated integer token ids") from None
-    if fmt == "jsonl":
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise LineError(f"not valid JSON: {err.msg} at column {err.colno}") from None
-        if isinstance(obj, dict) and isinstance(obj.get("input_ids"), list):
-            if not all(isinstance(t, int) and not isinstance(t, bool) for t in obj["input_ids"]):
-                raise LineError("input_ids must be a list of integers")
-            return obj["input_ids"]
-        if isinstance(obj, dict) and isinstance(obj.get("text"), str):
-            line = obj["text"]
-        else:
-            raise LineError('expected an object with "text" (a string) or "input_ids" (a list of integers)')
-    if tokenizer is None:
-        raise LineError("this model directory has no tokenizer files; pass token ids (--format ids)")
-    return list(tokenizer(line)["input_ids"])
-
-
-def check_ids(ids, config, fits=True, min_tokens=2):
-    if len(ids) < min_tokens:
-        raise LineError(f"{len(ids)} token(s): scoring needs at least {min_tokens}"
-                        + (" (the first one is only context)" if min_tokens == 2 else ""))
-    bad = [t for t in ids if not 0 <= t < config.vocab_size]
-    if bad:
-        raise LineError(f"token id {bad[0]} is outside the vocabulary of {config.vocab_size}")
-    limit = getattr(config, "max_position_embeddings", None)
-    if fits and limit is not None and len(ids) > limit:
-        raise LineError(f"{len(ids)} tokens exceed the model's max_position_embeddings={limit}")
+from .batch.jobs import LineError, check_ids, parse_line  # noqa: E402  (shared with `generate`)
 
 
 class Progress:
@@ -80,127 +44,72 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def score_row(index, ids, logprobs):
-    ll, n = float(np.sum(logprobs, dtype=np.float64)), len(ids) - 1
-    return {"index": index, "log_likelihood": ll, "num_tokens": n, "perplexity": math.exp(-ll / n)}
+EXIT_STATUS = """exit status:
+  0    every line was scored
+  1    fatal error (missing model, unreadable input): a one-line message on stderr
+  2    usage error (bad options, a model whose head cannot be scored)
+  3    some lines got {"index", "error"} records (their count is printed on stderr)
+  130  interrupted (SIGINT/SIGTERM): the records written are complete; the resume command is printed"""
 
 
-def score_batches(model, items, batch_size, progress, stride=None):  # items [(index, ids)] -> {index: row}
-    """Right-padded batches of similar length, one forward per batch; texts longer than the position
-    table are scored alone with a sliding window (refimpl.scoring.sliding_token_logprobs)."""
-    from .scoring import sliding_token_logprobs, token_logprobs
+def score_job(args):
+    from .batch import ScoreJob
 
-    pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    limit = getattr(model.config, "max_position_embeddings", None) or float("inf")
-    rows = {}
-    for index, ids in [item for item in items if len(item[1]) > limit]:
-        rows[index] = score_row(index, ids, sliding_token_logprobs(model, ids, stride=stride))
-        progress.update(1)
-    items = sorted([item for item in items if len(item[1]) <= limit], key=lambda item: len(item[1]))
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        length = max(len(ids) for _, ids in chunk)
-        batch = np.full((len(chunk), length), pad, dtype=np.int64)
-        mask = np.zeros_like(batch)
-        for r, (_, ids) in enumerate(chunk):
-            batch[r, :len(ids)] = ids
-            mask[r, :len(ids)] = 1
-        logprobs = token_logprobs(model, batch, mask)  # [b, length - 1]
-        for r, (index, ids) in enumerate(chunk):
-            rows[index] = score_row(index, ids, logprobs[r, :len(ids) - 1])
-        progress.update(len(chunk))
-    return rows
+    for name in ("batch_size", "workers"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.resume and args.output == "-":
+        raise ValueError("--resume needs the output file of the interrupted run: pass -o FILE")
+    return ScoreJob(model=args.model, architecture=args.architecture, dtype=args.dtype, format=args.format,
+                    batch_size=args.batch_size, stride=args.stride, cache_dir=args.cache_dir)
 
 
-def score_kind(model) -> str:  # -> "causal", "masked" or "classify", from the family's declared heads
-    spec = model.spec
-    for kind, heads in (("causal", spec.causal_lm), ("masked", spec.masked_lm),
-                        ("classify", spec.sequence_classifiers)):
-        if model.architecture in heads:
-            return kind
-    scorable = sorted([*spec.causal_lm, *spec.masked_lm, *spec.sequence_classifiers])
-    raise ValueError(f"score needs a causal LM, a masked LM or a sequence classifier; {model.architecture} is none "
-                     + (f"(pick one with --architecture: {', '.join(scorable)})" if scorable else
-                        f"and no {spec.model_type} class can be scored"))
+def resume_command(argv) -> str:
+    import shlex
 
-
-def masked_rows(model, tokenizer, items, progress):  # -> {index: row}; pseudo-log-likelihood per text
-    from .scoring import pseudo_log_likelihood
-
-    if tokenizer is None or getattr(tokenizer, "mask_token_id", None) is None:
-        raise ValueError("masked-LM scoring needs the model's tokenizer (for its mask token)")
-    rows = {}
-    for index, ids in items:
-        special = np.array(tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True), bool)
-        terms = pseudo_log_likelihood(model, ids, tokenizer.mask_token_id, scored=~special)
-        n = int((~special).sum())
-        if n == 0:
-            rows[index] = {"index": index, "error": "no token to score besides special tokens"}
-        else:
-            pll = float(np.sum(terms, dtype=np.float64))
-            rows[index] = {"index": index, "pseudo_log_likelihood": pll, "num_tokens": n,
-                           "pseudo_perplexity": math.exp(-pll / n)}
-        progress.update(1)
-    return rows
-
-
-def classify_rows(model, items, progress):  # -> {index: row}; label and probabilities per text
-    from .scoring import classify
-
-    labels = model.config.id2label or {i: f"LABEL_{i}" for i in range(model.config.num_labels)}
-    rows = {}
-    for index, ids in items:
-        logits, probs = classify(model, np.array([ids]))
-        row = {"index": index, "logits": [float(v) for v in logits[0]]}
-        if model.config.problem_type != "regression" and model.config.num_labels > 1:
-            row["label"] = labels[int(np.argmax(probs[0]))]
-            row["probabilities"] = {labels[i]: float(p) for i, p in enumerate(probs[0])}
-        rows[index] = row
-        progress.update(1)
-    return rows
+    return shlex.join(["refimpl", *argv] + ([] if "--resume" in argv else ["--resume"]))
 
 
 def cmd_score(args) -> int:
-    import refimpl
+    """Exit status: see EXIT_STATUS. Model and input problems are fatal (1), with a one-line message."""
+    from .batch import InputError, run_and_report, run_score, score_on_dask
+    from .formats import CheckpointError
+    from .runtime import batch_threads
 
-    model = refimpl.from_pretrained(args.model, architecture=args.architecture, dtype=args.dtype)
-    kind = score_kind(model)
-    tokenizer = None
+    job, threads = score_job(args), batch_threads(args.threads)
+    resume = None if args.output == "-" else resume_command(args.argv)
+    client = None
+
+    def run():
+        nonlocal client
+        if not args.scheduler:
+            return run_score(job, args.input, args.output, resume=args.resume, workers=args.workers,
+                             threads=threads, progress=args.progress)
+        client = connect(args.scheduler)
+        return score_on_dask(job, args.input, args.output, client, resume=args.resume,
+                             partition_lines=args.partition_lines, threads=threads, progress=args.progress)
+
     try:
-        tokenizer = refimpl.load_tokenizer(args.model)
-    except (FileNotFoundError, ValueError, ImportError) as err:
-        if args.format != "ids" or kind == "masked":
-            print(f"refimpl: no tokenizer for {args.model} ({err}); only token ids can be scored", file=sys.stderr)
-    source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
-    with source:
-        lines = [line.rstrip("\n") for line in source]
-    rows, items = {}, []
-    for index, line in enumerate(lines):
-        try:
-            ids = parse_line(line, args.format, tokenizer)
-            if kind == "causal":  # longer than the position table: a sliding window
-                check_ids(ids, model.config, fits=False)
-            else:  # an encoder reads the whole text at once
-                check_ids(ids, model.config, min_tokens=1)
-            items.append((index, ids))
-        except LineError as err:
-            rows[index] = {"index": index, "error": str(err)}
-    progress = Progress(len(items), args.progress or (sys.stderr.isatty() and len(items) > args.batch_size))
-    if kind == "causal":
-        rows.update(score_batches(model, items, args.batch_size, progress, args.stride))
-    elif kind == "masked":
-        rows.update(masked_rows(model, tokenizer, items, progress))
-    else:
-        rows.update(classify_rows(model, items, progress))
-    progress.close()
-    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
-    with out:
-        for index in range(len(lines)):
-            out.write(json.dumps(rows[index], ensure_ascii=False) + "\n")
-    errors = sum("error" in row for row in rows.values())
-    if errors:
-        print(f"refimpl: {errors} of {len(lines)} lines could not be scored (see their \"error\")", file=sys.stderr)
-    return 0
+        return run_and_report(run, resume)
+    except (InputError, FileNotFoundError, CheckpointError, OSError) as err:
+        print(f"refimpl: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # outside the scoring loop's own handler (while loading the model)
+        print("refimpl: interrupted" + (f"; resume with:\n  {resume}" if resume else ""), file=sys.stderr)
+        return 130
+    finally:
+        if client is not None:
+            client.close()
+
+
+def connect(address: str):
+    from .batch.cluster import need_distributed
+
+    distributed = need_distributed()
+    try:
+        return distributed.Client(address, timeout="10s")
+    except OSError as err:
+        raise ConnectionError(f"cannot reach the Dask scheduler at {address}: {err}") from None
 
 
 def global_first(mask):  # [B, T] -> [B, T]: LED's usual global attention on the first token (<s>)
@@ -400,30 +309,62 @@ def module_flops(params, trace, name, value) -> int:
 
 
 def add_common_arguments(command) -> None:
-    command.add_argument("input", nargs="?", default="-", help="input file, one item per line (default: stdin)")
-    command.add_argument("-o", "--output", default="-", help="output JSONL file (default: stdout)")
-    command.add_argument("--model", default=str(SHIPPED_MODEL), help="checkpoint directory (default: the shipped opt-tiny)")
+    command.add_argument("input", nargs="?", default="-", help="input file, one item per line (- : stdin)")
+    command.add_argument("-o", "--output", default="-", help="output JSONL file (- : stdout)")
+    command.add_argument("--model", default=str(SHIPPED_MODEL),
+                         help="checkpoint directory or a repo id in the Hugging Face cache (default: the shipped opt-tiny)")
+    command.add_argument("--cache-dir", default=None, help="Hugging Face cache for repo ids (default: HF_HUB_CACHE etc.)")
     command.add_argument("--architecture", default=None, help="upstream class to load (default: from config.json)")
     command.add_argument("--format", choices=["text", "ids", "jsonl"], default="text",
-                         help='text: one text per line; ids: token ids per line; jsonl: {"text": ...} or {"input_ids": [...]}')
-    command.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    command.add_argument("--batch-size", type=int, default=8)
-    command.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+                         help='text: one text per line; ids: token ids per line; jsonl: {"text": ...} or '
+                              '{"input_ids": [...]} ({"source": ..., "target": ...} for LED)')
+    command.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="compute dtype")
+    command.add_argument("--batch-size", type=int, default=8, help="items per forward pass")
+    command.add_argument("--progress", action="store_true", default=None,
+                         help="show the progress bar even when stderr is not a terminal")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows every default (except None and switches) and keeps the epilog's layout."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="refimpl", description="Pure-NumPy reference transformers (LED, NEZHA, XGLM, OPT).")
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="refimpl", description="Pure-NumPy reference transformers (LED, NEZHA, XGLM, OPT).",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"refimpl {__version__}")
     parser.add_argument("--backend", choices=["reference", "numpy", "numba"], default=None,
                         help="force the hot loops' implementation (default: REFIMPL_BACKEND, else Numba for float32 "
                              "when installed, else NumPy; float64 always runs NumPy code)")
     commands = parser.add_subparsers(dest="command", required=True)
-    score = commands.add_parser("score", help="per-text log-likelihood, token count and perplexity as JSONL")
+    score = commands.add_parser("score", help="per-text log-likelihood, token count and perplexity as JSONL",
+                                description="Score one item per input line; one JSON record per line, in input "
+                                            "order, each written whole as soon as it is known.",
+                                epilog=EXIT_STATUS, formatter_class=HelpFormatter)
     add_common_arguments(score)
     score.add_argument("--stride", type=int, default=None,
                        help="texts longer than the position table are scored with a sliding window advancing by "
                             "this many tokens (default: half the table)")
+    score.add_argument("--resume", action="store_true",
+                       help="keep the complete records already in -o OUT and score only the missing lines")
+    score.add_argument("--workers", type=int, default=1, help="scoring processes (they share the memory-mapped weights)")
+    score.add_argument("--threads", type=int, default=None,
+                       help="BLAS threads per process (default: refimpl.runtime.DEFAULT_BLAS_THREADS = 1, which "
+                            "does not collapse on a busy machine; see README)")
+    score.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                       help="score on this Dask cluster (pip install 'refimpl[dask]'); the model path must be "
+                            "readable by every worker")
+    score.add_argument("--partition-lines", type=int, default=None,
+                       help="lines per Dask task, with --scheduler (default: 8 read-ahead windows of 32 batches)")
     score.set_defaults(func=cmd_score)
-    gen = commands.add_parser("generate", help="continue prompts (greedy, beam search or sampling) as JSONL")
+    gen = commands.add_parser("generate", help="continue prompts (greedy, beam search or sampling) as JSONL",
+                              formatter_class=HelpFormatter)
     add_common_arguments(gen)
     gen.add_argument("--max-new-tokens", type=int, default=20)
     gen.add_argument("--min-new-tokens", type=int)
@@ -465,6 +406,7 @@ def main(argv=None) -> int:
     from .accel import set_backend
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         set_backend(args.backend)
         return args.func(args)

@@ -1,7 +1,8 @@
 """The language-model head fused with log_softmax at the target tokens: what scoring needs.
 
-    logprob[n] = logits[n, target[n]] - logsumexp(logits[n, :]),   logits = hidden @ head.T
+    logprob[n] = logits[n, target[n]] - logsumexp(logits[n, :]),   logits = hidden @ head.T (+ bias)
 
+(bias [V]: LED's final_logits_bias.)
 The [N, V] logits (200 MB for 8 x 128 tokens of OPT, 130 MB for one 128-token XGLM line) are never held
 at once. Two twins, dispatched by refimpl.accel:
 
@@ -20,23 +21,25 @@ import math
 import numpy as np
 
 from . import accel
-from .ops import exp_f32_inplace, logsumexp, max_4_lanes, sum_4_lanes
+from .ops import add, exp_f32_inplace, logsumexp, max_4_lanes, sum_4_lanes
 
 ROWS = 256  # numpy twin: positions per block of logits ([256, V] at a time)
 VOCAB = 4096  # numba twin: vocabulary columns per chunk ([rows, 4096] float32 logits at a time)
 
 
-def target_logprobs(hidden, head, targets):  # hidden [N, E], head [V, E], targets [N] -> [N]
-    """log_softmax(hidden @ head.T)[n, targets[n]] for every row n, in hidden's dtype."""
+def target_logprobs(hidden, head, targets, bias=None):  # hidden [N, E], head [V, E], targets [N], bias [V] -> [N]
+    """log_softmax(hidden @ head.T + bias)[n, targets[n]] for every row n, in hidden's dtype."""
     return accel.dispatch({"numpy": target_logprobs_numpy, "numba": target_logprobs_numba}, hidden.dtype)(
-        hidden, head, targets)
+        hidden, head, targets, bias)
 
 
-def target_logprobs_numpy(hidden, head, targets, rows=None):  # hidden [N, E], head [V, E], targets [N] -> [N]
+def target_logprobs_numpy(hidden, head, targets, bias=None, rows=None):  # -> [N]
     rows = rows or ROWS
     out = np.empty(hidden.shape[0], dtype=hidden.dtype)
     for start in range(0, hidden.shape[0], rows):
         logits = hidden[start:start + rows] @ head.T                                  # [n, V]
+        if bias is not None:
+            logits += bias
         picked = logits[np.arange(logits.shape[0]), targets[start:start + rows]]     # [n]
         out[start:start + rows] = picked - logsumexp(logits, overwrite_input=True)   # log_softmax at the targets
     return out
@@ -68,7 +71,7 @@ def _online_logsumexp_rows(logits, column0, targets, top, total, picked, first, 
         total[r] += sum_4_lanes(row, c, 0.0)                     # float64 sums, a fixed order
 
 
-def target_logprobs_numba(hidden, head, targets, vocab_chunk=None):  # hidden [N, E] float32, head [V, E], targets [N] -> [N]
+def target_logprobs_numba(hidden, head, targets, bias=None, vocab_chunk=None):  # hidden [N, E] float32, head [V, E], targets [N] -> [N]
     chunk_width = vocab_chunk or VOCAB
     N, V = hidden.shape[0], head.shape[0]
     targets = np.ascontiguousarray(targets, dtype=np.int64)
@@ -81,5 +84,7 @@ def target_logprobs_numba(hidden, head, targets, vocab_chunk=None):  # hidden [N
         c = min(chunk_width, V - column0)
         chunk = logits[:, :c] if c == chunk_width else np.empty((N, c), dtype=np.float32)
         np.matmul(hidden, head[column0:column0 + c].T, out=chunk)  # [N, c]
+        if bias is not None:
+            add(chunk, bias[column0:column0 + c], out=chunk)
         accel.on_threads(_online_logsumexp_rows, (chunk, column0, targets, top, total, picked), n_threads)
     return (picked - (top + np.log(total))).astype(np.float32)

@@ -65,3 +65,35 @@ def configure_process() -> dict:
 
     Returns what took effect: {"malloc_tuned": bool, "blas_spin_shortened": bool}."""
     return {"malloc_tuned": tune_malloc(), "blas_spin_shortened": shorten_blas_spin()}
+
+
+# ---------------------------------------------------------------- the thread policy of batch jobs
+
+# BLAS threads per scoring process unless --threads says otherwise. Measured (bench/bench_batch.py,
+# bench/results/batch.json): with a competing CPU load, OpenBLAS's default (one thread per core)
+# collapses, each product waiting for a descheduled thread; one thread per process does not, and on a
+# quiet machine loses little at the batch shapes scoring runs. Throughput across cores comes from
+# --workers (processes), which scale without that collapse.
+DEFAULT_BLAS_THREADS = 1
+
+
+def batch_threads(requested=None) -> int:
+    """BLAS threads for each scoring process: `requested` (--threads) or DEFAULT_BLAS_THREADS."""
+    if requested is not None and int(requested) < 1:
+        raise ValueError(f"--threads must be at least 1, got {requested}")
+    return int(requested) if requested is not None else DEFAULT_BLAS_THREADS
+
+
+def set_blas_threads(n: int) -> bool:
+    """Run the calling thread's NumPy BLAS on `n` threads, and start child processes with `n` too.
+
+    Uses OpenBLAS's thread-local setter (refimpl.accel.blas_thread_setter); returns False where NumPy's
+    BLAS offers none (then only processes started afterwards follow OPENBLAS_NUM_THREADS)."""
+    os.environ["OPENBLAS_NUM_THREADS"] = str(n)  # read by the OpenBLAS of processes started from now on
+    from .accel import blas_thread_setter
+
+    setter = blas_thread_setter("numpy")
+    if setter is None:
+        return False
+    setter(n)
+    return True

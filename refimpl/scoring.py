@@ -1,9 +1,15 @@
-"""Scoring text with a causal language model: per-token log-likelihoods without the full logits tensor.
+"""Scoring text: per-token log-likelihoods without the full logits tensor.
 
-For a decoder-only model whose logits are `last_hidden_state @ lm_head.weight.T` (OPT, XGLM), the
-log-probability of each next token needs only the logsumexp over the vocabulary and the target's
-logit: `refimpl.lm_head.target_logprobs` computes them in chunks, so the [B, T, V] logits array
-(200 MB for 8x128 tokens of OPT) is never held at once.
+    token_logprobs          causal LM (OPT, XGLM): log p(x_t | x_<t)
+    sliding_token_logprobs  the same for a text longer than the position table
+    seq2seq_token_logprobs  encoder-decoder LM (LED): log p(y_t | y_<t, source), teacher forcing
+    pseudo_log_likelihood   masked LM (NEZHA): each token masked in turn
+    classify                sequence classifiers: logits and probabilities
+
+For a model whose logits are `hidden @ head.T (+ bias)`, the log-probability of each target token
+needs only the logsumexp over the vocabulary and the target's logit: `refimpl.lm_head.target_logprobs`
+computes them in chunks, so the [B, T, V] logits array (200 MB for 8x128 tokens of OPT) is never held
+at once.
 """
 from __future__ import annotations
 
@@ -32,11 +38,45 @@ def token_logprobs(model, input_ids, attention_mask=None):  # ids [B, T] -> [B, 
                   attention_mask=attention_mask, use_cache=False).last_hidden_state  # [B, T, E]
     head = model.params[spec.causal_lm[model.architecture]]  # [V, E]
     batch, length, width = hidden.shape
-    h = hidden[:, :-1].reshape(-1, width)  # [N, E] predicting ...
-    targets = input_ids[:, 1:].reshape(-1)  # [N]    ... these tokens
-    out = target_logprobs(h, head, targets).reshape(batch, length - 1)  # log_softmax at the targets
+    out = target_logprobs(hidden[:, :-1].reshape(-1, width), head, input_ids[:, 1:].reshape(-1))  # [B*(T-1)]
+    out = out.reshape(batch, length - 1)
     scored = (attention_mask[:, 1:] == 1) & (attention_mask[:, :-1] == 1)
     return np.where(scored, out, out.dtype.type(0))
+
+
+# LEDForConditionalGeneration's output layer: logits = lm_head(h) + final_logits_bias (modeling_led.py)
+SEQ2SEQ_HEAD, SEQ2SEQ_BIAS = "lm_head.weight", "final_logits_bias"
+
+
+def seq2seq_token_logprobs(model, input_ids, labels, attention_mask=None, global_attention_mask=None):
+    """log p(labels[b, t] | labels[b, <t], source b) for an encoder-decoder LM (LEDForConditionalGeneration).
+
+    input_ids [B, S] (+ attention_mask [B, S], global_attention_mask [B, S]): the sources.
+    labels [B, T]: the targets, right-padded with -100. -> [B, T], 0.0 where labels == -100.
+    Teacher forcing as upstream's forward with `labels`: the decoder reads
+    shift_tokens_right(labels) (decoder_start_token_id first, -100 -> pad; no decoder mask, only the
+    causal one), and logits = lm_head(h) + final_logits_bias. -mean over labels != -100 is upstream's loss.
+    """
+    from .models.led import shift_tokens_right
+
+    if model.architecture not in model.spec.generates or not model.config.is_encoder_decoder:
+        raise ValueError(f"seq2seq_token_logprobs needs an encoder-decoder language model; {model.architecture} "
+                         "is not one (LED: LEDForConditionalGeneration)")
+    cfg = model.config
+    labels = inputs.ids(labels, "labels")  # [B, T]
+    real = labels != -100  # [B, T]
+    targets = np.where(real, labels, 0)  # [B, T]
+    inputs.ids(targets, "labels", vocab_size=cfg.vocab_size)  # every real label inside the vocabulary
+    spec = model.spec
+    base = spec.architectures[spec.base_model]
+    hidden = base(spec.base_params(model.params, model.architecture), cfg, input_ids=input_ids,
+                  attention_mask=attention_mask, global_attention_mask=global_attention_mask,
+                  decoder_input_ids=shift_tokens_right(labels, cfg.pad_token_id, cfg.decoder_start_token_id),
+                  use_cache=False).last_hidden_state  # [B, T, E]
+    batch, length, width = hidden.shape
+    out = target_logprobs(hidden.reshape(-1, width), model.params[SEQ2SEQ_HEAD], targets.reshape(-1),
+                          model.params[SEQ2SEQ_BIAS][0]).reshape(batch, length)  # [B, T]
+    return np.where(real, out, out.dtype.type(0))
 
 
 def sliding_token_logprobs(model, ids, window=None, stride=None):  # ids [T] -> [T-1]

@@ -11,8 +11,10 @@ from refimpl import accel, lm_head
 TWINS = ["numpy"] + (["numba"] if accel.HAVE_NUMBA else [])
 
 
-def exact_target_logprobs(hidden, head, targets):  # float64 throughout
+def exact_target_logprobs(hidden, head, targets, bias=None):  # float64 throughout
     logits = hidden.astype(np.float64) @ head.astype(np.float64).T  # [N, V]
+    if bias is not None:
+        logits += bias
     top = logits.max(axis=1, keepdims=True)
     logz = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
     return logits[np.arange(len(targets)), targets] - logz
@@ -21,22 +23,23 @@ def exact_target_logprobs(hidden, head, targets):  # float64 throughout
 @pytest.mark.parametrize("twin", TWINS)
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(1, 9), v=st.integers(1, 40), e=st.integers(1, 12), vocab_chunk=st.integers(1, 9),
-       scale=st.sampled_from([0.1, 3.0, 30.0]), seed=st.integers(0, 2**31))
-def test_twins_match_exact_log_softmax(twin, n, v, e, vocab_chunk, scale, seed):
+       scale=st.sampled_from([0.1, 3.0, 30.0]), with_bias=st.booleans(), seed=st.integers(0, 2**31))
+def test_twins_match_exact_log_softmax(twin, n, v, e, vocab_chunk, scale, with_bias, seed):
     rng = np.random.default_rng(seed)
     hidden = (rng.standard_normal((n, e)) * scale).astype(np.float32)
     head = rng.standard_normal((v, e)).astype(np.float32)
     targets = rng.integers(0, v, size=n)
-    expected = exact_target_logprobs(hidden, head, targets)
+    bias = (rng.standard_normal(v) * scale).astype(np.float32) if with_bias else None
+    expected = exact_target_logprobs(hidden, head, targets, bias)
     if twin == "numpy":
-        got = lm_head.target_logprobs_numpy(hidden, head, targets, rows=max(1, vocab_chunk // 2))
+        got = lm_head.target_logprobs_numpy(hidden, head, targets, bias, rows=max(1, vocab_chunk // 2))
     else:
-        got = lm_head.target_logprobs_numba(hidden, head, targets, vocab_chunk=vocab_chunk)
+        got = lm_head.target_logprobs_numba(hidden, head, targets, bias, vocab_chunk=vocab_chunk)
     assert got.dtype == np.float32 and got.shape == (n,)
     err = np.abs(got - expected)
     worst = int(err.argmax())
     # a few float32 roundings of values up to |logit| ~ scale * sqrt(e) * 4
-    bound = 4e-6 * (1 + np.abs(expected).max() + scale * np.sqrt(e) * 4)
+    bound = 4e-6 * (1 + np.abs(expected).max() + scale * (np.sqrt(e) * 4 + with_bias * 4))
     assert err[worst] <= bound, f"{twin} n={n} v={v} e={e}: max |diff| {err[worst]:.3g} at row {worst} > {bound:.3g}"
 
 

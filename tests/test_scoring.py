@@ -68,7 +68,7 @@ def test_cli_scores_ids_and_reports_bad_lines(tmp_path, capsys):
     lines = ["5 6 7 8", "not ids", "9 10 11", "4", "4 99"]
     (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
     assert main(["score", str(tmp_path / "in.txt"), "--format", "ids", "--model", str(model_dir),
-                 "-o", str(tmp_path / "out.jsonl")]) == 0
+                 "-o", str(tmp_path / "out.jsonl")]) == 3  # 3: some lines got error records
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["index"] for r in rows] == list(range(5))
     assert "integer token ids" in rows[1]["error"] and "at least 2" in rows[3]["error"]
@@ -163,4 +163,74 @@ def test_cli_refuses_heads_it_cannot_score(tmp_path, capsys):
     (tmp_path / "in.txt").write_text("5 6\n")
     code = main(["score", str(tmp_path / "in.txt"), "--format", "ids",
                  "--model", str(GOLDEN / "opt" / "preln-OPTForQuestionAnswering")])
-    assert code == 2 and "causal LM, a masked LM or a sequence classifier" in capsys.readouterr().err
+    assert code == 2 and "a causal LM, a seq2seq LM, a masked LM or a sequence classifier" in capsys.readouterr().err
+
+
+LED_DIR = GOLDEN / "led" / "windows-8-4-8-LEDForConditionalGeneration"
+
+
+def led_pairs(rng, n, vocab):  # -> [(source ids, target ids)] as "<s> w .. </s>" of varied lengths
+    return [([0, *rng.integers(3, vocab, rng.integers(1, 14)), 2], [0, *rng.integers(3, vocab, rng.integers(0, 9)), 2])
+            for _ in range(n)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_seq2seq_logprobs_are_the_heads_loss_per_pair(dtype):
+    """-mean of seq2seq_token_logprobs over each pair's target equals LEDForConditionalGeneration's loss with
+    labels (full logits + cross-entropy: an independent path, itself checked against upstream's golden loss),
+    each pair alone; the batched, padded call gives the same per-token numbers."""
+    from refimpl.scoring import seq2seq_token_logprobs
+
+    model = refimpl.from_pretrained(LED_DIR, dtype=dtype)
+    pairs = led_pairs(np.random.default_rng(4), 5, model.config.vocab_size)
+    from refimpl.batch.jobs import padded
+
+    source, mask = padded((s for s, _ in pairs), model.config.pad_token_id)
+    labels, _ = padded((t for _, t in pairs), -100)
+    glob = np.zeros_like(mask)
+    glob[:, 0] = 1
+    batched = seq2seq_token_logprobs(model, source, labels, mask, glob)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for r, (s, t) in enumerate(pairs):
+        alone = model(input_ids=np.array([s]), global_attention_mask=np.eye(1, len(s), dtype=np.int64),
+                      labels=np.array([t]))
+        logp = log_softmax(alone.logits[0])[np.arange(len(t)), t]  # [T]
+        np.testing.assert_allclose(batched[r, :len(t)], logp, rtol=tol, atol=tol, err_msg=f"pair {r}")
+        np.testing.assert_allclose(-batched[r, :len(t)].mean(), alone.loss, rtol=tol, err_msg=f"pair {r} loss")
+        assert np.all(batched[r, len(t):] == 0)
+
+
+def test_seq2seq_logprobs_refuse_other_heads():
+    from refimpl.scoring import seq2seq_token_logprobs
+
+    model = refimpl.from_pretrained(GOLDEN / "led" / "window-6-LEDModel")
+    with pytest.raises(ValueError, match="needs an encoder-decoder language model; LEDModel"):
+        seq2seq_token_logprobs(model, np.array([[0, 5, 2]]), np.array([[0, 2]]))
+
+
+def test_cli_scores_led_pairs(tmp_path):
+    """`refimpl score --format jsonl` on an LED checkpoint: log p(target | source) per target token and in total."""
+    model = refimpl.from_pretrained(LED_DIR, dtype="float64")
+    pairs = led_pairs(np.random.default_rng(5), 12, model.config.vocab_size)
+    lines = [json.dumps({"source_ids": [int(v) for v in s], "target_ids": [int(v) for v in t]}) for s, t in pairs]
+    lines.insert(3, json.dumps({"source": "no tokenizer here", "target_ids": [0, 2]}))
+    lines.insert(5, json.dumps({"source_ids": [0, 5, 2]}))
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["score", str(tmp_path / "in.jsonl"), "--format", "jsonl", "--model", str(LED_DIR), "--dtype",
+                 "float64", "--batch-size", "4", "-o", str(tmp_path / "o")]) == 3
+    rows = [json.loads(line) for line in (tmp_path / "o").read_text().splitlines()]
+    assert "no tokenizer" in rows[3]["error"] and '"target"' in rows[5]["error"]
+    rows = [r for i, r in enumerate(rows) if i not in (3, 5)]
+    for row, (s, t) in zip(rows, pairs):
+        alone = model(input_ids=np.array([s]), global_attention_mask=np.eye(1, len(s), dtype=np.int64),
+                      labels=np.array([t]))
+        logp = log_softmax(alone.logits[0])[np.arange(len(t)), t]
+        np.testing.assert_allclose(row["token_logprobs"], logp, rtol=1e-12, atol=1e-12)
+        assert row["num_tokens"] == len(t) and row["log_likelihood"] == pytest.approx(logp.sum(), rel=1e-12)
+        assert row["perplexity"] == pytest.approx(np.exp(-logp.mean()), rel=1e-12)
+
+
+def test_cli_led_needs_jsonl_pairs(tmp_path, capsys):
+    (tmp_path / "in.txt").write_text("0 5 2\n")
+    assert main(["score", str(tmp_path / "in.txt"), "--format", "ids", "--model", str(LED_DIR)]) == 2
+    assert "source/target pairs" in capsys.readouterr().err

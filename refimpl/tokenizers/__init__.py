@@ -1,6 +1,6 @@
 """Tokenizers of the four families, bit-for-bit with transformers 4.37.2's slow (Python) tokenizers.
 
-    load_tokenizer(path)      checkpoint directory -> the right tokenizer object
+    load_tokenizer(path)      checkpoint directory or cached repo id -> the right tokenizer object
     GPT2Tokenizer             byte-level BPE, GPT-2 rules (OPT: add_bos_token, `</s>` as BOS)   bpe.py
     BartTokenizer             byte-level BPE, `<s> A </s>` (BART)                               bpe.py
     LEDTokenizer              BartTokenizer + global_attention_mask padding                     bpe.py
@@ -97,8 +97,12 @@ def _pick_class(path: str, config: dict, model_type: Optional[str]):
                      "sentencepiece.bpe.model, or vocab.txt)")
 
 
-def load_tokenizer(path, model_type: Optional[str] = None, **overrides) -> Tokenizer:
+def load_tokenizer(path, model_type: Optional[str] = None, cache_dir=None, revision: Optional[str] = None,
+                   **overrides) -> Tokenizer:
     """Checkpoint directory -> tokenizer, configured from tokenizer_config.json and special_tokens_map.json.
+
+    path: a directory, or a repo id ("facebook/opt-125m") already in the Hugging Face cache, found as
+    from_pretrained finds it (`cache_dir`, `revision`; refimpl.formats.hub_cache); never downloads.
 
     The class comes from tokenizer_config.json's `tokenizer_class`, else from `model_type` (argument, or
     config.json's), else from the files present. `overrides` replace config values (e.g. padding_side="left").
@@ -106,7 +110,9 @@ def load_tokenizer(path, model_type: Optional[str] = None, **overrides) -> Token
     special_tokens_map.json is not read; otherwise it overrides tokenizer_config.json, and added_tokens.json
     adds tokens.
     """
-    path = os.fspath(path)
+    from ..formats.hub_cache import resolve_checkpoint
+
+    path = os.fspath(resolve_checkpoint(path, cache_dir=cache_dir, revision=revision))
     if not os.path.isdir(path):
         raise ValueError(f"tokenizer path {path!r} is not a directory")
     cfg_file = os.path.join(path, "tokenizer_config.json")

@@ -1,0 +1,191 @@
+"""Run a ScoreJob over a file in this process or in `--workers N` processes.
+
+    read lines lazily (bytes) -> windows of `window` lines -> score (bucketed batches) -> OrderedWriter
+
+Memory is bounded by one window per process (plus the chunks in flight to workers), whatever the
+input's length. SIGINT / SIGTERM stop after the current batch: every record written so far is complete
+and `--resume` continues from there.
+
+The writer can write a record only when every earlier one is written; within a window the batches
+run shortest first, so records go out as each window completes. A stop waits for the window's end.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Optional, Tuple
+
+from .jobs import ScoreJob
+from .lines import count_lines, open_input, read_lines
+from .output import OrderedWriter, resume_file
+
+WINDOW_BATCHES = 32  # read-ahead window: this many batches of lines are length-sorted together
+
+
+def window_lines(job: ScoreJob, window: Optional[int] = None) -> int:
+    return window or job.batch_size * WINDOW_BATCHES
+
+
+@dataclass
+class Summary:
+    """What a run did. Only `records` and `errors` describe the output; the rest is for stderr."""
+    records: int = 0          # records in the output file (resumed ones included)
+    errors: int = 0           # of which error records
+    scored_now: int = 0       # lines scored by this run
+    tokens: int = 0           # tokens scored by this run
+    seconds: float = 0.0
+    interrupted: bool = False
+    beyond_input: int = 0     # --resume: records in OUT whose index is past the input's last line
+
+    def rate_line(self) -> str:
+        per = max(self.seconds, 1e-9)
+        return (f"refimpl: {self.scored_now} lines, {self.tokens} tokens in {self.seconds:.1f} s: "
+                f"{self.scored_now / per:.1f} lines/s, {self.tokens / per:.0f} tokens/s")
+
+
+class StopFlag:
+    """SIGINT and SIGTERM set the flag (the run stops after the current batch) instead of raising."""
+
+    def __init__(self):
+        self.stopped = False
+
+    def __enter__(self):
+        self.previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def stop(self, *_):
+        self.stopped = True
+
+    def __exit__(self, *_):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def windows(lines, size: int, skip) -> Iterator[List[Tuple[int, bytes]]]:  # lines not in `skip`, `size` at a time
+    todo = (item for item in lines if item[0] not in skip)
+    while chunk := list(itertools.islice(todo, size)):
+        yield chunk
+
+
+def progress_bar(enabled: Optional[bool], input_path: str = "-"):
+    """tqdm on stderr: shown with --progress (enabled=True) or on a terminal (None); never with False.
+    Its total is the input file's line count (one fast pass over the bytes), unknown for stdin."""
+    show = enabled or (enabled is None and sys.stderr.isatty())
+    if not show:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        if enabled:
+            raise ValueError("--progress needs tqdm: pip install 'refimpl[batch]'") from None
+        return None
+    total = count_lines(input_path)
+    return tqdm(total=total if total >= 0 else None, unit="line", file=sys.stderr, dynamic_ncols=True)
+
+
+def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = False, workers: int = 1,
+              threads: int = 1, window: Optional[int] = None, progress: Optional[bool] = None) -> Summary:
+    """Score every line of `input_path` into `output_path` (JSONL, input order). Raises InputError for an
+    unreadable input, ValueError / FileNotFoundError for an unusable model or arguments."""
+    from .. import runtime
+
+    runtime.set_blas_threads(threads)
+    source = open_input(input_path)
+    scorer = job.load()  # fails fast here, not in a worker; --workers processes load their own
+    done, resumed_errors = resume_file(output_path) if resume else (set(), 0)
+    bar = progress_bar(progress, input_path)
+    window = window_lines(job, window)
+    writer = OrderedWriter(output_path, append=resume, skip=done)
+    summary = Summary(records=len(done), errors=resumed_errors)
+    if bar is not None:
+        bar.update(len(done))
+    start = time.perf_counter()
+    try:
+        with source, StopFlag() as flag:
+            lines = Counted(read_lines(source))
+            chunks = windows(lines, window, done)
+            results = (score_locally(scorer, chunks) if workers == 1 else
+                       score_in_processes(job, chunks, workers, threads, window, flag))
+            for records, tokens in results:
+                writer.put(records)
+                summary.scored_now += len(records)
+                summary.tokens += tokens
+                if bar is not None:
+                    bar.update(len(records))
+                if flag.stopped and not writer.pending:  # at a window's end: nothing scored is lost
+                    summary.interrupted = True
+                    break
+    finally:
+        writer.close()
+        if bar is not None:
+            bar.close()
+    summary.seconds = time.perf_counter() - start
+    summary.records += writer.written
+    summary.errors += writer.errors
+    if not summary.interrupted:
+        summary.beyond_input = sum(index >= lines.count for index in done)  # the input never reached them
+    return summary
+
+
+class Counted:
+    """An iterator of (index, line) that remembers how many lines it has given."""
+
+    def __init__(self, lines):
+        self.lines, self.count = lines, 0
+
+    def __iter__(self):
+        for item in self.lines:
+            self.count = item[0] + 1
+            yield item
+
+
+def score_locally(scorer, chunks) -> Iterator[Tuple[list, int]]:  # (records, tokens) per batch
+    for chunk in chunks:
+        yield from scorer.score_window(chunk)
+
+
+def score_in_processes(job, chunks, workers: int, threads: int, window: int, flag) -> Iterator[Tuple[list, int]]:
+    """Windows scored by `workers` fresh processes (spawned: no forked BLAS state), 2 per worker in flight;
+    results come back in submission order, so the writer's reorder buffer stays one window deep."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .worker import score_lines, start_worker
+
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=start_worker, initargs=(threads,))
+    in_flight = collections.deque()
+    try:
+        for chunk in itertools.chain(chunks, [None]):
+            if chunk is not None:
+                in_flight.append(pool.submit(score_lines, job, chunk, window))
+            while in_flight and (len(in_flight) >= 2 * workers or chunk is None or flag.stopped):
+                yield in_flight.popleft().result()
+            if flag.stopped:
+                return
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_and_report(run: Callable[[], Summary], resume_command: Optional[str]) -> int:
+    """Run, print the summary on stderr, and return the exit status: 0 all scored, 3 some error records,
+    130 interrupted (with the command that resumes)."""
+    summary = run()
+    print(summary.rate_line(), file=sys.stderr)
+    if summary.beyond_input:
+        print(f"refimpl: warning: the output holds {summary.beyond_input} records past the input's last line: "
+              "was the input changed since the interrupted run? Rerun without --resume", file=sys.stderr)
+    if summary.interrupted:
+        print(f"refimpl: interrupted; {summary.records} records are complete. Resume with:\n  "
+              + (resume_command or "(output went to stdout: rerun with -o FILE to be able to resume)"),
+              file=sys.stderr)
+        return 130
+    if summary.errors:
+        print(f"refimpl: {summary.errors} of {summary.records} lines could not be scored "
+              "(see their \"error\" records)", file=sys.stderr)
+        return 3
+    return 0
