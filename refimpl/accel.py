@@ -141,9 +141,23 @@ def backend_info() -> dict:
 SMALL_WORK = 1 << 18  # below this many inner-loop elements one thread does the work: a pool costs more
 
 
+_max_threads = None  # set_max_threads' cap (None: every cpu)
+
+
+def set_max_threads(n) -> None:
+    """Cap the threads of refimpl's kernels at `n` for the whole process (None: every cpu again).
+    refimpl.runtime.set_threads sets this and the BLAS threads together (the batch job's --threads)."""
+    global _max_threads
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"the thread cap must be a whole number >= 1 or None, got {n!r}")
+    _max_threads = n
+
+
 def threads_for(work: int) -> int:
-    """How many threads a kernel of `work` inner-loop elements uses: 1 for small work, else every cpu."""
-    return 1 if work < SMALL_WORK else (os.cpu_count() or 1)
+    """How many threads a kernel of `work` inner-loop elements uses: 1 for small work, else every cpu (at
+    most set_max_threads' cap)."""
+    every = os.cpu_count() or 1
+    return 1 if work < SMALL_WORK else min(every, _max_threads or every)
 
 
 def _openblas_local_threads(package_file, libs_dir):

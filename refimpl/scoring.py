@@ -35,7 +35,7 @@ def token_logprobs(model, input_ids, attention_mask=None):  # ids [B, T] -> [B, 
     attention_mask = inputs.mask(attention_mask, input_ids.shape)
     base = spec.architectures[spec.base_model]
     hidden = base(spec.base_params(model.params, model.architecture), model.config, input_ids=input_ids,
-                  attention_mask=attention_mask, use_cache=False).last_hidden_state  # [B, T, E]
+                  attention_mask=attention_mask, use_cache=False, return_dict=True).last_hidden_state  # [B, T, E]
     head = model.params[spec.causal_lm[model.architecture]]  # [V, E]
     batch, length, width = hidden.shape
     out = target_logprobs(hidden[:, :-1].reshape(-1, width), head, input_ids[:, 1:].reshape(-1))  # [B*(T-1)]
@@ -72,7 +72,7 @@ def seq2seq_token_logprobs(model, input_ids, labels, attention_mask=None, global
     hidden = base(spec.base_params(model.params, model.architecture), cfg, input_ids=input_ids,
                   attention_mask=attention_mask, global_attention_mask=global_attention_mask,
                   decoder_input_ids=shift_tokens_right(labels, cfg.pad_token_id, cfg.decoder_start_token_id),
-                  use_cache=False).last_hidden_state  # [B, T, E]
+                  use_cache=False, return_dict=True).last_hidden_state  # [B, T, E]
     batch, length, width = hidden.shape
     out = target_logprobs(hidden.reshape(-1, width), model.params[SEQ2SEQ_HEAD], targets.reshape(-1),
                           model.params[SEQ2SEQ_BIAS][0]).reshape(batch, length)  # [B, T]
@@ -121,7 +121,7 @@ def pseudo_log_likelihood(model, ids, mask_token_id, scored=None, batch_size=32)
         chunk = positions[start:start + batch_size]
         copies = np.repeat(ids[None], len(chunk), axis=0)  # [n, T], copy r masked at chunk[r]
         copies[np.arange(len(chunk)), chunk] = mask_token_id
-        logits = model(input_ids=copies)[field]  # [n, T, V]
+        logits = model(input_ids=copies, return_dict=True)[field]  # [n, T, V]
         rows = logits[np.arange(len(chunk)), chunk]  # [n, V]
         out[chunk] = rows[np.arange(len(chunk)), ids[chunk]] - logsumexp(rows)
     return out
@@ -131,7 +131,7 @@ def classify(model, input_ids, attention_mask=None):  # ids [B, T] -> (logits [B
     """A sequence classifier's logits and probabilities: sigmoid for multi-label models, softmax otherwise."""
     if model.architecture not in model.spec.sequence_classifiers:
         raise ValueError(f"classify needs a sequence classifier; {model.architecture} is not one")
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).logits
     if model.config.problem_type == "multi_label_classification":
         return logits, sigmoid(logits)
     return logits, softmax(logits)

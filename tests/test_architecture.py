@@ -279,3 +279,16 @@ def test_numba_without_scipy_says_which_backend_runs(tmp_path):
     first, second = out.stdout.splitlines()
     assert first.startswith("numpy scipy is not installed"), first
     assert second.startswith("1 numba is installed but its kernels cannot run: scipy"), second
+
+
+def test_the_thread_cap_bounds_every_kernel(monkeypatch):
+    monkeypatch.setattr(accel, "_max_threads", None)
+    every = os.cpu_count() or 1
+    assert accel.threads_for(accel.SMALL_WORK - 1) == 1 and accel.threads_for(10**9) == every
+    accel.set_max_threads(1)
+    assert accel.threads_for(10**9) == 1
+    accel.set_max_threads(None)
+    assert accel.threads_for(10**9) == every
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="thread cap"):
+            accel.set_max_threads(bad)

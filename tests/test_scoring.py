@@ -234,3 +234,15 @@ def test_cli_led_needs_jsonl_pairs(tmp_path, capsys):
     (tmp_path / "in.txt").write_text("0 5 2\n")
     assert main(["score", str(tmp_path / "in.txt"), "--format", "ids", "--model", str(LED_DIR)]) == 2
     assert "source/target pairs" in capsys.readouterr().err
+
+
+def test_scoring_and_generation_ignore_a_config_that_asks_for_tuples():
+    """A config.json with "return_dict": false makes forwards return tuples (as upstream); scoring and
+    generate() ask for output objects explicitly, as upstream's generate() does, and give the same numbers."""
+    model = refimpl.from_pretrained(GOLDEN / "opt/postln-proj-OPTForCausalLM", dtype="float64")
+    ids = np.random.default_rng(0).integers(3, 37, size=(2, 9))
+    scores, tokens = token_logprobs(model, ids), model.generate(ids[:, :4], max_new_tokens=3)
+    model.config.extra["return_dict"] = False
+    assert isinstance(model(input_ids=ids), tuple)
+    np.testing.assert_array_equal(token_logprobs(model, ids), scores)
+    np.testing.assert_array_equal(model.generate(ids[:, :4], max_new_tokens=3), tokens)

@@ -40,7 +40,7 @@ def score_partition(job: ScoreJob, threads: int, lines, window: int):  # runs on
     from .. import runtime
     from .worker import score_lines
 
-    runtime.set_blas_threads(threads)  # thread-local: this worker thread's BLAS
+    runtime.set_threads(threads)  # thread-local: this worker thread's BLAS
     return score_lines(job, lines, window)
 
 

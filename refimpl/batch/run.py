@@ -93,7 +93,7 @@ def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = F
     unreadable input, ValueError / FileNotFoundError for an unusable model or arguments."""
     from .. import runtime
 
-    runtime.set_blas_threads(threads)
+    runtime.set_threads(threads)
     source = open_input(input_path)
     scorer = job.load()  # fails fast here, not in a worker; --workers processes load their own
     done, resumed_errors = resume_file(output_path) if resume else (set(), 0)

@@ -18,7 +18,7 @@ def start_worker(threads: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     runtime.tune_malloc()
-    runtime.set_blas_threads(threads)
+    runtime.set_threads(threads)
 
 
 def scorer(job):
