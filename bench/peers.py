@@ -37,6 +37,10 @@ from peer_workloads import ENGINE_TITLES, ENGINES, QUICK, WORKLOADS  # noqa: E40
 TOLERANCE = 1e-5  # largest |engine - upstream| / largest |upstream|
 RESULT_FILE = RESULTS / "peers.json"
 OUTPUTS = CACHE / "outputs"  # each engine's output of its last round, for the check against upstream
+# what each engine needs installed (torch and transformers also make the checkpoint, the export, the conversion)
+REQUIRES = {"refimpl": (), "upstream": ("torch", "transformers"),
+            "onnxruntime": ("onnxruntime", "onnx", "torch", "transformers"),
+            "ctranslate2": ("ctranslate2", "torch", "transformers")}
 
 
 # ---- child processes ------------------------------------------------------------------------------------
@@ -72,6 +76,15 @@ def output_file(workload_name: str, engine: str) -> Path:
 
 def spawn(argv: list, engine: str = "refimpl") -> dict:
     return run_child([__file__, *argv], side_env(engine))
+
+
+def check_installed(engines: list) -> None:
+    import importlib.util
+
+    missing = sorted({m for e in ["upstream", *engines] for m in REQUIRES[e] if importlib.util.find_spec(m) is None})
+    if missing:
+        raise SystemExit(f"bench/peers.py needs {', '.join(missing)}: pip install -e .[bench,upstream] "
+                         f"(the `bench` extra: onnxruntime, onnx, onnxscript, ctranslate2; `upstream`: torch, transformers)")
 
 
 def checked(report: dict, what: str) -> dict:
@@ -229,6 +242,7 @@ def main() -> None:
     if args.quick:
         args.rounds, args.repeats = 1, 1
     names = args.workload or (QUICK if args.quick else list(WORKLOADS))
+    check_installed(engines)
     sgemm = [checked(spawn(["--sgemm"]), "measuring sgemm")]
     rows = []
     for name in names:
