@@ -70,6 +70,8 @@ def _prompt(bench) -> dict:
 WORKLOADS = {w.name: w for w in [
     Workload("opt-score", "OPT-125m shape, score 8x128 (logits, log_softmax, gather)", "bench_opt", "opt-125m",
              "score", ENGINES, _score_inputs, lambda c: flops.opt_score(c, 8, 128)),
+    Workload("opt-greedy", "OPT-125m shape, greedy decoding with the KV cache, 32 new tokens after 16",
+             "bench_opt", "opt-125m", "greedy", ENGINES, _prompt),
     Workload("nezha", "NEZHA-base, 8x128, last_hidden_state", "bench_nezha", "nezha-base", "hidden",
              ENGINES[:3], _nezha_inputs, lambda c: flops.nezha_model(c, 8, 128)),
     Workload("xglm-score", "XGLM-564M shape, score 1x128", "bench_xglm", "xglm-564M", "score", ENGINES[:3],
@@ -78,7 +80,5 @@ WORKLOADS = {w.name: w for w in [
              _led_inputs(4096), lambda c: flops.led_encoder(c, 1, 4096, 1)),
     Workload("led-16384", "LED-base encoder, 16384 tokens", "bench_led", "led-base-encoder", "led", ENGINES[:2],
              _led_inputs(16384), lambda c: flops.led_encoder(c, 1, 16384, 1)),
-    Workload("opt-greedy", "OPT-125m shape, greedy decoding with the KV cache, 32 new tokens after 16",
-             "bench_opt", "opt-125m", "greedy", ENGINES, _prompt),
 ]}
 QUICK = ("opt-score", "nezha", "opt-greedy")  # --quick: the small models only
