@@ -107,7 +107,9 @@ def run_child(argv: list, env: dict) -> dict:
     proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["failed"]}
+        said = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
+        killed = [f"killed by signal {-proc.returncode} (out of memory?)"] if proc.returncode < 0 else []
+        return {"error": said + killed or [f"exit status {proc.returncode}"]}
     return json.loads(lines[-1][len("RESULT "):])
 
 
