@@ -3,7 +3,7 @@ ONNX Runtime and CTranslate2, on one random-weight checkpoint per model (the one
 
     pip install -e .[bench,upstream]
     python bench/peers.py                        # every workload and engine; table + bench/results/peers.json
-    python bench/peers.py --quick                # OPT and NEZHA only, 1 round of 1 call
+    python bench/peers.py --quick                # OPT scoring and generation, NEZHA: 1 round of 1 call
     python bench/peers.py --workload opt-score --engine refimpl --engine onnxruntime --rounds 2 --repeats 3
     python bench/peers.py --markdown             # the table of bench/results/peers.json, as in the README
 
