@@ -36,16 +36,29 @@ def inputs(length):
     return ids, mask, global_mask
 
 
+def upstream_config(**overrides):
+    from transformers import LEDConfig
+
+    return LEDConfig(**SHAPE, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, **overrides)
+
+
+def upstream_model(cls_name="LEDEncoder", **overrides):
+    """The upstream side's random-weight encoder (torch seed 0). bench/peers.py saves `upstream_model("LEDModel")`
+    (a checkpoint refimpl and ONNX Runtime can load; encoder initialised the same way)."""
+    import torch
+    from transformers.models.led import modeling_led
+
+    torch.manual_seed(0)
+    return getattr(modeling_led, cls_name)(upstream_config(**overrides)).eval()
+
+
 def run(side, workload):
     length = int(workload.rsplit(" ", 1)[1])
     ids, mask, global_mask = inputs(length)
     if side == "upstream":
         import torch
-        from transformers import LEDConfig
-        from transformers.models.led.modeling_led import LEDEncoder
 
-        torch.manual_seed(0)
-        encoder = LEDEncoder(LEDConfig(**SHAPE, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)).eval()
+        encoder = upstream_model()
         args = {k: torch.from_numpy(v) for k, v in
                 (("input_ids", ids), ("attention_mask", mask), ("global_attention_mask", global_mask))}
 

@@ -31,14 +31,21 @@ def inputs(workload):  # -> (ids [B, T] int64, mask [B, T])
     return ids, mask
 
 
+def upstream_model():
+    """The upstream side's random-weight NezhaModel (torch seed 0); bench/peers.py saves it for every engine."""
+    import torch
+    from transformers import NezhaConfig, NezhaModel
+
+    torch.manual_seed(0)
+    return NezhaModel(NezhaConfig(**CONFIG)).eval()
+
+
 def run(side, workload):
     ids, mask = inputs(workload)
     if side == "upstream":
         import torch
-        from transformers import NezhaConfig, NezhaModel
 
-        torch.manual_seed(0)
-        model = NezhaModel(NezhaConfig(**CONFIG)).eval()
+        model = upstream_model()
         ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
         return torch.no_grad()(lambda: model(input_ids=ids_t, attention_mask=mask_t))
     import numpy as np

@@ -15,6 +15,8 @@ from harness import main  # noqa: E402
 SHAPE = dict(vocab_size=50272, hidden_size=768, num_hidden_layers=12, ffn_dim=3072, num_attention_heads=12,
              max_position_embeddings=2048, word_embed_proj_dim=768)
 BATCH, LENGTH = 8, 128
+PROMPT_LENGTH, NEW_TOKENS = 16, 32
+GEN_KWARGS = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, num_beams=1)
 
 
 def workloads():
@@ -28,20 +30,30 @@ def token_ids():
     return np.random.default_rng(0).integers(3, SHAPE["vocab_size"], size=(BATCH, LENGTH))
 
 
+def prompt():  # [1, 16]: the greedy workload's prompt
+    return token_ids()[:1, :PROMPT_LENGTH]
+
+
+def upstream_model():
+    """The upstream side's random-weight OPTForCausalLM (torch seed 0); bench/peers.py saves it for every engine."""
+    import torch
+    from transformers import OPTConfig, OPTForCausalLM
+
+    torch.manual_seed(0)
+    return OPTForCausalLM(OPTConfig(**SHAPE, dropout=0.0)).eval()
+
+
 def run(side, workload):
     ids = token_ids()
     generating = "greedy" in workload
-    prompt = ids[:1, :16]
-    gen_kwargs = dict(max_new_tokens=32, min_new_tokens=32, do_sample=False, num_beams=1)
+    start, gen_kwargs = prompt(), GEN_KWARGS
     if side == "upstream":
         import torch
-        from transformers import OPTConfig, OPTForCausalLM
 
-        torch.manual_seed(0)
-        model = OPTForCausalLM(OPTConfig(**SHAPE, dropout=0.0)).eval()
+        model = upstream_model()
         ids_t = torch.from_numpy(ids)
         if generating:
-            prompt_t = torch.from_numpy(prompt)
+            prompt_t = torch.from_numpy(start)
             return torch.no_grad()(lambda: model.generate(prompt_t, attention_mask=torch.ones_like(prompt_t), **gen_kwargs))
 
         @torch.no_grad()
@@ -62,7 +74,7 @@ def run(side, workload):
     params = {k: (rng.standard_normal(shape, dtype=np.float32) * 0.02) for k, shape in param_shapes(cfg, "OPTForCausalLM").items()}
     model = Model(cfg, params, "OPTForCausalLM", np.float32)
     if generating:
-        return lambda: model.generate(prompt, attention_mask=np.ones_like(prompt), **gen_kwargs)
+        return lambda: model.generate(start, attention_mask=np.ones_like(start), **gen_kwargs)
     return lambda: token_logprobs(model, ids)
 
 

@@ -34,14 +34,21 @@ def token_ids():  # [1, 128], the same on both sides
     return np.random.default_rng(0).integers(3, SHAPE["vocab_size"], size=(BATCH, LENGTH))
 
 
+def upstream_model():
+    """The upstream side's random-weight XGLMForCausalLM (torch seed 0); bench/peers.py saves it for every engine."""
+    import torch
+    from transformers import XGLMConfig, XGLMForCausalLM
+
+    torch.manual_seed(0)
+    return XGLMForCausalLM(XGLMConfig(**SHAPE, dropout=0.0)).eval()
+
+
 def run(side, workload):
     ids = token_ids()
     if side == "upstream":
         import torch
-        from transformers import XGLMConfig, XGLMForCausalLM
 
-        torch.manual_seed(0)
-        model = XGLMForCausalLM(XGLMConfig(**SHAPE, dropout=0.0)).eval()
+        model = upstream_model()
         ids_t = torch.from_numpy(ids)
 
         @torch.no_grad()

@@ -24,13 +24,23 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# checkpoints and exported graphs of bench/peers.py: outside the repository, reused between runs
+CACHE = Path(os.environ.get("REFIMPL_BENCH_CACHE", Path.home() / ".cache" / "refimpl-bench"))
+
+
+def cpu_flags() -> set:
+    """The first CPU's flags in /proc/cpuinfo (empty where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def has_avx512() -> bool:
-    try:
-        return "avx512f" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    return "avx512f" in cpu_flags()
 
 
 def side_env(side: str) -> dict:
@@ -51,6 +61,16 @@ def sgemm_gflops(n: int = 2048, repeats: int = 3) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
+def torch_sgemm_gflops(n: int = 2048, repeats: int = 3) -> float:
+    """The same for torch's float32 GEMM."""
+    import torch
+
+    a = torch.randn(n, n, generator=torch.Generator().manual_seed(0))
+    a @ a
+    best = min(_timed(lambda: a @ a) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -62,23 +82,34 @@ def child(script: str, side: str, workload: str, repeats: int, run) -> None:
         from refimpl.runtime import configure_process
 
         configure_process()
-    fn = run(side, workload)
-    fn()  # warm-up (JIT compilation, allocator)
-    times = [_timed(fn) for _ in range(repeats)]
-    report = {"median_s": statistics.median(times), "times_s": times,
-              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "load_average_1min": os.getloadavg()[0]}  # the machine may be shared: record how busy it was
+    report, _ = measure(run(side, workload), repeats)
     if side == "refimpl":
         report["numpy_sgemm_gflops"] = sgemm_gflops()
     print("RESULT " + json.dumps(report))
 
 
+def measure(fn, repeats: int):
+    """Time `repeats` calls of fn after one warm-up call -> (report, the warm-up call's result)."""
+    result = fn()  # warm-up (JIT compilation, allocator)
+    times = [_timed(fn) for _ in range(repeats)]
+    report = {"median_s": statistics.median(times), "times_s": times,
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "load_average_1min": os.getloadavg()[0]}  # the machine may be shared: record how busy it was
+    return report, result
+
+
 def spawn(script: str, side: str, workload: str, repeats: int) -> dict:
-    proc = subprocess.run([sys.executable, script, "--side", side, "--workload", workload, "--repeats", str(repeats)],
-                          capture_output=True, text=True, env=side_env(side))
+    return run_child([script, "--side", side, "--workload", workload, "--repeats", str(repeats)], side_env(side))
+
+
+def run_child(argv: list, env: dict) -> dict:
+    """Run `python *argv` and return the report its last `RESULT {json}` line holds, else {"error": [last line]}."""
+    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["failed"]}
+        said = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
+        killed = [f"killed by signal {-proc.returncode} (out of memory?)"] if proc.returncode < 0 else []
+        return {"error": said + killed or [f"exit status {proc.returncode}"]}
     return json.loads(lines[-1][len("RESULT "):])
 
 
