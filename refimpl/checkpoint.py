@@ -23,6 +23,7 @@ snapshot directory in the Hugging Face cache (offline; see refimpl/formats/hub_c
 """
 from __future__ import annotations
 
+import mmap as mmap_module
 import warnings
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple
@@ -159,6 +160,8 @@ def match_params(
             array = state[key]
             copies[key] = (np.ascontiguousarray(array, dtype=dtype) if mmap
                            else np.array(array, dtype=dtype, order="C", copy=True))
+            if not mmap:
+                release_pages(array)  # the copy is what the model keeps: RSS holds each weight once
         params[name] = copies[key]
     used = {key for key in keys.values() if key is not None}
     unexpected = sorted(k for k in set(state) - used if not k.endswith(tuple(ignore)))
@@ -166,6 +169,22 @@ def match_params(
         warnings.warn(f"{source}: ignoring {len(unexpected)} unexpected weights: {', '.join(unexpected[:8])}"
                       + (" ..." if len(unexpected) > 8 else ""), stacklevel=3)
     return params
+
+
+def release_pages(array) -> None:
+    """Drop the pages of a memory-mapped `array` from this process (MADV_DONTNEED; they stay in the page cache,
+    and a later read maps them again). After copying a weight out of its file, the file's pages would otherwise
+    count in the peak RSS a second time until the whole map is closed (XGLM-564M: 4.4 GB instead of 2.4)."""
+    base = array
+    while base is not None and not isinstance(base, mmap_module.mmap):
+        base = getattr(base, "base", None)
+    if base is None or not hasattr(base, "madvise") or not array.nbytes:
+        return
+    begin = array.ctypes.data - np.frombuffer(base, np.uint8).ctypes.data  # byte offset in the map
+    page = mmap_module.PAGESIZE
+    lo, hi = begin // page * page, min(len(base), -(-(begin + array.nbytes) // page) * page)
+    if hi > lo:
+        base.madvise(mmap_module.MADV_DONTNEED, lo, hi - lo)
 
 
 def _check_weight(array, where: str, key: str, name: str, shape) -> None:
