@@ -35,10 +35,11 @@ def linear(x, weight, bias=None):  # x [..., in], weight [out, in], bias [out] -
 
 def add(a, b, out=None):  # a [..., D] + b [..., D] or [D] -> [..., D], into `out` when given (may be a)
     """a + b. Dispatched (refimpl.accel): float32 with Numba adds rows on every core (NumPy's ufuncs use
-    one), otherwise `add_numpy`; other shapes and dtypes take NumPy. The same bits either way."""
+    one), otherwise `add_numpy`; other shapes and dtypes, and work too small to share (a decoding step),
+    take NumPy. The same bits either way."""
     rows_of_a = b.shape == a.shape or b.shape == a.shape[-1:]
     contiguous = a.flags.c_contiguous and b.flags.c_contiguous and (out is None or out.flags.c_contiguous)
-    if not (a.dtype == b.dtype == np.float32 and rows_of_a and contiguous and a.size):
+    if not (a.dtype == b.dtype == np.float32 and rows_of_a and contiguous and a.size >= accel.SMALL_WORK):
         return add_numpy(a, b, out)
     return accel.dispatch({"numpy": add_numpy, "numba": add_numba}, a.dtype)(a, b, out)
 
@@ -145,7 +146,9 @@ def layer_norm_numba(x, weight=None, bias=None, eps=1e-5):  # x [..., D] float32
 # ---------------------------------------------------------------- activations
 
 
-def relu(x):  # x [...] -> [...]: max(x, 0); float32 with Numba on every core (relu_numba)
+def relu(x):  # x [...] -> [...]: max(x, 0); float32 with Numba on every core (relu_numba) when worth sharing
+    if x.size < accel.SMALL_WORK:
+        return relu_numpy(x)
     return accel.dispatch({"numpy": relu_numpy, "numba": relu_numba}, x.dtype)(x)
 
 
