@@ -169,13 +169,18 @@ def beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_decoder, 
             top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
         beam_scores, beam_next, beam_idx = scorer.process(input_ids, top_scores, top % vocab, top // vocab,
                                                           beam_indices)
-        input_ids = np.concatenate([input_ids[beam_idx], beam_next[:, None]], axis=1)
-        decoder.reorder(beam_idx)
-        beam_indices = [beam_indices[i] + (i,) for i in beam_idx]
+        input_ids, beam_indices = advance_beams(decoder, input_ids, beam_indices, beam_idx, beam_next)
         if scorer.done.all() or input_ids.shape[1] >= cfg.max_length:
             break
     sequences, sequences_scores, indices_out = scorer.finalize(input_ids, beam_scores, beam_indices)
     return record.output(decoder, sequences, beam=(sequences_scores, indices_out))
+
+
+def advance_beams(decoder, input_ids, beam_indices, beam_idx, beam_next):  # -> (input_ids [B*K, L+1], beam_indices)
+    """The kept beams (rows beam_idx) take their next tokens; the cache follows them."""
+    input_ids = np.concatenate([input_ids[beam_idx], beam_next[:, None]], axis=1)
+    decoder.reorder(beam_idx)
+    return input_ids, [beam_indices[i] + (i,) for i in beam_idx]
 
 
 def topk_indices(scores, k):  # [N, M] -> [N, k] torch.topk(largest=True, sorted=True); ties: the lower index first

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops import log_softmax
-from .beam import BeamSearchScorer, topk_indices
+from .beam import BeamSearchScorer, advance_beams, topk_indices
 from .constraints import ConstraintListState
 from .outputs import Record
 from .processors import apply_all
@@ -115,9 +115,7 @@ def constrained_beam_search(decoder, input_ids, batch, cfg, processors, is_encod
         top = topk_indices(total, max(2, 1 + len(scorer.eos)) * beams)  # [B, 2K]
         beam_scores, beam_next, beam_idx = scorer.process(input_ids, np.take_along_axis(total, top, axis=1),
                                                           top % vocab, top // vocab, beam_indices)
-        input_ids = np.concatenate([input_ids[beam_idx], beam_next[:, None]], axis=1)
-        decoder.reorder(beam_idx)
-        beam_indices = [beam_indices[i] + (i,) for i in beam_idx]
+        input_ids, beam_indices = advance_beams(decoder, input_ids, beam_indices, beam_idx, beam_next)
         if scorer.done.all() or input_ids.shape[1] >= cfg.max_length:
             break
     sequences, sequences_scores, indices_out = scorer.finalize(input_ids, beam_scores, beam_indices)
