@@ -144,11 +144,7 @@ def beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_decoder, 
     are given: one cached step per token, the scorer picks the beams."""
     beams = cfg.num_beams
     scorer = BeamSearchScorer(batch, cfg, input_ids.shape[1])
-    # upstream: torch.zeros(..., dtype=torch.float): float32 even in a float64 run (promoted at the first add)
-    beam_scores = np.zeros((batch, beams), dtype=np.float32)
-    if warpers is None:
-        beam_scores[:, 1:] = -1e9  # beam_sample starts every beam at 0
-    beam_scores = beam_scores.reshape(-1)  # [B * K]
+    beam_scores = initial_beam_scores(batch, beams, first_only=warpers is None)  # beam_sample: every beam at 0
     beam_indices = [()] * (batch * beams)
     record = Record(cfg, is_encoder_decoder)
     while True:
@@ -174,6 +170,16 @@ def beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_decoder, 
             break
     sequences, sequences_scores, indices_out = scorer.finalize(input_ids, beam_scores, beam_indices)
     return record.output(decoder, sequences, beam=(sequences_scores, indices_out))
+
+
+def initial_beam_scores(batch, beams, first_only=True):  # -> [B * K]
+    """0 for the first beam of each row, -1e9 for the others (so the first step expands one beam), or 0 for
+    all (beam sampling). float32 as upstream's torch.zeros(..., dtype=torch.float), even in a float64 run:
+    promoted at the first addition."""
+    scores = np.zeros((batch, beams), dtype=np.float32)
+    if first_only:
+        scores[:, 1:] = -1e9
+    return scores.reshape(-1)
 
 
 def advance_beams(decoder, input_ids, beam_indices, beam_idx, beam_next):  # -> (input_ids [B*K, L+1], beam_indices)

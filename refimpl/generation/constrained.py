@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops import log_softmax
-from .beam import BeamSearchScorer, advance_beams, topk_indices
+from .beam import BeamSearchScorer, advance_beams, initial_beam_scores, topk_indices
 from .constraints import ConstraintListState
 from .outputs import Record
 from .processors import apply_all
@@ -100,9 +100,7 @@ class ConstrainedBeamSearchScorer(BeamSearchScorer):
 def constrained_beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_decoder, constraints):
     beams = cfg.num_beams
     scorer = ConstrainedBeamSearchScorer(batch, cfg, input_ids.shape[1], constraints)
-    beam_scores = np.zeros((batch, beams), dtype=np.float32)  # float32, promoted at the first add (as upstream)
-    beam_scores[:, 1:] = -1e9
-    beam_scores = beam_scores.reshape(-1)  # [B * K]
+    beam_scores = initial_beam_scores(batch, beams)  # [B * K]
     beam_indices = [()] * (batch * beams)
     record = Record(cfg, is_encoder_decoder)
     while True:
