@@ -163,8 +163,7 @@ def set_max_threads(n) -> None:
 def threads_for(work: int) -> int:
     """How many threads a kernel of `work` inner-loop elements uses: 1 for small work, else every cpu (at
     most set_max_threads' cap)."""
-    every = CPUS
-    return 1 if work < SMALL_WORK else min(every, _max_threads or every)
+    return 1 if work < SMALL_WORK else min(CPUS, _max_threads or CPUS)
 
 
 def _openblas_local_threads(package_file, libs_dir):

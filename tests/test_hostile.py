@@ -361,21 +361,17 @@ def test_mmap_opt_in_shares_the_file(tmp_path):
 # ---------------------------------------------------------------- a config that would allocate absurd memory
 
 
-def test_huge_vocabulary_in_config_fails_on_the_weights_not_on_allocating(tmp_path):
-    source = GOLDEN_FORMATS / "led-LEDForConditionalGeneration" / "safetensors"
+@pytest.mark.parametrize("source, field, value, expected", [
+    # a huge vocabulary fails on the weights' shapes, not on allocating [10**12, D]
+    (GOLDEN_FORMATS / "led-LEDForConditionalGeneration" / "safetensors", "vocab_size", 10**12, "shape"),
+    (SMALL_OPT, "num_hidden_layers", 10**9, "num_hidden_layers|1000000000"),  # refused before building
+], ids=["huge-vocabulary", "a-billion-layers"])
+def test_absurd_sizes_in_config_end_in_a_clean_error(tmp_path, source, field, value, expected):
     shutil.copytree(source, tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
-    (tmp_path / "m" / "config.json").write_text(json.dumps(dict(config, vocab_size=10**12)))
+    (tmp_path / "m" / "config.json").write_text(json.dumps(dict(config, **{field: value})))
     result = run_limited(f"import refimpl\nreport(lambda: refimpl.from_pretrained({str(tmp_path / 'm')!r}))")
-    assert_clean_error(result, "shape")
-
-
-def test_a_billion_layers_is_refused_before_building(tmp_path):
-    shutil.copytree(SMALL_OPT, tmp_path / "m")
-    config = json.loads((tmp_path / "m" / "config.json").read_text())
-    (tmp_path / "m" / "config.json").write_text(json.dumps(dict(config, num_hidden_layers=10**9)))
-    result = run_limited(f"import refimpl\nreport(lambda: refimpl.from_pretrained({str(tmp_path / 'm')!r}))")
-    assert_clean_error(result, "num_hidden_layers|1000000000")
+    assert_clean_error(result, expected)
 
 
 def test_checkpoint_error_names_the_file(tmp_path):
