@@ -18,16 +18,59 @@ from .trace import path_of, record
 
 class Params(dict):
     """A view of the parameters under one upstream module: keys relative to it, `path` its full name
-    (what refimpl.trace names intermediates by)."""
+    (what refimpl.trace names intermediates by). A loaded model's parameters are a Params too.
+
+    `sub` keeps the views it makes of a Params (`_views`), so a decoding step does not scan every key
+    of the model again for each layer; anything that changes the dict forgets them.
+    """
 
     path: str = ""
+
+    def _changed(self):
+        self.__dict__.pop("_views", None)
+
+    def __setitem__(self, key, value):
+        self._changed()
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key):
+        self._changed()
+        super().__delitem__(key)
+
+    def pop(self, *args):
+        self._changed()
+        return super().pop(*args)
+
+    def popitem(self):
+        self._changed()
+        return super().popitem()
+
+    def clear(self):
+        self._changed()
+        super().clear()
+
+    def update(self, *args, **kwargs):
+        self._changed()
+        super().update(*args, **kwargs)
+
+    def setdefault(self, key, default=None):
+        self._changed()
+        return super().setdefault(key, default)
+
+    def __ior__(self, other):
+        self._changed()
+        return super().__ior__(other)
 
 
 def sub(params: Mapping, prefix: str) -> Params:
     """The parameters under `prefix.`, with the prefix removed: sub(p, "decoder")["embed_tokens.weight"]."""
-    start = prefix + "."
-    view = Params((k[len(start):], v) for k, v in params.items() if k.startswith(start))
-    view.path = path_of(params, prefix)
+    views = params.__dict__.setdefault("_views", {}) if isinstance(params, Params) else {}
+    view = views.get(prefix)
+    if view is None:
+        start = prefix + "."
+        view = Params((k[len(start):], v) for k, v in params.items() if k.startswith(start))
+        view.path = path_of(params, prefix)
+        views[prefix] = view
     return view
 
 

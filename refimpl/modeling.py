@@ -13,6 +13,7 @@ import numpy as np
 from .checkpoint import match_params, read_state_dict, resolve_checkpoint
 from .config import BaseConfig, check_islands
 from .models import family, load_config
+from .layers import Params
 from .trace import model_call, record
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -34,7 +35,8 @@ class Model:
 
     def __init__(self, config: BaseConfig, params: dict, architecture: str, dtype, source=None):
         self.spec = family(config.model_type)  # the family's declared interface (refimpl/family.py)
-        self.config, self.params, self.architecture = config, params, self.spec.check_architecture(architecture)
+        self.config, self.architecture = config, self.spec.check_architecture(architecture)
+        self.params = Params(params)  # its sub-views are kept (refimpl.layers.sub)
         self.source = source  # the checkpoint directory (generate() reads its generation_config.json)
         self.dtype = np.dtype(dtype)
         self.forward_fn = self.spec.architectures[architecture]
