@@ -33,15 +33,18 @@ from harness import RESULTS, cpu_flags, run_child, side_env  # noqa: E402
 ENGINES = ("numpy", "torch", "onnxruntime")
 COLD_BYTES = 64 << 20  # weights cycled through per timing, more than any cache of these machines
 
-# (M, K, N) per workload, with how many products of that shape one call runs (bench/peer_workloads.py shapes;
-# the LM heads as refimpl.lm_head runs them, in 4096-column chunks; LED: q, k, v, out, key_global and
-# value_global on every token, fc1, fc2, and not its attention products)
+# (M, K, N) per workload, with how many products of that shape one call runs (bench/peer_workloads.py's
+# shapes): the layers' products, and the LM head over the B * (T - 1) scored positions as products of 4096
+# vocabulary columns (a fraction of one for the rest of the vocabulary). LED: q, k, v, out, key_global
+# and value_global on every token, fc1, fc2 (its attention products are not GEMMs of this kind).
+OPT_VOCAB, XGLM_VOCAB, HEAD_COLUMNS = 50272, 256008, 4096
 WORKLOADS = {
     "square": {(2048, 2048, 2048): 1},
-    "opt-score 8x128": {(1024, 768, 768): 48, (1024, 768, 3072): 12, (1024, 3072, 768): 12, (1016, 768, 4096): 13},
+    "opt-score 8x128": {(1024, 768, 768): 48, (1024, 768, 3072): 12, (1024, 3072, 768): 12,
+                        (1016, 768, HEAD_COLUMNS): OPT_VOCAB / HEAD_COLUMNS},
     "nezha 8x128": {(1024, 768, 768): 48, (1024, 768, 3072): 12, (1024, 3072, 768): 12},
     "xglm-score 1x128": {(128, 1024, 1024): 96, (128, 1024, 4096): 24, (128, 4096, 1024): 24,
-                         (127, 1024, 4096): 63},
+                         (127, 1024, HEAD_COLUMNS): XGLM_VOCAB / HEAD_COLUMNS},
     "led-4096 dense": {(4096, 768, 768): 36, (4096, 768, 3072): 6, (4096, 3072, 768): 6},
 }
 
@@ -108,9 +111,13 @@ def child_run(engine: str, repeats: int) -> None:
 
 # ---- parent ---------------------------------------------------------------------------------------------
 
+def workload_flops(products: dict) -> float:
+    return sum(flops(shape) * count for shape, count in products.items())
+
+
 def weighted(rates: dict, products: dict) -> float:
     """A workload's FLOPs over the time its products take at these rates (GFLOP/s)."""
-    total = sum(flops(s) * c for s, c in products.items())
+    total = workload_flops(products)
     seconds = sum(flops(s) * c / (rates[f"{s[0]}x{s[1]}x{s[2]}"] * 1e9) for s, c in products.items())
     return total / seconds / 1e9
 

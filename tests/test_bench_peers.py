@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import bench_gemm  # noqa: E402
 import bench_led  # noqa: E402
 import bench_opt  # noqa: E402
 import flops  # noqa: E402
@@ -98,3 +99,21 @@ def test_greedy_reports_time_per_token():
     machine = {"cpus": 2, "cpu_model": "x", "cpu_flags": [], "numpy_sgemm_gflops": 1.0, "torch_sgemm_gflops": 1.0}
     table = peers.markdown({"machine": machine, "rounds": 1, "repeats": 1, "rows": [row]})
     assert "20.0 ms/token, 600 MB" in table and "tokens equal" in table, table
+
+
+def test_gemm_bench_runs_each_workloads_products():
+    """bench/bench_gemm.py's product lists hold each workload's GEMM FLOPs, written out from the shapes:
+    layers x (4 d^2 + 2 d f) x 2 N for the layers, 2 x rows x E x V for the LM head over the scored rows."""
+    opt = 12 * (4 * 768 * 768 + 2 * 768 * 3072) * 2 * 1024 + 2 * 1016 * 768 * 50272
+    nezha = 12 * (4 * 768 * 768 + 2 * 768 * 3072) * 2 * 1024
+    xglm = 24 * (4 * 1024 * 1024 + 2 * 1024 * 4096) * 2 * 128 + 2 * 127 * 1024 * 256008
+    led = 6 * (6 * 768 * 768 + 2 * 768 * 3072) * 2 * 4096
+    expected = {"opt-score 8x128": opt, "nezha 8x128": nezha, "xglm-score 1x128": xglm, "led-4096 dense": led}
+    for name, total in expected.items():
+        assert bench_gemm.workload_flops(bench_gemm.WORKLOADS[name]) == pytest.approx(total, rel=1e-12), name
+
+
+def test_gemm_bench_weights_rates_by_time():
+    """Two products of equal FLOPs at 100 and 300 GFLOP/s take 1/100 + 1/300 of the time: 150 GFLOP/s."""
+    products = {(10, 20, 30): 1, (30, 20, 10): 1}
+    assert bench_gemm.weighted({"10x20x30": 100.0, "30x20x10": 300.0}, products) == pytest.approx(150.0)
