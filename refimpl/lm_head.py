@@ -102,5 +102,5 @@ def target_logprobs_numba(hidden, head, targets, bias=None, vocab_chunk=None):  
     accel.on_threads(_stream_chunks, (hidden, head, bias, targets, width, top, total, picked), n_threads,
                      blas="scipy")
     overall = top.max(axis=0)                                    # [N]: merge the cores' (max, sum) pairs
-    merged = (total * np.exp(top - overall)).sum(axis=0)         # a core that met no chunk adds 0
+    merged = (total * np.exp(top - overall)).sum(axis=0)         # every core met at least one chunk
     return (picked.sum(axis=0) - (overall + np.log(merged))).astype(np.float32)
