@@ -21,7 +21,8 @@ class Params(dict):
     (what refimpl.trace names intermediates by). A loaded model's parameters are a Params too.
 
     `sub` keeps the views it makes of a Params (`_views`), so a decoding step does not scan every key
-    of the model again for each layer; anything that changes the dict forgets them.
+    of the model again for each layer; anything that changes the dict forgets them. A view is shared
+    by every later caller: read it, change the parameters themselves.
     """
 
     path: str = ""
