@@ -34,9 +34,9 @@ def linear(x, weight, bias=None):  # x [..., in], weight [out, in], bias [out] -
 
 
 def add(a, b, out=None):  # a [..., D] + b [..., D] or [D] -> [..., D], into `out` when given (may be a)
-    """a + b. Dispatched (refimpl.accel): float32 with Numba adds rows on every core (NumPy's ufuncs use
-    one), otherwise `add_numpy`; other shapes and dtypes, and work too small to share (a decoding step),
-    take NumPy. The same bits either way."""
+    """a + b. Dispatched (refimpl.accel): float32 with Numba adds rows (on every core for large arrays:
+    NumPy's ufuncs use one), otherwise `add_numpy`; other shapes and dtypes, and tiny work (a decoding
+    step), take NumPy. The same bits either way."""
     rows_of_a = b.shape == a.shape or b.shape == a.shape[-1:]
     contiguous = a.flags.c_contiguous and b.flags.c_contiguous and (out is None or out.flags.c_contiguous)
     if not (a.dtype == b.dtype == np.float32 and rows_of_a and contiguous and a.size >= accel.SMALL_WORK):
@@ -52,10 +52,15 @@ def add_numpy(a, b, out=None):
 def _add_rows(a, b, out, first, step):  # a, out [N, D], b [N or 1, D]; the rows of part `first` of `step`
     N, D = a.shape
     part = (N + step - 1) // step
-    for r in range(first * part, min(N, (first + 1) * part)):
+    in_place = a.ctypes.data == out.ctypes.data  # o[j] += b[j]: LLVM vectorises it; o[j] = a[j] + b[j] with
+    for r in range(first * part, min(N, (first + 1) * part)):  # o aliasing a fails its overlap check: scalar
         ar, br, o = a[r], b[r if b.shape[0] > 1 else 0], out[r]
-        for j in range(D):
-            o[j] = ar[j] + br[j]
+        if in_place:
+            for j in range(D):
+                o[j] += br[j]
+        else:
+            for j in range(D):
+                o[j] = ar[j] + br[j]
 
 
 def add_numba(a, b, out=None):  # a, b, out C-contiguous float32 (see add)
@@ -63,7 +68,7 @@ def add_numba(a, b, out=None):  # a, b, out C-contiguous float32 (see add)
     result = np.empty_like(a) if out is None else out
     rows = a.reshape(-1, D)                                            # [N, D]
     accel.on_threads(_add_rows, (rows, b.reshape(-1, D), result.reshape(-1, D)),
-                     min(accel.threads_for(a.size), rows.shape[0]))
+                     min(accel.threads_for(a.size, accel.STREAMING_WORK), rows.shape[0]))
     return result
 
 
@@ -168,7 +173,7 @@ def _relu_part(x, out, first, step):  # x, out [N]; part `first` of `step` equal
 def relu_numba(x):  # x [...] float32 -> [...] float32
     flat = np.ascontiguousarray(x, np.float32).reshape(-1)
     out = np.empty_like(flat)
-    accel.on_threads(_relu_part, (flat, out), accel.threads_for(flat.size))
+    accel.on_threads(_relu_part, (flat, out), accel.threads_for(flat.size, accel.STREAMING_WORK))
     return out.reshape(x.shape)
 
 

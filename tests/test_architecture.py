@@ -285,6 +285,8 @@ def test_the_thread_cap_bounds_every_kernel(monkeypatch):
     monkeypatch.setattr(accel, "_max_threads", None)
     every = os.cpu_count() or 1
     assert accel.threads_for(accel.SMALL_WORK - 1) == 1 and accel.threads_for(10**9) == every
+    streaming = accel.STREAMING_WORK  # memory-streaming passes share later
+    assert accel.threads_for(streaming - 1, streaming) == 1 and accel.threads_for(streaming, streaming) == every
     accel.set_max_threads(1)
     assert accel.threads_for(10**9) == 1
     accel.set_max_threads(None)

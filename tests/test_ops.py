@@ -128,6 +128,11 @@ def test_elementwise_twins_are_bitwise_numpy(rows, width, broadcast, in_place, s
     got = ops.add_numba(out if in_place else a, b, out)
     assert got.dtype == np.float32 and got.shape == a.shape
     assert np.array_equal(got.view(np.uint32), expected.view(np.uint32)) or np.array_equal(got, expected, equal_nan=True)
+    for step in (2, 3):  # the rows as split over threads (these sizes run on one: accel.STREAMING_WORK)
+        out = a.copy() if in_place else np.full_like(a, np.nan)
+        for first in range(step):
+            ops._add_rows(out if in_place else a, b.reshape(-1, width), out, first, step)
+        assert np.array_equal(out, expected, equal_nan=True), f"rows split in {step}"
     assert np.array_equal(ops.relu_numba(a), np.maximum(a, np.float32(0)), equal_nan=True)
 
 
