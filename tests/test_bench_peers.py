@@ -117,3 +117,34 @@ def test_gemm_bench_weights_rates_by_time():
     """Two products of equal FLOPs at 100 and 300 GFLOP/s take 1/100 + 1/300 of the time: 150 GFLOP/s."""
     products = {(10, 20, 30): 1, (30, 20, 10): 1}
     assert bench_gemm.weighted({"10x20x30": 100.0, "30x20x10": 300.0}, products) == pytest.approx(150.0)
+
+
+def test_where_time_goes_counts_each_outermost_call_once_and_restores_the_functions():
+    """bench/where_time_goes.py's timer on the shipped 4-layer OPT: a part is counted per outermost call
+    (the bias additions inside ops.linear are the product's, not additions), the numbers are unchanged,
+    and uninstall() puts every function back. Counts, not times: tests do not time things."""
+    import where_time_goes
+
+    import refimpl
+    from refimpl import attention, layers, ops
+    from refimpl.scoring import token_logprobs
+
+    model = refimpl.from_pretrained(Path(refimpl.__file__).parent / "data" / "opt-tiny")
+    ids = np.array([[2, 100, 200, 300, 400, 500]])
+    expected_logits = model(input_ids=ids).logits
+    expected_scores = token_logprobs(model, ids, np.ones_like(ids))
+    originals = (ops.linear, layers.linear, attention.linear, ops.ACTIVATIONS["relu"], layers.add)
+
+    timer = where_time_goes.PartTimer().install(refimpl)
+    try:
+        assert layers.linear is not originals[1] and ops.ACTIVATIONS["relu"] is not originals[3]
+        logits = model(input_ids=ids).logits
+        assert dict(timer.calls) == {"products": 4 * 6 + 1, "attention": 4, "layer norm": 4 * 2 + 1,
+                                     "activation": 4, "addition": 4 * 2}, dict(timer.calls)
+        timer.calls.clear()
+        scores = token_logprobs(model, ids, np.ones_like(ids))
+        assert timer.calls["products"] == 4 * 6 and timer.calls["lm head"] == 1, dict(timer.calls)
+    finally:
+        timer.uninstall()
+    assert np.array_equal(logits, expected_logits) and np.array_equal(scores, expected_scores)
+    assert (ops.linear, layers.linear, attention.linear, ops.ACTIVATIONS["relu"], layers.add) == originals
