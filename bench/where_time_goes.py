@@ -7,13 +7,16 @@ and the rest, by which of refimpl's hot functions is running.
 Each function of PARTS is wrapped, wherever a refimpl module holds it, by a timer that counts only its
 outermost call: the bias addition inside `ops.linear` counts as part of the product, a LayerNorm inside an
 attention kernel (none today) as attention. "rest" is everything no part covers (embedding, masks, head
-splits, Python). Reported per part: the median over the calls of its seconds, and its share of the call.
+splits, Python). Reported per part: the median over the calls of its seconds, and its share of the call
+(a markdown table, and bench/results/where_time_goes.json).
 Needs the cached checkpoints of bench/peers.py (made on its first run, with torch installed).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import pkgutil
 import statistics
 import sys
@@ -23,6 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from harness import RESULTS, cpu_flags  # noqa: E402
 
 # part -> (module, function) pairs; a call of any of them, not inside another one, counts as the part
 PARTS = {
@@ -119,15 +123,21 @@ def main(argv=None):
     runs = {name: peer_workloads.WORKLOADS[name] for name in args.workload or peer_workloads.WORKLOADS}
     print("| workload | call | " + " | ".join(list(PARTS) + ["rest"]) + " |")
     print("| --- " * (len(PARTS) + 3) + "|")
+    rows = {}
     for name, workload in runs.items():
         run = peer_engines.load("refimpl", workload)  # configures the process before refimpl loads NumPy
         import refimpl
 
         timer = PartTimer().install(refimpl)
         try:
-            print(table_row(name, breakdown(run, timer, args.calls)), flush=True)
+            rows[name] = breakdown(run, timer, args.calls)
         finally:
             timer.uninstall()
+        print(table_row(name, rows[name]), flush=True)
+    result = {"benchmark": "where_time_goes", "calls": args.calls, "cpu_flags": sorted(f for f in cpu_flags() if f.startswith(("avx", "fma", "amx"))),
+              "load_average": os.getloadavg(), "seconds": rows}
+    (RESULTS / "where_time_goes.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(f"written to {RESULTS / 'where_time_goes.json'}")
 
 
 if __name__ == "__main__":
