@@ -52,8 +52,10 @@ def add_numpy(a, b, out=None):
 def _add_rows(a, b, out, first, step):  # a, out [N, D], b [N or 1, D]; the rows of part `first` of `step`
     N, D = a.shape
     part = (N + step - 1) // step
-    in_place = a.ctypes.data == out.ctypes.data  # o[j] += b[j]: LLVM vectorises it; o[j] = a[j] + b[j] with
-    for r in range(first * part, min(N, (first + 1) * part)):  # o aliasing a fails its overlap check: scalar
+    # out is a: o[j] += b[j], which LLVM vectorises; o[j] = a[j] + b[j] with o aliasing a fails its run-time
+    # overlap check and runs the scalar loop (3x slower)
+    in_place = a.ctypes.data == out.ctypes.data
+    for r in range(first * part, min(N, (first + 1) * part)):
         ar, br, o = a[r], b[r if b.shape[0] > 1 else 0], out[r]
         if in_place:
             for j in range(D):
