@@ -28,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from harness import RESULTS, cpu_flags, run_child, side_env  # noqa: E402
+from harness import RESULTS, run_child, side_env, vector_flags  # noqa: E402
 
 ENGINES = ("numpy", "torch", "onnxruntime")
 COLD_BYTES = 64 << 20  # weights cycled through per timing, more than any cache of these machines
@@ -147,7 +147,7 @@ def main() -> None:
     rates = {e: {s: statistics.median(r[s] for r in rs) for s in rs[0]} for e, rs in rounds.items()}
     table = {name: {e: weighted(rates[e], products) for e in engines} for name, products in WORKLOADS.items()}
     result = {"benchmark": "gemm", "rounds": args.rounds, "repeats": args.repeats,
-              "cpu_flags": sorted(cpu_flags() & {"avx", "avx2", "fma", "avx512f"}),
+              "cpu_flags": vector_flags(),
               "rates_gflops": rates, "workloads_gflops": table}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "gemm.json").write_text(json.dumps(result, indent=1) + "\n")

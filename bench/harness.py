@@ -39,6 +39,11 @@ def cpu_flags() -> set:
     return set()
 
 
+def vector_flags() -> list:
+    """The CPU flags that decide which kernels BLAS, torch and Numba pick (avx*, fma, amx*), sorted."""
+    return sorted(f for f in cpu_flags() if f.startswith(("avx", "fma", "amx")))
+
+
 def has_avx512() -> bool:
     return "avx512f" in cpu_flags()
 

@@ -25,13 +25,13 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from harness import CACHE, RESULTS, combine, cpu_flags, measure, run_child, side_env, sgemm_gflops, torch_sgemm_gflops  # noqa: E402
+from harness import (CACHE, RESULTS, combine, measure, run_child, side_env, sgemm_gflops,  # noqa: E402
+                     torch_sgemm_gflops, vector_flags)
 from peer_workloads import ENGINE_TITLES, ENGINES, QUICK, WORKLOADS  # noqa: E402
 
 TOLERANCE = 1e-5  # largest |engine - upstream| / largest |upstream|
@@ -218,11 +218,10 @@ def worst_check(reports: dict) -> str:
 
 
 def machine_info(sgemm: list) -> dict:
-    flags = cpu_flags()
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     return {"cpus": os.cpu_count(), "cpu_model": model, "platform": platform.platform(),
-            "cpu_flags": sorted(f for f in flags if f.startswith(("avx", "fma", "amx"))),
+            "cpu_flags": vector_flags(),
             "numpy_sgemm_gflops": max(s["numpy"] for s in sgemm), "torch_sgemm_gflops": max(s["torch"] for s in sgemm),
             "sgemm_measurements": sgemm, "load_average": os.getloadavg()}
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from harness import RESULTS, cpu_flags  # noqa: E402
+from harness import RESULTS, vector_flags  # noqa: E402
 
 # part -> (module, function) pairs; a call of any of them, not inside another one, counts as the part
 PARTS = {
@@ -120,6 +120,8 @@ def main(argv=None):
                         help="repeatable; default: all")
     parser.add_argument("--calls", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.calls < 1:
+        parser.error(f"--calls must be at least 1 (the median of the timed calls), got {args.calls}")
     runs = {name: peer_workloads.WORKLOADS[name] for name in args.workload or peer_workloads.WORKLOADS}
     print("| workload | call | " + " | ".join(list(PARTS) + ["rest"]) + " |")
     print("| --- " * (len(PARTS) + 3) + "|")
@@ -134,7 +136,7 @@ def main(argv=None):
         finally:
             timer.uninstall()
         print(table_row(name, rows[name]), flush=True)
-    result = {"benchmark": "where_time_goes", "calls": args.calls, "cpu_flags": sorted(f for f in cpu_flags() if f.startswith(("avx", "fma", "amx"))),
+    result = {"benchmark": "where_time_goes", "calls": args.calls, "cpu_flags": vector_flags(),
               "load_average": os.getloadavg(), "seconds": rows}
     (RESULTS / "where_time_goes.json").write_text(json.dumps(result, indent=1) + "\n")
     print(f"written to {RESULTS / 'where_time_goes.json'}")
