@@ -4,7 +4,7 @@
 
 The hostile-input case of issue 14: `tok(" " * n)` puts n characters into one pre-token, and a merge loop
 that is quadratic in a pre-token's length hangs. Texts: runs of " ", "=", "a" and "ab", which the real
-roberta-base merges (../shared/vocab/, else the golden 8k OPT tokenizer) merge over many rounds. Each side
+roberta-base merges (tests/data/vocab/roberta-base) merge over many rounds. Each side
 runs in this process; CPU time of one call each (caches cold: a fresh tokenizer per call). Checks that the
 ids agree and prints seconds and refimpl / upstream ratios.
 """
@@ -18,14 +18,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-VOCAB = ROOT.parent / "shared" / "vocab" / "roberta-base"
-GOLDEN = ROOT / "golden" / "tokenizers" / "opt"
+VOCAB = ROOT / "tests" / "data" / "vocab" / "roberta-base"
 
 
 def files():
-    if (VOCAB / "merges.txt").is_file():
-        return str(VOCAB / "vocab.json"), str(VOCAB / "merges.txt")
-    return str(GOLDEN / "vocab.json"), str(GOLDEN / "merges.txt")
+    return str(VOCAB / "vocab.json"), str(VOCAB / "merges.txt")
 
 
 def timed(make, text):

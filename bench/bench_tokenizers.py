@@ -5,9 +5,8 @@
 Text: a few MB of generated multilingual lines (golden/capture_tokenizers.py make_corpus, a different
 seed from the golden capture). Each tokenizer is built fresh and encodes the whole list with
 `tok(lines)` (special tokens added, no padding), so caches start cold on every side; CPU time, best
-of --repeat interleaved rounds. Uses the real vocabularies in ../shared/vocab/ when present, else
-the golden 8k ones. Prints chars per CPU second and ratios; also checks that refimpl's ids equal
-upstream slow's on the benchmark text.
+of --repeat interleaved rounds, on the real vocabularies in tests/data/vocab/. Prints chars per CPU
+second and ratios; also checks that refimpl's ids equal upstream slow's on the benchmark text.
 """
 from __future__ import annotations
 
@@ -21,8 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared" / "vocab"
-GOLDEN = ROOT / "golden" / "tokenizers"
+VOCAB = ROOT / "tests" / "data" / "vocab"
 
 
 def _corpus(mb: float):
@@ -48,32 +46,17 @@ def _setups():
     import refimpl.tokenizers as rt
 
     out = {}
-    vocab, merges = SHARED / "roberta-base" / "vocab.json", SHARED / "roberta-base" / "merges.txt"
-    if vocab.is_file() and merges.is_file():
-        v, m = str(vocab), str(merges)
-        kw = dict(bos_token="</s>", eos_token="</s>", unk_token="</s>", pad_token="<pad>", add_bos_token=True)
-        out["byte-level BPE (OPT, roberta-base 50k)"] = (
-            partial(rt.GPT2Tokenizer, v, m, **kw), partial(tf.GPT2Tokenizer, v, m, **kw),
-            partial(tf.GPT2TokenizerFast, v, m, **kw))
-        out["byte-level BPE (LED, roberta-base 50k)"] = (
-            partial(rt.LEDTokenizer, v, m), partial(tf.LEDTokenizer, v, m), partial(tf.LEDTokenizerFast, v, m))
-    else:
-        d = str(GOLDEN / "led")
-        out["byte-level BPE (LED, golden 8k)"] = (
-            partial(rt.load_tokenizer, d), partial(tf.LEDTokenizer.from_pretrained, d),
-            partial(tf.LEDTokenizerFast.from_pretrained, d))
-    vt = SHARED / "bert-base-chinese" / "vocab.txt"
-    if vt.is_file():
-        v = str(vt)
-        out["WordPiece (BERT, bert-base-chinese 21k)"] = (
-            partial(rt.BertTokenizer, v), partial(tf.BertTokenizer, v), partial(tf.BertTokenizerFast, v))
-    else:
-        d = str(GOLDEN / "bert-uncased")
-        out["WordPiece (BERT, golden 8k)"] = (
-            partial(rt.load_tokenizer, d), partial(tf.BertTokenizer.from_pretrained, d),
-            partial(tf.BertTokenizerFast.from_pretrained, d))
-    sp = SHARED / "barthez-spm" / "sentencepiece.bpe.model"
-    sp = str(sp) if sp.is_file() else str(GOLDEN / "xglm-bpe" / "sentencepiece.bpe.model")
+    v, m = str(VOCAB / "roberta-base" / "vocab.json"), str(VOCAB / "roberta-base" / "merges.txt")
+    kw = dict(bos_token="</s>", eos_token="</s>", unk_token="</s>", pad_token="<pad>", add_bos_token=True)
+    out["byte-level BPE (OPT, roberta-base 50k)"] = (
+        partial(rt.GPT2Tokenizer, v, m, **kw), partial(tf.GPT2Tokenizer, v, m, **kw),
+        partial(tf.GPT2TokenizerFast, v, m, **kw))
+    out["byte-level BPE (LED, roberta-base 50k)"] = (
+        partial(rt.LEDTokenizer, v, m), partial(tf.LEDTokenizer, v, m), partial(tf.LEDTokenizerFast, v, m))
+    v = str(VOCAB / "bert-base-chinese" / "vocab.txt")
+    out["WordPiece (BERT, bert-base-chinese 21k)"] = (
+        partial(rt.BertTokenizer, v), partial(tf.BertTokenizer, v), partial(tf.BertTokenizerFast, v))
+    sp = str(VOCAB / "barthez-spm" / "sentencepiece.bpe.model")
     out["sentencepiece (XGLM)"] = (
         partial(rt.XGLMTokenizer, sp), partial(tf.XGLMTokenizer, sp), partial(tf.XGLMTokenizerFast, sp))
     return out

@@ -1,9 +1,9 @@
 """refimpl.tokenizers against live upstream slow tokenizers (skipped without transformers).
 
 1. The golden tokenizer directories, on hypothesis-drawn Unicode (with special tokens mixed in).
-2. The real vocabularies in ../shared/vocab/ (skipped when absent): roberta-base as OPT and as LED,
-   bert-base-chinese as NEZHA's BertTokenizer, barthez-spm run through XGLMTokenizer's logic.
-   The files are read in place, never copied into the project.
+2. The real vocabularies in tests/data/vocab/ (origins and licences in its README.md): roberta-base as
+   OPT and as LED, bert-base-chinese as NEZHA's BertTokenizer, barthez-spm run through XGLMTokenizer's
+   logic.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import refimpl.tokenizers as rt  # noqa: E402
 pytestmark = pytest.mark.upstream
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = ROOT / "golden" / "tokenizers"
-SHARED_VOCAB = Path(__file__).resolve().parents[2] / "shared" / "vocab"
+REAL_VOCAB = ROOT / "tests" / "data" / "vocab"
 NAMES = ["opt", "led", "xglm-bpe", "xglm-unigram", "bert-uncased", "bert-cased"]
 transformers.logging.set_verbosity_error()
 
@@ -37,9 +37,8 @@ def golden_pair(name):
 
 
 def _real_files(*parts):
-    path = SHARED_VOCAB.joinpath(*parts)
-    if not path.is_file():
-        pytest.skip(f"{path} not present (real vocabularies live in ../shared/vocab/)")
+    path = REAL_VOCAB.joinpath(*parts)
+    assert path.is_file(), f"{path} is missing from the repository"
     return str(path)
 
 
