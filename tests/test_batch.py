@@ -280,7 +280,7 @@ def test_progress_without_tqdm_names_the_extra(tmp_path, capsys, monkeypatch):
     source = write_input(tmp_path / "in.txt", ["5 6"])
     assert main(["score", str(source), "--format", "ids", "--model", str(TINY), "--progress", "-o",
                  str(tmp_path / "o")]) == 2
-    assert "refimpl[batch]" in capsys.readouterr().err
+    assert "pip install tqdm" in capsys.readouterr().err
 
 
 def test_progress_bar_is_tqdm(tmp_path, capsys):
@@ -289,6 +289,45 @@ def test_progress_bar_is_tqdm(tmp_path, capsys):
     assert main(["score", str(source), "--format", "ids", "--model", str(TINY), "--progress", "-o",
                  str(tmp_path / "o")]) == 0
     assert "20/20" in capsys.readouterr().err
+
+
+def stderr_on_a_terminal(args):  # -> (exit status, what `refimpl score ARGS` wrote to a pseudo-terminal stderr)
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 24 x 100, as a terminal has
+    proc = subprocess.Popen(command(*args), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave,
+                            env=environment())
+    os.close(slave)
+    seen = b""
+    while True:  # drain the terminal while the command runs (its buffer is small)
+        if select.select([master], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the command closed the terminal's last writer
+                break
+            if not chunk:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    return proc.wait(timeout=60), seen.decode(errors="replace")
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_a_terminal_shows_the_bar_by_default_on_long_inputs(tmp_path):
+    """No --progress: a bar on a terminal when the input is longer than one batch, none on a short input."""
+    long_input = write_input(tmp_path / "long.txt", id_lines(20))
+    status, err = stderr_on_a_terminal([long_input, "--format", "ids", "--model", TINY, "-o", tmp_path / "a"])
+    assert status == 0 and "20/20" in err and "line/s" in err, err
+    short_input = write_input(tmp_path / "short.txt", id_lines(8))
+    status, err = stderr_on_a_terminal([short_input, "--format", "ids", "--model", TINY, "-o", tmp_path / "b"])
+    assert status == 0 and "8/8" not in err and "line/s" not in err, err
 
 
 def test_a_repo_id_in_the_cache_loads_model_and_tokenizer(tmp_path, capsys):

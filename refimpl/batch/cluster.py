@@ -60,7 +60,7 @@ def score_on_dask(job: ScoreJob, input_path: str, output_path: str, client, resu
     if not resume:
         shutil.rmtree(parts, ignore_errors=True)
     parts.mkdir(parents=True, exist_ok=True)
-    summary, bar = Summary(), progress_bar(progress, input_path)
+    summary, bar = Summary(), progress_bar(progress, input_path, long_input=job.batch_size)
     in_flight_limit = 2 * max(1, len(client.scheduler_info().get("workers", {})))
     futures = distributed.as_completed()
     start = time.perf_counter()

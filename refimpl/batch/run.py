@@ -71,19 +71,21 @@ def windows(lines, size: int, skip) -> Iterator[List[Tuple[int, bytes]]]:  # lin
         yield chunk
 
 
-def progress_bar(enabled: Optional[bool], input_path: str = "-"):
-    """tqdm on stderr: shown with --progress (enabled=True) or on a terminal (None); never with False.
+def progress_bar(enabled: Optional[bool], input_path: str = "-", long_input: int = 0):
+    """tqdm on stderr: shown with --progress (enabled=True), never with False, and by default (None) on a
+    terminal when the input is long: more than `long_input` lines, or stdin (its length is unknown).
     Its total is the input file's line count (one fast pass over the bytes), unknown for stdin."""
-    show = enabled or (enabled is None and sys.stderr.isatty())
-    if not show:
+    if not (enabled or (enabled is None and sys.stderr.isatty())):
         return None
     try:
         from tqdm import tqdm
     except ImportError:
         if enabled:
-            raise ValueError("--progress needs tqdm: pip install 'refimpl[batch]'") from None
+            raise ValueError("--progress needs tqdm: pip install tqdm") from None
         return None
     total = count_lines(input_path)
+    if not enabled and 0 <= total <= long_input:
+        return None
     return tqdm(total=total if total >= 0 else None, unit="line", file=sys.stderr, dynamic_ncols=True)
 
 
@@ -97,7 +99,7 @@ def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = F
     source = open_input(input_path)
     scorer = job.load()  # fails fast here, not in a worker; --workers processes load their own
     done, resumed_errors = resume_file(output_path) if resume else (set(), 0)
-    bar = progress_bar(progress, input_path)
+    bar = progress_bar(progress, input_path, long_input=job.batch_size)
     window = window_lines(job, window)
     writer = OrderedWriter(output_path, append=resume, skip=done)
     summary = Summary(records=len(done), errors=resumed_errors)
