@@ -8,9 +8,11 @@ A block's info string is its language and, optionally, one marker:
     ```text (or no language)        output or a synopsis, not a command
 In a shell block, `pip install` lines are not run (the suite runs in the environment they install) and
 neither is `python -m pytest` (the suite itself). Every block runs from one scratch directory per block
-holding links to the repository's refimpl/, golden/, tests/ and bench/, so the README's relative paths
-(`refimpl/data/opt-tiny`, `golden/...`) resolve as from the repository's root, and the files examples
-write land in the scratch directory. `refimpl` on PATH runs this checkout (`python -m refimpl`).
+holding links to the repository's refimpl/data/, golden/, tests/ and bench/, so the README's relative
+paths (`refimpl/data/opt-tiny`, `golden/...`) resolve as from the repository's root, and the files
+examples write land in the scratch directory. The package itself is imported from the checkout
+(PYTHONPATH; scratch/refimpl has no __init__.py, so the regular package wins), so Numba's caches stay
+valid, and `refimpl` on PATH runs this checkout (`python -m refimpl`).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ MARKERS = {"", "needs-torch", "no-run"}
 NOT_RUN_LINES = ("pip install ", "python -m pytest")  # shell lines the suite does not run (see the docstring)
 NO_RUN_COMMANDS = ("pip install ", "python -m pytest", "python bench/", "python golden/", "dask scheduler ",
                    "dask worker ", "refimpl score ")  # what a no-run block may hold (refimpl score: on a cluster)
-LINKED = ("refimpl", "golden", "tests", "bench")
+LINKED = ("refimpl/data", "golden", "tests", "bench")
 TIMEOUT = 300
 
 
@@ -58,6 +60,7 @@ def has(module: str) -> bool:
 @pytest.fixture
 def scratch(tmp_path):  # -> (directory, environment) for one block
     for name in LINKED:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).symlink_to(ROOT / name, target_is_directory=True)
     bin_dir = tmp_path / ".bin"
     bin_dir.mkdir()
