@@ -37,7 +37,8 @@ The verdict never claims more than was compared:
                    its key position S is (a padded key is masked out of every attended query's softmax,
                    so what a port puts there -- PyTorch's float32 minimum, TF's -1e8 -- never reaches an
                    attended position); LED's #local_probs [B, H, T, band]: the query only; #global_probs
-                   [B, H, X, T]: the key only
+                   [B, H, X, T]: the key only; a score the reference masks out (below MASKED: the
+                   causal mask's future keys) counts with the padded elements too
   and anything else -- pooled outputs [B, D], classification logits [B, L], NEZHA's relative-position
   table [T, T, d] -- is compared whole (it has no padded position of its own). In an encoder-decoder
   model (LED) the decoder has its own length: decoder tensors follow `decoder_attention_mask` when it is
@@ -62,6 +63,7 @@ from .trace import tracing
 MARGIN = 10.0   # how many noise floors an error may reach before it is a divergence
 FLOOR = 1e-6    # relative errors below this are never divergences (a few float32 roundings)
 PADDING = ("lenient", "strict")
+MASKED = -1e30  # an attention score below this was masked out (refimpl adds its dtype's minimum)
 EXIT_CODES = {"agree": 0, "diverge": 1, "incomplete": 3}
 
 
@@ -243,8 +245,8 @@ class Padding:
         self.main = mask_rows(attention_mask, "attention_mask")
         self.decoder = (None if decoder_attention_mask is None else
                         mask_rows(decoder_attention_mask, "decoder_attention_mask"))
-        segments = [set(_segments(n)) for n in reference]
-        self.encoder_decoder = any("encoder" in s for s in segments) and any("decoder" in s for s in segments)
+        stacks = {s[i - 1] for s in map(_segments, reference) for i in range(1, len(s)) if s[i] in ("layers", "layer")}
+        self.encoder_decoder = {"encoder", "decoder"} <= stacks  # LED: encoder.layers and decoder.layers
         if self.encoder_decoder:  # the encoder's padded length: what its [B, T', D] tensors most often have
             R, L = self.main.padded.shape
             lengths = Counter(np.shape(v)[1] for n, v in reference.items() if self._side(n) == "encoder"
@@ -289,6 +291,8 @@ def compare_tensor(name, reference, candidate, noise, tolerance, padding: Option
     """-> a TensorReport of one tensor (the candidate in the axis order that fits, split by padding)."""
     ref, cand = np.asarray(reference, np.float64), _numeric(candidate, name)
     padded = None if padding is None else padding.elements(name, ref.shape)
+    if padded is not None and name.endswith("#scores"):  # a masked-out score's value is a convention
+        padded = padded | (ref < MASKED)
 
     def deciding(errors):  # the relative error the verdict rests on
         if strict or errors["attended"] is None and errors["padded"] is None:
