@@ -43,11 +43,12 @@ The verdict never claims more than was compared:
   table [T, T, d] -- is compared whole (it has no padded position of its own). In an encoder-decoder
   model (LED) the decoder has its own length: decoder tensors follow `decoder_attention_mask` when it is
   given and are all attended otherwise; the encoder's tensors (and the cross-attention's keys and values,
-  projected from the encoder's output) follow `attention_mask`. XGLM's cross-attention keys and values
-  (from `encoder_hidden_states`) are compared whole. Under padding="lenient" (the default) a tensor
-  diverges only when its attended elements do; one whose error beyond tolerance is confined to padded
-  elements is reported with `padding_only` and the size of its padded error. Under padding="strict" the
-  whole tensor counts. Each part's relative error is against its own max |reference|.
+  projected from the encoder's output) follow `attention_mask`. The cross-attention keys and values of a
+  decoder-only model (XGLM's, NEZHA's as a decoder: from `encoder_hidden_states`) are compared whole.
+  Under padding="lenient" (the default) a tensor diverges only when its attended elements do; one whose
+  error beyond tolerance is confined to padded elements is reported with `padding_only` and the size of
+  its padded error. Under padding="strict" the whole tensor counts. Each part's relative error is
+  against its own max |reference|; the noise floor is the whole tensor's.
 """
 from __future__ import annotations
 
@@ -256,7 +257,7 @@ class Padding:
 
     def _side(self, name: str) -> str:  # "encoder" | "decoder" | "main" | "external"
         s = _segments(name)
-        cross_kv = len(s) >= 2 and s[-2] == "encoder_attn" and s[-1] in ("k_proj", "v_proj")
+        cross_kv = _cross(s) and s[-1] in ("k_proj", "v_proj", "key", "value")
         if not self.encoder_decoder:
             return "external" if cross_kv else "main"
         return "encoder" if "encoder" in s or s[-1:] == ["shared"] or cross_kv else "decoder"
@@ -266,13 +267,17 @@ class Padding:
         kind = name.split("#")[1] if "#" in name else ""
         side = self._side(name)
         queries = rows[side]
-        keys = self.main if (self.encoder_decoder and "encoder_attn" in _segments(name)) else (
-            None if "encoder_attn" in _segments(name) else queries)
+        cross = _cross(_segments(name))
+        keys = self.main if cross and self.encoder_decoder else None if cross else queries
         return padded_elements(shape, queries, keys, kind)
 
 
 def _segments(name: str) -> List[str]:
     return name.split("#")[0].split(".")
+
+
+def _cross(segments: List[str]) -> bool:  # inside a cross-attention (BART-style or NEZHA's as a decoder)
+    return "encoder_attn" in segments or "crossattention" in segments
 
 
 # ---------------------------------------------------------------- one tensor, then the whole comparison
