@@ -105,7 +105,7 @@ class Comparison:
         final = c["final_output"] or "<root>"
         covered = (f"compared {c['compared']} of {c['expected']} traced modules ({100 * c['fraction']:.0f}%), "
                    f"final output {final} {'compared' if c['final_output_compared'] else 'NOT compared'}")
-        padded = [t.name or "<root>" for t in self.tensors if t.padding_only and not t.diverges]
+        padded = [t for t in self.tensors if t.padding_only and not t.diverges]
         if self.verdict == "incomplete":
             why = ("the final output was not compared" if not c["final_output_compared"] else
                    "fewer than half of the traced modules were compared")
@@ -117,8 +117,9 @@ class Comparison:
         else:
             text = "verdict: agree (exit 0): no divergence beyond noise"
         if padded:
-            text += (f"\n{len(padded)} tensor(s) differ only at padded positions (not counted: --padding "
-                     f"lenient): {', '.join(padded)}")
+            largest = max(t.max_rel_padded for t in padded)
+            text += (f"\n{len(padded)} tensor(s) differ beyond noise only at padded positions (not counted under "
+                     f"padding 'lenient'), the first {padded[0].name or '<root>'}, the largest {largest:.2e} relative")
         return f"{text}\ncoverage: {covered}"
 
     def table(self) -> str:
