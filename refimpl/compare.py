@@ -33,8 +33,9 @@ The verdict never claims more than was compared:
       [B, T, ...]  hidden states, projections, logits, start/end logits: the position axis T
       [T, B, ...]  LED's Longformer projections
       [B*T, ...]   rows of all positions (OPT's pre-LN feed-forward)
-      [B, H, T, S] attention scores/probabilities: an element is padded when its query position T or
-                   its key position S is (a padded key is masked out of every attended query's softmax,
+      [B, H, T, S] attention scores/probabilities (a 4-D tensor whose axis 1 is not T, e.g. NEZHA's
+                   attention dropout): an element is padded when its query position T or its key
+                   position S is (a padded key is masked out of every attended query's softmax,
                    so what a port puts there -- PyTorch's float32 minimum, TF's -1e8 -- never reaches an
                    attended position); LED's #local_probs [B, H, T, band]: the query only; #global_probs
                    [B, H, X, T]: the key only; a score the reference masks out (below MASKED: the
@@ -211,7 +212,8 @@ def padded_elements(shape: tuple, queries: Optional[Rows], keys: Optional[Rows] 
     if rows is None or len(shape) == 0:
         return None
     R = rows.padded.shape[0]
-    if len(shape) == 4 and shape[0] == R and kind:      # attention internals [B, H, T, S]
+    attention = kind or queries is not None and queries.at(shape[1]) is None  # not [B, T, ...]
+    if len(shape) == 4 and shape[0] == R and attention:  # attention [B, H, T, S] (NEZHA's probs dropout too)
         axes = [] if kind == "global_probs" or queries is None else [(2, queries)]
         axes += [] if kind == "local_probs" or keys is None else [(3, keys)]
         return _spread(shape, 0, axes)
@@ -255,6 +257,9 @@ class Padding:
                               and "#" not in n and np.ndim(v) == 3 and np.shape(v)[0] == R and np.shape(v)[1] >= L)
             if lengths:
                 self.main.length = lengths.most_common(1)[0][0]
+        if not any(self.elements(n, np.shape(v)) is not None for n, v in reference.items()):
+            raise ValueError(f"attention_mask of shape {np.shape(attention_mask)} fits no traced tensor's "
+                             f"(batch, length) axes: is it the mask of the inputs the reference was traced on?")
 
     def _side(self, name: str) -> str:  # "encoder" | "decoder" | "main" | "external"
         s = _segments(name)

@@ -336,11 +336,44 @@ def test_tensors_without_positions_are_compared_whole():
     assert t.name == "" and t.diverges and t.max_rel_attended is None and not t.padding_only
 
 
+def test_multiple_choice_rows_and_attention_dropout():
+    """NEZHA's multiple choice: a [B, C, T] mask runs B*C rows; its attention-probability dropout output
+    [B*C, H, T, T] is padded where the query or the key is."""
+    directory = GOLDEN / "nezha" / "k2-NezhaForMultipleChoice"
+    mask = np.ones((2, 2, 6), np.int64)
+    mask[0, 1, 4:] = 0
+    mask[1, 0, 3:] = 0
+    ids = np.where(mask == 1, np.arange(24).reshape(2, 2, 6) % 20 + 3, 0)
+    reference = traced(directory, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
+    rows = mask.reshape(4, 6)
+    candidate = copy(reference)
+    planted = {}
+    for name, value in candidate.items():
+        if value.ndim == 3 and value.shape[:2] == (4, 6):  # [B*C, T, D]
+            for r, t in zip(*np.nonzero(rows == 0)):
+                value[r, t] += DELTA
+            planted[name] = True
+        elif value.ndim == 4 and value.shape[0] == 4 and value.shape[2:] == (6, 6):  # [B*C, H, T, S]
+            for r, q, k in itertools.product(range(4), range(6), range(6)):
+                if rows[r, q] == 0 or rows[r, k] == 0:
+                    value[r, :, q, k] += DELTA
+            planted[name] = True
+    assert any(candidate[n].ndim == 4 for n in planted)
+    report = compare(reference, candidate, attention_mask=mask)
+    assert report.verdict == "agree", report.table()
+    assert {t.name for t in report.tensors if t.padding_only} == set(planted)
+    name = next(n for n in planted if candidate[n].ndim == 4)
+    candidate[name][0, 1, 2, 3] += DELTA  # choice 0 of example 0: attended everywhere
+    assert compare(reference, candidate, attention_mask=mask).first_divergence.name == name
+
+
 def test_bad_masks_and_padding_modes_are_refused():
     reference = {"": np.zeros((2, 3))}
     for mask, what in ((np.full((2, 3), 2), "0/1"), (np.zeros(3), "batch, length"), (np.array([["a"]]), "0/1")):
         with pytest.raises(ValueError, match="attention_mask must be"):
             compare(reference, reference, attention_mask=mask)
+    with pytest.raises(ValueError, match="fits no traced tensor"):
+        compare(reference, reference, attention_mask=np.ones((4, 5)))
     with pytest.raises(ValueError, match="padding must be one of"):
         compare(reference, reference, padding="loose")
 
