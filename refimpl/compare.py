@@ -30,7 +30,7 @@ The verdict never claims more than was compared:
   padded when its row's mask is 0 there; the positions past T of a stack that pads its input (LED's
   encoder, to a multiple of its attention window) are padded too. In a tensor, the axes are found in
   the reference's layout (the candidate is transposed first), by their sizes:
-      [B, T, ...]  hidden states, projections, logits, start/end logits: the position axis T
+      [B, T, ...]  hidden states, projections, per-position logits: the position axis T
       [T, B, ...]  LED's Longformer projections
       [B*T, ...]   rows of all positions (OPT's pre-LN feed-forward)
       [B, H, T, S] attention scores/probabilities (a 4-D tensor whose axis 1 is not T, e.g. NEZHA's
@@ -40,12 +40,14 @@ The verdict never claims more than was compared:
                    attended position); LED's #local_probs [B, H, T, band]: the query only; #global_probs
                    [B, H, X, T]: the key only; a score the reference masks out (below MASKED: the
                    causal mask's future keys) counts with the padded elements too
-  and anything else -- pooled outputs [B, D], classification logits [B, L], NEZHA's relative-position
-  table [T, T, d] -- is compared whole (it has no padded position of its own). In an encoder-decoder
-  model (LED) the decoder has its own length: decoder tensors follow `decoder_attention_mask` when it is
-  given and are all attended otherwise; the encoder's tensors (and the cross-attention's keys and values,
-  projected from the encoder's output) follow `attention_mask`. The cross-attention keys and values of a
-  decoder-only model (XGLM's, NEZHA's as a decoder: from `encoder_hidden_states`) are compared whole.
+      [B, T]       question answering's start logits (the root of a model with qa_outputs)
+  and anything else -- pooled outputs [B, D], classification logits [B, L] (whatever their sizes),
+  position embeddings [T, D], NEZHA's relative-position table [T, T, d] -- is compared whole (it has no
+  padded position of its own). In an encoder-decoder model (LED) the decoder has its own length:
+  decoder tensors follow `decoder_attention_mask` when it is given and are all attended otherwise; the
+  encoder's tensors (and the cross-attention's keys and values, projected from the encoder's output)
+  follow `attention_mask`. The cross-attention keys and values of a decoder-only model (XGLM's, NEZHA's
+  as a decoder: from `encoder_hidden_states`) are compared whole.
   Under padding="lenient" (the default) a tensor diverges only when its attended elements do; one whose
   error beyond tolerance is confined to padded elements is reported with `padding_only` and the size of
   its padded error. Under padding="strict" the whole tensor counts. Each part's relative error is
@@ -77,11 +79,11 @@ class TensorReport:
     max_rel: float            # max_abs / max |reference|
     noise: Optional[float]    # the float32 noise floor (relative), when known
     diverges: bool
-    note: str = ""            # e.g. "shape (3, 4) vs reference (2, 6)"
+    note: str = ""            # e.g. "shape (3, 4), reference (2, 6)"
     layout: str = ""          # "" or "transposed (1, 0, 2)": the axis order the candidate was compared in
     max_abs_attended: Optional[float] = None  # with an attention mask: the error at attended elements
-    max_rel_attended: Optional[float] = None
-    max_abs_padded: Optional[float] = None    # ... and at padded ones (None: the tensor has none)
+    max_rel_attended: Optional[float] = None  # (None: no mask, or no (batch, position) axes: compared whole)
+    max_abs_padded: Optional[float] = None    # ... and at padded ones (0.0 when the tensor has none)
     max_rel_padded: Optional[float] = None
     padding_only: bool = False  # the error beyond tolerance is confined to padded elements
 
@@ -91,8 +93,9 @@ class Comparison:
     tensors: List[TensorReport]
     first_divergence: Optional[TensorReport]
     missing: Dict[str, List[str]] = field(default_factory=dict)  # names on one side only
-    coverage: dict = field(default_factory=dict)  # {"compared", "expected", "fraction", "final_output",
-    verdict: str = "incomplete"                    #  "final_output_compared"}
+    # {"compared", "expected", "fraction", "final_output", "final_output_compared"}
+    coverage: dict = field(default_factory=dict)
+    verdict: str = "incomplete"
     exit_code: int = EXIT_CODES["incomplete"]
 
     def to_json(self) -> dict:
@@ -115,6 +118,8 @@ class Comparison:
             text = f"verdict: incomplete (exit 3): {why}; nothing is claimed about the rest{found}"
         elif self.verdict == "diverge":
             text = f"verdict: diverge (exit 1): first divergence: {self.first_divergence.name or '<root>'}"
+            if self.first_divergence.padding_only:
+                text += " (at padded positions only: counted under padding 'strict')"
         else:
             text = "verdict: agree (exit 0): no divergence beyond noise"
         if padded:
@@ -128,7 +133,7 @@ class Comparison:
         the verdict."""
         split = any(t.max_rel_attended is not None for t in self.tensors)
         lines = [f"{'module':<60} {'shape':<18} {'max abs':>10} {'max rel':>10} {'noise':>10}"
-                 + (f" {'attended':>10} {'padded':>10}" if split else "")]
+                 + (f" {'rel attend':>10} {'rel padded':>10}" if split else "")]
         for t in self.tensors:
             mark = "  <-- first divergence" if t is self.first_divergence else ("  diverges" if t.diverges else "")
             mark += "  padding only" if t.padding_only else ""
@@ -203,25 +208,27 @@ def mask_rows(mask, name: str) -> Rows:  # a 0/1 mask [B, T] (or [B, C, T]) -> R
     return Rows(m == 0, m.shape[1])
 
 
-def padded_elements(shape: tuple, queries: Optional[Rows], keys: Optional[Rows] = None,
-                    kind: str = "") -> Optional[np.ndarray]:
+def padded_elements(shape: tuple, queries: Optional[Rows], keys: Optional[Rows] = None, kind: str = "",
+                    per_position_2d: bool = False) -> Optional[np.ndarray]:
     """-> bool [shape], True at padded elements; None when the tensor has no (rows, positions) axes.
     `queries` gives the positions of the tensor's own length axis, `keys` those of an attention's key
-    axis; `kind` is the internal's name ("probs", "local_probs", ...) or "" for a module output."""
+    axis; `kind` is the internal's name ("probs", "local_probs", ...) or "" for a module output. A 2-D
+    [B, N] tensor is pooled ([B, D], [B, labels]) unless `per_position_2d` (question answering's
+    start logits [B, T]): its N is never taken for positions by its size alone."""
     rows = queries if queries is not None else keys
-    if rows is None or len(shape) == 0:
+    if rows is None or len(shape) < 2:
         return None
     R = rows.padded.shape[0]
-    attention = kind or queries is not None and queries.at(shape[1]) is None  # not [B, T, ...]
-    if len(shape) == 4 and shape[0] == R and attention:  # attention [B, H, T, S] (NEZHA's probs dropout too)
-        axes = [] if kind == "global_probs" or queries is None else [(2, queries)]
+    if len(shape) == 4 and shape[0] == R and (kind or queries is None or queries.at(shape[1]) is None):
+        axes = [] if kind == "global_probs" or queries is None else [(2, queries)]  # [B, H, T, S]
         axes += [] if kind == "local_probs" or keys is None else [(3, keys)]
         return _spread(shape, 0, axes)
     if queries is None:
         return None
-    for batch, position in ((0, 1), (1, 0)):            # [B, T, ...], then [T, B, ...]
-        if len(shape) >= 2 and shape[batch] == R and queries.at(shape[position]) is not None:
-            return _spread(shape, batch, [(position, queries)])
+    if len(shape) >= 3 or per_position_2d:
+        for batch, position in ((0, 1), (1, 0)):        # [B, T, ...], then [T, B, ...]
+            if shape[batch] == R and queries.at(shape[position]) is not None:
+                return _spread(shape, batch, [(position, queries)])
     L = queries.padded.shape[1]
     if shape[0] == R * L:                               # [B*T, ...] rows
         flat = queries.padded.reshape((-1,) + (1,) * (len(shape) - 1))
@@ -251,6 +258,7 @@ class Padding:
                         mask_rows(decoder_attention_mask, "decoder_attention_mask"))
         stacks = {s[i - 1] for s in map(_segments, reference) for i in range(1, len(s)) if s[i] in ("layers", "layer")}
         self.encoder_decoder = {"encoder", "decoder"} <= stacks  # LED: encoder.layers and decoder.layers
+        self.question_answering = any(_segments(n)[-1] == "qa_outputs" for n in reference)  # root: [B, T]
         if self.encoder_decoder:  # the encoder's padded length: what its [B, T', D] tensors most often have
             R, L = self.main.padded.shape
             lengths = Counter(np.shape(v)[1] for n, v in reference.items() if self._side(n) == "encoder"
@@ -269,13 +277,15 @@ class Padding:
         return "encoder" if "encoder" in s or s[-1:] == ["shared"] or cross_kv else "decoder"
 
     def elements(self, name: str, shape: tuple) -> Optional[np.ndarray]:
+        if name.endswith("relative_positions_encoding"):  # NEZHA's [T, T, d] table: no batch row
+            return None
         rows = {"encoder": self.main, "main": self.main, "decoder": self.decoder, "external": None}
         kind = name.split("#")[1] if "#" in name else ""
         side = self._side(name)
         queries = rows[side]
         cross = _cross(_segments(name))
         keys = self.main if cross and self.encoder_decoder else None if cross else queries
-        return padded_elements(shape, queries, keys, kind)
+        return padded_elements(shape, queries, keys, kind, per_position_2d=name == "" and self.question_answering)
 
 
 def _segments(name: str) -> List[str]:

@@ -23,7 +23,7 @@ DELTA = 0.5  # a planted error, far beyond any noise floor
 
 def opt_inputs(mask):  # token ids for the shipped OPT model under a 0/1 mask [B, T]
     B, T = mask.shape
-    ids = (np.arange(B * T).reshape(B, T) * 7 % 40 + 4).astype(np.int64)
+    ids = (np.arange(B * T).reshape(B, T) * 7 % 30 + 4).astype(np.int64)
     return {"input_ids": np.where(mask == 1, ids, 1), "attention_mask": mask.astype(np.int64)}
 
 
@@ -270,7 +270,8 @@ def test_differences_at_padded_positions_only_are_reported_not_counted(mask, _):
         if padded:  # the planted size, |(r + delta) - r| == delta up to one rounding of r + delta
             assert abs(t.max_abs_padded - DELTA) <= 1e-12 * (1 + np.abs(reference[t.name]).max()), t
     if padded:
-        assert strict.first_divergence.name == next(iter(reference))
+        assert strict.first_divergence.name == next(iter(reference)) and strict.first_divergence.padding_only
+        assert "at padded positions only: counted under padding 'strict'" in strict.table()
         assert "differ beyond noise only at padded positions" in lenient.table()
     # one attended position more: a divergence again, named where it was planted
     b, t = map(int, np.argwhere(mask == 1)[-1])
@@ -367,6 +368,31 @@ def test_multiple_choice_rows_and_attention_dropout():
     name = next(n for n in planted if candidate[n].ndim == 4)
     candidate[name][0, 1, 2, 3] += DELTA  # choice 0 of example 0: attended everywhere
     assert compare(reference, candidate, attention_mask=mask).first_divergence.name == name
+
+
+def test_pooled_outputs_are_whole_whatever_their_size_and_start_logits_have_positions():
+    """NEZHA's pooler [B, D] with D equal to the length T is still pooled (compared whole: a change in
+    its last column diverges though position T-1 of row 1 is padded); OPT's question-answering start
+    logits [B, T] have positions."""
+    directory = GOLDEN / "nezha" / "k2-NezhaModel"
+    D = refimpl.from_pretrained(directory).config.hidden_size
+    mask = right_padded([D, D - 3], D)
+    ids = np.where(mask == 1, np.arange(2 * D).reshape(2, D) % 30 + 5, 0)
+    reference = traced(directory, {"input_ids": ids, "attention_mask": mask})
+    pooler = "pooler"
+    assert reference[""].shape == (2, D, D) and reference[pooler].shape == (2, D)
+    candidate = copy(reference)
+    candidate[pooler][1, D - 1] += DELTA
+    t = next(t for t in compare(reference, candidate, attention_mask=mask).tensors if t.name == pooler)
+    assert t.diverges and t.max_rel_attended is None and not t.padding_only
+    directory = GOLDEN / "opt" / "preln-OPTForQuestionAnswering"
+    mask = left_padded([6, 4], 6)
+    reference = traced(directory, opt_inputs(mask))
+    assert reference[""].shape == (2, 6)
+    candidate = copy(reference)
+    candidate[""][1, :2] += DELTA
+    t = compare(reference, candidate, attention_mask=mask).tensors[-1]
+    assert t.name == "" and t.padding_only and not t.diverges and t.max_abs_attended == 0.0
 
 
 def test_bad_masks_and_padding_modes_are_refused():
