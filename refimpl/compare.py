@@ -51,7 +51,8 @@ The verdict never claims more than was compared:
   Under padding="lenient" (the default) a tensor diverges only when its attended elements do; one whose
   error beyond tolerance is confined to padded elements is reported with `padding_only` and the size of
   its padded error. Under padding="strict" the whole tensor counts. Each part's relative error is
-  against its own max |reference|; the noise floor is the whole tensor's.
+  against its own max |reference|; the noise floor is the whole tensor's. Padding only ever excuses: a
+  tensor within tolerance as a whole never diverges under "lenient" either.
 """
 from __future__ import annotations
 
@@ -298,61 +299,59 @@ def _cross(segments: List[str]) -> bool:  # inside a cross-attention (BART-style
 
 # ---------------------------------------------------------------- one tensor, then the whole comparison
 
-def _errors(candidate, reference, padded) -> dict:  # the whole, attended and padded (abs, rel) errors
+def _errors(candidate, reference, padded, masked=None) -> dict:  # (abs, rel) errors of the tensor's parts
+    """"whole", "attended", "padded" (None when the tensor has no such part) and "unmasked": the whole
+    tensor but the scores the reference masks out (their huge values would swamp its scale)."""
     whole = relative_error(candidate, reference)
-    if padded is None:
-        return {"whole": whole, "attended": None, "padded": None}
-    parts = {}
-    for key, where in (("attended", ~padded), ("padded", padded)):
-        parts[key] = relative_error(candidate[where], reference[where]) if where.any() else None
-    return {"whole": whole, **parts}
+    errors = {"whole": whole, "attended": None, "padded": None, "unmasked": whole}
+    parts = [] if padded is None else [("attended", ~padded), ("padded", padded)]
+    parts += [] if masked is None else [("unmasked", ~masked)]
+    for key, where in parts:
+        errors[key] = relative_error(candidate[where], reference[where]) if where.any() else None
+    return errors
+
+
+def _lenient(errors) -> float:  # the relative error a lenient verdict rests on: padding only ever excuses
+    if errors["attended"] is None and errors["padded"] is None:  # no (batch, position) axes: the whole
+        return errors["whole"][1]
+    if errors["attended"] is None:                               # every element padded
+        return 0.0
+    return min(errors["attended"][1], 0.0 if errors["unmasked"] is None else errors["unmasked"][1])
 
 
 def compare_tensor(name, reference, candidate, noise, tolerance, padding: Optional[Padding], strict: bool):
     """-> a TensorReport of one tensor (the candidate in the axis order that fits, split by padding)."""
     ref, cand = np.asarray(reference, np.float64), _numeric(candidate, name)
-    padded = None if padding is None else padding.elements(name, ref.shape)
-    if padded is not None and name.endswith("#scores"):  # a masked-out score's value is a convention
-        padded = padded | (ref < MASKED)
-
-    def deciding(errors):  # the relative error the verdict rests on
-        if strict or errors["attended"] is None and errors["padded"] is None:
-            return errors["whole"][1]
-        return 0.0 if errors["attended"] is None else errors["attended"][1]
-
     orders = [None] if cand.shape == ref.shape else axis_orders(cand.shape, ref.shape)
     if not orders:
         same_size = " (same size: a reshape is never applied)" if cand.size == ref.size else ""
-        inf = float("inf")
-        return TensorReport(name, ref.shape, inf, inf, noise, True,
+        return TensorReport(name, ref.shape, float("inf"), float("inf"), noise, True,
                             f"shape {cand.shape}, reference {ref.shape}{same_size}")
-    tried = [(perm, _errors(cand if perm is None else np.transpose(cand, perm), ref, padded)) for perm in orders]
-    perm, errors = min(tried, key=lambda t: deciding(t[1]))
-    note = (f"{len(orders)} axis orders fit the shape; {perm} has the smallest error" if len(orders) > 1 else "")
+    padded = None if padding is None else padding.elements(name, ref.shape)
+    masked = None
+    if padded is not None and name.endswith("#scores"):  # a masked-out score's value is a convention
+        masked = ref < MASKED
+        padded = padded | masked
+
+    def errors_in(perm):  # the candidate compared in axis order `perm` (None: as it is)
+        return _errors(cand if perm is None else np.transpose(cand, perm), ref, padded, masked)
+
+    def deciding(errors):
+        return errors["whole"][1] if strict else _lenient(errors)
+
+    perm, errors = min(((p, errors_in(p)) for p in orders), key=lambda pe: deciding(pe[1]))
     diverges = bool(deciding(errors) > tolerance)
-    if perm is None and diverges:
-        note = _other_order_note(cand, ref, padded, tolerance, deciding)
+    note = f"{len(orders)} axis orders fit the shape; {perm} has the smallest error" if len(orders) > 1 else ""
+    if perm is None and diverges:  # equal shapes: would another axis order of the same shape agree?
+        other = next((p for p in axis_orders(cand.shape, ref.shape)[1:] if deciding(errors_in(p)) <= tolerance), None)
+        note = "" if other is None else f"would agree transposed {other} (an axis order of the same shape)"
     report = TensorReport(name, ref.shape, *errors["whole"], noise, diverges, note,
                           "" if perm is None else f"transposed {perm}")
-    for key in ("attended", "padded"):
-        if errors[key] is not None:
-            setattr(report, f"max_abs_{key}", errors[key][0])
-            setattr(report, f"max_rel_{key}", errors[key][1])
-    if padded is not None and errors["attended"] is None:  # every element padded
-        report.max_abs_attended = report.max_rel_attended = 0.0
-    if padded is not None and errors["padded"] is None:   # no element padded
-        report.max_abs_padded = report.max_rel_padded = 0.0
-    report.padding_only = bool(padded is not None and errors["whole"][1] > tolerance
-                               and (errors["attended"] is None or errors["attended"][1] <= tolerance))
+    if padded is not None:  # a part without elements has no error (0.0)
+        report.max_abs_attended, report.max_rel_attended = errors["attended"] or (0.0, 0.0)
+        report.max_abs_padded, report.max_rel_padded = errors["padded"] or (0.0, 0.0)
+        report.padding_only = bool(errors["whole"][1] > tolerance and _lenient(errors) <= tolerance)
     return report
-
-
-def _other_order_note(cand, ref, padded, tolerance, deciding) -> str:
-    """Equal shapes that diverge: would another axis order of the same shape agree? (say so, never apply)"""
-    for perm in axis_orders(cand.shape, ref.shape)[1:]:
-        if deciding(_errors(np.transpose(cand, perm), ref, padded)) <= tolerance:
-            return f"would agree transposed {perm} (an axis order of the same shape)"
-    return ""
 
 
 def compare(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],

@@ -395,6 +395,18 @@ def test_pooled_outputs_are_whole_whatever_their_size_and_start_logits_have_posi
     assert t.name == "" and t.padding_only and not t.diverges and t.max_abs_attended == 0.0
 
 
+def test_padding_only_ever_excuses():
+    """Small attended values beside large padded ones: an attended error that is large against the attended
+    values but within tolerance against the whole tensor is no divergence under lenient (nor strict)."""
+    mask = np.array([[1, 1, 0]])
+    reference = {"": np.array([[[1e-3, 1e-3], [1e-3, 1e-3], [10.0, 10.0]]])}  # [B, T, D]
+    candidate = {"": reference[""] + np.array([[[1e-8, 0], [0, 0], [0, 0]]])}  # 1e-5 of the attended, 1e-9 of all
+    for padding in ("lenient", "strict"):
+        t = compare(reference, candidate, attention_mask=mask, padding=padding).tensors[0]
+        assert not t.diverges and not t.padding_only, (padding, t)
+        assert t.max_rel_attended == pytest.approx(1e-5) and t.max_rel == pytest.approx(1e-9)
+
+
 def test_bad_masks_and_padding_modes_are_refused():
     reference = {"": np.zeros((2, 3))}
     for mask, what in ((np.full((2, 3), 2), "0/1"), (np.zeros(3), "batch, length"), (np.array([["a"]]), "0/1")):
