@@ -5,6 +5,8 @@ A block's info string is its language and, optionally, one marker:
     ```python needs-torch           run when torch and transformers are installed, skipped otherwise
     ```bash no-run                  not run: starts servers, runs benchmarks or captures; checked to hold
                                     only such commands (NO_RUN_COMMANDS), so the marker cannot hide an example
+    ```bash after-previous          continues the runnable block before it: that block runs first, in the
+                                    same scratch directory (its files are this block's input)
     ```text (or no language)        output or a synopsis, not a command
 In a shell block, `pip install` lines are not run (the suite runs in the environment they install) and
 neither is `python -m pytest` (the suite itself). Every block runs from one scratch directory per block
@@ -30,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
 LANGUAGES = {"python", "bash", "text", ""}
-MARKERS = {"", "needs-torch", "no-run"}
+MARKERS = {"", "needs-torch", "no-run", "after-previous"}
 NOT_RUN_LINES = ("pip install ", "python -m pytest")  # shell lines the suite does not run (see the docstring)
 NO_RUN_COMMANDS = ("pip install ", "python -m pytest", "python bench/", "python golden/", "dask scheduler ",
                    "dask worker ", "refimpl score ")  # what a no-run block may hold (refimpl score: on a cluster)
@@ -96,6 +98,14 @@ def test_example_runs_as_written(line, language, marker, code, scratch):
     if marker == "needs-torch" and not (has("torch") and has("transformers")):
         pytest.skip("needs torch and transformers (pip install -e '.[upstream]')")
     directory, env = scratch
+    if marker == "after-previous":
+        previous = RUN[RUN.index((line, language, marker, code)) - 1]
+        assert previous[2] != "after-previous", f"README.md line {line}: chains of after-previous blocks"
+        run_block(previous[0], previous[1], previous[3], directory, env)
+    run_block(line, language, code, directory, env)
+
+
+def run_block(line, language, code, directory, env) -> None:  # one block, in `directory`; fails on exit != 0
     if language == "python":
         command = [sys.executable, "-c", code]
     else:
