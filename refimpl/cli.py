@@ -364,6 +364,27 @@ def cmd_diff_generate(args) -> int:
     return report.exit_code
 
 
+DIFF_TOKENIZE_STATUS = """exit status:
+  0    every line gives the same ids
+  1    some lines differ (their count, and the first --show of them)
+  2    usage error (unreadable files, a line count mismatch, a line that is not {"input_ids": [...]})"""
+
+
+def cmd_diff_tokenize(args) -> int:
+    import refimpl
+
+    from .diff_tokenize import diff_tokenize, read_ids, read_lines
+
+    if args.show < 0:
+        raise ValueError(f"--show must be at least 0, got {args.show}")
+    tokenizer = refimpl.load_tokenizer(args.tokenizer, model_type=args.model_type)
+    texts, against = read_lines(args.input), read_ids(args.against)
+    report = diff_tokenize(tokenizer, texts, against, add_special_tokens=not args.no_special_tokens,
+                           shown=args.show)
+    print(json.dumps(report.to_json(), ensure_ascii=False) if args.json else report.text())
+    return report.exit_code
+
+
 def load_tokens(path: str) -> np.ndarray:  # TOKENS.npy -> [N, L]; never unpickles
     if not Path(path).is_file():
         raise ValueError(f"--tokens {path} is not a file (expected a .npy file of token ids [rows, length])")
@@ -435,6 +456,20 @@ def build_parser() -> argparse.ArgumentParser:
     diff_gen.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="refimpl's dtype")
     diff_gen.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the table")
     diff_gen.set_defaults(func=cmd_diff_generate)
+
+    diff_tok = commands.add_parser(
+        "diff-tokenize", help="the lines another tokenizer turns into other ids than refimpl (upstream's slow "
+                              "tokenizers)", epilog=DIFF_TOKENIZE_STATUS, formatter_class=HelpFormatter)
+    diff_tok.add_argument("--tokenizer", required=True, help="tokenizer (or checkpoint) directory")
+    diff_tok.add_argument("--model-type", choices=["opt", "led", "xglm", "nezha"], default=None,
+                          help="the family's tokenizer rules, for a directory whose files do not say which")
+    diff_tok.add_argument("--input", required=True, help='LINES.txt: UTF-8 texts, one per line (split on "\\n" only)')
+    diff_tok.add_argument("--against", required=True, help='IDS.jsonl: {"input_ids": [...]} per input line')
+    diff_tok.add_argument("--no-special-tokens", action="store_true",
+                          help="encode without the special tokens the tokenizer adds (add_special_tokens=False)")
+    diff_tok.add_argument("--show", type=int, default=5, help="differing lines reported in full")
+    diff_tok.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the text")
+    diff_tok.set_defaults(func=cmd_diff_tokenize)
 
     diff = commands.add_parser("diff", help="find where another implementation's intermediates part ways with refimpl",
                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
