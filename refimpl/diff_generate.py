@@ -44,7 +44,8 @@ end in a sequence of a clearly different score, and the pruned beams are not in 
 `Undecidable` naming the row and step (check the model with greedy decoding instead). Beam sampling, group
 beam search, constrained beam search and contrastive search raise NotImplementedError.
 
-The verdict of the batch is the worst of its rows' (divergence > tie > possible > agree).
+The verdict of the batch is the worst of its rows' (divergence > tie > possible > agree); `step` is the new
+token (from 0) it is about, `first_difference` the first new token of that row refimpl would not choose.
 """
 from __future__ import annotations
 
@@ -97,9 +98,18 @@ class GenerationDiff:
     def exit_code(self) -> int:
         return EXIT_CODES[self.verdict]
 
+    @property
+    def first_difference(self) -> Optional[int]:
+        """The first new token of the verdict's row that is not refimpl's choice (an earlier tie, or `step`)."""
+        if self.row is None:
+            return None
+        row = self.rows[self.row]
+        return min(row.ties[:1] + ([row.step] if row.step is not None else []), default=None)
+
     def to_json(self) -> dict:
         return {"verdict": self.verdict, "step": self.step, "margin": _number(self.margin),
-                "noise": _number(self.noise), "row": self.row, "strategy": self.strategy,
+                "noise": _number(self.noise), "row": self.row, "first_difference": self.first_difference,
+                "strategy": self.strategy,
                 "rows": [{k: _number(v) for k, v in asdict(r).items()} for r in self.rows]}
 
     def text(self) -> str:

@@ -161,10 +161,16 @@ def test_near_tie_at_the_first_step(gap, verdict):
     logits = tied(**inputs).logits[0, -1]
     assert report.rows[0].ties[:1] == ([0] if verdict == "tie" else [])
     assert (report.verdict, report.step) == (verdict, 0), report.text()
+    assert report.first_difference == 0 and report.to_json()["first_difference"] == 0
     assert (report.rows[0].candidate_token, report.rows[0].refimpl_token) == (b, a)
     assert report.margin == pytest.approx(logits[a] - logits[b], rel=1e-6, abs=1e-12)
     assert report.noise == pytest.approx(score_noise(logits, in_dtype(tied, np.float32)(**inputs).logits[0, -1]))
     assert report.exit_code == (0 if verdict == "tie" else 1)
+    if verdict == "tie":  # a later wrong token still decides: divergence there, the tie remembered
+        later = tokens.copy()
+        later[0, 5 + 3] = (later[0, 5 + 3] + 1) % tied.config.vocab_size
+        report = diff_generate(tied, inputs, later)
+        assert (report.verdict, report.step, report.first_difference, report.rows[0].ties) == ("divergence", 3, 0, [0])
 
 
 def test_noise_rule():
