@@ -97,7 +97,7 @@ def test_a_planted_bug_is_a_divergence_at_the_first_step_it_changes(family, dtyp
     assert diff_generate(bugged, inputs, tokens).verdict in ("agree", "tie")
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.integers(0, 2 ** 16), st.sampled_from(["opt", "xglm"]), st.floats(1.05, 2.0), st.integers(0, 1))
 def test_planted_bugs_on_drawn_prompts(seed, family, factor, layer):
     model = load(family) if family == "xglm" else load_golden_opt()
@@ -241,7 +241,7 @@ def test_processors_follow_the_generation_arguments():
 
 
 def test_sampling_checks_support_only():
-    model = load("opt")
+    model = load_golden_opt()  # small: these run generate() often
     inputs = prompts("opt", model, 2)
     kwargs = dict(max_new_tokens=8, do_sample=True, top_k=4)
     tokens = greedy(model, inputs, seed=1, **kwargs)
@@ -259,7 +259,7 @@ def test_sampling_checks_support_only():
 
 
 def test_beam_search():
-    model = load("opt")
+    model = load_golden_opt()  # small: these run generate() often
     inputs = prompts("opt", model, 4)
     kwargs = dict(max_new_tokens=6, num_beams=3)
     tokens = greedy(model, inputs, **kwargs)
@@ -268,7 +268,7 @@ def test_beam_search():
     two = greedy(model, inputs, num_return_sequences=2, **kwargs)
     assert diff_generate(model, inputs, two, **kwargs).verdict == "agree"
     bad = tokens.copy()
-    bad[0, -3:] = [300, 301, 302]
+    bad[0, -3:] = [20, 21, 22] if list(bad[0, -3:]) != [20, 21, 22] else [23, 24, 25]
     with pytest.raises(Undecidable, match="row 0 differs .* at new token 3"):
         diff_generate(model, inputs, bad, **kwargs)
 

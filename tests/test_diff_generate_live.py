@@ -18,7 +18,7 @@ import refimpl  # noqa: E402
 from refimpl.cli import main  # noqa: E402
 from refimpl.diff_generate import diff_generate  # noqa: E402
 
-LIVE = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck),
+LIVE = settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck),
                 phases=[Phase.explicit, Phase.reuse, Phase.generate])
 FAMILIES = ["opt", "xglm", "led"]
 

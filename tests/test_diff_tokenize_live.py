@@ -91,7 +91,7 @@ def corpus(seed=0, random_lines=300):
 
 
 @pytest.fixture(scope="module", params=sorted(KINDS))
-def tokenizers(request, tmp_path_factory):  # -> (kind, directory, upstream slow, upstream fast)
+def tokenizers(request, tmp_path_factory):  # -> (kind, directory, corpus, upstream's slow ids, fast ids)
     kind = request.param
     folder, files, config = KINDS[kind]
     source = vocab_dir(folder)
@@ -102,7 +102,8 @@ def tokenizers(request, tmp_path_factory):  # -> (kind, directory, upstream slow
     slow = transformers.AutoTokenizer.from_pretrained(str(directory), use_fast=False)
     fast = transformers.AutoTokenizer.from_pretrained(str(directory), use_fast=True)
     assert not slow.is_fast and fast.is_fast
-    return kind, directory, slow, fast
+    texts = corpus()
+    return kind, directory, texts, [slow(t)["input_ids"] for t in texts], [fast(t)["input_ids"] for t in texts]
 
 
 def diff(capsys, tmp_path, directory, texts, ids):
@@ -115,16 +116,13 @@ def diff(capsys, tmp_path, directory, texts, ids):
 
 
 def test_refimpl_gives_the_slow_ids_on_every_line(tokenizers, tmp_path, capsys):
-    kind, directory, slow, _ = tokenizers
-    texts = corpus()
-    code, report = diff(capsys, tmp_path, directory, texts, [slow(t)["input_ids"] for t in texts])
+    kind, directory, texts, slow_ids, _ = tokenizers
+    code, report = diff(capsys, tmp_path, directory, texts, slow_ids)
     assert (code, report["differing"]) == (0, 0), [(d["text"], d["ours"], d["theirs"]) for d in report["lines"][:5]]
 
 
 def test_the_fast_tokenizers_differences_are_reported(tokenizers, tmp_path, capsys):
-    kind, directory, slow, fast = tokenizers
-    texts = corpus()
-    slow_ids, fast_ids = [slow(t)["input_ids"] for t in texts], [fast(t)["input_ids"] for t in texts]
+    kind, directory, texts, slow_ids, fast_ids = tokenizers
     expected = {i + 1 for i, (a, b) in enumerate(zip(slow_ids, fast_ids)) if a != b}
     code, report = diff(capsys, tmp_path, directory, texts, fast_ids)
     assert code == (1 if expected else 0) and report["differing"] == len(expected)
