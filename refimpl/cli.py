@@ -136,11 +136,7 @@ def cmd_generate(args) -> int:
     source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
     with source:
         lines = [line.rstrip("\n") for line in source]
-    options = {k: v for k, v in dict(
-        max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens, num_beams=args.num_beams,
-        do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-        length_penalty=args.length_penalty).items() if v is not None}
+    options = generation_options(args)
     rng = np.random.default_rng(args.seed)
     encoder_decoder = bool(model.config.is_encoder_decoder)
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
@@ -335,6 +331,80 @@ def add_common_arguments(command) -> None:
                          help="show the progress bar even when stderr is not a terminal")
 
 
+def add_generation_arguments(command, max_new_tokens) -> None:  # generate()'s options, shared by two commands
+    command.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
+                         help=None if max_new_tokens is not None else
+                         "generate()'s limit (default: the number of new tokens in --tokens)")
+    command.add_argument("--min-new-tokens", type=int)
+    command.add_argument("--num-beams", type=int)
+    command.add_argument("--do-sample", action="store_true", default=None, help="multinomial sampling")
+    command.add_argument("--temperature", type=float)
+    command.add_argument("--top-k", type=int)
+    command.add_argument("--top-p", type=float)
+    command.add_argument("--repetition-penalty", type=float)
+    command.add_argument("--no-repeat-ngram-size", type=int)
+    command.add_argument("--length-penalty", type=float)
+
+
+def generation_options(args) -> dict:  # the options add_generation_arguments defines, as generate() kwargs
+    names = ("max_new_tokens", "min_new_tokens", "num_beams", "do_sample", "temperature", "top_k", "top_p",
+             "repetition_penalty", "no_repeat_ngram_size", "length_penalty")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+DIFF_GENERATE_STATUS = """exit status:
+  0    agree (every token is refimpl's choice), tie (differences within float32 noise only), or possible
+       (sampling: every token has non-zero probability; the draws are not judged)
+  1    divergence: a token refimpl does not choose, beyond float32 noise
+  2    usage error (bad files or options, a strategy that cannot be judged)"""
+
+
+def cmd_diff_generate(args) -> int:
+    import refimpl
+
+    from .diff_generate import diff_generate
+
+    inputs = load_arrays(args.inputs, "--inputs")
+    tokens = load_tokens(args.tokens)
+    model = refimpl.from_pretrained(args.model, architecture=args.architecture, dtype=args.dtype)
+    try:
+        report = diff_generate(model, inputs, tokens, **generation_options(args))
+    except TypeError as err:  # an array name generate() does not take
+        raise ValueError(f"--inputs: {err}") from None
+    print(json.dumps(report.to_json()) if args.json else report.text())
+    return report.exit_code
+
+
+DIFF_TOKENIZE_STATUS = """exit status:
+  0    every line gives the same ids
+  1    some lines differ (their count, and the first --show of them)
+  2    usage error (unreadable files, a line count mismatch, a line that is not {"input_ids": [...]})"""
+
+
+def cmd_diff_tokenize(args) -> int:
+    import refimpl
+
+    from .diff_tokenize import diff_tokenize, read_ids, read_lines
+
+    if args.show < 0:
+        raise ValueError(f"--show must be at least 0, got {args.show}")
+    tokenizer = refimpl.load_tokenizer(args.tokenizer, model_type=args.model_type)
+    texts, against = read_lines(args.input), read_ids(args.against)
+    report = diff_tokenize(tokenizer, texts, against, add_special_tokens=not args.no_special_tokens,
+                           shown=args.show)
+    print(json.dumps(report.to_json(), ensure_ascii=False) if args.json else report.text())
+    return report.exit_code
+
+
+def load_tokens(path: str) -> np.ndarray:  # TOKENS.npy -> [N, L]; never unpickles
+    if not Path(path).is_file():
+        raise ValueError(f"--tokens {path} is not a file (expected a .npy file of token ids [rows, length])")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--tokens {path} is not a readable .npy file: {err}") from None
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """--help shows every default (except None and switches) and keeps the epilog's layout."""
 
@@ -377,18 +447,40 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="continue prompts (greedy, beam search or sampling) as JSONL",
                               formatter_class=HelpFormatter)
     add_common_arguments(gen)
-    gen.add_argument("--max-new-tokens", type=int, default=20)
-    gen.add_argument("--min-new-tokens", type=int)
-    gen.add_argument("--num-beams", type=int)
-    gen.add_argument("--do-sample", action="store_true", default=None, help="multinomial sampling (see --seed)")
-    gen.add_argument("--temperature", type=float)
-    gen.add_argument("--top-k", type=int)
-    gen.add_argument("--top-p", type=float)
-    gen.add_argument("--repetition-penalty", type=float)
-    gen.add_argument("--no-repeat-ngram-size", type=int)
-    gen.add_argument("--length-penalty", type=float)
+    add_generation_arguments(gen, max_new_tokens=20)
     gen.add_argument("--seed", type=int, default=0, help="seed of the sampling generator (numpy)")
     gen.set_defaults(func=cmd_generate)
+
+    diff_gen = commands.add_parser(
+        "diff-generate", help="the first step where another implementation's generated tokens leave refimpl's "
+                              "choice, and whether float32 noise explains it",
+        description="Replays the candidate's tokens as a forced prefix (refimpl/diff_generate.py).",
+        epilog=DIFF_GENERATE_STATUS, formatter_class=HelpFormatter)
+    diff_gen.add_argument("--model", required=True, help="checkpoint directory")
+    diff_gen.add_argument("--architecture", default=None, help="upstream class (default: from config.json)")
+    diff_gen.add_argument("--inputs", required=True,
+                          help="IN.npz: generate()'s arrays by upstream name (input_ids, attention_mask, ...)")
+    diff_gen.add_argument("--tokens", required=True,
+                          help="TOKENS.npy: the candidate's output as upstream's generate() returns it (prompt "
+                               "included for decoder-only models; decoder start token first for LED)")
+    add_generation_arguments(diff_gen, max_new_tokens=None)
+    diff_gen.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="refimpl's dtype")
+    diff_gen.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the table")
+    diff_gen.set_defaults(func=cmd_diff_generate)
+
+    diff_tok = commands.add_parser(
+        "diff-tokenize", help="the lines another tokenizer turns into other ids than refimpl (upstream's slow "
+                              "tokenizers)", epilog=DIFF_TOKENIZE_STATUS, formatter_class=HelpFormatter)
+    diff_tok.add_argument("--tokenizer", required=True, help="tokenizer (or checkpoint) directory")
+    diff_tok.add_argument("--model-type", choices=["opt", "led", "xglm", "nezha"], default=None,
+                          help="the family's tokenizer rules, for a directory whose files do not say which")
+    diff_tok.add_argument("--input", required=True, help='LINES.txt: UTF-8 texts, one per line (split on "\\n" only)')
+    diff_tok.add_argument("--against", required=True, help='IDS.jsonl: {"input_ids": [...]} per input line')
+    diff_tok.add_argument("--no-special-tokens", action="store_true",
+                          help="encode without the special tokens the tokenizer adds (add_special_tokens=False)")
+    diff_tok.add_argument("--show", type=int, default=5, help="differing lines reported in full")
+    diff_tok.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the text")
+    diff_tok.set_defaults(func=cmd_diff_tokenize)
 
     diff = commands.add_parser("diff", help="find where another implementation's intermediates part ways with refimpl",
                                formatter_class=HelpFormatter, epilog=DIFF_EXIT_STATUS)

@@ -2,6 +2,7 @@
 over to one decoding strategy (GenerationMixin._get_generation_mode)."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Optional
 
@@ -30,6 +31,50 @@ def generate(model, input_ids=None, generation_config: Optional[GenerationConfig
     Sampling (do_sample=True) draws from `generator`: a numpy Generator (or `seed=` for a new one), or any
     object with a method `draw(probs [N, V], num_samples) -> [N, num_samples]` (search.draw).
     """
+    prep = prepare(model, input_ids, generation_config, **kwargs)
+    cfg, input_ids, batch, processors, decoder = prep.cfg, prep.input_ids, prep.batch, prep.processors, prep.decoder
+    is_encoder_decoder = prep.is_encoder_decoder
+    rng = generator if generator is not None else np.random.default_rng(seed)
+
+    if cfg.constraints is not None or cfg.force_words_ids is not None:
+        constraints = _constraints(cfg)
+        input_ids = _expand(decoder, input_ids, cfg.num_beams)
+        return constrained_beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_decoder, constraints)
+    if cfg.num_beams == 1 and not cfg.do_sample:
+        if cfg.top_k is not None and cfg.top_k > 1 and cfg.penalty_alpha is not None and cfg.penalty_alpha > 0:
+            if not cfg.use_cache:
+                raise ValueError("Contrastive search requires `use_cache=True`")
+            return contrastive_search(decoder, input_ids, cfg, processors, is_encoder_decoder)
+        return greedy_or_sample(decoder, input_ids, cfg, processors, None, None, is_encoder_decoder)
+    if cfg.num_beams == 1:
+        input_ids = _expand(decoder, input_ids, cfg.num_return_sequences)
+        return greedy_or_sample(decoder, input_ids, cfg, processors, build_warpers(cfg), rng, is_encoder_decoder)
+    if cfg.num_return_sequences > cfg.num_beams:
+        raise ValueError(f"num_return_sequences ({cfg.num_return_sequences}) must be <= num_beams ({cfg.num_beams})")
+    input_ids = _expand(decoder, input_ids, cfg.num_beams)
+    if cfg.num_beam_groups > 1:
+        return group_beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_decoder)
+    if cfg.do_sample:
+        return beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_decoder, build_warpers(cfg), rng)
+    return beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_decoder)
+
+
+@dataclasses.dataclass
+class Prepared:
+    """What generate() has ready when the decoding strategy starts."""
+
+    cfg: GenerationConfig          # the request, checked; max_length set from max_new_tokens
+    input_ids: np.ndarray          # [B, S] the decoder's prefix: the prompt, or LED's decoder start token(s)
+    encoder_input_ids: np.ndarray  # [B, T] upstream's inputs_tensor (LED's encoder input, else the prompt)
+    batch: int                     # B
+    processors: list               # the logits processors, in upstream's order
+    decoder: Decoder               # the cached decoding state (LED: the encoder has run)
+    is_encoder_decoder: bool
+
+
+def prepare(model, input_ids=None, generation_config: Optional[GenerationConfig] = None, **kwargs) -> Prepared:
+    """generate()'s checks and input preparation, up to the choice of strategy (also used by
+    refimpl.diff_generate to replay another implementation's tokens)."""
     if model.architecture not in model.spec.generates:
         raise ValueError(f"{model.architecture} cannot generate; the {model.spec.model_type} classes that can: "
                          f"{', '.join(model.spec.generates) or 'none'}")
@@ -59,29 +104,7 @@ def generate(model, input_ids=None, generation_config: Optional[GenerationConfig
         cfg.max_length = cfg.max_new_tokens + prompt_length
     processors = build_processors(cfg, prompt_length, encoder_input_ids)
     decoder = Decoder(model, model_kwargs, hooks)
-    rng = generator if generator is not None else np.random.default_rng(seed)
-
-    if cfg.constraints is not None or cfg.force_words_ids is not None:
-        constraints = _constraints(cfg)
-        input_ids = _expand(decoder, input_ids, cfg.num_beams)
-        return constrained_beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_decoder, constraints)
-    if cfg.num_beams == 1 and not cfg.do_sample:
-        if cfg.top_k is not None and cfg.top_k > 1 and cfg.penalty_alpha is not None and cfg.penalty_alpha > 0:
-            if not cfg.use_cache:
-                raise ValueError("Contrastive search requires `use_cache=True`")
-            return contrastive_search(decoder, input_ids, cfg, processors, is_encoder_decoder)
-        return greedy_or_sample(decoder, input_ids, cfg, processors, None, None, is_encoder_decoder)
-    if cfg.num_beams == 1:
-        input_ids = _expand(decoder, input_ids, cfg.num_return_sequences)
-        return greedy_or_sample(decoder, input_ids, cfg, processors, build_warpers(cfg), rng, is_encoder_decoder)
-    if cfg.num_return_sequences > cfg.num_beams:
-        raise ValueError(f"num_return_sequences ({cfg.num_return_sequences}) must be <= num_beams ({cfg.num_beams})")
-    input_ids = _expand(decoder, input_ids, cfg.num_beams)
-    if cfg.num_beam_groups > 1:
-        return group_beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_decoder)
-    if cfg.do_sample:
-        return beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_decoder, build_warpers(cfg), rng)
-    return beam_search(decoder, input_ids, batch, cfg, processors, is_encoder_decoder)
+    return Prepared(cfg, input_ids, encoder_input_ids, batch, processors, decoder, is_encoder_decoder)
 
 
 def _check_model_kwargs(model, hooks, model_kwargs, is_encoder_decoder):
