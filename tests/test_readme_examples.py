@@ -95,11 +95,11 @@ def test_no_run_blocks_hold_only_servers_benchmarks_and_installs(line, marker, c
 
 @pytest.mark.parametrize("line, language, marker, code", RUN, ids=[f"line{b[0]}-{b[1]}" for b in RUN])
 def test_example_runs_as_written(line, language, marker, code, scratch):
-    if marker == "needs-torch" and not (has("torch") and has("transformers")):
+    previous = RUN[RUN.index((line, language, marker, code)) - 1] if marker == "after-previous" else None
+    if "needs-torch" in (marker, previous and previous[2]) and not (has("torch") and has("transformers")):
         pytest.skip("needs torch and transformers (pip install -e '.[upstream]')")
     directory, env = scratch
-    if marker == "after-previous":
-        previous = RUN[RUN.index((line, language, marker, code)) - 1]
+    if previous is not None:
         assert previous[2] != "after-previous", f"README.md line {line}: chains of after-previous blocks"
         run_block(previous[0], previous[1], previous[3], directory, env)
     run_block(line, language, code, directory, env)
