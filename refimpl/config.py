@@ -105,9 +105,9 @@ class FairseqConfig(BaseConfig):
 # computes them in float64 unless a model is loaded with islands="upstream" (measured sizes: UPSTREAM_NOTES.md).
 ISLANDS = {
     "xglm": "XGLMSinusoidalPositionalEmbedding.get_embedding: the sinusoid table in float32 "
-            "(with islands: bit for bit, torch's own float32 exp/sin/cos from MKL: refimpl/torch_float32.py)",
+            "(with islands: bit for bit, torch's own float32 exp/sin/cos from MKL: refimpl/torch_vml.py)",
     "nezha": "NezhaRelativePositionsEncoding: the relative-position table in float32 (with islands: bit for bit, "
-             "torch's own float32 exp/sin/cos from MKL: refimpl/torch_float32.py)",
+             "torch's own float32 exp/sin/cos from MKL: refimpl/torch_vml.py)",
     "led": "LEDEncoderSelfAttention: softmax(..., dtype=torch.float32) for the local band and the global tokens "
            "(with islands: bit for bit as torch's `islands_cpu` kernel sums)",
 }

@@ -1,4 +1,4 @@
-"""islands="upstream" for XGLM and NEZHA against live upstream, bit for bit: refimpl.torch_float32 against
+"""islands="upstream" for XGLM and NEZHA against live upstream, bit for bit: refimpl.torch_vml against
 torch's own float32 exp/sin/cos, the sinusoid tables against upstream's, and upstream's own float64 runs
 against refimpl's; on the CPU kernel torch picks here and, in a subprocess, on the other one
 (ATEN_CPU_CAPABILITY=avx2, or the machine's default where that is AVX2 already)."""
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from refimpl import torch_float32
+from refimpl import torch_vml
 from refimpl.models.nezha import relative_position_table
 from refimpl.models.xglm import sinusoid_rows
 
@@ -56,7 +56,7 @@ def torch_function(name, x):  # float32 [...] -> float32 [...], torch's
 def test_functions_match_torch(name, values):
     """Any float32 values (NaN, infinities, subnormals, huge arguments) and any length: torch's bits."""
     x = np.array(values, dtype=np.float32)
-    assert not bit_problems(getattr(torch_float32, name)(x), torch_function(name, x), f"{name} of {x.size} values")
+    assert not bit_problems(getattr(torch_vml, name)(x), torch_function(name, x), f"{name} of {x.size} values")
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)
@@ -67,7 +67,7 @@ def test_functions_match_torch_at_every_length(name):
     problems = []
     for n in lengths:
         x = (rng.standard_normal(n) * rng.choice([1e-3, 1, 30, 1e4], size=n)).astype(np.float32)
-        problems += bit_problems(getattr(torch_float32, name)(x), torch_function(name, x), f"{name}, length {n}")
+        problems += bit_problems(getattr(torch_vml, name)(x), torch_function(name, x), f"{name}, length {n}")
     assert not problems, "\n".join(problems)
 
 
@@ -75,7 +75,7 @@ def test_functions_match_torch_at_every_length(name):
 def test_functions_keep_shape_and_take_any_layout(name):
     x = (np.random.default_rng(1).standard_normal((3, 5, 7)) * 10).astype(np.float32)
     for view in (x, x.transpose(2, 0, 1), x[:, ::2]):
-        assert not bit_problems(getattr(torch_float32, name)(view), torch_function(name, view), f"{name} {view.shape}")
+        assert not bit_problems(getattr(torch_vml, name)(view), torch_function(name, view), f"{name} {view.shape}")
 
 
 # ---------------------------------------------------------------- the tables

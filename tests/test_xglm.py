@@ -10,7 +10,7 @@ from safetensors.numpy import load_file
 
 import refimpl
 from golden import GOLDEN, compare_tensor
-from refimpl import torch_float32
+from refimpl import torch_vml
 from refimpl.models.xglm import generation_position_ids, sinusoid_rows
 
 CHECKPOINTS = ["gelu-scaled-XGLMForCausalLM", "relu-unscaled-XGLMForCausalLM", "gelunew-odd-XGLMForCausalLM",
@@ -182,7 +182,7 @@ def test_sinusoid_close_to_upstream(dim):
     assert np.mean(ours != upstream) < 0.25, f"dim {dim}: {np.mean(ours != upstream):.1%} of entries differ"
 
 
-@pytest.mark.skipif(not torch_float32.available(), reason="MKL's runtime is not installed (the islands extra)")
+@pytest.mark.skipif(not torch_vml.available(), reason="MKL's runtime is not installed (the islands extra)")
 @pytest.mark.parametrize("dim", [4, 12, 15, 64, 1024])
 def test_sinusoid_as_torch_is_upstream_bit_for_bit(dim):
     """as_torch=True (islands="upstream"): upstream's own float32 tables exactly, torch's MKL exp/sin/cos."""

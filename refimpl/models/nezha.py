@@ -26,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 
-from .. import inputs, torch_float32
+from .. import inputs, torch_vml
 from ..attention import split_heads
 from ..config import BaseConfig, check_heads, in_islands
 from ..family import FamilySpec, pruned_heads
@@ -166,18 +166,18 @@ def relative_position_table(max_relative_position, head_dim, dtype, as_torch=Fal
     with torch's float32 sin/cos at init, also for a model later cast to float64 (its float32 island);
     torch's values differ from the correctly rounded ones by one float32 ulp in a few percent of the
     entries (see golden/capture_nezha.py). as_torch=True computes it as upstream does, bit for bit: w_m,
-    r * w_m in float32, exp/sin/cos as torch's (refimpl/torch_float32.py); the table is then float32
+    r * w_m in float32, exp/sin/cos as torch's (refimpl/torch_vml.py); the table is then float32
     whatever `dtype` (nezha_encoder casts it, as the island does under islands="upstream").
     """
     rows = 2 * max_relative_position + 1
     if as_torch:
         position = np.arange(rows, dtype=np.float32)[:, None]  # [2K+1, 1]
         step = np.float32(-math.log(10000.0) / head_dim)  # torch rounds the Python scalar to the tensor's float32
-        div_term = torch_float32.exp(np.arange(0, head_dim, 2).astype(np.float32) * step)  # [ceil(d/2)]
+        div_term = torch_vml.exp(np.arange(0, head_dim, 2).astype(np.float32) * step)  # [ceil(d/2)]
         angle = position * div_term  # [2K+1, ceil(d/2)] float32
         table = np.zeros((rows, head_dim), dtype=np.float32)
-        table[:, 0::2] = torch_float32.sin(angle)
-        table[:, 1::2] = torch_float32.cos(angle)[:, : head_dim // 2]
+        table[:, 0::2] = torch_vml.sin(angle)
+        table[:, 1::2] = torch_vml.cos(angle)[:, : head_dim // 2]
         return table
     position = np.arange(rows, dtype=np.float64)[:, None]  # [2K+1, 1]
     div_term = np.exp(np.arange(0, head_dim, 2, dtype=np.float64) * (-math.log(10000.0) / head_dim))  # [ceil(d/2)]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import inputs, torch_float32
+from .. import inputs, torch_vml
 from ..config import FairseqConfig, check_heads, in_islands
 from ..family import FamilySpec, Generation, refuse_pruned_heads
 from ..layers import check_head_mask, decoder_layer, dense, layer_row, norm, run_stack, sub
@@ -95,7 +95,7 @@ def sinusoid_rows(rows, dim, padding_idx=None, dtype=np.float32, as_torch=False)
     table (`dtype=torch.float`, also for a float64 model: its float32 island): the step, k * step, f_k and
     r * f_k rounded to float32 as upstream rounds them; exp, sin and cos evaluated in float64 and rounded
     once to float32 (correctly rounded). torch's float32 exp/sin/cos are within 0.6 ulp but not correctly
-    rounded (MKL's VML: see refimpl/torch_float32.py), so a few percent of upstream's entries differ from
+    rounded (MKL's VML: see refimpl/torch_vml.py), so a few percent of upstream's entries differ from
     these by one float32 ulp (tests/test_xglm.py bounds it); as_torch=True (float32 only, islands="upstream")
     evaluates them with torch's own functions instead: upstream's table bit for bit.
     """
@@ -108,9 +108,9 @@ def sinusoid_rows(rows, dim, padding_idx=None, dtype=np.float32, as_torch=False)
     step = np.dtype(dtype).type(math.log(10000) / (half - 1))
     exponent = np.arange(half, dtype=dtype) * -step  # [half]
     if as_torch:
-        freq = torch_float32.exp(exponent)  # [half]
+        freq = torch_vml.exp(exponent)  # [half]
         angle = rows.astype(dtype)[..., None] * freq  # [..., half] float32
-        parts = [torch_float32.sin(angle), torch_float32.cos(angle)]  # [..., half] each
+        parts = [torch_vml.sin(angle), torch_vml.cos(angle)]  # [..., half] each
     else:
         freq = np.exp(exponent.astype(np.float64)).astype(dtype)  # [half]
         angle = (rows.astype(dtype)[..., None] * freq).astype(np.float64)  # [..., half]

@@ -1,31 +1,34 @@
-"""torch's float32 exp, sin and cos on x86 CPUs, bit for bit: the functions of upstream's sinusoid tables.
+"""torch's float32 exp, sin and cos on x86 CPUs (its `at::vml` functions), bit for bit: the functions of
+upstream's sinusoid tables.
 
 Upstream computes XGLM's and NEZHA's sinusoid tables in float32 even for a float64 model (their float32
 "islands": XGLMSinusoidalPositionalEmbedding.get_embedding, NezhaRelativePositionsEncoding.__init__).
 To reproduce such a run to 1e-10 rather than ~1e-7, every table entry must be torch's float32 value, and
-torch's float32 exp/sin/cos are not correctly rounded (up to 0.6 ulp; a few percent of entries are one
-ulp away from the correctly rounded value).
+torch's float32 exp/sin/cos are not correctly rounded (up to 0.6 ulp from the exact value: about 5% of
+sin/cos and 1% of exp values are one ulp from the correctly rounded float32).
 
 Which functions torch runs: `torch.exp/sin/cos` on a float32 CPU tensor go through ATen's unary kernels
 (aten/src/ATen/native/cpu/UnaryOpsKernel.cpp) to `at::vml::vexp/vsin/vcos` (aten/src/ATen/cpu/vml.h).
-In torch builds with MKL -- the x86-64 Linux and Windows wheels from PyPI, torch 2.13.0 included -- vml.h
-replaces ATen's own vectorised versions (SLEEF's Sleef_expf8_u10 ... under AVX2, the 16-lane ones under
-AVX-512) by MKL's Vector Math Library in high-accuracy mode:
+In torch builds with MKL -- the x86-64 wheels from PyPI, torch 2.13.0 included -- vml.h replaces ATen's
+own vectorised versions (SLEEF's Sleef_expf8_u10 ... under AVX2, the 16-lane ones under AVX-512) by
+MKL's Vector Math Library in high-accuracy mode, over the whole contiguous tensor at once:
 
     vmsExp / vmsSin / vmsCos(n, in, out, VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE)
 
-over the whole contiguous tensor, so the result is the same for every ATEN_CPU_CAPABILITY ("default",
-"avx2", "avx512") and every tensor length: there is no tail handled apart (measured with torch 2.13.0 on an
-AMD EPYC: identical bits under all three capabilities, for lengths 1 to 69 and 10**5; a profile shows
-MKL's `mkl_vml_kernel_sSin_EXHAynn` doing the work, not SLEEF, which disagrees with torch in ~2% of
-sin/cos and ~9% of exp values). MKL is closed source and documents only its accuracy, not its algorithms,
-so these functions cannot be rewritten in NumPy; refimpl calls the same MKL functions, from the MKL
-runtime on PyPI (`pip install mkl==2024.2.0`, the version torch 2.13.0's wheel is built with; the extra
-`refimpl[islands]`), through ctypes, with MKL's threading set to sequential.
+so the values are the same under every ATEN_CPU_CAPABILITY ("default", "avx2", "avx512") and for every
+tensor length, with no tail computed apart. Measured with torch 2.13.0 on an AMD EPYC: identical bits under
+all three capabilities, for every length from 1 to 69 and 10**5 values; a profile shows MKL's
+`mkl_vml_kernel_sSin_EXHAynn` at work; SLEEF's u10 functions, called from the same library, disagree with
+torch.sin/cos in ~2% and with torch.exp in ~9% of values. (SLEEF is what torch runs where ATen's
+vectorised code computes exp inside a fused kernel, e.g. softmax: refimpl/torch_softmax.py.)
 
-MKL chooses its own code path from the CPU (not from ATEN_CPU_CAPABILITY or MKL_ENABLE_INSTRUCTIONS on
-AMD CPUs, where every path checked gave the same bits); the values are torch's on the machine refimpl runs
-on. torch builds without MKL (macOS, ARM) use SLEEF and are not reproduced here.
+MKL is closed source and documents its accuracy, not its algorithms, so these functions cannot be
+rewritten in NumPy: refimpl calls the same MKL functions, from the MKL runtime on PyPI
+(`pip install mkl==2024.2.0`, the MKL torch 2.13.0's wheels are built with; the extra `refimpl[islands]`),
+through ctypes, with MKL's threading set to sequential. MKL picks its own code path from the CPU, not from
+ATEN_CPU_CAPABILITY (on AMD CPUs every path tried, MKL_ENABLE_INSTRUCTIONS=SSE4_2 ... AVX512, gave the
+same bits), so the values are torch's on the machine refimpl runs on. torch builds without MKL (macOS,
+ARM) compute these with SLEEF and are not reproduced here.
 """
 from __future__ import annotations
 

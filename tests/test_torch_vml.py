@@ -1,4 +1,4 @@
-"""refimpl.torch_float32 without torch: torch's float32 exp/sin/cos (MKL's VML) against the mathematics
+"""refimpl.torch_vml without torch: torch's float32 exp/sin/cos (MKL's VML) against the mathematics
 (within MKL's documented accuracy, under 1 ulp), their special values, and the error when MKL is missing.
 Bit for bit against torch itself: tests/test_islands_live.py."""
 import math
@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from refimpl import torch_float32
+from refimpl import torch_vml
 from refimpl.models.nezha import relative_position_table
 from refimpl.models.xglm import sinusoid_rows
 
-needs_mkl = pytest.mark.skipif(not torch_float32.available(),
-                               reason=f"MKL's runtime is not installed (pip install mkl=={torch_float32.MKL_VERSION})")
+needs_mkl = pytest.mark.skipif(not torch_vml.available(),
+                               reason=f"MKL's runtime is not installed (pip install mkl=={torch_vml.MKL_VERSION})")
 EXACT = {"exp": math.exp, "sin": math.sin, "cos": math.cos}
 
 
 def ulps_from_exact(name, x):  # float32 [...] -> float64 [...]: |f(x) - exact| in float32 ulps of the exact value
-    ours = getattr(torch_float32, name)(x).astype(np.float64)
+    ours = getattr(torch_vml, name)(x).astype(np.float64)
     exact = np.array([EXACT[name](float(v)) for v in x.reshape(-1)]).reshape(x.shape)
     ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
     return np.abs(ours - exact) / ulp
@@ -39,7 +39,7 @@ def test_not_correctly_rounded_everywhere():
     for name in sorted(EXACT):
         with np.errstate(over="ignore"):  # exp beyond float32's range: inf on both sides
             rounded = np.array([EXACT[name](float(v)) for v in x]).astype(np.float32)
-        off = np.mean(getattr(torch_float32, name)(x) != rounded)
+        off = np.mean(getattr(torch_vml, name)(x) != rounded)
         assert 0.001 < off < 0.2, f"{name}: {off:.2%} of values not correctly rounded"
 
 
@@ -48,7 +48,7 @@ def test_special_values():
     x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 88.8, -104.0, 3e38], dtype=np.float32)
     with np.errstate(all="ignore"):
         for name, exact in (("exp", np.exp), ("sin", np.sin), ("cos", np.cos)):
-            ours, expected = getattr(torch_float32, name)(x), exact(x.astype(np.float64)).astype(np.float32)
+            ours, expected = getattr(torch_vml, name)(x), exact(x.astype(np.float64)).astype(np.float32)
             finite = np.isfinite(expected)
             np.testing.assert_array_equal(np.isnan(ours), np.isnan(expected), err_msg=f"{name}: NaN pattern")
             np.testing.assert_array_equal(ours[~finite & ~np.isnan(expected)], expected[~finite & ~np.isnan(expected)])
@@ -60,7 +60,7 @@ def test_special_values():
 def test_shapes_layouts_and_empty():
     x = (np.random.default_rng(1).standard_normal((3, 4, 5)) * 5).astype(np.float32)
     for name in sorted(EXACT):
-        function = getattr(torch_float32, name)
+        function = getattr(torch_vml, name)
         out = function(x.transpose(1, 2, 0))
         assert out.shape == (4, 5, 3) and out.dtype == np.float32
         np.testing.assert_array_equal(out, function(np.ascontiguousarray(x.transpose(1, 2, 0))))
@@ -85,8 +85,8 @@ def test_as_torch_tables_are_float32_only():
 
 
 def test_missing_mkl_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(torch_float32, "_mkl", None)
-    monkeypatch.setattr(torch_float32, "_candidates", lambda: iter(["/nonexistent/libmkl_rt.so.2"]))
-    assert not torch_float32.available()
-    with pytest.raises(torch_float32.MKLNotFound, match=r"pip install mkl==2024\.2\.0"):
-        torch_float32.sin(np.zeros(3, np.float32))
+    monkeypatch.setattr(torch_vml, "_mkl", None)
+    monkeypatch.setattr(torch_vml, "_candidates", lambda: iter(["/nonexistent/libmkl_rt.so.2"]))
+    assert not torch_vml.available()
+    with pytest.raises(torch_vml.MKLNotFound, match=r"pip install mkl==2024\.2\.0"):
+        torch_vml.sin(np.zeros(3, np.float32))
