@@ -49,7 +49,7 @@ def torch_function(name, x):  # float32 [...] -> float32 [...], torch's
 # ---------------------------------------------------------------- the functions
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.sampled_from(FUNCTIONS),
        st.lists(st.one_of(st.floats(width=32), st.floats(-200, 200, width=32), st.floats(-0.0009765625, 0.0009765625, width=32)),
                 max_size=300))
@@ -101,7 +101,7 @@ def nezha_table(max_relative_position, depth):  # upstream's embeddings_table, f
     return tables[0].numpy()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.integers(2, 3000), st.integers(4, 1100), st.data())
 def test_xglm_table_matches_upstream(num_embeddings, dim, data):
     """XGLMSinusoidalPositionalEmbedding.get_embedding: any size, odd and even widths, any padding row."""
@@ -117,7 +117,7 @@ def test_xglm_table_matches_upstream_at_released_sizes(num_embeddings, dim):  # 
     assert not bit_problems(ours, xglm_table(num_embeddings, dim, 1), f"XGLM table N={num_embeddings} d={dim}")
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.integers(1, 600), st.integers(1, 512).map(lambda half: 2 * half))
 def test_nezha_table_matches_upstream(max_relative_position, depth):
     """NezhaRelativePositionsEncoding's embeddings_table: any clipping distance and (even) head size."""
@@ -136,7 +136,7 @@ def test_nezha_table_matches_upstream_at_released_sizes(max_relative_position, d
 # ---------------------------------------------------------------- whole models
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_xglm_float64_run_reproduced(tmp_path_factory, data):
     """Upstream's own float64 run (its float32 table, cast) against refimpl islands="upstream": every output
@@ -166,7 +166,7 @@ def test_xglm_wide_float64_run_reproduced(tmp_path, d_model, heads, length):
     assert not problems, f"[{KERNEL}] d_model={d_model}\n" + "\n".join(problems)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.sampled_from(NEZHA_CLASSES), st.data())
 def test_nezha_float64_run_reproduced(tmp_path_factory, cls_name, data):
     """Upstream's own float64 run (its float32 relative-position table, cast) against refimpl

@@ -90,3 +90,17 @@ def test_missing_mkl_is_a_clear_error(monkeypatch):
     assert not torch_vml.available()
     with pytest.raises(torch_vml.MKLNotFound, match=r"pip install mkl==2024\.2\.0"):
         torch_vml.sin(np.zeros(3, np.float32))
+
+
+@needs_mkl
+@pytest.mark.parametrize("name", sorted(EXACT))
+def test_values_do_not_depend_on_where_a_call_starts_or_ends(name):
+    """torch hands MKL any sub-range of a tensor (its threads split it at arbitrary, unaligned offsets):
+    each value must be the same whatever range it came in."""
+    base = (np.random.default_rng(5).standard_normal(5000) * 50).astype(np.float32)
+    function = getattr(torch_vml, name)
+    whole = function(base)
+    for start in range(0, 33):
+        for length in (1, 7, 17, 100, 3001):
+            np.testing.assert_array_equal(function(base[start:start + length]), whole[start:start + length],
+                                          err_msg=f"{name}: values {start}..{start + length}")
