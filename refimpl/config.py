@@ -105,9 +105,9 @@ class FairseqConfig(BaseConfig):
 # computes them in float64 unless a model is loaded with islands="upstream" (measured sizes: UPSTREAM_NOTES.md).
 ISLANDS = {
     "xglm": "XGLMSinusoidalPositionalEmbedding.get_embedding: the sinusoid table in float32 "
-            "(with islands: correctly rounded float32 values; torch's VML sin/cos are 1 ulp off in ~5%)",
-    "nezha": "NezhaRelativePositionsEncoding: the relative-position table in float32 (with islands: correctly "
-             "rounded float32 values; torch's are 1 ulp off in ~40% of entries)",
+            "(with islands: bit for bit, torch's own float32 exp/sin/cos from MKL: refimpl/torch_vml.py)",
+    "nezha": "NezhaRelativePositionsEncoding: the relative-position table in float32 (with islands: bit for bit, "
+             "torch's own float32 exp/sin/cos from MKL: refimpl/torch_vml.py)",
     "led": "LEDEncoderSelfAttention: softmax(..., dtype=torch.float32) for the local band and the global tokens "
            "(with islands: bit for bit as torch's `islands_cpu` kernel sums)",
 }

@@ -84,7 +84,9 @@ def from_pretrained(path: Union[str, Path], architecture: Optional[str] = None, 
     islands: None (default): float64 computes every step in float64, the exact mathematics, the same bits
     on every CPU. "upstream": reproduce upstream's float64 runs, which compute a few steps in float32
     (refimpl.config.ISLANDS), LED's softmaxes as torch's `islands_cpu` kernel does ("avx2" or "avx512":
-    torch.backends.cpu.get_cpu_capability() says which upstream runs). No effect on float32 models.
+    torch.backends.cpu.get_cpu_capability() says which upstream runs), XGLM's and NEZHA's sinusoid tables
+    with torch's own float32 exp/sin/cos, the same on every kernel (MKL's; needs `pip install mkl==2024.2.0`:
+    refimpl/torch_vml.py). No effect on float32 models.
 
     mmap: False (default) copies the weights, so later changes to the files cannot affect the model. True keeps
     weights needing no cast memory-mapped, shared by processes loading the same files; then never truncate or

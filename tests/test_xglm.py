@@ -10,6 +10,7 @@ from safetensors.numpy import load_file
 
 import refimpl
 from golden import GOLDEN, compare_tensor
+from refimpl import torch_vml
 from refimpl.models.xglm import generation_position_ids, sinusoid_rows
 
 CHECKPOINTS = ["gelu-scaled-XGLMForCausalLM", "relu-unscaled-XGLMForCausalLM", "gelunew-odd-XGLMForCausalLM",
@@ -179,6 +180,16 @@ def test_sinusoid_close_to_upstream(dim):
     excess = np.abs(ours.astype(np.float64) - upstream) / bound
     assert excess.max() <= 1.0, f"dim {dim}: entry {np.unravel_index(excess.argmax(), excess.shape)} off by {excess.max()} bounds"
     assert np.mean(ours != upstream) < 0.25, f"dim {dim}: {np.mean(ours != upstream):.1%} of entries differ"
+
+
+@pytest.mark.skipif(not torch_vml.available(), reason="MKL's runtime is not installed (the islands extra)")
+@pytest.mark.parametrize("dim", [4, 12, 15, 64, 1024])
+def test_sinusoid_as_torch_is_upstream_bit_for_bit(dim):
+    """as_torch=True (islands="upstream"): upstream's own float32 tables exactly, torch's MKL exp/sin/cos."""
+    upstream = load_file(str(GOLDEN / "xglm" / "upstream_sinusoid.safetensors"))[f"dim{dim}"]
+    ours = sinusoid_rows(np.arange(upstream.shape[0]), dim, padding_idx=1, as_torch=True)
+    differ = np.argwhere(ours.view(np.uint32) != upstream.view(np.uint32))
+    assert not len(differ), f"dim {dim}: {len(differ)} entries differ, first at {tuple(differ[0])}"
 
 
 # ---------------------------------------------------------------- loss, errors

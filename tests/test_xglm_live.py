@@ -124,9 +124,9 @@ def test_matches_unpatched_upstream_in_float32(upstream, tmp_path, d_model, head
 
 @pytest.mark.parametrize("d_model, heads", [(12, 3), (64, 4)])
 def test_islands_upstream_is_unpatched_upstream_float64(upstream, tmp_path, d_model, heads):
-    """Upstream's own float64 run (its float32 sinusoid table, cast) against refimpl islands="upstream": apart
-    only by the table's entries that torch's VML sin/cos round one float32 ulp away (~1e-8 to 7e-7); the
-    default float64 (an exact table) is apart by the whole island."""
+    """Upstream's own float64 run (its float32 sinusoid table, cast) against refimpl islands="upstream": the
+    same table bit for bit (torch's own float32 exp/sin/cos), so within float64's 1e-10; the default float64
+    (an exact table) is apart by the whole island."""
     import torch
 
     import live as live_module  # puts golden/ on sys.path
@@ -146,7 +146,7 @@ def test_islands_upstream_is_unpatched_upstream_float64(upstream, tmp_path, d_mo
     exact = refimpl.from_pretrained(tmp_path, dtype="float64")(input_ids=ids).logits
     scale = np.abs(expected).max()
     island_error, exact_error = np.abs(island - expected).max() / scale, np.abs(exact - expected).max() / scale
-    assert island_error <= 2e-6, f"islands='upstream' vs unpatched upstream float64: relative {island_error:.2e}"
+    assert island_error <= 1e-10, f"islands='upstream' vs unpatched upstream float64: relative {island_error:.2e}"
     assert island_error < exact_error, f"the island ({island_error:.2e}) should be closer than exact ({exact_error:.2e})"
 
 

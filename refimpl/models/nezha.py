@@ -26,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 
-from .. import inputs
+from .. import inputs, torch_vml
 from ..attention import split_heads
 from ..config import BaseConfig, check_heads, in_islands
 from ..family import FamilySpec, pruned_heads
@@ -158,16 +158,27 @@ HEAD_SHAPES = {
 # ---------------------------------------------------------------- relative positions
 
 
-def relative_position_table(max_relative_position, head_dim, dtype):  # -> table [2K+1, d]
+def relative_position_table(max_relative_position, head_dim, dtype, as_torch=False):  # -> table [2K+1, d]
     """NezhaRelativePositionsEncoding.embeddings_table: row r is the sinusoid of r, interleaved.
 
     table[r, 2m] = sin(r * w_m), table[r, 2m+1] = cos(r * w_m), w_m = exp(-2m ln(10000) / d); row r stands
     for the clipped distance r - K. Evaluated in float64 and rounded once to `dtype`. Upstream evaluates it
-    with torch's float32 sin/cos at init, also for a model later cast to float64 (its float32 island: pass
-    dtype=float32 and cast, as nezha_encoder does under islands="upstream"); torch's values differ from the
-    correctly rounded ones by one float32 ulp in a few percent of the entries: see golden/capture_nezha.py.
+    with torch's float32 sin/cos at init, also for a model later cast to float64 (its float32 island);
+    torch's values differ from the correctly rounded ones by one float32 ulp in a few percent of the
+    entries (see golden/capture_nezha.py). as_torch=True computes it as upstream does, bit for bit: w_m,
+    r * w_m in float32, exp/sin/cos as torch's (refimpl/torch_vml.py); the table is then float32
+    whatever `dtype` (nezha_encoder casts it, as the island does under islands="upstream").
     """
     rows = 2 * max_relative_position + 1
+    if as_torch:
+        position = np.arange(rows, dtype=np.float32)[:, None]  # [2K+1, 1]
+        step = np.float32(-math.log(10000.0) / head_dim)  # torch rounds the Python scalar to the tensor's float32
+        div_term = torch_vml.exp(np.arange(0, head_dim, 2).astype(np.float32) * step)  # [ceil(d/2)]
+        angle = position * div_term  # [2K+1, ceil(d/2)] float32
+        table = np.zeros((rows, head_dim), dtype=np.float32)
+        table[:, 0::2] = torch_vml.sin(angle)
+        table[:, 1::2] = torch_vml.cos(angle)[:, : head_dim // 2]
+        return table
     position = np.arange(rows, dtype=np.float64)[:, None]  # [2K+1, 1]
     div_term = np.exp(np.arange(0, head_dim, 2, dtype=np.float64) * (-math.log(10000.0) / head_dim))  # [ceil(d/2)]
     angle = position * div_term  # [2K+1, ceil(d/2)]
@@ -311,9 +322,9 @@ def nezha_embeddings(p, cfg, input_ids=None, token_type_ids=None, inputs_embeds=
 def nezha_encoder(p, cfg, x, mask, flags, head_mask=None, encoder_states=None, encoder_mask=None):
     """NezhaEncoder: x [B, T, D] through every NezhaLayer -> StackOutput. One relative-position table
     [2K+1, d] serves every layer and head."""
-    table_dtype = np.float32 if in_islands(cfg, x.dtype) else x.dtype  # upstream's float32 table in its float64 runs
+    island = in_islands(cfg, x.dtype)  # upstream's float32 table in its float64 runs, bit for bit
     table = relative_position_table(cfg.max_relative_position, cfg.hidden_size // cfg.num_attention_heads,
-                                    table_dtype).astype(x.dtype)  # [2K+1, d]
+                                    x.dtype, as_torch=island).astype(x.dtype)  # [2K+1, d]
     act = activation(cfg.hidden_act)
     heads = layer_heads(cfg)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import inputs
+from .. import inputs, torch_vml
 from ..config import FairseqConfig, check_heads, in_islands
 from ..family import FamilySpec, Generation, refuse_pruned_heads
 from ..layers import check_head_mask, decoder_layer, dense, layer_row, norm, run_stack, sub
@@ -84,7 +84,7 @@ def param_shapes(cfg, architecture):  # -> {name: shape} of every weight the arc
 # ---------------------------------------------------------------- positions
 
 
-def sinusoid_rows(rows, dim, padding_idx=None, dtype=np.float32):  # rows [...] int -> [..., dim] in dtype
+def sinusoid_rows(rows, dim, padding_idx=None, dtype=np.float32, as_torch=False):  # rows [...] int -> [..., dim]
     """Rows of XGLMSinusoidalPositionalEmbedding.get_embedding's table, computed only where asked.
 
     row r, column k < half:  sin(r * f_k);  column half + k: cos(r * f_k)   (halves, not interleaved)
@@ -94,20 +94,27 @@ def sinusoid_rows(rows, dim, padding_idx=None, dtype=np.float32):  # rows [...] 
     dtype=float64: every step in float64, the exact mathematics. dtype=float32: as upstream computes the
     table (`dtype=torch.float`, also for a float64 model: its float32 island): the step, k * step, f_k and
     r * f_k rounded to float32 as upstream rounds them; exp, sin and cos evaluated in float64 and rounded
-    once to float32 (correctly rounded). torch's float32 exp/sin/cos are within 1 ulp but not correctly
-    rounded (measured: the same values under every ATEN_CPU_CAPABILITY, i.e. MKL's VML in the x86 wheels;
-    cos(1) is one case), so a few percent of upstream's entries differ from these by one float32 ulp
-    (tests/test_xglm.py bounds it).
+    once to float32 (correctly rounded). torch's float32 exp/sin/cos are within 0.6 ulp but not correctly
+    rounded (MKL's VML: see refimpl/torch_vml.py), so a few percent of upstream's entries differ from
+    these by one float32 ulp (tests/test_xglm.py bounds it); as_torch=True (float32 only, islands="upstream")
+    evaluates them with torch's own functions instead: upstream's table bit for bit.
     """
     half = dim // 2
     if half < 2:  # upstream divides by half - 1
         raise ValueError(f"the sinusoidal position table needs d_model >= 4, got {dim}")
+    if as_torch and np.dtype(dtype) != np.float32:
+        raise ValueError(f"torch's float32 exp/sin/cos give a float32 table, not {np.dtype(dtype)}")
     rows = np.asarray(rows)
     step = np.dtype(dtype).type(math.log(10000) / (half - 1))
     exponent = np.arange(half, dtype=dtype) * -step  # [half]
-    freq = np.exp(exponent.astype(np.float64)).astype(dtype)  # [half]
-    angle = (rows.astype(dtype)[..., None] * freq).astype(np.float64)  # [..., half]
-    parts = [np.sin(angle).astype(dtype), np.cos(angle).astype(dtype)]  # [..., half] each
+    if as_torch:
+        freq = torch_vml.exp(exponent)  # [half]
+        angle = rows.astype(dtype)[..., None] * freq  # [..., half] float32
+        parts = [torch_vml.sin(angle), torch_vml.cos(angle)]  # [..., half] each
+    else:
+        freq = np.exp(exponent.astype(np.float64)).astype(dtype)  # [half]
+        angle = (rows.astype(dtype)[..., None] * freq).astype(np.float64)  # [..., half]
+        parts = [np.sin(angle).astype(dtype), np.cos(angle).astype(dtype)]  # [..., half] each
     if dim % 2 == 1:
         parts.append(np.zeros(rows.shape + (1,), dtype=dtype))
     table = np.concatenate(parts, axis=-1)  # [..., dim]
@@ -180,9 +187,12 @@ def position_embeddings(cfg, position_ids, batch, length, past_length, dtype):  
         raise ValueError(f"position_ids must lie in -{POSITION_OFFSET}..{table_rows - POSITION_OFFSET - 1} "
                          f"(the sinusoid table has {table_rows} rows, offset {POSITION_OFFSET}); "
                          f"got {int(position_ids.min())}..{int(position_ids.max())}")
-    # float32: upstream's float32 table; float64: exact, or upstream's float32 table when reproducing its island
-    table_dtype = np.float32 if dtype == np.float32 or in_islands(cfg, dtype) else np.float64
-    return sinusoid_rows(rows, cfg.d_model, cfg.pad_token_id, table_dtype).astype(dtype)  # [1 or B, T, D]
+    # float32: upstream's float32 table; float64: exact, or upstream's float32 table bit for bit (torch's own
+    # exp/sin/cos) when reproducing its island
+    island = in_islands(cfg, dtype)
+    table_dtype = np.float32 if dtype == np.float32 or island else np.float64
+    table = sinusoid_rows(rows, cfg.d_model, cfg.pad_token_id, table_dtype, as_torch=island)  # [1 or B, T, D]
+    return table.astype(dtype)
 
 
 # ---------------------------------------------------------------- base model
