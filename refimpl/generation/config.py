@@ -351,8 +351,8 @@ def _int(minimum, optional=False):
     def check(v):
         if v is None and optional:
             return None
-        if not _is_int(v) or minimum is not None and v < minimum:
-            return f"must be {'None or ' if optional else ''}an int" + ("" if minimum is None else f" >= {minimum}")
+        if not _is_int(v) or v < minimum:
+            return f"must be {'None or ' if optional else ''}an int >= {minimum}"
     return check
 
 
@@ -376,12 +376,16 @@ def _token(v) -> bool:
     return _is_int(v) and v >= 0
 
 
+def _int64(v) -> bool:  # pad and eos: any int torch can hold
+    return _is_int(v) and -2 ** 63 <= v < 2 ** 63
+
+
 def _tokens(allow_single=False, optional=True, token=_token):  # None, a token (if allowed) or a list of tokens
     def check(v):
         if v is None and optional or allow_single and token(v):
             return None
         if not (isinstance(v, (list, tuple)) and all(token(t) for t in v) and (v or not allow_single)):
-            what = "ints >= 0" if token is _token else "ints"
+            what = "ints >= 0" if token is _token else "64-bit ints"
             return (f"must be None, a token id or a non-empty list of token ids ({what})" if allow_single
                     else f"must be None or a list of token ids ({what})")
     return check
@@ -480,8 +484,8 @@ _FIELD_CHECKS = {
     "num_return_sequences": _int(1), "output_attentions": _bool(), "output_hidden_states": _bool(),
     "output_scores": _bool(), "return_dict_in_generate": _bool(),
     # upstream takes any int as pad and eos (its own test recipes set both to -1: "never generated")
-    "pad_token_id": _int(None, True), "bos_token_id": _int(0, True),
-    "eos_token_id": _tokens(allow_single=True, token=_is_int),
+    "pad_token_id": lambda v: None if v is None or _int64(v) else "must be None or a 64-bit int",
+    "bos_token_id": _int(0, True), "eos_token_id": _tokens(allow_single=True, token=_int64),
     "decoder_start_token_id": _int(0, True),
     "num_assistant_tokens": _int(0), "num_assistant_tokens_schedule": _string,
     "prompt_lookup_num_tokens": _int(0, True),
