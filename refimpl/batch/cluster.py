@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .jobs import ScoreJob
+from .jobs import ScoreJob  # (or a GenerateJob: the same interface)
 from .lines import open_input, read_lines
 from .output import encode_record, parse_record, write_all
 from .run import StopFlag, Summary, progress_bar, window_lines
@@ -36,12 +36,26 @@ def need_distributed():
     return distributed
 
 
+class WorkerError(Exception):
+    """A partition failed on a Dask worker (its model path unreadable there, ...): the message names the worker."""
+
+
 def score_partition(job: ScoreJob, threads: int, lines, window: int):  # runs on a worker -> (records, tokens)
     from .. import runtime
     from .worker import score_lines
 
-    runtime.set_threads(threads)  # thread-local: this worker thread's BLAS
-    return score_lines(job, lines, window)
+    try:
+        runtime.set_threads(threads)  # thread-local: this worker thread's BLAS
+        return score_lines(job, lines, window)
+    except Exception as err:  # re-raised on the client as it is, it would read as the client's own failure
+        raise WorkerError(f"on Dask worker {worker_address()}: {type(err).__name__}: {err}") from None
+
+
+def worker_address() -> str:
+    try:
+        return need_distributed().get_worker().address
+    except ValueError:  # not inside a worker (called directly)
+        return "(none: called outside a worker)"
 
 
 def score_on_dask(job: ScoreJob, input_path: str, output_path: str, client, resume: bool = False,
