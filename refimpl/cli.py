@@ -29,7 +29,7 @@ def number_option(kind, accept, expected: str):
     def parse(text: str):
         try:
             value = kind(text)
-        except ValueError:
+        except (TypeError, ValueError):
             value = None
         if value is None or not math.isfinite(value) or not accept(value):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")

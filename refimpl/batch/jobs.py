@@ -45,6 +45,7 @@ class Scorer:
         self.model = refimpl.from_pretrained(job.model, architecture=job.architecture, dtype=job.dtype,
                                              cache_dir=job.cache_dir)
         self.kind = score_kind(self.model)
+        check_stride(job.stride, self.model, self.kind)
         try:
             self.tokenizer = refimpl.load_tokenizer(job.model, cache_dir=job.cache_dir)
         except (FileNotFoundError, ValueError) as err:
@@ -53,7 +54,6 @@ class Scorer:
             raise ValueError(f"{job.model} has no usable tokenizer ({why}); "
                              + ("masked-LM scoring needs it (for its mask token)" if self.kind == "masked"
                                 else "pass token ids (--format ids, or --format jsonl with \"input_ids\")"))
-        check_stride(job.stride, self.model, self.kind)
         if self.kind == "seq2seq" and job.format != "jsonl":
             raise ValueError(f"{self.model.architecture} scores source/target pairs: pass --format jsonl with "
                              '{"source": ..., "target": ...} (or "source_ids"/"target_ids") per line')
