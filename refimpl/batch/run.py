@@ -70,10 +70,13 @@ class StopFlag:
             self._computing = False
             raise Interrupted
 
-    @contextlib.contextmanager
-    def computing(self):
+    def check(self) -> None:
         if self.stopped:
             raise Interrupted
+
+    @contextlib.contextmanager
+    def computing(self):
+        self.check()
         self._computing = True
         try:
             yield
