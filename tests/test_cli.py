@@ -199,6 +199,18 @@ def test_generate_options_upstream_refuses_stop_the_run_before_any_record(tmp_pa
     assert not out.exists()
 
 
+def test_generate_refuses_an_unusable_model_before_any_record_like_score(tmp_path, capsys):
+    source = write_input(tmp_path / "in.txt", ["Hello"])
+    out = tmp_path / "o"
+    no_tokenizer = GOLDEN / "generation" / "opt"
+    for command in ("score", "generate"):
+        assert main([command, str(source), "--model", str(no_tokenizer), "-o", str(out)]) == 2
+        assert f"{no_tokenizer} has no usable tokenizer" in capsys.readouterr().err and not out.exists()
+    assert main(["generate", str(source), "--format", "ids", "--model", str(GOLDEN / "nezha" / "k2-NezhaForMaskedLM"),
+                 "-o", str(out)]) == 2
+    assert "NezhaForMaskedLM cannot generate" in capsys.readouterr().err and not out.exists()
+
+
 # ---------------------------------------------------------------- signals, workers, help
 
 LONG_TEXT = " ".join(["cat dog bird fish"] * 800)  # ~3,200 tokens: with --stride 1, ~3,000 forwards

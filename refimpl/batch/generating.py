@@ -18,7 +18,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .jobs import check_ids, padded, parse_line, parse_window
+from .jobs import check_ids, job_tokenizer, padded, parse_line, parse_window
 from .lines import LineError
 
 
@@ -46,13 +46,13 @@ class Continuer:
 
         from ..generation import GenerationConfig
         from ..generation.config import eos_list, position_limit
+        from ..generation.generate import check_can_generate
 
         self.job = job
         self.model = refimpl.from_pretrained(job.model, architecture=job.architecture, dtype=job.dtype,
                                              cache_dir=job.cache_dir)
-        self.tokenizer = None
-        if job.format != "ids":
-            self.tokenizer = refimpl.load_tokenizer(job.model, cache_dir=job.cache_dir)
+        check_can_generate(self.model)
+        self.tokenizer = job_tokenizer(job)
         self.options = dict(job.options)
         cfg, _ = GenerationConfig.for_model(self.model).updated(**self.options)
         cfg.validate(self.model.config)  # the options upstream refuses, before any work

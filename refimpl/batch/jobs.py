@@ -46,14 +46,8 @@ class Scorer:
                                              cache_dir=job.cache_dir)
         self.kind = score_kind(self.model)
         check_stride(job.stride, self.model, self.kind)
-        try:
-            self.tokenizer = refimpl.load_tokenizer(job.model, cache_dir=job.cache_dir)
-        except (FileNotFoundError, ValueError) as err:
-            self.tokenizer, why = None, str(err)
-        if self.tokenizer is None and (job.format == "text" or self.kind == "masked"):
-            raise ValueError(f"{job.model} has no usable tokenizer ({why}); "
-                             + ("masked-LM scoring needs it (for its mask token)" if self.kind == "masked"
-                                else "pass token ids (--format ids, or --format jsonl with \"input_ids\")"))
+        self.tokenizer = job_tokenizer(job, needed_for="masked-LM scoring needs it (for its mask token)"
+                                       if self.kind == "masked" else None)
         if self.kind == "seq2seq" and job.format != "jsonl":
             raise ValueError(f"{self.model.architecture} scores source/target pairs: pass --format jsonl with "
                              '{"source": ..., "target": ...} (or "source_ids"/"target_ids") per line')
@@ -112,6 +106,20 @@ def parse_window(lines, parse) -> Tuple[list, List[dict]]:
         except LineError as err:
             errors.append({"index": index, "error": f"line {index + 1}: {err}"})
     return items, errors
+
+
+def job_tokenizer(job, needed_for: Optional[str] = None):
+    """The checkpoint's tokenizer, or None when it has none usable and neither `--format text` nor
+    `needed_for` (why the job needs one anyway) requires it: then ValueError saying what to pass instead."""
+    import refimpl
+
+    try:
+        return refimpl.load_tokenizer(job.model, cache_dir=job.cache_dir)
+    except (FileNotFoundError, ValueError) as err:
+        if job.format == "text" or needed_for:
+            raise ValueError(f"{job.model} has no usable tokenizer ({err}); " + (
+                needed_for or "pass token ids (--format ids, or --format jsonl with \"input_ids\")")) from None
+        return None
 
 
 def check_stride(stride, model, kind) -> None:  # before any work, not at the first long line
