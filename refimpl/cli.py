@@ -34,7 +34,6 @@ def number_option(kind, accept, expected: str):
         if value is None or not math.isfinite(value) or not accept(value):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
-    parse.__name__ = expected  # argparse names the type in its messages
     return parse
 
 
@@ -53,18 +52,18 @@ EXIT_STATUS = """exit status:
   130  interrupted (SIGINT/SIGTERM): the records written are complete; the resume command is printed"""
 
 
-def model_path(model: str) -> str:
-    """An existing local path made absolute (worker processes and Dask workers may run elsewhere); a repo id
-    of the Hugging Face cache as given."""
-    path = Path(model).expanduser()
-    return str(path.resolve()) if path.exists() else model
-
-
 DIFF_EXIT_STATUS = """exit status:
   0    agree: no traced module diverges beyond float32 noise
   1    diverge: some module does (the first one is named)
   2    usage error (bad options, unreadable --inputs or --against, a model that cannot be loaded)
   3    incomplete: some of refimpl's modules have no counterpart in the dump, nothing diverges in the rest"""
+
+
+def model_path(model: str) -> str:
+    """An existing local path made absolute (worker processes and Dask workers may run elsewhere); a repo id
+    of the Hugging Face cache as given."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
 
 
 def score_job(args):
