@@ -3,11 +3,12 @@
     refimpl score [FILE|-] [--model DIR|org/name] [--format text|ids|jsonl] [-o OUT] [--resume] [--workers N]
     refimpl generate [FILE|-] [--model DIR] [--max-new-tokens N] [--num-beams K] [--do-sample --seed S ...]
 
-`score` is a streaming batch job (refimpl/batch): one JSON record per input line, in input order,
-written as soon as known: {"index", "log_likelihood", "num_tokens", "perplexity"} (per head, see the
-README) or, for a line that cannot be scored, {"index", "error"}; the other lines are still scored.
-Exit status: EXIT_STATUS below. With no --model both commands use the small OPT model shipped in the
-package (refimpl/data/opt-tiny).
+Both are streaming batch jobs (refimpl/batch): one JSON record per input line, in input order, written
+as soon as known: {"index", "log_likelihood", "num_tokens", "perplexity"} (per head, see the README),
+{"index", "new_token_ids", "continuation"} for `generate`, or, for a line that cannot be used,
+{"index", "error": "line N: ..."}; the other lines go on. Exit status: EXIT_STATUS below. Every numeric
+option is checked when the command line is parsed (the `*_option` types), before any work. With no
+--model the commands use the small OPT model shipped in the package (refimpl/data/opt-tiny).
 """
 from __future__ import annotations
 
@@ -22,33 +23,32 @@ import numpy as np
 SHIPPED_MODEL = Path(__file__).resolve().parent / "data" / "opt-tiny"
 
 
-from .batch.jobs import LineError, check_ids, parse_line  # noqa: E402  (shared with `generate`)
+def number_option(kind, accept, expected: str):
+    """An argparse type: `kind` (int or float) parsed from the text, finite and accepted by `accept`, else the
+    one-line usage error "argument --x: expected <expected>, got '<text>'" (exit status 2)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not math.isfinite(value) or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
 
 
-class Progress:
-    """A one-line progress bar on stderr, shown only for long runs on a terminal (or when forced)."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.done, self.enabled = total, 0, enabled
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.enabled:
-            width = 30
-            filled = int(width * self.done / max(self.total, 1))
-            sys.stderr.write(f"\rscoring [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
+count_option = number_option(int, lambda v: v >= 1, "an integer >= 1")
+natural_option = number_option(int, lambda v: v >= 0, "an integer >= 0")
+positive_option = number_option(float, lambda v: v > 0, "a number > 0")
+probability_option = number_option(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+real_option = number_option(float, lambda v: True, "a finite number")
 
 
 EXIT_STATUS = """exit status:
-  0    every line was scored
-  1    fatal error (missing model, unreadable input): a one-line message on stderr
-  2    usage error (bad options, a model whose head cannot be scored)
-  3    some lines got {"index", "error"} records (their count is printed on stderr)
+  0    every line was {done}
+  1    fatal error (missing model, unreadable input, a failure on a worker): a one-line message on stderr
+  2    usage error (bad options, {unusable})
+  3    some lines got {{"index", "error"}} records (their count is printed on stderr)
   130  interrupted (SIGINT/SIGTERM): the records written are complete; the resume command is printed"""
 
 
@@ -60,16 +60,31 @@ DIFF_EXIT_STATUS = """exit status:
        traced modules were; never reported as agreement (coverage and missing names are printed)"""
 
 
+def model_path(model: str) -> str:
+    """An existing local path made absolute (worker processes and Dask workers may run elsewhere); a repo id
+    of the Hugging Face cache as given."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
+
+
 def score_job(args):
     from .batch import ScoreJob
 
-    for name in ("batch_size", "workers"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.resume and args.output == "-":
-        raise ValueError("--resume needs the output file of the interrupted run: pass -o FILE")
-    return ScoreJob(model=args.model, architecture=args.architecture, dtype=args.dtype, format=args.format,
-                    batch_size=args.batch_size, stride=args.stride, cache_dir=args.cache_dir)
+    return ScoreJob(model=model_path(args.model), architecture=args.architecture, dtype=args.dtype,
+                    format=args.format, batch_size=args.batch_size, stride=args.stride, cache_dir=args.cache_dir)
+
+
+GENERATE_OPTIONS = ("max_new_tokens", "min_new_tokens", "num_beams", "do_sample", "temperature", "top_k", "top_p",
+                    "repetition_penalty", "no_repeat_ngram_size", "length_penalty")
+
+
+def generate_job(args):
+    from .batch import GenerateJob
+
+    options = tuple((name, getattr(args, name)) for name in GENERATE_OPTIONS if getattr(args, name) is not None)
+    return GenerateJob(model=model_path(args.model), architecture=args.architecture, dtype=args.dtype,
+                       format=args.format, batch_size=args.batch_size, cache_dir=args.cache_dir, options=options,
+                       seed=args.seed)
 
 
 def resume_command(argv) -> str:
@@ -79,12 +94,28 @@ def resume_command(argv) -> str:
 
 
 def cmd_score(args) -> int:
-    """Exit status: see EXIT_STATUS. Model and input problems are fatal (1), with a one-line message."""
+    return run_job(args, score_job(args))
+
+
+def cmd_generate(args) -> int:
+    return run_job(args, generate_job(args))
+
+
+def cli_message(err) -> str:  # an error's message with the command line's option names for the API's
+    return str(err).replace("pass cache_dir=", "pass --cache-dir DIR")
+
+
+def run_job(args, job) -> int:
+    """`score` and `generate`: the job in this process, in --workers processes or on a Dask cluster.
+    Exit status: see EXIT_STATUS. Model, input and worker problems are fatal (1), with a one-line message."""
     from .batch import InputError, run_and_report, run_score, score_on_dask
+    from .batch.cluster import WorkerError
     from .formats import CheckpointError
     from .runtime import batch_threads
 
-    job, threads = score_job(args), batch_threads(args.threads)
+    if args.resume and args.output == "-":
+        raise ValueError("--resume needs the output file of the interrupted run: pass -o FILE")
+    threads = batch_threads(args.threads)
     resume = None if args.output == "-" else resume_command(args.argv)
     client = None
 
@@ -98,11 +129,11 @@ def cmd_score(args) -> int:
                              partition_lines=args.partition_lines, threads=threads, progress=args.progress)
 
     try:
-        return run_and_report(run, resume)
-    except (InputError, FileNotFoundError, CheckpointError, OSError) as err:
-        print(f"refimpl: error: {err}", file=sys.stderr)
+        return run_and_report(run, resume, done="scored" if args.command == "score" else "continued")
+    except (InputError, FileNotFoundError, CheckpointError, OSError, WorkerError) as err:
+        print(f"refimpl: error: {cli_message(err)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # outside the scoring loop's own handler (while loading the model)
+    except KeyboardInterrupt:  # outside the run's own handler (while loading the model)
         print("refimpl: interrupted" + (f"; resume with:\n  {resume}" if resume else ""), file=sys.stderr)
         return 130
     finally:
@@ -118,64 +149,6 @@ def connect(address: str):
         return distributed.Client(address, timeout="10s")
     except OSError as err:
         raise ConnectionError(f"cannot reach the Dask scheduler at {address}: {err}") from None
-
-
-def global_first(mask):  # [B, T] -> [B, T]: LED's usual global attention on the first token (<s>)
-    flags = np.zeros_like(mask)
-    flags[:, 0] = 1
-    return flags
-
-
-def cmd_generate(args) -> int:
-    import refimpl
-
-    model = refimpl.from_pretrained(args.model, architecture=args.architecture, dtype=args.dtype)
-    tokenizer = None
-    if args.format != "ids":
-        tokenizer = refimpl.load_tokenizer(args.model)
-    source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
-    with source:
-        lines = [line.rstrip("\n") for line in source]
-    options = generation_options(args)
-    rng = np.random.default_rng(args.seed)
-    encoder_decoder = bool(model.config.is_encoder_decoder)
-    pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    rows, items = {}, []
-    for index, line in enumerate(lines):
-        try:
-            ids = parse_line(line, args.format, tokenizer)
-            if not ids:
-                raise LineError("empty prompt")
-            check_ids(ids + [0], model.config, min_tokens=1)  # room for at least one new token
-            items.append((index, ids))
-        except LineError as err:
-            rows[index] = {"index": index, "error": str(err)}
-    progress = Progress(len(items), args.progress or (sys.stderr.isatty() and len(items) > args.batch_size))
-    for start in range(0, len(items), args.batch_size):
-        chunk = items[start:start + args.batch_size]
-        width = max(len(ids) for _, ids in chunk)
-        batch = np.full((len(chunk), width), pad, dtype=np.int64)
-        mask = np.zeros_like(batch)
-        for r, (_, ids) in enumerate(chunk):
-            # decoder-only models continue from the right: pad on the left; an encoder reads padding on the right
-            cols = slice(0, len(ids)) if encoder_decoder else slice(width - len(ids), width)
-            batch[r, cols] = ids
-            mask[r, cols] = 1
-        extra = {"global_attention_mask": global_first(mask)} if model.config.model_type == "led" else {}
-        out = model.generate(batch, attention_mask=mask, generator=rng, **extra, **options)
-        for r, (index, ids) in enumerate(chunk):
-            new = [int(t) for t in out[r, 1 if encoder_decoder else width:]]  # after the decoder start token
-            row = {"index": index, "new_token_ids": new}
-            if tokenizer is not None:
-                row["continuation"] = tokenizer.decode(new, skip_special_tokens=True)
-            rows[index] = row
-        progress.update(len(chunk))
-    progress.close()
-    out_file = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
-    with out_file:
-        for index in range(len(lines)):
-            out_file.write(json.dumps(rows[index], ensure_ascii=False) + "\n")
-    return 0
 
 
 def load_arrays(path: str, what: str) -> dict:  # .npz or .safetensors -> {name: ndarray}; never unpickles
@@ -315,7 +288,7 @@ def module_flops(params, trace, name, value) -> int:
     return 0
 
 
-def add_common_arguments(command) -> None:
+def add_common_arguments(command, verb: str) -> None:  # score's and generate's: the batch job
     command.add_argument("input", nargs="?", default="-", help="input file, one item per line (- : stdin)")
     command.add_argument("-o", "--output", default="-", help="output JSONL file (- : stdout)")
     command.add_argument("--model", default=str(SHIPPED_MODEL),
@@ -324,26 +297,40 @@ def add_common_arguments(command) -> None:
     command.add_argument("--architecture", default=None, help="upstream class to load (default: from config.json)")
     command.add_argument("--format", choices=["text", "ids", "jsonl"], default="text",
                          help='text: one text per line; ids: token ids per line; jsonl: {"text": ...} or '
-                              '{"input_ids": [...]} ({"source": ..., "target": ...} for LED)')
+                              '{"input_ids": [...]}' + (' ({"source": ..., "target": ...} for LED)' if verb == "score" else ""))
     command.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="compute dtype")
-    command.add_argument("--batch-size", type=int, default=8, help="items per forward pass")
+    command.add_argument("--batch-size", type=count_option, default=8, help="items per forward pass")
     command.add_argument("--progress", action="store_true", default=None,
-                         help="show the progress bar even when stderr is not a terminal")
+                         help="show the progress bar even when stderr is not a terminal (default: on a terminal)")
+    command.add_argument("--resume", action="store_true",
+                         help=f"keep the complete records already in -o OUT and {verb} only the missing lines")
+    command.add_argument("--workers", type=count_option, default=1,
+                         help="processes (they share the memory-mapped weights)")
+    command.add_argument("--threads", type=count_option, default=None,
+                         help="BLAS threads per process (default: refimpl.runtime.DEFAULT_BLAS_THREADS = 1, which "
+                              "does not collapse on a busy machine; see README)")
+    command.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                         help=f"{verb} on this Dask cluster (pip install 'refimpl[dask]'); a local --model path is "
+                              "made absolute and must be readable by every worker")
+    command.add_argument("--partition-lines", type=count_option, default=None,
+                         help="lines per Dask task, with --scheduler (default: 8 read-ahead windows of 32 batches)")
 
 
 def add_generation_arguments(command, max_new_tokens) -> None:  # generate()'s options, shared by two commands
-    command.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
-                         help=None if max_new_tokens is not None else
+    config = "(default: the model's generation config)"
+    command.add_argument("--max-new-tokens", type=count_option, default=max_new_tokens,
+                         help="tokens to add to each prompt" if max_new_tokens is not None else
                          "generate()'s limit (default: the number of new tokens in --tokens)")
-    command.add_argument("--min-new-tokens", type=int)
-    command.add_argument("--num-beams", type=int)
-    command.add_argument("--do-sample", action="store_true", default=None, help="multinomial sampling")
-    command.add_argument("--temperature", type=float)
-    command.add_argument("--top-k", type=int)
-    command.add_argument("--top-p", type=float)
-    command.add_argument("--repetition-penalty", type=float)
-    command.add_argument("--no-repeat-ngram-size", type=int)
-    command.add_argument("--length-penalty", type=float)
+    command.add_argument("--min-new-tokens", type=natural_option, help=f"eos is refused before this many {config}")
+    command.add_argument("--num-beams", type=count_option, help=f"beam search with this many beams {config}")
+    command.add_argument("--do-sample", action="store_true", default=None,
+                         help="multinomial sampling; each line draws from numpy's default_rng([--seed, line index])")
+    command.add_argument("--temperature", type=positive_option, help=f"sampling temperature {config}")
+    command.add_argument("--top-k", type=natural_option, help=f"sample among the k best tokens, 0: all {config}")
+    command.add_argument("--top-p", type=probability_option, help=f"nucleus sampling mass, 1: all {config}")
+    command.add_argument("--repetition-penalty", type=positive_option, help=f"1: none {config}")
+    command.add_argument("--no-repeat-ngram-size", type=natural_option, help=f"0: no constraint {config}")
+    command.add_argument("--length-penalty", type=real_option, help=f"beam search's length exponent {config}")
 
 
 def generation_options(args) -> dict:  # the options add_generation_arguments defines, as generate() kwargs
@@ -386,8 +373,6 @@ def cmd_diff_tokenize(args) -> int:
 
     from .diff_tokenize import diff_tokenize, read_ids, read_lines
 
-    if args.show < 0:
-        raise ValueError(f"--show must be at least 0, got {args.show}")
     tokenizer = refimpl.load_tokenizer(args.tokenizer, model_type=args.model_type)
     texts, against = read_lines(args.input), read_ids(args.against)
     report = diff_tokenize(tokenizer, texts, against, add_special_tokens=not args.no_special_tokens,
@@ -409,7 +394,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """--help shows every default (except None and switches) and keeps the epilog's layout."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False, argparse.SUPPRESS) or "(default" in (action.help or ""):
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS \
+                or "(default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
@@ -427,28 +413,23 @@ def build_parser() -> argparse.ArgumentParser:
     score = commands.add_parser("score", help="per-text log-likelihood, token count and perplexity as JSONL",
                                 description="Score one item per input line; one JSON record per line, in input "
                                             "order, each written whole as soon as it is known.",
-                                epilog=EXIT_STATUS, formatter_class=HelpFormatter)
-    add_common_arguments(score)
-    score.add_argument("--stride", type=int, default=None,
+                                epilog=EXIT_STATUS.format(done="scored", unusable="a model whose head cannot be scored"),
+                                formatter_class=HelpFormatter)
+    add_common_arguments(score, "score")
+    score.add_argument("--stride", type=count_option, default=None,
                        help="texts longer than the position table are scored with a sliding window advancing by "
-                            "this many tokens (default: half the table)")
-    score.add_argument("--resume", action="store_true",
-                       help="keep the complete records already in -o OUT and score only the missing lines")
-    score.add_argument("--workers", type=int, default=1, help="scoring processes (they share the memory-mapped weights)")
-    score.add_argument("--threads", type=int, default=None,
-                       help="BLAS threads per process (default: refimpl.runtime.DEFAULT_BLAS_THREADS = 1, which "
-                            "does not collapse on a busy machine; see README)")
-    score.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
-                       help="score on this Dask cluster (pip install 'refimpl[dask]'); the model path must be "
-                            "readable by every worker")
-    score.add_argument("--partition-lines", type=int, default=None,
-                       help="lines per Dask task, with --scheduler (default: 8 read-ahead windows of 32 batches)")
+                            "this many tokens, at most the table's size - 1 (default: half the table)")
     score.set_defaults(func=cmd_score)
     gen = commands.add_parser("generate", help="continue prompts (greedy, beam search or sampling) as JSONL",
+                              description="Continue one prompt per input line; one JSON record per line, in input "
+                                          "order: {\"index\", \"new_token_ids\", \"continuation\"} (the new "
+                                          "tokens up to the first eos). A decoding option left unset takes the "
+                                          "model's generation_config.json value, else upstream's default.",
+                              epilog=EXIT_STATUS.format(done="continued", unusable="a model that cannot generate"),
                               formatter_class=HelpFormatter)
-    add_common_arguments(gen)
+    add_common_arguments(gen, "generate")
     add_generation_arguments(gen, max_new_tokens=20)
-    gen.add_argument("--seed", type=int, default=0, help="seed of the sampling generator (numpy)")
+    gen.add_argument("--seed", type=natural_option, default=0, help="seed of the sampling generators (numpy)")
     gen.set_defaults(func=cmd_generate)
 
     diff_gen = commands.add_parser(
@@ -478,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff_tok.add_argument("--against", required=True, help='IDS.jsonl: {"input_ids": [...]} per input line')
     diff_tok.add_argument("--no-special-tokens", action="store_true",
                           help="encode without the special tokens the tokenizer adds (add_special_tokens=False)")
-    diff_tok.add_argument("--show", type=int, default=5, help="differing lines reported in full")
+    diff_tok.add_argument("--show", type=natural_option, default=5, help="differing lines reported in full")
     diff_tok.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the text")
     diff_tok.set_defaults(func=cmd_diff_tokenize)
 
@@ -498,10 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
     diff.set_defaults(func=cmd_diff)
 
     inspect = commands.add_parser("inspect", help="every traced module with its output shape, parameters and FLOPs",
-                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                  formatter_class=HelpFormatter)
     inspect.add_argument("--model", default=str(SHIPPED_MODEL), help="checkpoint directory")
     inspect.add_argument("--architecture", default=None, help="upstream class (default: from config.json)")
-    inspect.add_argument("--length", type=int, default=16, help="tokens in the example input")
+    inspect.add_argument("--length", type=number_option(int, lambda v: v >= 2, "an integer >= 2"), default=16, help="tokens in the example input")
     inspect.set_defaults(func=cmd_inspect)
     return parser
 
@@ -517,7 +498,7 @@ def main(argv=None) -> int:
         set_backend(args.backend)
         return args.func(args)
     except (ValueError, FileNotFoundError, NotImplementedError) as err:
-        print(f"refimpl: error: {err}", file=sys.stderr)
+        print(f"refimpl: error: {cli_message(err)}", file=sys.stderr)
         return 2
 
 

@@ -89,7 +89,7 @@ def sliding_token_logprobs(model, ids, window=None, stride=None):  # ids [T] -> 
     """
     ids = inputs.ids(np.asarray(ids)[None], vocab_size=model.config.vocab_size)[0]
     window = window or model.config.max_position_embeddings
-    stride = stride or max(1, window // 2)
+    stride = max(1, window // 2) if stride is None else stride  # 0 is refused below, not the default
     if not 0 < stride <= window - 1:
         raise ValueError(f"stride must be in 1..window-1 (window={window}), got {stride}")
     length = len(ids)

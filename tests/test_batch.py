@@ -253,10 +253,7 @@ def test_fatal_errors_are_one_line_with_status_1(tmp_path):
         assert len(run.stderr.strip().splitlines()) == 1, (what, run.stderr)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--workers", "0"], "--workers must be at least 1"),
-    (["--batch-size", "0"], "--batch-size must be at least 1"),
-    (["--threads", "0"], "--threads must be at least 1"),
+@pytest.mark.parametrize("argv, message", [  # (numeric options: tests/test_cli.py)
     (["--resume"], "--resume needs the output file"),
 ])
 def test_usage_errors_have_status_2(tmp_path, capsys, argv, message):

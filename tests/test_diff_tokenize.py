@@ -136,6 +136,6 @@ def test_bad_input_files(tmp_path, capsys):
     code, _, err = run_cli(capsys, "diff-tokenize", "--tokenizer", tmp_path / "nowhere", "--input", lines,
                            "--against", against)
     assert code == 2 and "nowhere" in err
-    code, _, err = run_cli(capsys, "diff-tokenize", "--tokenizer", SHIPPED, "--input", lines, "--against", against,
-                           "--show", -1)
-    assert code == 2 and "--show" in err
+    with pytest.raises(SystemExit) as exit_info:  # argparse's usage error, before any file is read
+        run_cli(capsys, "diff-tokenize", "--tokenizer", SHIPPED, "--input", lines, "--against", against, "--show", -1)
+    assert exit_info.value.code == 2 and "--show: expected an integer >= 0, got '-1'" in capsys.readouterr().err

@@ -230,14 +230,20 @@ def test_cli_generate_left_pads_and_matches_generate(opt_model, tmp_path):
 
     (tmp_path / "in.txt").write_text("5 6 7\n9 10 11 12 13\nnot ids\n")
     assert main(["generate", str(tmp_path / "in.txt"), "--format", "ids", "--model", str(GEN / "opt"),
-                 "--max-new-tokens", "4", "--num-beams", "2", "--dtype", "float64", "-o", str(tmp_path / "o")]) == 0
+                 "--max-new-tokens", "4", "--num-beams", "2", "--dtype", "float64", "-o", str(tmp_path / "o")]) == 3
     rows = [json.loads(line) for line in (tmp_path / "o").read_text().splitlines()]
     batch = np.array([[1, 1, 5, 6, 7], [9, 10, 11, 12, 13]])
     expected = opt_model.generate(batch, attention_mask=(np.arange(5) >= np.array([[2], [0]])).astype(int),
                               max_new_tokens=4, num_beams=2)
-    assert rows[0]["new_token_ids"] == expected[0, 5:].tolist()
-    assert rows[1]["new_token_ids"] == expected[1, 5:].tolist()
-    assert "integer token ids" in rows[2]["error"]
+    eos = opt_model.config.eos_token_id
+    assert rows[0]["new_token_ids"] == up_to_eos(expected[0, 5:], eos)
+    assert rows[1]["new_token_ids"] == up_to_eos(expected[1, 5:], eos)
+    assert rows[2]["error"] == "line 3: expected whitespace-separated integer token ids"
+
+
+def up_to_eos(new, eos):  # the new tokens up to the first eos (included): what a record holds
+    new = [int(t) for t in new]
+    return new[:new.index(eos) + 1] if eos in new else new
 
 
 def test_cli_generate_encoder_decoder_pads_right(tmp_path):
@@ -256,7 +262,8 @@ def test_cli_generate_encoder_decoder_pads_right(tmp_path):
     glob = np.zeros_like(mask)
     glob[:, 0] = 1
     expected = model.generate(batch, attention_mask=mask, global_attention_mask=glob, max_new_tokens=4, num_beams=2)
-    assert [r["new_token_ids"] for r in rows] == [expected[0, 1:].tolist(), expected[1, 1:].tolist()]
+    eos = model.config.eos_token_id
+    assert [r["new_token_ids"] for r in rows] == [up_to_eos(expected[0, 1:], eos), up_to_eos(expected[1, 1:], eos)]
 
 
 def test_generate_returns_encoder_outputs_when_asked():

@@ -72,10 +72,16 @@ REFUSED_VALUES = [  # (generate() kwargs, what the message must contain)
     (dict(forced_bos_token_id=29), r"forced_bos_token_id holds the token id 29, outside the vocabulary"),
     (dict(forced_bos_token_id=BIG), r"forced_bos_token_id holds the token id 9223372036854775808"),
     (dict(forced_eos_token_id=[2, 40]), r"forced_eos_token_id holds the token id 40"),
-    (dict(eos_token_id=BIG), r"eos_token_id holds the token id 9223372036854775808"),
-    (dict(eos_token_id=-1), r"eos_token_id must be None, a token id or a non-empty list of token ids"),
+    (dict(eos_token_id=BIG), r"eos_token_id must be None, a token id or a non-empty list of token ids \(64-bit"),
+    (dict(eos_token_id=2 ** 62, min_new_tokens=1), r"eos_token_id holds the token id 4611686018427387904, outside"),
+    (dict(eos_token_id=-30, min_length=2), r"eos_token_id holds the token id -30, outside the vocabulary \[-29, 29\)"),
+    (dict(eos_token_id=[2, -30], exponential_decay_length_penalty=(1, 1.5)), r"eos_token_id holds the token id -30"),
+    (dict(eos_token_id=1.5), r"eos_token_id must be None, a token id or a non-empty list of token ids \(64-bit ints\)"),
+    (dict(eos_token_id=[2, "3"]), r"eos_token_id must be None, a token id or a non-empty list of token ids"),
     (dict(eos_token_id=[]), r"eos_token_id must be None, a token id or a non-empty list of token ids"),
-    (dict(pad_token_id=29), r"pad_token_id holds the token id 29, outside the vocabulary"),
+    (dict(pad_token_id=2.0), r"pad_token_id must be None or a 64-bit int, got 2.0 \(float\)"),
+    (dict(pad_token_id=True), r"pad_token_id must be None or a 64-bit int"),
+    (dict(pad_token_id=BIG), r"pad_token_id must be None or a 64-bit int, got 9223372036854775808"),  # torch: overflow
     (dict(bos_token_id=BIG), r"bos_token_id holds the token id 9223372036854775808"),
     (dict(decoder_start_token_id=-3), r"decoder_start_token_id must be None or an int >= 0"),
     (dict(suppress_tokens=[3, 29]), r"suppress_tokens holds the token id 29"),
@@ -115,6 +121,26 @@ REFUSED_VALUES = [  # (generate() kwargs, what the message must contain)
 def test_generate_refuses_with_a_message_naming_the_problem(opt, kwargs, message):
     with pytest.raises(ValueError, match=message):
         opt.generate(PROMPT, max_new_tokens=kwargs.pop("max_new_tokens", 3), **kwargs)
+
+
+@pytest.mark.parametrize("never", [-1, -29, 29, BIG - 1, -BIG])
+def test_pad_and_eos_may_be_any_int_as_upstream_and_an_eos_never_generated_changes_nothing(opt, never):
+    """Upstream's recipes set pad_token_id = eos_token_id = -1 ("generate to max length"): an id no step can
+    produce, so the result is generation without an eos (greedy and beam search)."""
+    for options in (dict(), dict(num_beams=2)):
+        expected = opt.generate(PROMPT, max_new_tokens=4, eos_token_id=None, **options)
+        got = opt.generate(PROMPT, max_new_tokens=4, pad_token_id=never, eos_token_id=never, **options)
+        np.testing.assert_array_equal(got, expected, err_msg=f"pad = eos = {never}, {options}")
+    np.testing.assert_array_equal(opt.generate(PROMPT, max_new_tokens=4, pad_token_id=never, eos_token_id=[never, 1]),
+                                  opt.generate(PROMPT, max_new_tokens=4, pad_token_id=0, eos_token_id=[1]))
+
+
+def test_a_pad_outside_the_vocabulary_fed_back_to_the_model_is_refused(opt):
+    """A row that finished (its eos drawn) then receives the pad, which the next step feeds to the model:
+    upstream's embedding raises IndexError; refimpl says which id is outside the vocabulary."""
+    first = int(opt.generate(PROMPT, max_new_tokens=1)[0, -1])  # the greedy first token, used as the eos
+    with pytest.raises(ValueError, match=r"input_ids holds id -1, outside the vocabulary of 29"):
+        opt.generate(np.concatenate([PROMPT, PROMPT + 1]), max_new_tokens=3, eos_token_id=first, pad_token_id=-1)
 
 
 def test_xglm_with_no_eos_and_a_huge_max_new_tokens_is_refused_before_it_starts(xglm):

@@ -15,7 +15,7 @@ import functools
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, reject, settings, strategies as st
+from hypothesis import HealthCheck, Phase, event, given, reject, settings, strategies as st
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -286,6 +286,74 @@ def test_continuing_from_past_key_values_matches_live_upstream(models, family, d
     problems = differences(got, expected, dtype, where)
     assert not problems, "\n".join(problems)
     np.testing.assert_array_equal(ours_next.sequences, in_one_go.sequences)
+
+
+@LIVE
+@given(st.sampled_from(["opt", "xglm", "led"]), st.sampled_from(["float32", "float64"]), st.integers(0, 3),
+       st.sampled_from([-1, -7]), st.data())
+def test_upstream_continue_recipe_with_pad_and_eos_minus_one(models, family, dtype, seed, never, data):
+    """test_generate_continue_from_past_key_values as upstream writes it (tests/generation/test_utils.py):
+    generation_config.pad_token_id = eos_token_id = -1 ("generate to max length": an id never generated),
+    forced_eos_token_id = None; 4 new tokens in one go against 3, then 1 more from the returned cache. Sequences
+    and every past_key_values tensor equal upstream's, and the two ways agree with each other (upstream's
+    assertions); -7 stands for any other negative id upstream accepts."""
+    vocab = 40
+    upstream, ours = models(family, vocab, seed)
+    kwargs = prompt(data, family, vocab, np.random.default_rng(seed))
+    common = dict(do_sample=False, return_dict_in_generate=True, pad_token_id=never, eos_token_id=never,
+                  forced_eos_token_id=None)
+    with upstream_in(upstream, family, dtype), torch.no_grad():
+        up = upstream.generate(**to_torch_kwargs(kwargs, dtype), max_new_tokens=4, **common)
+        up_3 = upstream.generate(**to_torch_kwargs(kwargs, dtype), max_new_tokens=3, **common)
+        up_1 = upstream.generate(**to_torch_kwargs(continued(kwargs, up_3.sequences.numpy(), family), dtype),
+                                 past_key_values=up_3.past_key_values, max_new_tokens=1, **common)
+    model = ours[dtype]
+    out = model.generate(**kwargs, max_new_tokens=4, **common)
+    out_3 = model.generate(**kwargs, max_new_tokens=3, **common)
+    out_1 = model.generate(**continued(kwargs, out_3.sequences, family), past_key_values=out_3.past_key_values,
+                           max_new_tokens=1, **common)
+    where = f"[{family} seed={seed} {dtype} pad=eos={never}]"
+    problems = []
+    for name, ours_out, up_out in (("in one go", out, up), ("continued", out_1, up_1)):
+        expected = {}
+        flatten("sequences", up_out.sequences, expected), flatten("past_key_values", up_out.past_key_values, expected)
+        problems += differences(nested_fields(ours_out, ("sequences", "past_key_values")), expected, dtype,
+                                f"{where} {name}")
+    assert not problems, "\n".join(problems)
+    np.testing.assert_array_equal(out.sequences, out_1.sequences, err_msg=where)
+    for layer, (a, b) in enumerate(zip(out.past_key_values, out_1.past_key_values)):
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert compare_tensor(x, y, dtype, f"{where} past_key_values.{layer}.{i}") == []
+
+
+@LIVE
+@given(st.sampled_from(["opt", "xglm", "led"]), st.integers(0, 3), st.data())
+def test_any_pad_and_eos_upstream_accepts_behave_as_upstream(models, family, seed, data):
+    """pad_token_id and eos_token_id drawn from every kind of int (negative, inside the vocabulary, beyond it),
+    with and without the processors that index the scores with eos (min_new_tokens): where upstream generates,
+    refimpl gives the same sequences; where upstream fails (torch's IndexError: a pad fed back to the
+    embedding, an eos index outside the scores), refimpl raises its ValueError."""
+    vocab = 40
+    upstream, ours = models(family, vocab, seed)
+    kwargs = prompt(data, family, vocab, np.random.default_rng(seed))
+    token = st.one_of(st.integers(-2 * vocab, 2 * vocab), st.sampled_from([-1, -(2 ** 63), 2 ** 63 - 1]))
+    pad = data.draw(token, "pad_token_id")
+    eos = data.draw(st.one_of(token, st.lists(token, min_size=1, max_size=3), st.sampled_from([EOS, [EOS, 3]])),
+                    "eos_token_id")
+    options = dict(max_new_tokens=data.draw(st.integers(1, 4), "max_new_tokens"), pad_token_id=pad, eos_token_id=eos,
+                   num_beams=data.draw(st.sampled_from([1, 2]), "num_beams"),
+                   min_new_tokens=data.draw(st.sampled_from([None, 2]), "min_new_tokens"))
+    try:
+        with upstream_in(upstream, family, "float64"), torch.no_grad():
+            expected = upstream.generate(**to_torch_kwargs(kwargs, "float64"), **options).numpy()
+    except (IndexError, RuntimeError, ValueError, OverflowError) as err:
+        event(f"upstream refuses: {type(err).__name__}")
+        with pytest.raises(ValueError):
+            ours["float64"].generate(**kwargs, **options)
+        return
+    event("upstream generates")
+    got = ours["float64"].generate(**kwargs, **options)
+    np.testing.assert_array_equal(got, expected, err_msg=f"[{family} seed={seed}] {options}")
 
 
 def continued(kwargs, sequences, family):  # the inputs of the second call: everything generated so far

@@ -183,6 +183,23 @@ def test_bad_safetensors_entries(tmp_path, entry, match):
         read_safetensors(path)
 
 
+@pytest.mark.parametrize("shape", [[0, 2**63], [0, 2**40, 2**40], [2**64, 0], [0, 2**62, 2], [0] * 31 + [2**63]])
+def test_zero_element_tensors_of_absurd_shape_are_named_not_numpy_errors(tmp_path, shape):
+    """No element, so no byte of data, yet a shape NumPy cannot create ("Maximum allowed dimension exceeded",
+    "array is too big"): refused naming the file, the tensor and its shape."""
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(safetensors_bytes({"w": _tensor_entry(shape=shape, offsets=(0, 0))}, b""))
+    result = _read_in_child(path, "refimpl.formats.safetensors_file.read_safetensors")
+    assert_clean_error(result, f"{path}|'w'|shape {shape}|beyond what NumPy can hold", base="CheckpointError")
+
+
+@pytest.mark.parametrize("shape", [[0, 2**40], [2**20, 0, 2**20], [0]])
+def test_zero_element_tensors_numpy_can_shape_are_read(tmp_path, shape):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(safetensors_bytes({"w": _tensor_entry(shape=shape, offsets=(0, 0))}, b""))
+    assert read_safetensors(path)["w"].shape == tuple(shape)
+
+
 def test_shape_with_200000_dims_is_refused_quickly(tmp_path):
     path = tmp_path / "model.safetensors"
     path.write_bytes(safetensors_bytes({"w": _tensor_entry(shape=[2**31] * 200_000)}, bytes(8)))

@@ -152,6 +152,82 @@ def test_garbage_sentencepiece_model_is_a_clean_error(tmp_path):
         refimpl.load_tokenizer(directory)
 
 
+# ---------------------------------------------------------------- the other tokenizer JSON files
+
+
+def _tokenizer_dir(tmp_path, name="opt", files=None):
+    """A copy of a golden tokenizer whose tokenizer_config.json has no added_tokens_decoder (so that
+    special_tokens_map.json and added_tokens.json are read, as upstream reads them), with `files` written."""
+    directory = tmp_path / name
+    shutil.copytree(TOKENIZERS / name, directory)
+    config_file = directory / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config.pop("added_tokens_decoder", None)
+    config_file.write_text(json.dumps(config))
+    for file, text in (files or {}).items():
+        (directory / file).write_text(text)
+    return directory
+
+
+@pytest.mark.parametrize("file, text, expected", [
+    ("config.json", "[1, 2]", "config.json must hold a JSON object, found list"),
+    ("config.json", '"opt"', "config.json must hold a JSON object, found str"),
+    ("config.json", '{"model_type": ["opt"]}', "config.json: field 'model_type' = ['opt']: expected a string"),
+    ("special_tokens_map.json", '["<s>", "</s>"]', "special_tokens_map.json must hold a JSON object, found list"),
+    ("special_tokens_map.json", "7", "special_tokens_map.json must hold a JSON object, found int"),
+    ("special_tokens_map.json", '{"bos_token": 5}', "special_tokens_map.json: field 'bos_token' = 5: expected a token"),
+    ("special_tokens_map.json", '{"pad_token": {"content": 5}}', "field 'pad_token'"),
+    ("special_tokens_map.json", '{"additional_special_tokens": "<x>"}',
+     "field 'additional_special_tokens' = '<x>': expected a list of tokens"),
+    ("special_tokens_map.json", '{"additional_special_tokens": [1]}', "field 'additional_special_tokens' = [1]"),
+    ("added_tokens.json", '["<x>"]', "added_tokens.json must hold a JSON object, found list"),
+    ("added_tokens.json", "null", "added_tokens.json must hold a JSON object, found NoneType"),
+    ("added_tokens.json", '{"<x>": "5"}', "added_tokens.json: token '<x>' has id '5': expected an integer >= 0"),
+    ("added_tokens.json", '{"<x>": 1.5}', "added_tokens.json: token '<x>' has id 1.5"),
+    ("added_tokens.json", '{"<x>": -3}', "added_tokens.json: token '<x>' has id -3"),
+    ("added_tokens.json", '{"<x>": %d}' % 2 ** 70, "added_tokens.json: token '<x>' has id 1180591620717411303424"),
+])
+def test_tokenizer_json_files_of_the_wrong_shape_are_named(tmp_path, file, text, expected):
+    """Each file is refused naming the file, the field and the value (they were accepted silently or failed
+    with "'list' object has no attribute 'get'")."""
+    directory = _tokenizer_dir(tmp_path, files={file: text})
+    if file == "config.json":  # read only to find the class: leave tokenizer_class out
+        config = json.loads((directory / "tokenizer_config.json").read_text())
+        config.pop("tokenizer_class")
+        (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError) as err:
+        refimpl.load_tokenizer(directory)
+    assert str(directory / file) in str(err.value) and expected in str(err.value), str(err.value)
+
+
+def test_the_well_formed_files_still_load(tmp_path):
+    directory = _tokenizer_dir(tmp_path, files={"added_tokens.json": '{"<extra>": 50265}',
+                                                "special_tokens_map.json": '{"additional_special_tokens": ["<extra>"]}'})
+    tok = refimpl.load_tokenizer(directory)
+    assert tok.convert_tokens_to_ids("<extra>") == 50265
+
+
+@pytest.mark.parametrize("index", [2 ** 70, 2 ** 63, -2 ** 63 - 1])
+def test_a_vocab_id_beyond_64_bits_is_named_not_an_overflow_when_encoding(tmp_path, index):
+    directory = _tokenizer_dir(tmp_path)
+    vocab = json.loads((directory / "vocab.json").read_text())
+    token = next(iter(vocab))
+    vocab[token] = index
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    with pytest.raises(ValueError) as err:
+        refimpl.load_tokenizer(directory)("Hello world", return_tensors="np")
+    assert str(directory / "vocab.json") in str(err.value) and f"has id {index}" in str(err.value), str(err.value)
+
+
+def test_a_vocab_id_at_the_64_bit_edge_is_kept_as_given(tmp_path):
+    directory = _tokenizer_dir(tmp_path)
+    vocab = json.loads((directory / "vocab.json").read_text())
+    vocab["Ġhostile"] = 2 ** 63 - 1
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    tok = refimpl.load_tokenizer(directory)
+    assert tok.convert_tokens_to_ids("Ġhostile") == 2 ** 63 - 1
+
+
 # ---------------------------------------------------------------- tokenizers on hostile text
 
 

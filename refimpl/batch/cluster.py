@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .jobs import ScoreJob
+from .jobs import ScoreJob  # (or a GenerateJob: the same interface)
 from .lines import open_input, read_lines
 from .output import encode_record, parse_record, write_all
-from .run import StopFlag, Summary, progress_bar, window_lines
+from .run import Interrupted, StopFlag, Summary, progress_bar, window_lines
 
 PARTITION_WINDOWS = 8  # default partition: this many read-ahead windows (refimpl.batch.run.window_lines)
 
@@ -36,12 +36,26 @@ def need_distributed():
     return distributed
 
 
+class WorkerError(Exception):
+    """A partition failed on a Dask worker (its model path unreadable there, ...): the message names the worker."""
+
+
 def score_partition(job: ScoreJob, threads: int, lines, window: int):  # runs on a worker -> (records, tokens)
     from .. import runtime
     from .worker import score_lines
 
-    runtime.set_threads(threads)  # thread-local: this worker thread's BLAS
-    return score_lines(job, lines, window)
+    try:
+        runtime.set_threads(threads)  # thread-local: this worker thread's BLAS
+        return score_lines(job, lines, window)
+    except Exception as err:  # re-raised on the client as it is, it would read as the client's own failure
+        raise WorkerError(f"on Dask worker {worker_address()}: {type(err).__name__}: {err}") from None
+
+
+def worker_address() -> str:
+    try:
+        return need_distributed().get_worker().address
+    except ValueError:  # not inside a worker (called directly)
+        return "(none: called outside a worker)"
 
 
 def score_on_dask(job: ScoreJob, input_path: str, output_path: str, client, resume: bool = False,
@@ -62,31 +76,33 @@ def score_on_dask(job: ScoreJob, input_path: str, output_path: str, client, resu
     parts.mkdir(parents=True, exist_ok=True)
     summary, bar = Summary(), progress_bar(progress, input_path, long_input=job.batch_size)
     in_flight_limit = 2 * max(1, len(client.scheduler_info().get("workers", {})))
-    futures = distributed.as_completed()
+    futures, submitted = distributed.as_completed(), []
     start = time.perf_counter()
-    with open_input(input_path) as source, StopFlag() as flag:
-        lines = read_lines(source)
-        for number in itertools.count():
-            chunk = list(itertools.islice(lines, partition_lines))
-            if not chunk or flag.stopped:
-                break
-            if part_file(parts, number).exists():
-                continue
-            future = client.submit(score_partition, job, threads, chunk, window, pure=False)
-            future.partition = number
-            futures.add(future)
-            while futures.count() >= in_flight_limit and not flag.stopped:
-                save_partition(parts, next(futures), summary, bar)
-        for future in futures:
-            if flag.stopped:
-                future.cancel()
-            else:
-                save_partition(parts, future, summary, bar)
+    try:
+        with open_input(input_path) as source, StopFlag() as flag:
+            lines = read_lines(source)
+            for number in itertools.count():
+                chunk = list(itertools.islice(lines, partition_lines))
+                flag.check()
+                if not chunk:
+                    break
+                if part_file(parts, number).exists():
+                    continue
+                future = client.submit(score_partition, job, threads, chunk, window, pure=False)
+                future.partition = number
+                futures.add(future)
+                submitted.append(future)
+                while futures.count() >= in_flight_limit:
+                    save_next(parts, futures, summary, bar, flag)
+            while futures.count():
+                save_next(parts, futures, summary, bar, flag)
+    except Interrupted:  # the partition files written stay; --resume submits the others
+        client.cancel(submitted)
+        summary.interrupted = True
     summary.seconds = time.perf_counter() - start
     if bar is not None:
         bar.close()
-    if flag.stopped:
-        summary.interrupted = True
+    if summary.interrupted:
         return summary
     assemble(parts, output_path, summary)
     return summary
@@ -94,6 +110,13 @@ def score_on_dask(job: ScoreJob, input_path: str, output_path: str, client, resu
 
 def part_file(parts: Path, number: int) -> Path:
     return parts / f"{number:08d}.jsonl"
+
+
+def save_next(parts: Path, futures, summary: Summary, bar, flag: StopFlag) -> None:
+    """Wait for the next finished partition (a signal ends the wait) and save it."""
+    with flag.computing():
+        future = next(futures)
+    save_partition(parts, future, summary, bar)
 
 
 def save_partition(parts: Path, future, summary: Summary, bar) -> None:

@@ -45,14 +45,9 @@ class Scorer:
         self.model = refimpl.from_pretrained(job.model, architecture=job.architecture, dtype=job.dtype,
                                              cache_dir=job.cache_dir)
         self.kind = score_kind(self.model)
-        try:
-            self.tokenizer = refimpl.load_tokenizer(job.model, cache_dir=job.cache_dir)
-        except (FileNotFoundError, ValueError) as err:
-            self.tokenizer, why = None, str(err)
-        if self.tokenizer is None and (job.format == "text" or self.kind == "masked"):
-            raise ValueError(f"{job.model} has no usable tokenizer ({why}); "
-                             + ("masked-LM scoring needs it (for its mask token)" if self.kind == "masked"
-                                else "pass token ids (--format ids, or --format jsonl with \"input_ids\")"))
+        check_stride(job.stride, self.model, self.kind)
+        self.tokenizer = job_tokenizer(job, needed_for="masked-LM scoring needs it (for its mask token)"
+                                       if self.kind == "masked" else None)
         if self.kind == "seq2seq" and job.format != "jsonl":
             raise ValueError(f"{self.model.architecture} scores source/target pairs: pass --format jsonl with "
                              '{"source": ..., "target": ...} (or "source_ids"/"target_ids") per line')
@@ -64,12 +59,7 @@ class Scorer:
 
         Error records come first; the scorable items are sorted by length and scored in batches
         (less padding). Each record appears once; the caller restores input order."""
-        items, errors = [], []
-        for index, raw in lines:
-            try:
-                items.append((index, self.parse(decode_line(raw))))
-            except LineError as err:
-                errors.append({"index": index, "error": f"line {index + 1}: {err}"})
+        items, errors = parse_window(lines, self.parse)
         if errors:
             yield errors, 0
         items.sort(key=lambda item: item_length(item[1]))
@@ -104,6 +94,43 @@ class Scorer:
         else:  # an encoder reads the whole text at once
             check_ids(ids, self.model.config, min_tokens=1)
         return ids
+
+
+def parse_window(lines, parse) -> Tuple[list, List[dict]]:
+    """Raw lines [(index, bytes)] -> ([(index, parse(text))], [error record]): a line that cannot be decoded
+    or parsed gets {"index", "error": "line N: why"}; `score` and `generate` share this treatment."""
+    items, errors = [], []
+    for index, raw in lines:
+        try:
+            items.append((index, parse(decode_line(raw))))
+        except LineError as err:
+            errors.append({"index": index, "error": f"line {index + 1}: {err}"})
+    return items, errors
+
+
+def job_tokenizer(job, needed_for: Optional[str] = None):
+    """The checkpoint's tokenizer, or None when it has none usable and neither `--format text` nor
+    `needed_for` (why the job needs one anyway) requires it: then ValueError saying what to pass instead."""
+    import refimpl
+
+    try:
+        return refimpl.load_tokenizer(job.model, cache_dir=job.cache_dir)
+    except (FileNotFoundError, ValueError) as err:
+        if job.format == "text" or needed_for:
+            raise ValueError(f"{job.model} has no usable tokenizer ({err}); " + (
+                needed_for or "pass token ids (--format ids, or --format jsonl with \"input_ids\")")) from None
+        return None
+
+
+def check_stride(stride, model, kind) -> None:  # before any work, not at the first long line
+    if stride is None:
+        return
+    if kind != "causal":
+        raise ValueError(f"stride (--stride) applies to causal language models only; {model.architecture} is not one")
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not (isinstance(stride, int) and 1 <= stride <= (limit or stride + 1) - 1):
+        raise ValueError(f"stride (--stride) must be an integer in 1..{limit - 1} (the position table of {limit} "
+                         f"minus one), got {stride!r}")
 
 
 def item_length(item) -> int:  # token ids, or a (source, target) pair
@@ -200,13 +227,17 @@ def likelihood_record(index, logprobs, **extra):  # logprobs [n] of the scored t
     return {"index": index, "log_likelihood": ll, "num_tokens": n, "perplexity": math.exp(-ll / n), **extra}
 
 
-def padded(rows: Iterable[list], fill: int):  # -> (ids [B, T], mask [B, T]), right-padded
+def padded(rows: Iterable[list], fill: int, left: bool = False):  # -> (ids [B, T], mask [B, T])
+    """Rows padded to one length: on the right (an encoder, or scoring), or on the left (a decoder-only
+    model continuing from the right end, `refimpl generate`)."""
     rows = list(rows)
-    batch = np.full((len(rows), max(len(r) for r in rows)), fill, dtype=np.int64)
+    width = max(len(r) for r in rows)
+    batch = np.full((len(rows), width), fill, dtype=np.int64)
     mask = np.zeros_like(batch)
     for r, ids in enumerate(rows):
-        batch[r, :len(ids)] = ids
-        mask[r, :len(ids)] = 1
+        cols = slice(width - len(ids), width) if left else slice(0, len(ids))
+        batch[r, cols] = ids
+        mask[r, cols] = 1
     return batch, mask
 
 

@@ -3,15 +3,16 @@
     read lines lazily (bytes) -> windows of `window` lines -> score (bucketed batches) -> OrderedWriter
 
 Memory is bounded by one window per process (plus the chunks in flight to workers), whatever the
-input's length. SIGINT / SIGTERM stop after the current batch: every record written so far is complete
-and `--resume` continues from there.
+input's length. SIGINT / SIGTERM stop the run within one forward pass, even inside a long line's sliding
+windows: every record written so far is complete and `--resume` computes the others.
 
 The writer can write a record only when every earlier one is written; within a window the batches
-run shortest first, so records go out as each window completes. A stop waits for the window's end.
+run shortest first, so records go out as each window completes.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import signal
 import sys
@@ -47,11 +48,17 @@ class Summary:
                 f"{self.scored_now / per:.1f} lines/s, {self.tokens / per:.0f} tokens/s")
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived while records were being computed (StopFlag.computing)."""
+
+
 class StopFlag:
-    """SIGINT and SIGTERM set the flag (the run stops after the current batch) instead of raising."""
+    """SIGINT and SIGTERM set the flag; inside `computing()` they also raise Interrupted there and then (a
+    signal handler runs between two Python steps, so within one forward pass), never while a record is
+    being written."""
 
     def __init__(self):
-        self.stopped = False
+        self.stopped = self._computing = False
 
     def __enter__(self):
         self.previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -59,6 +66,22 @@ class StopFlag:
 
     def stop(self, *_):
         self.stopped = True
+        if self._computing:
+            self._computing = False
+            raise Interrupted
+
+    def check(self) -> None:
+        if self.stopped:
+            raise Interrupted
+
+    @contextlib.contextmanager
+    def computing(self):
+        self.check()
+        self._computing = True
+        try:
+            yield
+        finally:
+            self._computing = False
 
     def __exit__(self, *_):
         for sig, handler in self.previous.items():
@@ -111,16 +134,20 @@ def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = F
             lines = Counted(read_lines(source))
             chunks = windows(lines, window, done)
             results = (score_locally(scorer, chunks) if workers == 1 else
-                       score_in_processes(job, chunks, workers, threads, window, flag))
-            for records, tokens in results:
+                       score_in_processes(job, chunks, workers, threads, window))
+            while True:
+                with flag.computing():
+                    batch = next(results, None)
+                if batch is None:
+                    break
+                records, tokens = batch
                 writer.put(records)
                 summary.scored_now += len(records)
                 summary.tokens += tokens
                 if bar is not None:
                     bar.update(len(records))
-                if flag.stopped and not writer.pending:  # at a window's end: nothing scored is lost
-                    summary.interrupted = True
-                    break
+    except Interrupted:  # records still waiting for an earlier one are computed again by --resume
+        summary.interrupted = True
     finally:
         writer.close()
         if bar is not None:
@@ -150,7 +177,7 @@ def score_locally(scorer, chunks) -> Iterator[Tuple[list, int]]:  # (records, to
         yield from scorer.score_window(chunk)
 
 
-def score_in_processes(job, chunks, workers: int, threads: int, window: int, flag) -> Iterator[Tuple[list, int]]:
+def score_in_processes(job, chunks, workers: int, threads: int, window: int) -> Iterator[Tuple[list, int]]:
     """Windows scored by `workers` fresh processes (spawned: no forked BLAS state), 2 per worker in flight;
     results come back in submission order, so the writer's reorder buffer stays one window deep."""
     import multiprocessing
@@ -165,15 +192,17 @@ def score_in_processes(job, chunks, workers: int, threads: int, window: int, fla
         for chunk in itertools.chain(chunks, [None]):
             if chunk is not None:
                 in_flight.append(pool.submit(score_lines, job, chunk, window))
-            while in_flight and (len(in_flight) >= 2 * workers or chunk is None or flag.stopped):
+            while in_flight and (len(in_flight) >= 2 * workers or chunk is None):
                 yield in_flight.popleft().result()
-            if flag.stopped:
-                return
+    except Interrupted:  # do not wait for the workers' current lines: stop them
+        for process in list(pool._processes.values()):  # (the executor has no public terminate before 3.14)
+            process.terminate()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def run_and_report(run: Callable[[], Summary], resume_command: Optional[str]) -> int:
+def run_and_report(run: Callable[[], Summary], resume_command: Optional[str], done: str = "scored") -> int:
     """Run, print the summary on stderr, and return the exit status: 0 all scored, 3 some error records,
     130 interrupted (with the command that resumes)."""
     summary = run()
@@ -187,7 +216,7 @@ def run_and_report(run: Callable[[], Summary], resume_command: Optional[str]) ->
               file=sys.stderr)
         return 130
     if summary.errors:
-        print(f"refimpl: {summary.errors} of {summary.records} lines could not be scored "
+        print(f"refimpl: {summary.errors} of {summary.records} lines could not be {done} "
               "(see their \"error\" records)", file=sys.stderr)
         return 3
     return 0

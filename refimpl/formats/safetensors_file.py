@@ -12,6 +12,7 @@ or overlap) and then hand out read-only views of one memory map of the buffer.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Dict
 
@@ -68,10 +69,20 @@ def _check_entry(file: Path, name: str, entry, data_length: int) -> None:
             and offsets[0] <= offsets[1] <= data_length):
         raise CheckpointError(f"{file}: tensor {name!r:.200} has bad data_offsets {offsets!r:.200} "
                               f"(expected [begin, end] with begin <= end <= {data_length}, the data size)")
-    nbytes = tensor_size(shape, data_length) * np.dtype(DTYPES[dtype]).itemsize
+    itemsize = np.dtype(DTYPES[dtype]).itemsize
+    if 0 in shape and not _numpy_can_shape(shape, itemsize):  # no element, yet a shape NumPy refuses
+        raise CheckpointError(f"{file}: tensor {name!r:.200} has shape {shape!r:.200}: beyond what NumPy can hold, "
+                              f"even with no element (each dimension, and the product of the non-zero ones times "
+                              f"{itemsize} bytes, must stay below 2**63)")
+    nbytes = tensor_size(shape, data_length) * itemsize
     if offsets[1] - offsets[0] != nbytes:
         raise CheckpointError(f"{file}: tensor {name!r}: {dtype} {shape} needs {nbytes} bytes, "
                               f"but data_offsets {offsets} span {offsets[1] - offsets[0]}")
+
+
+def _numpy_can_shape(shape, itemsize: int) -> bool:
+    limit = np.iinfo(np.intp).max
+    return all(d <= limit for d in shape) and math.prod([d for d in shape if d] + [itemsize]) <= limit
 
 
 def _is_count(x) -> bool:

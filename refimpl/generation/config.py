@@ -266,16 +266,26 @@ class GenerationConfig:
                                  f"to `num_beams` ({self.num_beams}).")
 
     def _check_tokens(self, vocab: int) -> None:
-        """Every token id an option names lies in [0, vocab): upstream would index the scores with it."""
+        """Every token id that indexes the scores or is fed to the model lies in [0, vocab), as upstream indexes
+        with it; an eos that a processor indexes with may also be negative (torch, like NumPy, counts it from
+        the end). pad_token_id, and an eos that is only compared, may be any int, as upstream (its own recipes
+        set both to -1: never generated). A pad outside the vocabulary that fills a finished row is then fed
+        to the model, which refuses it (upstream: torch's IndexError)."""
         for name, ids in self._token_ids():
+            low = -vocab if name == "eos_token_id" else 0
             for token in ids:
-                if not 0 <= token < vocab:
-                    raise ValueError(f"{name} holds the token id {token}, outside the vocabulary [0, {vocab}) "
+                if not low <= token < vocab:
+                    raise ValueError(f"{name} holds the token id {token}, outside the vocabulary [{low}, {vocab}) "
                                      f"of this model")
 
-    def _token_ids(self):  # -> (field, [ids]) for every field that holds token ids
+    def _eos_indexes_scores(self) -> bool:  # min_length, min_new_tokens, exponential_decay_length_penalty
+        return (self.min_length or 0) > 0 or (self.min_new_tokens or 0) > 0 \
+            or self.exponential_decay_length_penalty is not None
+
+    def _token_ids(self):  # -> (field, [ids]) for every field whose token ids index the scores
+        eos = ("eos_token_id",) if self._eos_indexes_scores() else ()
         yield from ((name, _flat(getattr(self, name))) for name in (
-            "pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "forced_bos_token_id",
+            "bos_token_id", *eos, "decoder_start_token_id", "forced_bos_token_id",
             "forced_eos_token_id", "bad_words_ids", "force_words_ids", "suppress_tokens", "begin_suppress_tokens"))
         yield "forced_decoder_ids", [token for _, token in self.forced_decoder_ids or ()]
         yield "sequence_bias", [t for key in (self.sequence_bias or {}) for t in key]
@@ -366,13 +376,18 @@ def _token(v) -> bool:
     return _is_int(v) and v >= 0
 
 
-def _tokens(allow_single=False, optional=True):  # None, a token (if allowed) or a list of tokens
+def _int64(v) -> bool:  # pad and eos: any int torch can hold
+    return _is_int(v) and -2 ** 63 <= v < 2 ** 63
+
+
+def _tokens(allow_single=False, optional=True, token=_token):  # None, a token (if allowed) or a list of tokens
     def check(v):
-        if v is None and optional or allow_single and _token(v):
+        if v is None and optional or allow_single and token(v):
             return None
-        if not (isinstance(v, (list, tuple)) and all(_token(t) for t in v) and (v or not allow_single)):
-            return ("must be None, a token id or a non-empty list of token ids (ints >= 0)" if allow_single
-                    else "must be None or a list of token ids (ints >= 0)")
+        if not (isinstance(v, (list, tuple)) and all(token(t) for t in v) and (v or not allow_single)):
+            what = "ints >= 0" if token is _token else "64-bit ints"
+            return (f"must be None, a token id or a non-empty list of token ids ({what})" if allow_single
+                    else f"must be None or a list of token ids ({what})")
     return check
 
 
@@ -468,7 +483,9 @@ _FIELD_CHECKS = {
     "sequence_bias": _sequence_bias, "guidance_scale": _real(True), "low_memory": _bool(True),
     "num_return_sequences": _int(1), "output_attentions": _bool(), "output_hidden_states": _bool(),
     "output_scores": _bool(), "return_dict_in_generate": _bool(),
-    "pad_token_id": _int(0, True), "bos_token_id": _int(0, True), "eos_token_id": _tokens(allow_single=True),
+    # upstream takes any int as pad and eos (its own test recipes set both to -1: "never generated")
+    "pad_token_id": lambda v: None if v is None or _int64(v) else "must be None or a 64-bit int",
+    "bos_token_id": _int(0, True), "eos_token_id": _tokens(allow_single=True, token=_int64),
     "decoder_start_token_id": _int(0, True),
     "num_assistant_tokens": _int(0), "num_assistant_tokens_schedule": _string,
     "prompt_lookup_num_tokens": _int(0, True),

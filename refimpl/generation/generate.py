@@ -23,6 +23,12 @@ from .search import greedy_or_sample
 _NOT_MODEL_KWARGS = {"p", "cfg", "backend", "model", "_ignored", "_model_kwargs", "model_kwargs"}
 
 
+def check_can_generate(model) -> None:
+    if model.architecture not in model.spec.generates:
+        raise ValueError(f"{model.architecture} cannot generate; the {model.spec.model_type} classes that can: "
+                         f"{', '.join(model.spec.generates) or 'none'}")
+
+
 def generate(model, input_ids=None, generation_config: Optional[GenerationConfig] = None, generator=None, seed=None,
              **kwargs):
     """GenerationMixin.generate for refimpl models. Returns token ids [B * num_return_sequences, L], or
@@ -75,9 +81,7 @@ class Prepared:
 def prepare(model, input_ids=None, generation_config: Optional[GenerationConfig] = None, **kwargs) -> Prepared:
     """generate()'s checks and input preparation, up to the choice of strategy (also used by
     refimpl.diff_generate to replay another implementation's tokens)."""
-    if model.architecture not in model.spec.generates:
-        raise ValueError(f"{model.architecture} cannot generate; the {model.spec.model_type} classes that can: "
-                         f"{', '.join(model.spec.generates) or 'none'}")
+    check_can_generate(model)
     hooks = model.spec.generation
     is_encoder_decoder = hooks.run_encoder is not None
     cfg, model_kwargs = (generation_config or GenerationConfig.for_model(model)).updated(**kwargs)

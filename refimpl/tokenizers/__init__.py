@@ -63,6 +63,22 @@ def _read_json(path: str):
     return load_json(path, os.path.basename(path), error=ValueError)  # regular file, size and depth bounds
 
 
+def _read_json_object(path: str) -> dict:  # config.json, special_tokens_map.json, added_tokens.json
+    value = _read_json(path)
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} must hold a JSON object, found {type(value).__name__}")
+    return value
+
+
+def _added_tokens(path: str) -> dict:  # added_tokens.json: {content: id}
+    tokens = _read_json_object(path)
+    for content, index in tokens.items():
+        if not (isinstance(index, int) and not isinstance(index, bool) and 0 <= index < 2 ** 63):
+            raise ValueError(f"{path}: token {content!r:.80} has id {index!r:.80}: expected an integer >= 0 "
+                             "(below 2**63)")
+    return tokens
+
+
 def _special_value(value):
     """A special token as stored in tokenizer_config.json / special_tokens_map.json -> str | AddedToken."""
     if isinstance(value, dict):
@@ -71,10 +87,27 @@ def _special_value(value):
     return value
 
 
+def _check_special_entry(file: str, key: str, value) -> None:
+    """A special_tokens_map.json entry: a token (a string or an AddedToken's dict with a string "content"), a
+    list of them for additional_special_tokens (upstream refuses other types when it sets them)."""
+    def is_token(v):
+        return isinstance(v, str) or isinstance(v, dict) and isinstance(v.get("content"), str)
+    if key == "additional_special_tokens":
+        if not (isinstance(value, list) and all(is_token(v) for v in value)):
+            raise ValueError(f"{file}: field {key!r} = {value!r:.80}: expected a list of tokens (strings or "
+                             '{"content": ...} objects)')
+    elif key in _SPECIAL_KEYS and not (value is None or is_token(value)):
+        raise ValueError(f"{file}: field {key!r} = {value!r:.80}: expected a token (a string or a "
+                         '{"content": ...} object)')
+
+
 def _pick_class(path: str, config: dict, model_type: Optional[str]):
     """-> (class, model_type or None)."""
     if model_type is None and os.path.isfile(os.path.join(path, "config.json")):
-        model_type = _read_json(os.path.join(path, "config.json")).get("model_type")
+        config_file = os.path.join(path, "config.json")
+        model_type = _read_json_object(config_file).get("model_type")
+        if model_type is not None and not isinstance(model_type, str):
+            raise ValueError(f"{config_file}: field 'model_type' = {model_type!r:.80}: expected a string")
     name = config.get("tokenizer_class")
     if name:
         base = name[:-4] if name.endswith("Fast") else name
@@ -134,8 +167,9 @@ def load_tokenizer(path, model_type: Optional[str] = None, cache_dir=None, revis
     else:
         map_file = os.path.join(path, "special_tokens_map.json")
         if os.path.isfile(map_file):
-            for key, value in _read_json(map_file).items():
-                if key == "additional_special_tokens" and isinstance(value, list):
+            for key, value in _read_json_object(map_file).items():
+                _check_special_entry(map_file, key, value)
+                if key == "additional_special_tokens":
                     for t in value:
                         t = _special_value(t)
                         if str(t) not in [str(a) for a in additional]:
@@ -145,7 +179,7 @@ def load_tokenizer(path, model_type: Optional[str] = None, cache_dir=None, revis
         added_file = os.path.join(path, "added_tokens.json")
         if os.path.isfile(added_file):
             names = {str(v) for v in special.values() if v is not None} | {str(a) for a in additional}
-            for content, index in _read_json(added_file).items():
+            for content, index in _added_tokens(added_file).items():
                 is_special = content in names
                 added_decoder[int(index)] = AddedToken(content, normalized=not is_special, special=is_special)
     # a special token given as a plain string takes the flags of the saved added token of that content

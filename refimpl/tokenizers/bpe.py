@@ -70,6 +70,10 @@ def load_vocab_json(path: str) -> Dict[str, int]:
     vocab = load_json(path, "vocab.json", error=ValueError)  # size bound, nesting depth, UTF-8
     if not isinstance(vocab, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in vocab.values()):
         raise ValueError(f"{path} must be a JSON object mapping token strings to integer ids")
+    for token, index in vocab.items():
+        if not -2 ** 63 <= index < 2 ** 63:  # NumPy's int64 ids (upstream: an OverflowError when encoding)
+            raise ValueError(f"{path}: token {token!r:.80} has id {index}, beyond the 64-bit integers token ids are "
+                             "held in")
     return vocab
 
 
