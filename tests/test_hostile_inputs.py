@@ -98,7 +98,7 @@ def test_any_field_any_value_is_a_clean_error_or_a_working_model(tmp_path, famil
     try:
         load_config(tmp_path)
     except ConfigError as err:
-        assert repr(field) in str(err) or field in ("num_labels", "id2label", "num_hidden_layers", "hidden_size",
+        assert repr(field) in str(err) or f"{field} = {value!r}" in str(err) or field in ("num_labels", "id2label", "num_hidden_layers", "hidden_size",
                                                      "num_attention_heads"), str(err)
     except ValueError as err:  # the family lookup: an unsupported model_type
         assert field == "model_type" and "model_type" in str(err), str(err)
