@@ -1,0 +1,69 @@
+"""How each framework's names become upstream's `named_modules()` names: written once, as data.
+
+One `NameMap` per framework and family (transformers 4.37.2's twins). An adapter joins a framework's own
+path of a layer with "." (Flax: the module path without `__call__`; Keras: the layer names from the model
+down; ONNX: the node scope without its leading "/"), then:
+
+    drop     regexes: names that are no upstream module (dropout layers, layer collections)
+    rename   (regex, replacement, when): applied in order to the joined name
+    layout   (regex of the upstream name, change, when): the framework's layout -> upstream's
+               "rows": [B, T, X] -> [B*T, X]   (OPT's feed-forward runs on rows of [B*T, D])
+               "TBD":  [B, T, D] -> [T, B, D]   (LED's Longformer projections are time-major upstream)
+    alias    (upstream name, source name, when): an upstream module the framework computes without a
+             layer of its own, taken from `source` (OPT's and XGLM's tied lm_head: the logits, the root's
+             output, when no lm_head was captured)
+    inputs   {framework name: upstream name}: upstream's module whose output is this layer's *input*
+             (TF LED adds final_logits_bias in a layer of its own; its input is upstream's lm_head output)
+
+`when` is None (always), "head" (a class with a head: *ForCausalLM, *ForConditionalGeneration), "base"
+(the bare model, whose upstream names lack the main layer's prefix) or a config attribute that must be
+true (OPT's do_layer_norm_before: its final_layer_norm then runs on rows too).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+
+@dataclass(frozen=True)
+class NameMap:
+    drop: Tuple[str, ...] = ()
+    rename: Tuple[Tuple[str, str, object], ...] = ()
+    layout: Tuple[Tuple[str, str, object], ...] = ()
+    alias: Tuple[Tuple[str, str, object], ...] = ()
+    inputs: Tuple[Tuple[str, str], ...] = ()
+
+
+NOT_MODULES = (r"(^|\.)\w*dropout\w*$",   # dropout layers: the identity in eval, no upstream module
+               r"(^|\.)layers$")           # the layer collection: upstream's ModuleList is never called
+TIED_LM_HEAD = (("lm_head", "", "head"),)  # OPT, XGLM: the logits come from the tied embedding
+OPT_ROWS = ((r"\.layers\.\d+\.(fc1|fc2)$", "rows", None),
+            (r"\.layers\.\d+\.final_layer_norm$", "rows", "do_layer_norm_before"))
+
+FLAX: Dict[str, NameMap] = {
+    # FlaxOPTModule / FlaxXGLMModule keep upstream's names below the root, OPT's rows included
+    "opt": NameMap(drop=NOT_MODULES, alias=TIED_LM_HEAD),
+    "xglm": NameMap(drop=NOT_MODULES, alias=TIED_LM_HEAD),
+}
+
+TF: Dict[str, NameMap] = {
+    # TFOPTModel and TFXGLMModel wrap a main layer named "model"; upstream's bare models have no such prefix
+    "opt": NameMap(drop=NOT_MODULES, rename=((r"^model\.", "", "base"),), layout=OPT_ROWS, alias=TIED_LM_HEAD),
+    "xglm": NameMap(drop=NOT_MODULES, rename=((r"^model\.", "", "base"),), alias=TIED_LM_HEAD),
+    # TF LED names its shared embedding "led.shared" inside the main layer "led"; its projections are [B, T, D]
+    "led": NameMap(drop=NOT_MODULES + (r"^final_logits_bias$",),
+                   rename=((r"^led\.led\.shared$", "led.shared", None), (r"^led\.", "", "base")),
+                   layout=((r"longformer_self_attn\.(query|key|value)(_global)?$", "TBD", None),),
+                   inputs=(("final_logits_bias", "lm_head"),)),
+}
+
+# ONNX (torch.onnx.export's TorchScript exporter): node scopes lack the base model's attribute name
+# ("/decoder/layers.0/fc1/Gemm" is model.decoder.layers.0.fc1). The base model's prefix per family, and the
+# base model's children, which get it back; a head's scope (lm_head, cls, qa_outputs, ...) keeps its name.
+ONNX_BASE: Dict[str, Tuple[str, Tuple[str, ...]]] = {
+    "opt": ("model", ("decoder",)),
+    "xglm": ("model", ("embed_tokens", "embed_positions", "layers", "layer_norm")),
+    "led": ("led", ("shared", "encoder", "decoder")),
+    "nezha": ("nezha", ("embeddings", "encoder", "pooler")),
+}
+ONNX: Dict[str, NameMap] = {family: NameMap(drop=NOT_MODULES) for family in ONNX_BASE}
