@@ -335,6 +335,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .dump.onnx_dump import cmd_dump_onnx  # imports onnx only when run
 
     parser = argparse.ArgumentParser(prog="refimpl", description="Pure-NumPy reference transformers (LED, NEZHA, XGLM, OPT).",
                                      formatter_class=HelpFormatter)
@@ -390,6 +391,15 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the table")
     diff.add_argument("--plot", metavar="OUT.png", help="error and noise floor along the execution order")
     diff.set_defaults(func=cmd_diff)
+
+    dump_onnx = commands.add_parser("dump-onnx", help="an ONNX export's module outputs in ONNX Runtime, for diff --against",
+                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    dump_onnx.add_argument("model", metavar="MODEL.onnx", help="exported from upstream with torch.onnx.export(dynamo=False)")
+    dump_onnx.add_argument("--inputs", required=True, help="INPUTS.npz: the graph's input arrays by name")
+    dump_onnx.add_argument("-o", "--output", required=True, help="DUMP (.safetensors or .npz)")
+    dump_onnx.add_argument("--optimization", choices=["none", "all"], default="none",
+                           help="ONNX Runtime's graph optimisations (all: ORT_ENABLE_ALL, with fusions)")
+    dump_onnx.set_defaults(func=cmd_dump_onnx)
 
     inspect = commands.add_parser("inspect", help="every traced module with its output shape, parameters and FLOPs",
                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -67,3 +67,5 @@ ONNX_BASE: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "nezha": ("nezha", ("embeddings", "encoder", "pooler")),
 }
 ONNX: Dict[str, NameMap] = {family: NameMap(drop=NOT_MODULES) for family in ONNX_BASE}
+# LED's encoder and decoder call the shared embedding under their own scopes ("encoder/shared", "shared_1")
+ONNX["led"] = NameMap(drop=NOT_MODULES, rename=((r"^(led\.)?(encoder|decoder)\.shared(_\d+)?$", r"\1shared", None),))
