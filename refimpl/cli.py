@@ -52,6 +52,14 @@ EXIT_STATUS = """exit status:
   130  interrupted (SIGINT/SIGTERM): the records written are complete; the resume command is printed"""
 
 
+DIFF_EXIT_STATUS = """exit status:
+  0    agree: every compared tensor is within its float32 noise, and the comparison is complete
+  1    diverge: some tensor diverges (the first one is named)
+  2    usage or input error (bad options, unreadable model, inputs or dump): a one-line message on stderr
+  3    incomplete: the model's final output (the root module) was not compared, or fewer than half of the
+       traced modules were; never reported as agreement (coverage and missing names are printed)"""
+
+
 def score_job(args):
     from .batch import ScoreJob
 
@@ -202,8 +210,8 @@ def _finite_or_none(value):
 
 
 def cmd_diff(args) -> int:
-    """Run the checkpoint under a trace and compare with another implementation's dump: 0 when nothing
-    diverges beyond noise, 1 when something does (refimpl/compare.py)."""
+    """Run the checkpoint under a trace and compare with another implementation's dump; the exit code
+    is the verdict's (DIFF_EXIT_STATUS; refimpl/compare.py). The masks are taken from the inputs."""
     import refimpl
 
     from .compare import compare, trace_model
@@ -217,14 +225,15 @@ def cmd_diff(args) -> int:
         reference, noise = trace_model(model, inputs, noise_model)
     except TypeError as err:  # an array name the forward does not take
         raise ValueError(f"--inputs: {err}") from None
-    report = compare(reference, dump, noise)
+    report = compare(reference, dump, noise, attention_mask=inputs.get("attention_mask"), padding=args.padding,
+                     decoder_attention_mask=inputs.get("decoder_attention_mask"))
     if args.json:
         print(json.dumps(_finite_or_none(report.to_json())))
     else:
         print(report.table())
     if args.plot:
         plot_comparison(report, args.plot)
-    return 1 if report.first_divergence is not None else 0
+    return report.exit_code
 
 
 def plot_comparison(report, path) -> None:  # error and noise floor along the execution order
@@ -381,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
 
     diff = commands.add_parser("diff", help="find where another implementation's intermediates part ways with refimpl",
-                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                               formatter_class=HelpFormatter, epilog=DIFF_EXIT_STATUS)
     diff.add_argument("--model", required=True, help="checkpoint directory")
     diff.add_argument("--architecture", default=None, help="upstream class (default: from config.json)")
     diff.add_argument("--inputs", required=True, help="INPUTS.npz: the forward's keyword arrays by upstream name")
@@ -390,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="refimpl's dtype")
     diff.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the table")
     diff.add_argument("--plot", metavar="OUT.png", help="error and noise floor along the execution order")
+    diff.add_argument("--padding", choices=["lenient", "strict"], default="lenient",
+                      help="lenient: differences only at padded positions (attention_mask 0) are reported, not "
+                           "counted as divergence; strict: they count")
     diff.set_defaults(func=cmd_diff)
 
     dump_onnx = commands.add_parser("dump-onnx", help="an ONNX export's module outputs in ONNX Runtime, for diff --against",

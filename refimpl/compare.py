@@ -2,7 +2,8 @@
 
     from refimpl.compare import compare, trace_model
     reference, noise = trace_model(model, inputs)           # refimpl float64 trace + its float32 noise
-    report = compare(reference, their_dump, noise)          # their_dump: {upstream module name: array}
+    report = compare(reference, their_dump, noise, attention_mask=inputs.get("attention_mask"))
+    report.verdict, report.exit_code                        # "agree" 0 | "diverge" 1 | "incomplete" 3
     report.first_divergence                                 # the first module past its noise floor, or None
 
 Errors are normwise, as in the golden tests: `max|candidate - reference| / max|reference|` over the
@@ -11,11 +12,50 @@ same inputs (the rounding a correct float32 implementation may show there; it gr
 diverges when its error exceeds MARGIN times its noise floor, and at least FLOOR (a relative error below
 FLOOR is float32 rounding wherever it stands). The first divergence, in the reference's execution order,
 names the module where the other implementation goes wrong; what follows it inherits the error.
+
+The verdict never claims more than was compared:
+- Coverage. The expected modules are the reference's traced modules (internals, "<module>#<what>", are
+  compared when the candidate has them but are never expected). "incomplete" (exit 3) when the final
+  output (the root module "" unless `final` names another) was not compared, or fewer than half of the
+  expected modules were -- whatever the compared ones say. Otherwise "diverge" (exit 1) when a tensor
+  diverges, else "agree" (exit 0).
+- Layout. A candidate whose shape is a permutation of the reference's is compared in the axis order
+  that maps it onto the reference (`np.transpose(candidate, perm)`; reported as "transposed (1, 0, 2)").
+  When several axis orders fit the shape (equal sizes), the one with the smallest error is taken and the
+  note says so. When the shapes are equal the candidate is compared as it is (a note says when another
+  axis order of the same shape would agree). Any other shape is a shape mismatch, which diverges: a
+  reshape is never applied.
+- Padding. With `attention_mask` ([B, T], 1 = attended; NEZHA's multiple choice [B, C, T] counts as
+  B*C rows) every tensor's error is also split into its attended and padded elements. A position is
+  padded when its row's mask is 0 there; the positions past T of a stack that pads its input (LED's
+  encoder, to a multiple of its attention window) are padded too. In a tensor, the axes are found in
+  the reference's layout (the candidate is transposed first), by their sizes:
+      [B, T, ...]  hidden states, projections, logits, start/end logits: the position axis T
+      [T, B, ...]  LED's Longformer projections
+      [B*T, ...]   rows of all positions (OPT's pre-LN feed-forward)
+      [B, H, T, S] attention scores/probabilities: an element is padded when its query position T or
+                   its key position S is (a padded key is masked out of every attended query's softmax,
+                   so what a port puts there -- PyTorch's float32 minimum, TF's -1e8 -- never reaches an
+                   attended position); LED's #local_probs [B, H, T, band]: the query only; #global_probs
+                   [B, H, X, T]: the key only; a score the reference masks out (below MASKED: the
+                   causal mask's future keys) counts with the padded elements too
+  and anything else -- pooled outputs [B, D], classification logits [B, L], NEZHA's relative-position
+  table [T, T, d] -- is compared whole (it has no padded position of its own). In an encoder-decoder
+  model (LED) the decoder has its own length: decoder tensors follow `decoder_attention_mask` when it is
+  given and are all attended otherwise; the encoder's tensors (and the cross-attention's keys and values,
+  projected from the encoder's output) follow `attention_mask`. The cross-attention keys and values of a
+  decoder-only model (XGLM's, NEZHA's as a decoder: from `encoder_hidden_states`) are compared whole.
+  Under padding="lenient" (the default) a tensor diverges only when its attended elements do; one whose
+  error beyond tolerance is confined to padded elements is reported with `padding_only` and the size of
+  its padded error. Under padding="strict" the whole tensor counts. Each part's relative error is
+  against its own max |reference|; the noise floor is the whole tensor's.
 """
 from __future__ import annotations
 
+import itertools
+from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -23,17 +63,26 @@ from .trace import tracing
 
 MARGIN = 10.0   # how many noise floors an error may reach before it is a divergence
 FLOOR = 1e-6    # relative errors below this are never divergences (a few float32 roundings)
+PADDING = ("lenient", "strict")
+MASKED = -1e30  # an attention score below this was masked out (refimpl adds its dtype's minimum)
+EXIT_CODES = {"agree": 0, "diverge": 1, "incomplete": 3}
 
 
 @dataclass
 class TensorReport:
     name: str                 # the upstream module name ("" is the root module)
     shape: tuple              # the reference's shape
-    max_abs: float            # max |candidate - reference|
+    max_abs: float            # max |candidate - reference| over the whole tensor
     max_rel: float            # max_abs / max |reference|
     noise: Optional[float]    # the float32 noise floor (relative), when known
     diverges: bool
-    note: str = ""            # e.g. "reshaped from (10, 12)", "shape (3, 4) vs (2, 5)"
+    note: str = ""            # e.g. "shape (3, 4) vs reference (2, 6)"
+    layout: str = ""          # "" or "transposed (1, 0, 2)": the axis order the candidate was compared in
+    max_abs_attended: Optional[float] = None  # with an attention mask: the error at attended elements
+    max_rel_attended: Optional[float] = None
+    max_abs_padded: Optional[float] = None    # ... and at padded ones (None: the tensor has none)
+    max_rel_padded: Optional[float] = None
+    padding_only: bool = False  # the error beyond tolerance is confined to padded elements
 
 
 @dataclass
@@ -41,25 +90,59 @@ class Comparison:
     tensors: List[TensorReport]
     first_divergence: Optional[TensorReport]
     missing: Dict[str, List[str]] = field(default_factory=dict)  # names on one side only
+    coverage: dict = field(default_factory=dict)  # {"compared", "expected", "fraction", "final_output",
+    verdict: str = "incomplete"                    #  "final_output_compared"}
+    exit_code: int = EXIT_CODES["incomplete"]
 
     def to_json(self) -> dict:
-        return {"first_divergence": None if self.first_divergence is None else asdict(self.first_divergence),
+        return {"verdict": self.verdict, "exit_code": self.exit_code, "coverage": self.coverage,
+                "first_divergence": None if self.first_divergence is None else asdict(self.first_divergence),
                 "tensors": [asdict(t) for t in self.tensors], "missing": self.missing}
 
+    def summary(self) -> str:
+        """The verdict in words, with what it rests on."""
+        c = self.coverage
+        final = c["final_output"] or "<root>"
+        covered = (f"compared {c['compared']} of {c['expected']} traced modules ({100 * c['fraction']:.0f}%), "
+                   f"final output {final} {'compared' if c['final_output_compared'] else 'NOT compared'}")
+        padded = [t for t in self.tensors if t.padding_only and not t.diverges]
+        if self.verdict == "incomplete":
+            why = ("the final output was not compared" if not c["final_output_compared"] else
+                   "fewer than half of the traced modules were compared")
+            found = ("" if self.first_divergence is None else
+                     f"; among what was compared, first divergence: {self.first_divergence.name or '<root>'}")
+            text = f"verdict: incomplete (exit 3): {why}; nothing is claimed about the rest{found}"
+        elif self.verdict == "diverge":
+            text = f"verdict: diverge (exit 1): first divergence: {self.first_divergence.name or '<root>'}"
+        else:
+            text = "verdict: agree (exit 0): no divergence beyond noise"
+        if padded:
+            largest = max(t.max_rel_padded for t in padded)
+            text += (f"\n{len(padded)} tensor(s) differ beyond noise only at padded positions (not counted under "
+                     f"padding 'lenient'), the first {padded[0].name or '<root>'}, the largest {largest:.2e} relative")
+        return f"{text}\ncoverage: {covered}"
+
     def table(self) -> str:
-        """A readable report: one line per tensor, the first divergence marked, then what is missing."""
-        lines = [f"{'module':<60} {'shape':<18} {'max abs':>10} {'max rel':>10} {'noise':>10}"]
+        """A readable report: one line per tensor, the first divergence marked, then what is missing and
+        the verdict."""
+        split = any(t.max_rel_attended is not None for t in self.tensors)
+        lines = [f"{'module':<60} {'shape':<18} {'max abs':>10} {'max rel':>10} {'noise':>10}"
+                 + (f" {'attended':>10} {'padded':>10}" if split else "")]
         for t in self.tensors:
             mark = "  <-- first divergence" if t is self.first_divergence else ("  diverges" if t.diverges else "")
-            noise = "-" if t.noise is None else f"{t.noise:.2e}"
-            lines.append(f"{t.name or '<root>':<60} {str(t.shape):<18} {t.max_abs:>10.2e} {t.max_rel:>10.2e} "
-                         f"{noise:>10}{mark}{'  ' + t.note if t.note else ''}")
+            mark += "  padding only" if t.padding_only else ""
+            cells = [_cell(t.max_abs), _cell(t.max_rel), _cell(t.noise)]
+            cells += [_cell(t.max_rel_attended), _cell(t.max_rel_padded)] if split else []
+            notes = "".join(f"  {x}" for x in (t.layout, t.note) if x)
+            lines.append(f"{t.name or '<root>':<60} {str(t.shape):<18} {' '.join(cells)}{mark}{notes}")
         for side, names in self.missing.items():
             if names:
                 lines.append(f"{len(names)} name(s) {side.replace('_', ' ')}: {', '.join(n or '<root>' for n in names)}")
-        verdict = ("no divergence beyond noise" if self.first_divergence is None else
-                   f"first divergence: {self.first_divergence.name or '<root>'}")
-        return "\n".join(lines + [verdict])
+        return "\n".join(lines + [self.summary()])
+
+
+def _cell(value) -> str:
+    return f"{'-':>10}" if value is None else f"{value:>10.2e}"
 
 
 def relative_error(candidate: np.ndarray, reference: np.ndarray):  # -> (max abs, max rel), normwise
@@ -82,32 +165,209 @@ def _numeric(value, name):  # -> a float64 ndarray, or a clear error naming the 
         raise ValueError(f"candidate[{name!r}] is not a numeric array (got {type(value).__name__})") from None
 
 
-def compare(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
-            noise: Optional[Mapping[str, float]] = None, margin: float = MARGIN, floor: float = FLOOR) -> Comparison:
-    """Compare two {module name: array} dicts tensor by tensor, in the reference's order."""
-    noise = noise or {}
-    tensors, first = [], None
-    for name, ref in reference.items():
-        if name not in candidate:
+# ---------------------------------------------------------------- layout: which axis order to compare in
+
+def axis_orders(shape: tuple, reference_shape: tuple) -> List[tuple]:
+    """Every permutation `perm` with np.transpose(candidate, perm).shape == reference_shape."""
+    if len(shape) != len(reference_shape) or sorted(shape) != sorted(reference_shape):
+        return []
+    return [perm for perm in itertools.permutations(range(len(shape)))
+            if all(shape[p] == n for p, n in zip(perm, reference_shape))]
+
+
+# ---------------------------------------------------------------- padding: which elements are padded
+
+@dataclass
+class Rows:
+    """One stack's positions: `padded` [R, L] (True where the mask is 0) and the stack's padded length
+    (LED's encoder: L rounded up to its window; the positions past L are padded)."""
+    padded: np.ndarray
+    length: int
+
+    def at(self, size: int) -> Optional[np.ndarray]:  # -> [R, size] padded positions, or None
+        R, L = self.padded.shape
+        if size == L:
+            return self.padded
+        if size == self.length > L:
+            return np.concatenate([self.padded, np.ones((R, size - L), bool)], axis=1)
+        return None
+
+
+def mask_rows(mask, name: str) -> Rows:  # a 0/1 mask [B, T] (or [B, C, T]) -> Rows, or a clear error
+    m = np.asarray(mask)
+    if m.ndim not in (2, 3) or m.size == 0 or m.dtype.kind not in "biuf" or not np.isin(m, (0, 1)).all():
+        raise ValueError(f"{name} must be a [batch, length] array of 0/1 (1 = attended), got "
+                         f"{m.dtype} of shape {m.shape}")
+    m = m.reshape(-1, m.shape[-1])  # [R, L]: NEZHA's multiple choice runs B*C rows
+    return Rows(m == 0, m.shape[1])
+
+
+def padded_elements(shape: tuple, queries: Optional[Rows], keys: Optional[Rows] = None,
+                    kind: str = "") -> Optional[np.ndarray]:
+    """-> bool [shape], True at padded elements; None when the tensor has no (rows, positions) axes.
+    `queries` gives the positions of the tensor's own length axis, `keys` those of an attention's key
+    axis; `kind` is the internal's name ("probs", "local_probs", ...) or "" for a module output."""
+    rows = queries if queries is not None else keys
+    if rows is None or len(shape) == 0:
+        return None
+    R = rows.padded.shape[0]
+    if len(shape) == 4 and shape[0] == R and kind:      # attention internals [B, H, T, S]
+        axes = [] if kind == "global_probs" or queries is None else [(2, queries)]
+        axes += [] if kind == "local_probs" or keys is None else [(3, keys)]
+        return _spread(shape, 0, axes)
+    if queries is None:
+        return None
+    for batch, position in ((0, 1), (1, 0)):            # [B, T, ...], then [T, B, ...]
+        if len(shape) >= 2 and shape[batch] == R and queries.at(shape[position]) is not None:
+            return _spread(shape, batch, [(position, queries)])
+    L = queries.padded.shape[1]
+    if shape[0] == R * L:                               # [B*T, ...] rows
+        flat = queries.padded.reshape((-1,) + (1,) * (len(shape) - 1))
+        return np.broadcast_to(flat, shape)
+    return None
+
+
+def _spread(shape, batch: int, axes) -> Optional[np.ndarray]:  # OR of [R, n] position masks on (batch, axis)
+    out = None
+    for axis, rows in axes:
+        positions = rows.at(shape[axis])
+        if positions is None:
             continue
-        ref, cand, note = np.asarray(ref), _numeric(candidate[name], name), ""
-        if cand.shape != ref.shape:
-            if cand.size != ref.size:
-                report = TensorReport(name, ref.shape, float("inf"), float("inf"), noise.get(name), True,
-                                      f"shape {cand.shape}, reference {ref.shape}")
-                tensors.append(report)
-                first = first or report
-                continue
-            note, cand = f"reshaped from {cand.shape}", cand.reshape(ref.shape)
-        max_abs, max_rel = relative_error(cand, ref)
-        tolerance = max(margin * noise.get(name, 0.0), floor)
-        report = TensorReport(name, ref.shape, max_abs, max_rel, noise.get(name), bool(max_rel > tolerance), note)
-        tensors.append(report)
-        if report.diverges and first is None:
-            first = report
-    missing = {"only_in_reference": [n for n in reference if n not in candidate],
+        view = [1] * len(shape)
+        view[batch], view[axis] = shape[batch], shape[axis]
+        part = (positions if batch < axis else positions.T).reshape(view)
+        out = part if out is None else out | part
+    return None if out is None else np.broadcast_to(out, shape)
+
+
+class Padding:
+    """Which rows (attention_mask, decoder_attention_mask) govern each traced tensor of one reference."""
+
+    def __init__(self, reference: Mapping, attention_mask, decoder_attention_mask=None):
+        self.main = mask_rows(attention_mask, "attention_mask")
+        self.decoder = (None if decoder_attention_mask is None else
+                        mask_rows(decoder_attention_mask, "decoder_attention_mask"))
+        stacks = {s[i - 1] for s in map(_segments, reference) for i in range(1, len(s)) if s[i] in ("layers", "layer")}
+        self.encoder_decoder = {"encoder", "decoder"} <= stacks  # LED: encoder.layers and decoder.layers
+        if self.encoder_decoder:  # the encoder's padded length: what its [B, T', D] tensors most often have
+            R, L = self.main.padded.shape
+            lengths = Counter(np.shape(v)[1] for n, v in reference.items() if self._side(n) == "encoder"
+                              and "#" not in n and np.ndim(v) == 3 and np.shape(v)[0] == R and np.shape(v)[1] >= L)
+            if lengths:
+                self.main.length = lengths.most_common(1)[0][0]
+
+    def _side(self, name: str) -> str:  # "encoder" | "decoder" | "main" | "external"
+        s = _segments(name)
+        cross_kv = _cross(s) and s[-1] in ("k_proj", "v_proj", "key", "value")
+        if not self.encoder_decoder:
+            return "external" if cross_kv else "main"
+        return "encoder" if "encoder" in s or s[-1:] == ["shared"] or cross_kv else "decoder"
+
+    def elements(self, name: str, shape: tuple) -> Optional[np.ndarray]:
+        rows = {"encoder": self.main, "main": self.main, "decoder": self.decoder, "external": None}
+        kind = name.split("#")[1] if "#" in name else ""
+        side = self._side(name)
+        queries = rows[side]
+        cross = _cross(_segments(name))
+        keys = self.main if cross and self.encoder_decoder else None if cross else queries
+        return padded_elements(shape, queries, keys, kind)
+
+
+def _segments(name: str) -> List[str]:
+    return name.split("#")[0].split(".")
+
+
+def _cross(segments: List[str]) -> bool:  # inside a cross-attention (BART-style or NEZHA's as a decoder)
+    return "encoder_attn" in segments or "crossattention" in segments
+
+
+# ---------------------------------------------------------------- one tensor, then the whole comparison
+
+def _errors(candidate, reference, padded) -> dict:  # the whole, attended and padded (abs, rel) errors
+    whole = relative_error(candidate, reference)
+    if padded is None:
+        return {"whole": whole, "attended": None, "padded": None}
+    parts = {}
+    for key, where in (("attended", ~padded), ("padded", padded)):
+        parts[key] = relative_error(candidate[where], reference[where]) if where.any() else None
+    return {"whole": whole, **parts}
+
+
+def compare_tensor(name, reference, candidate, noise, tolerance, padding: Optional[Padding], strict: bool):
+    """-> a TensorReport of one tensor (the candidate in the axis order that fits, split by padding)."""
+    ref, cand = np.asarray(reference, np.float64), _numeric(candidate, name)
+    padded = None if padding is None else padding.elements(name, ref.shape)
+    if padded is not None and name.endswith("#scores"):  # a masked-out score's value is a convention
+        padded = padded | (ref < MASKED)
+
+    def deciding(errors):  # the relative error the verdict rests on
+        if strict or errors["attended"] is None and errors["padded"] is None:
+            return errors["whole"][1]
+        return 0.0 if errors["attended"] is None else errors["attended"][1]
+
+    orders = [None] if cand.shape == ref.shape else axis_orders(cand.shape, ref.shape)
+    if not orders:
+        same_size = " (same size: a reshape is never applied)" if cand.size == ref.size else ""
+        inf = float("inf")
+        return TensorReport(name, ref.shape, inf, inf, noise, True,
+                            f"shape {cand.shape}, reference {ref.shape}{same_size}")
+    tried = [(perm, _errors(cand if perm is None else np.transpose(cand, perm), ref, padded)) for perm in orders]
+    perm, errors = min(tried, key=lambda t: deciding(t[1]))
+    note = (f"{len(orders)} axis orders fit the shape; {perm} has the smallest error" if len(orders) > 1 else "")
+    diverges = bool(deciding(errors) > tolerance)
+    if perm is None and diverges:
+        note = _other_order_note(cand, ref, padded, tolerance, deciding)
+    report = TensorReport(name, ref.shape, *errors["whole"], noise, diverges, note,
+                          "" if perm is None else f"transposed {perm}")
+    for key in ("attended", "padded"):
+        if errors[key] is not None:
+            setattr(report, f"max_abs_{key}", errors[key][0])
+            setattr(report, f"max_rel_{key}", errors[key][1])
+    if padded is not None and errors["attended"] is None:  # every element padded
+        report.max_abs_attended = report.max_rel_attended = 0.0
+    if padded is not None and errors["padded"] is None:   # no element padded
+        report.max_abs_padded = report.max_rel_padded = 0.0
+    report.padding_only = bool(padded is not None and errors["whole"][1] > tolerance
+                               and (errors["attended"] is None or errors["attended"][1] <= tolerance))
+    return report
+
+
+def _other_order_note(cand, ref, padded, tolerance, deciding) -> str:
+    """Equal shapes that diverge: would another axis order of the same shape agree? (say so, never apply)"""
+    for perm in axis_orders(cand.shape, ref.shape)[1:]:
+        if deciding(_errors(np.transpose(cand, perm), ref, padded)) <= tolerance:
+            return f"would agree transposed {perm} (an axis order of the same shape)"
+    return ""
+
+
+def compare(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
+            noise: Optional[Mapping[str, float]] = None, margin: float = MARGIN, floor: float = FLOOR, *,
+            attention_mask=None, padding: str = "lenient", final: Optional[str] = None,
+            decoder_attention_mask=None) -> Comparison:
+    """Compare two {module name: array} dicts tensor by tensor, in the reference's order, and give the
+    verdict with its coverage (see the module docstring for the rules)."""
+    if padding not in PADDING:
+        raise ValueError(f"padding must be one of {PADDING}, got {padding!r}")
+    noise = noise or {}
+    final = "" if final is None else final
+    mask = None if attention_mask is None else Padding(reference, attention_mask, decoder_attention_mask)
+    tensors = []
+    for name, ref in reference.items():
+        if name in candidate:
+            tolerance = max(margin * noise.get(name, 0.0), floor)
+            tensors.append(compare_tensor(name, ref, candidate[name], noise.get(name), tolerance, mask,
+                                          padding == "strict"))
+    first = next((t for t in tensors if t.diverges), None)
+    expected = [n for n in reference if "#" not in n]
+    compared = sum(1 for n in expected if n in candidate)
+    coverage = {"compared": compared, "expected": len(expected),
+                "fraction": compared / len(expected) if expected else 0.0,
+                "final_output": final, "final_output_compared": final in reference and final in candidate}
+    verdict = ("incomplete" if not coverage["final_output_compared"] or 2 * compared < len(expected) else
+               "diverge" if first is not None else "agree")
+    missing = {"only_in_reference": [n for n in expected if n not in candidate],
                "only_in_candidate": [n for n in candidate if n not in reference]}
-    return Comparison(tensors, first, missing)
+    return Comparison(tensors, first, missing, coverage, verdict, EXIT_CODES[verdict])
 
 
 def trace_model(model, inputs: Mapping, noise_model=None):  # -> (trace {name: array}, noise {name: relative})

@@ -83,8 +83,10 @@ def test_compare_finds_the_first_divergence_and_reports_everything():
     assert small.first_divergence is None, "below FLOOR is never a divergence"
     noisy = compare(reference, {"emb": reference["emb"] * (1 + 5e-6)}, {"emb": 1e-5 / MARGIN})
     assert noisy.first_divergence is None, "within MARGIN noise floors"
-    reshaped = compare(reference, {"emb": reference["emb"].reshape(3, 2)})
-    assert reshaped.first_divergence is None and "reshaped" in reshaped.tensors[0].note
+    reshaped = compare(reference, {"emb": reference["emb"].reshape(3, 2)})  # a reshape is not a layout
+    assert reshaped.first_divergence.name == "emb" and reshaped.tensors[0].layout == "transposed (1, 0)"
+    transposed = compare(reference, {"emb": reference["emb"].T})
+    assert transposed.first_divergence is None and transposed.tensors[0].layout == "transposed (1, 0)"
     wrong = compare(reference, {"emb": np.zeros(7)})
     assert wrong.first_divergence.name == "emb" and "shape" in wrong.first_divergence.note
     nan = compare(reference, {"emb": np.where(reference["emb"] > 0, np.nan, reference["emb"])})
