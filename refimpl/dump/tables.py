@@ -46,13 +46,15 @@ FLAX: Dict[str, NameMap] = {
     "xglm": NameMap(drop=NOT_MODULES, alias=TIED_LM_HEAD),
 }
 
+# TFOPTModel and TFXGLMModel wrap a main layer named "model" (its output is the root's); upstream's bare
+# models have no such prefix
+BARE_MODEL = ((r"^model$", "", "base"), (r"^model\.", "", "base"))
 TF: Dict[str, NameMap] = {
-    # TFOPTModel and TFXGLMModel wrap a main layer named "model"; upstream's bare models have no such prefix
-    "opt": NameMap(drop=NOT_MODULES, rename=((r"^model\.", "", "base"),), layout=OPT_ROWS, alias=TIED_LM_HEAD),
-    "xglm": NameMap(drop=NOT_MODULES, rename=((r"^model\.", "", "base"),), alias=TIED_LM_HEAD),
+    "opt": NameMap(drop=NOT_MODULES, rename=BARE_MODEL, layout=OPT_ROWS, alias=TIED_LM_HEAD),
+    "xglm": NameMap(drop=NOT_MODULES, rename=BARE_MODEL, alias=TIED_LM_HEAD),
     # TF LED names its shared embedding "led.shared" inside the main layer "led"; its projections are [B, T, D]
     "led": NameMap(drop=NOT_MODULES + (r"^final_logits_bias$",),
-                   rename=((r"^led\.led\.shared$", "led.shared", None), (r"^led\.", "", "base")),
+                   rename=((r"^led\.led\.shared$", "led.shared", None), (r"^led$", "", "base"), (r"^led\.", "", "base")),
                    layout=((r"longformer_self_attn\.(query|key|value)(_global)?$", "TBD", None),),
                    inputs=(("final_logits_bias", "lm_head"),)),
 }
