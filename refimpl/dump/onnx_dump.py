@@ -6,10 +6,9 @@
     refimpl dump-onnx model.onnx --inputs IN.npz -o DUMP.safetensors [--optimization all]
 
 Written for upstream models of the four families exported with torch.onnx.export's TorchScript exporter
-(`dynamo=False`), whose node names carry the module scope: "/decoder/layers.0/fc1/Gemm" is a node of
-upstream's model.decoder.layers.0.fc1 (the base model's attribute name, "model." here, is missing from the
-scopes: tables.ONNX_BASE puts it back for each family, when the export's weights carry it). Imports onnx and
-onnxruntime only when called.
+(`dynamo=False`), whose node names carry the module scope: "/led/encoder/layers.0/fc1/Gemm" is a node of
+upstream's led.encoder.layers.0.fc1 (OPT's and XGLM's scopes lack the base model's "model.": tables.ONNX_BASE
+puts it back when the export's weights carry it). Imports onnx and onnxruntime only when called.
 
 A module's output is the tensor a node inside its scope makes and a node outside it (or the graph's output)
 uses -- the last such float tensor, which skips the key/value caches a layer also hands out. Those tensors
@@ -23,6 +22,7 @@ outputs to the graph's outputs under upstream's module names and read them with 
 from __future__ import annotations
 
 import importlib
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Union
@@ -66,20 +66,23 @@ def dump_onnx(onnx_path: Union[str, Path], inputs: Mapping, path: Optional[Union
     for scope, tensor in outputs.items():
         raw[upstream_name(scope, family, prefix)] = values[tensor]
     raw = {name: np.asarray(value, dtype=np.float64) for name, value in raw.items()}
-    return finish(to_upstream(raw, ONNX[family or "opt"], {}), path)
+    return finish(to_upstream(raw, ONNX[family], {}), path)
 
 
-def base_of(graph):  # -> (family, its base model prefix) when the weights' names carry it, else (None, "")
+def base_of(graph):  # -> (family, the prefix its scopes lack or ""), from the node scopes and weight names
+    scopes = {".".join(node_scope(node.name)) for node in graph.node}
     names = [t.name for t in graph.initializer] + [o for node in graph.node for o in node.output]
-    scopes = {node.name.split("/")[1] for node in graph.node if node.name.startswith("/") and node.name.count("/") > 1}
-    for family, (prefix, children) in ONNX_BASE.items():
-        if scopes & set(children) and any(name.startswith(prefix + ".") for name in names):
-            return family, prefix
-    return None, ""
+    for family, (signature, prefix, _children) in ONNX_BASE.items():
+        if any(re.search(signature, scope) for scope in scopes):
+            carried = any(name.startswith(prefix + ".") for name in names)
+            in_scopes = any(scope.split(".")[0] == prefix for scope in scopes)
+            return family, prefix if carried and not in_scopes else ""
+    raise ValueError("the ONNX graph's node names carry no module scopes of OPT, XGLM, LED or NEZHA (export with "
+                     "torch.onnx.export(..., dynamo=False) from the upstream model)")
 
 
-def upstream_name(scope: str, family: Optional[str], prefix: str) -> str:  # "decoder.layers.0" -> "model.decoder.layers.0"
-    if family is not None and scope.split(".")[0] in ONNX_BASE[family][1]:
+def upstream_name(scope: str, family: str, prefix: str) -> str:  # "decoder.layers.0" -> "model.decoder.layers.0"
+    if prefix and scope.split(".")[0] in ONNX_BASE[family][2]:
         return f"{prefix}.{scope}"
     return scope
 

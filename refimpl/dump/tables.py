@@ -59,14 +59,16 @@ TF: Dict[str, NameMap] = {
                    inputs=(("final_logits_bias", "lm_head"),)),
 }
 
-# ONNX (torch.onnx.export's TorchScript exporter): node scopes lack the base model's attribute name
-# ("/decoder/layers.0/fc1/Gemm" is model.decoder.layers.0.fc1). The base model's prefix per family, and the
-# base model's children, which get it back; a head's scope (lm_head, cls, qa_outputs, ...) keeps its name.
-ONNX_BASE: Dict[str, Tuple[str, Tuple[str, ...]]] = {
-    "opt": ("model", ("decoder",)),
-    "xglm": ("model", ("embed_tokens", "embed_positions", "layers", "layer_norm")),
-    "led": ("led", ("shared", "encoder", "decoder")),
-    "nezha": ("nezha", ("embeddings", "encoder", "pooler")),
+# ONNX (torch.onnx.export's TorchScript exporter): a node's scope is its module path ("/led/encoder/layers.0/
+# fc1/Gemm"), except that OPT's and XGLM's exports drop the base model's attribute name ("/decoder/layers.0/
+# fc1/Gemm" is model.decoder.layers.0.fc1). Per family, in the order tried: a regex that only its scopes match,
+# the base model's prefix, and the base model's children, which get the prefix back when the export's weights
+# carry it (a head's scope -- lm_head, cls, qa_outputs -- keeps its name).
+ONNX_BASE: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
+    "led": (r"\.longformer_self_attn(\.|$)", "led", ("shared", "encoder", "decoder")),
+    "nezha": (r"(^|\.)embeddings\.word_embeddings$", "nezha", ("embeddings", "encoder", "pooler")),
+    "opt": (r"(^|\.)decoder\.layers\.\d+\.self_attn$", "model", ("decoder",)),
+    "xglm": (r"(^|\.)layers\.\d+\.self_attn$", "model", ("embed_tokens", "embed_positions", "layers", "layer_norm")),
 }
 ONNX: Dict[str, NameMap] = {family: NameMap(drop=NOT_MODULES) for family in ONNX_BASE}
 # LED's encoder and decoder call the shared embedding under their own scopes ("encoder/shared", "shared_1")
