@@ -8,9 +8,9 @@ Imports torch only when called (`import refimpl` never does). Plain forward hook
 it is a tensor), from its first call in the forward; the root module under "". Values are stored as
 float64 NumPy arrays in execution order; with `path`, also written as safetensors (or .npz).
 
-The same names from other implementations: JAX/Flax (`nn.Module.sow` or `capture_intermediates=True`,
-keys joined with "."), ONNX Runtime (add the module outputs to the graph's outputs, named after the
-PyTorch modules they come from), C++ (write each tensor under the PyTorch module name it implements).
+The same names from other implementations: refimpl.dump's dump_flax, dump_tf and dump_onnx for
+transformers' Flax and TF models and torch.onnx.export's exports; a C++ or GPU port writes each tensor under
+the PyTorch module name it implements, in upstream's layout, with `save_dump`.
 """
 from __future__ import annotations
 
