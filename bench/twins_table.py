@@ -7,8 +7,9 @@ real token and a decoder prompt), compared with refimpl's float64 trace and its 
     /path/to/venv-with-the-twins-extra/bin/python bench/twins_table.py    # pip install -e ".[upstream,twins]"
 
 Per twin: modules compared / traced, the verdict (lenient and --padding strict), the first divergence, and the
-largest relative error over the compared tensors at attended and at padded positions. Prints a markdown
-table and writes bench/results/twins_table.json.
+largest relative error over the compared tensors at attended and at padded positions; for ONNX also the
+graph's own output against upstream's PyTorch forward (is a divergence the export's, not refimpl's?). Prints
+a markdown table and writes bench/results/twins_table.json.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
-from twins import export_onnx, padded_inputs, reference, save_upstream  # noqa: E402
+from twins import export_onnx, export_vs_upstream, padded_inputs, reference, save_upstream  # noqa: E402
 
 import transformers  # noqa: E402
 
@@ -41,15 +42,15 @@ TWINS = [
      for level in ("none", "all")]
 
 
-def dump_of(framework, architecture, directory, inputs, work):  # -> the twin's dump
+def dump_of(framework, architecture, directory, inputs, work):  # -> (the twin's dump, ONNX: export vs upstream)
     if framework in ("flax", "tf"):
         prefix = "Flax" if framework == "flax" else "TF"
         twin = getattr(transformers, prefix + architecture).from_pretrained(directory, from_pt=True)
-        return dump_flax(twin, inputs) if framework == "flax" else dump_tf(twin, inputs)
+        return (dump_flax(twin, inputs) if framework == "flax" else dump_tf(twin, inputs)), None
     path = work / f"{architecture}.onnx"
     if not path.exists():
         export_onnx(directory, architecture, inputs, path)
-    return dump_onnx(path, inputs, optimization=framework.split("-")[1])
+    return dump_onnx(path, inputs, optimization=framework.split("-")[1]), export_vs_upstream(directory, architecture, inputs, path)
 
 
 def largest(report, field):
@@ -67,7 +68,7 @@ def measure() -> list:
                 save_upstream(config, directory)
             inputs = padded_inputs(config, side)
             ref, noise = reference(directory, architecture, inputs)
-            dump = dump_of(framework, architecture, directory, inputs, work)
+            dump, export_error = dump_of(framework, architecture, directory, inputs, work)
             report = compare(ref, dump, noise, attention_mask=inputs["attention_mask"])
             strict = compare(ref, dump, noise, attention_mask=inputs["attention_mask"], padding="strict")
             rows.append({"twin": label, "class": architecture, "config": config, "padding": side,
@@ -76,7 +77,8 @@ def measure() -> list:
                          "first_divergence": report.first_divergence and report.first_divergence.name,
                          "padding_only": [t.name for t in report.tensors if t.padding_only],
                          "max_rel_attended": largest(report, "max_rel_attended"),
-                         "max_rel_padded": largest(report, "max_rel_padded")})
+                         "max_rel_padded": largest(report, "max_rel_padded"),
+                         "onnx_output_vs_upstream": export_error})
             print(f"{label}: {report.verdict}", file=sys.stderr)
     return rows
 
@@ -86,7 +88,7 @@ def table(rows) -> str:
         return "-" if x is None else f"{x:.1e}"
 
     lines = ["| twin | modules compared / traced | verdict (exit) | --padding strict | largest error, attended | "
-             "largest error, padded |", "|---|---|---|---|---|---|"]
+             "largest error, padded | ONNX output vs upstream's forward |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         verdict = f"{r['verdict']} ({r['exit_code']})"
         if r["first_divergence"] is not None:
@@ -94,7 +96,8 @@ def table(rows) -> str:
         elif r["padding_only"]:
             verdict += f", {len(r['padding_only'])} tensors differ at padded positions only"
         lines.append(f"| {r['twin']} | {r['compared']} / {r['expected']} | {verdict} | {r['strict_verdict']} | "
-                     f"{number(r['max_rel_attended'])} | {number(r['max_rel_padded'])} |")
+                     f"{number(r['max_rel_attended'])} | {number(r['max_rel_padded'])} | "
+                     f"{number(r['onnx_output_vs_upstream'])} |")
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-from twins import export_onnx, padded_inputs, reference, save_upstream, upstream_names  # noqa: E402
+from twins import export_onnx, export_vs_upstream, padded_inputs, reference, save_upstream, upstream_names  # noqa: E402
 
 from refimpl.cli import main  # noqa: E402
 from refimpl.compare import compare  # noqa: E402
@@ -76,17 +76,6 @@ def test_onnx_export_agrees_and_planted_weight_is_named(checkpoints, tmp_path, a
                          attention_mask=inputs["attention_mask"])
         assert report.first_divergence is not None and report.first_divergence.name == planted, \
             f"{case}: planted {planted}\n{report.table()}"
-
-
-def export_vs_upstream(directory, architecture, inputs, path) -> float:  # the graph's first output vs upstream's, relative
-    import onnxruntime
-
-    model = getattr(transformers, architecture).from_pretrained(directory).eval()
-    with torch.no_grad():
-        expected = model(**{k: torch.from_numpy(v) for k, v in inputs.items()})[0].numpy()
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {i.name: inputs[i.name] for i in session.get_inputs()})[0]
-    return float(np.abs(got - expected).max() / np.abs(expected).max())
 
 
 def test_dump_onnx_cli_then_diff(checkpoints, tmp_path, capsys):

@@ -96,3 +96,15 @@ def export_onnx(directory: Path, architecture: str, inputs: dict, path: Path, sc
         torch.onnx.export(model, (), str(path), kwargs={n: torch.from_numpy(inputs[n]) for n in names},
                           input_names=names, dynamo=False, opset_version=17)
     return path
+
+
+def export_vs_upstream(directory: Path, architecture: str, inputs: dict, path: Path) -> float:
+    """The ONNX graph's first output in ONNX Runtime against upstream's own forward: max abs / max |upstream|."""
+    import onnxruntime
+
+    model = getattr(transformers, architecture).from_pretrained(directory).eval()
+    with torch.no_grad():
+        expected = model(**{k: torch.from_numpy(v) for k, v in inputs.items()})[0].numpy()
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {i.name: inputs[i.name] for i in session.get_inputs()})[0]
+    return float(np.abs(got - expected).max() / np.abs(expected).max())
