@@ -39,7 +39,9 @@ TWINS = [
                                         ("XGLM", "XGLMForCausalLM", "xglm-scaled", "left"),
                                         ("NEZHA", "NezhaForMaskedLM", "nezha", "right"),
                                         ("LED", "LEDForConditionalGeneration", "led", "left")]
-     for level in ("none", "all")]
+     for level in ("none", "all")] + [
+    ("ONNX Runtime LED, exported without config.onnx_export", "onnx-none-as_strided", "LEDForConditionalGeneration",
+     "led", "left")]
 
 
 def dump_of(framework, architecture, directory, inputs, work):  # -> (the twin's dump, ONNX: export vs upstream)
@@ -47,9 +49,10 @@ def dump_of(framework, architecture, directory, inputs, work):  # -> (the twin's
         prefix = "Flax" if framework == "flax" else "TF"
         twin = getattr(transformers, prefix + architecture).from_pretrained(directory, from_pt=True)
         return (dump_flax(twin, inputs) if framework == "flax" else dump_tf(twin, inputs)), None
-    path = work / f"{architecture}.onnx"
+    onnx_export = not framework.endswith("as_strided")  # LED's exportable chunking, unless told otherwise
+    path = work / f"{architecture}-{onnx_export}.onnx"
     if not path.exists():
-        export_onnx(directory, architecture, inputs, path)
+        export_onnx(directory, architecture, inputs, path, onnx_export=onnx_export)
     return dump_onnx(path, inputs, optimization=framework.split("-")[1]), export_vs_upstream(directory, architecture, inputs, path)
 
 

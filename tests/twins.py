@@ -84,10 +84,13 @@ def upstream_names(directory: Path, architecture: str) -> set:  # upstream's nam
     return {name for name, _ in getattr(transformers, architecture).from_pretrained(directory).named_modules()}
 
 
-def export_onnx(directory: Path, architecture: str, inputs: dict, path: Path, scale: tuple = None) -> Path:
+def export_onnx(directory: Path, architecture: str, inputs: dict, path: Path, scale: tuple = None,
+                onnx_export: bool = True) -> Path:
     """torch.onnx.export (TorchScript exporter) of the upstream class on these inputs; with
-    scale=(module name, factor), that module's weight is scaled first (a planted bug)."""
+    scale=(module name, factor), that module's weight is scaled first (a planted bug). LED's `onnx_export`
+    config switch picks upstream's exportable chunking (its default as_strided one exports wrongly)."""
     model = getattr(transformers, architecture).from_pretrained(directory).eval()
+    model.config.onnx_export = onnx_export
     if scale is not None:
         with torch.no_grad():
             model.get_submodule(scale[0]).weight.mul_(scale[1])
