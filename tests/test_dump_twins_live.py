@@ -156,9 +156,9 @@ def test_diff_cli_on_tf_opt_left_padded(twin_cache, tmp_path, capsys):
 
 def test_flax_diff_cli_planted(twin_cache, tmp_path, capsys):
     """`refimpl diff` names a Flax XGLM's planted LayerNorm scale, from files."""
+    directory, twin = twin_cache("flax", "FlaxXGLMForCausalLM", "xglm-unscaled")
     from flax.traverse_util import flatten_dict, unflatten_dict
 
-    directory, twin = twin_cache("flax", "FlaxXGLMForCausalLM", "xglm-unscaled")
     inputs = padded_inputs("xglm-unscaled", "left", seed=3)
     np.savez(tmp_path / "in.npz", **inputs)
     flat = dict(flatten_dict(twin.params))
@@ -187,6 +187,7 @@ def test_tf_led_projections_in_either_layout(twin_cache):
 
 
 def test_bad_inputs_are_refused(twin_cache):
+    pytest.importorskip("tensorflow")
     _directory, twin = twin_cache("flax", "FlaxOPTForCausalLM", "opt-preln")
     with pytest.raises(ValueError, match="head_mask"):
         dump_flax(twin, {"input_ids": np.ones((1, 3), np.int64), "head_mask": np.ones((2, 2))})
