@@ -236,6 +236,15 @@ def cmd_diff(args) -> int:
     return report.exit_code
 
 
+def cmd_dump_onnx(args) -> int:
+    """An ONNX export's module outputs, run in ONNX Runtime, as a dump for `diff --against` (refimpl/dump)."""
+    from .dump import dump_onnx
+
+    dump = dump_onnx(args.model, load_arrays(args.inputs, "--inputs"), args.output, args.optimization)
+    print(f"{len(dump)} module outputs written to {args.output}")
+    return 0
+
+
 def plot_comparison(report, path) -> None:  # error and noise floor along the execution order
     try:
         import matplotlib
@@ -344,7 +353,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .dump.onnx_dump import cmd_dump_onnx  # imports onnx only when run
 
     parser = argparse.ArgumentParser(prog="refimpl", description="Pure-NumPy reference transformers (LED, NEZHA, XGLM, OPT).",
                                      formatter_class=HelpFormatter)

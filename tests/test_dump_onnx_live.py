@@ -109,6 +109,8 @@ def test_dump_onnx_refuses_bad_input(checkpoints, tmp_path, capsys):
         dump_onnx(path, {"input_ids": inputs["input_ids"]})
     with pytest.raises(ValueError, match="not inputs of this graph: head_mask"):
         dump_onnx(path, dict(inputs, head_mask=np.ones((2, 2))))
+    with pytest.raises(ValueError, match="could not run the graph"):
+        dump_onnx(path, dict(inputs, input_ids=inputs["input_ids"][:, :, None]))
     with pytest.raises(ValueError, match="optimization"):
         dump_onnx(path, inputs, optimization="fast")
     (tmp_path / "junk.onnx").write_bytes(b"not a model")

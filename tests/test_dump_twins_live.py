@@ -177,6 +177,7 @@ def test_tf_led_projections_in_either_layout(twin_cache):
     inputs = padded_inputs("led", "right", seed=4)
     ref, noise = reference(directory, "LEDForConditionalGeneration", inputs)
     dump = dump_tf(twin, inputs)
+    assert not [n for n, layer in named_layers(twin) if "call" in vars(layer)], "a wrapped call left behind"
     name = "led.encoder.layers.0.self_attn.longformer_self_attn.key"
     assert dump[name].shape == ref[name].shape
     dump[name] = dump[name].transpose(1, 0, 2)  # [B, T, D], as TF computes it

@@ -53,10 +53,10 @@ def dump_onnx(onnx_path: Union[str, Path], inputs: Mapping, path: Optional[Union
         raise ValueError(f"{onnx_path} is not a readable ONNX model: {err}") from None
     graph = model.graph
     family, prefix = base_of(graph)
-    outputs = module_outputs(onnx, model)                        # {scope: tensor name}
+    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}  # types, shapes
+    outputs = module_outputs(graph, inferred)                    # {scope: tensor name}
     first = graph.output[0].name
     known = {o.name for o in graph.output}
-    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
     for tensor in outputs.values():
         if tensor not in known:
             known.add(tensor)
@@ -87,12 +87,10 @@ def upstream_name(scope: str, family: str, prefix: str) -> str:  # "decoder.laye
     return scope
 
 
-def module_outputs(onnx, model) -> Dict[str, str]:
-    """{module scope ("decoder.layers.0.fc1"): the tensor it hands out}, in graph order: the last float
-    tensor made by a node inside the scope and used outside it (or a graph output)."""
-    graph = model.graph
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in list(onnx.shape_inference.infer_shapes(model).graph.value_info) + list(graph.output)}
+def module_outputs(graph, inferred: Mapping) -> Dict[str, str]:
+    """{module scope ("decoder.layers.0.fc1"): the tensor it hands out}: the last float tensor made by a node
+    inside the scope and used outside it (or a graph output). `inferred`: {tensor: its inferred ValueInfo}."""
+    types = {v.name: v.type.tensor_type.elem_type for v in list(inferred.values()) + list(graph.output)}
     scope_of: Dict[str, List[str]] = {}   # tensor -> the scope path of the node making it
     users = defaultdict(list)             # tensor -> scope paths of the nodes using it
     for node in graph.node:
@@ -137,13 +135,7 @@ def run(model, inputs: Mapping, optimization: str) -> Dict[str, np.ndarray]:  # 
     feed = {name: np.asarray(inputs[name]).astype(ORT_TYPES.get(kind, np.asarray(inputs[name]).dtype))
             for name, kind in wanted.items()}
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feed)))
-
-
-def cmd_dump_onnx(args) -> int:
-    """`refimpl dump-onnx MODEL.onnx --inputs IN.npz -o DUMP.safetensors`: the dump for `refimpl diff --against`."""
-    from ..cli import load_arrays
-
-    dump = dump_onnx(args.model, load_arrays(args.inputs, "--inputs"), args.output, args.optimization)
-    print(f"{len(dump)} module outputs written to {args.output}")
-    return 0
+    try:
+        return dict(zip(names, session.run(names, feed)))
+    except Exception as err:  # ONNX Runtime's own error types: wrong ranks, shapes, values
+        raise ValueError(f"ONNX Runtime could not run the graph on these inputs: {err}") from None
