@@ -29,7 +29,7 @@ def test_tf_opt_table_on_a_bare_model():
     raw = {"model.decoder.layers.0.fc1": rows, "model.decoder.layers.0.dropout_1": rows,
            "model.decoder.layers.0.final_layer_norm": rows, "model": rows[..., :4], "": rows[..., :4]}
     dump = to_upstream(raw, TF["opt"], model_context("TFOPTModel", Config(do_layer_norm_before=False)))
-    assert list(dump) == ["decoder.layers.0.fc1", "decoder.layers.0.final_layer_norm", ""]
+    assert list(dump) == ["decoder.layers.0.fc1", "decoder.layers.0.final_layer_norm", ""]  # main layer: the root
     assert dump["decoder.layers.0.fc1"].shape == (6, 5)                  # upstream's [B*T, F] rows
     assert dump["decoder.layers.0.final_layer_norm"].shape == (2, 3, 5)  # post-LN: not on rows upstream
     assert "lm_head" not in dump                                         # a bare model has no head

@@ -63,6 +63,7 @@ def test_onnx_export_agrees_and_planted_weight_is_named(checkpoints, tmp_path, a
         report = compare(ref, dump, noise, attention_mask=inputs["attention_mask"])
         absent = [n for n in report.missing["only_in_reference"] if not re.search(NOT_IN_EXPORT, n)]
         assert not absent, f"{case}: traced modules missing from the dump: {absent}"
+        assert not report.missing["only_in_candidate"], f"not run by upstream: {report.missing['only_in_candidate']}"
         assert report.exit_code == 0, f"{case}: {report.verdict}\n{report.table()}"
         report = compare(ref, dump_onnx(buggy, inputs, optimization=optimization), noise,
                          attention_mask=inputs["attention_mask"])

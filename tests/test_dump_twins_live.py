@@ -93,6 +93,7 @@ def test_twin_agrees_name_for_name(twin_cache, framework, twin_class, config, si
     report = compare(ref, dump, noise, attention_mask=inputs["attention_mask"])
     uncaptured = [n for n in report.missing["only_in_reference"] if not re.search(NOT_CAPTURED, n)]
     assert not uncaptured, f"{twin_class}/{config}: traced modules missing from the dump: {uncaptured}"
+    assert not report.missing["only_in_candidate"], f"not run by upstream: {report.missing['only_in_candidate']}"
     assert report.coverage["final_output_compared"], report.coverage
     assert report.exit_code == 0, f"{twin_class}/{config}/{side}: {report.verdict}\n{report.table()}"
     padded_only = [t.name for t in report.tensors if t.padding_only]

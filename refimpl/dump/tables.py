@@ -40,9 +40,12 @@ TIED_LM_HEAD = (("lm_head", "", "head"),)  # OPT, XGLM: the logits come from the
 OPT_ROWS = ((r"\.layers\.\d+\.(fc1|fc2)$", "rows", None),
             (r"\.layers\.\d+\.final_layer_norm$", "rows", "do_layer_norm_before"))
 
+# upstream's OPTForCausalLM calls model.decoder directly: its module `model` never runs (no output to compare)
+OPT_NOT_RUN = NOT_MODULES + (r"^model$",)
+
 FLAX: Dict[str, NameMap] = {
     # FlaxOPTModule / FlaxXGLMModule keep upstream's names below the root, OPT's rows included
-    "opt": NameMap(drop=NOT_MODULES, alias=TIED_LM_HEAD),
+    "opt": NameMap(drop=OPT_NOT_RUN, alias=TIED_LM_HEAD),
     "xglm": NameMap(drop=NOT_MODULES, alias=TIED_LM_HEAD),
 }
 
@@ -50,7 +53,7 @@ FLAX: Dict[str, NameMap] = {
 # models have no such prefix
 BARE_MODEL = ((r"^model$", "", "base"), (r"^model\.", "", "base"))
 TF: Dict[str, NameMap] = {
-    "opt": NameMap(drop=NOT_MODULES, rename=BARE_MODEL, layout=OPT_ROWS, alias=TIED_LM_HEAD),
+    "opt": NameMap(drop=OPT_NOT_RUN, rename=BARE_MODEL, layout=OPT_ROWS, alias=TIED_LM_HEAD),
     "xglm": NameMap(drop=NOT_MODULES, rename=BARE_MODEL, alias=TIED_LM_HEAD),
     # TF LED names its shared embedding "led.shared" inside the main layer "led"; its projections are [B, T, D]
     "led": NameMap(drop=NOT_MODULES + (r"^final_logits_bias$",),
