@@ -12,12 +12,13 @@ down; ONNX: the node scope without its leading "/"), then:
     alias    (upstream name, source name, when): an upstream module the framework computes without a
              layer of its own, taken from `source` (OPT's and XGLM's tied lm_head: the logits, the root's
              output, when no lm_head was captured)
-    inputs   {framework name: upstream name}: upstream's module whose output is this layer's *input*
+    inputs   (framework name, upstream name) pairs: the upstream module whose output is that layer's *input*
              (TF LED adds final_logits_bias in a layer of its own; its input is upstream's lm_head output)
 
 `when` is None (always), "head" (a class with a head: *ForCausalLM, *ForConditionalGeneration), "base"
 (the bare model, whose upstream names lack the main layer's prefix) or a config attribute that must be
-true (OPT's do_layer_norm_before: its final_layer_norm then runs on rows too).
+true (OPT's do_layer_norm_before: its final_layer_norm then runs on rows too). ONNX_BASE, last, says how
+the ONNX adapter recognises a family and restores the scope prefix OPT's and XGLM's exports lack.
 """
 from __future__ import annotations
 
