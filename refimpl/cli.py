@@ -262,6 +262,8 @@ def plot_comparison(report, path) -> None:  # error and noise floor along the ex
         ax.axvline(report.tensors.index(report.first_divergence), color="red",
                    label=f"first divergence: {report.first_divergence.name or '<root>'}")
     ax.set_xlabel("traced module, in execution order")
+    ax.set_title(f"verdict: {report.verdict}, {report.coverage['compared']} of {report.coverage['expected']} "
+                 f"modules compared")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)

@@ -30,25 +30,29 @@ The verdict never claims more than was compared:
   padded when its row's mask is 0 there; the positions past T of a stack that pads its input (LED's
   encoder, to a multiple of its attention window) are padded too. In a tensor, the axes are found in
   the reference's layout (the candidate is transposed first), by their sizes:
-      [B, T, ...]  hidden states, projections, logits, start/end logits: the position axis T
+      [B, T, ...]  hidden states, projections, per-position logits: the position axis T
       [T, B, ...]  LED's Longformer projections
       [B*T, ...]   rows of all positions (OPT's pre-LN feed-forward)
-      [B, H, T, S] attention scores/probabilities: an element is padded when its query position T or
-                   its key position S is (a padded key is masked out of every attended query's softmax,
+      [B, H, T, S] attention scores/probabilities (a 4-D tensor whose axis 1 is not T, e.g. NEZHA's
+                   attention dropout): an element is padded when its query position T or its key
+                   position S is (a padded key is masked out of every attended query's softmax,
                    so what a port puts there -- PyTorch's float32 minimum, TF's -1e8 -- never reaches an
                    attended position); LED's #local_probs [B, H, T, band]: the query only; #global_probs
                    [B, H, X, T]: the key only; a score the reference masks out (below MASKED: the
                    causal mask's future keys) counts with the padded elements too
-  and anything else -- pooled outputs [B, D], classification logits [B, L], NEZHA's relative-position
-  table [T, T, d] -- is compared whole (it has no padded position of its own). In an encoder-decoder
-  model (LED) the decoder has its own length: decoder tensors follow `decoder_attention_mask` when it is
-  given and are all attended otherwise; the encoder's tensors (and the cross-attention's keys and values,
-  projected from the encoder's output) follow `attention_mask`. The cross-attention keys and values of a
-  decoder-only model (XGLM's, NEZHA's as a decoder: from `encoder_hidden_states`) are compared whole.
+      [B, T]       question answering's start logits (the root of a model with qa_outputs)
+  and anything else -- pooled outputs [B, D], classification logits [B, L] (whatever their sizes),
+  position embeddings [T, D], NEZHA's relative-position table [T, T, d] -- is compared whole (it has no
+  padded position of its own). In an encoder-decoder model (LED) the decoder has its own length:
+  decoder tensors follow `decoder_attention_mask` when it is given and are all attended otherwise; the
+  encoder's tensors (and the cross-attention's keys and values, projected from the encoder's output)
+  follow `attention_mask`. The cross-attention keys and values of a decoder-only model (XGLM's, NEZHA's
+  as a decoder: from `encoder_hidden_states`) are compared whole.
   Under padding="lenient" (the default) a tensor diverges only when its attended elements do; one whose
   error beyond tolerance is confined to padded elements is reported with `padding_only` and the size of
   its padded error. Under padding="strict" the whole tensor counts. Each part's relative error is
-  against its own max |reference|; the noise floor is the whole tensor's.
+  against its own max |reference|; the noise floor is the whole tensor's. Padding only ever excuses: a
+  tensor within tolerance as a whole never diverges under "lenient" either.
 """
 from __future__ import annotations
 
@@ -76,11 +80,11 @@ class TensorReport:
     max_rel: float            # max_abs / max |reference|
     noise: Optional[float]    # the float32 noise floor (relative), when known
     diverges: bool
-    note: str = ""            # e.g. "shape (3, 4) vs reference (2, 6)"
+    note: str = ""            # e.g. "shape (3, 4), reference (2, 6)"
     layout: str = ""          # "" or "transposed (1, 0, 2)": the axis order the candidate was compared in
     max_abs_attended: Optional[float] = None  # with an attention mask: the error at attended elements
-    max_rel_attended: Optional[float] = None
-    max_abs_padded: Optional[float] = None    # ... and at padded ones (None: the tensor has none)
+    max_rel_attended: Optional[float] = None  # (None: no mask, or no (batch, position) axes: compared whole)
+    max_abs_padded: Optional[float] = None    # ... and at padded ones (0.0 when the tensor has none)
     max_rel_padded: Optional[float] = None
     padding_only: bool = False  # the error beyond tolerance is confined to padded elements
 
@@ -90,8 +94,9 @@ class Comparison:
     tensors: List[TensorReport]
     first_divergence: Optional[TensorReport]
     missing: Dict[str, List[str]] = field(default_factory=dict)  # names on one side only
-    coverage: dict = field(default_factory=dict)  # {"compared", "expected", "fraction", "final_output",
-    verdict: str = "incomplete"                    #  "final_output_compared"}
+    # {"compared", "expected", "fraction", "final_output", "final_output_compared"}
+    coverage: dict = field(default_factory=dict)
+    verdict: str = "incomplete"
     exit_code: int = EXIT_CODES["incomplete"]
 
     def to_json(self) -> dict:
@@ -114,6 +119,8 @@ class Comparison:
             text = f"verdict: incomplete (exit 3): {why}; nothing is claimed about the rest{found}"
         elif self.verdict == "diverge":
             text = f"verdict: diverge (exit 1): first divergence: {self.first_divergence.name or '<root>'}"
+            if self.first_divergence.padding_only:
+                text += " (at padded positions only: counted under padding 'strict')"
         else:
             text = "verdict: agree (exit 0): no divergence beyond noise"
         if padded:
@@ -127,7 +134,7 @@ class Comparison:
         the verdict."""
         split = any(t.max_rel_attended is not None for t in self.tensors)
         lines = [f"{'module':<60} {'shape':<18} {'max abs':>10} {'max rel':>10} {'noise':>10}"
-                 + (f" {'attended':>10} {'padded':>10}" if split else "")]
+                 + (f" {'rel attend':>10} {'rel padded':>10}" if split else "")]
         for t in self.tensors:
             mark = "  <-- first divergence" if t is self.first_divergence else ("  diverges" if t.diverges else "")
             mark += "  padding only" if t.padding_only else ""
@@ -202,24 +209,27 @@ def mask_rows(mask, name: str) -> Rows:  # a 0/1 mask [B, T] (or [B, C, T]) -> R
     return Rows(m == 0, m.shape[1])
 
 
-def padded_elements(shape: tuple, queries: Optional[Rows], keys: Optional[Rows] = None,
-                    kind: str = "") -> Optional[np.ndarray]:
+def padded_elements(shape: tuple, queries: Optional[Rows], keys: Optional[Rows] = None, kind: str = "",
+                    per_position_2d: bool = False) -> Optional[np.ndarray]:
     """-> bool [shape], True at padded elements; None when the tensor has no (rows, positions) axes.
     `queries` gives the positions of the tensor's own length axis, `keys` those of an attention's key
-    axis; `kind` is the internal's name ("probs", "local_probs", ...) or "" for a module output."""
+    axis; `kind` is the internal's name ("probs", "local_probs", ...) or "" for a module output. A 2-D
+    [B, N] tensor is pooled ([B, D], [B, labels]) unless `per_position_2d` (question answering's
+    start logits [B, T]): its N is never taken for positions by its size alone."""
     rows = queries if queries is not None else keys
-    if rows is None or len(shape) == 0:
+    if rows is None or len(shape) < 2:
         return None
     R = rows.padded.shape[0]
-    if len(shape) == 4 and shape[0] == R and kind:      # attention internals [B, H, T, S]
-        axes = [] if kind == "global_probs" or queries is None else [(2, queries)]
+    if len(shape) == 4 and shape[0] == R and (kind or queries is None or queries.at(shape[1]) is None):
+        axes = [] if kind == "global_probs" or queries is None else [(2, queries)]  # [B, H, T, S]
         axes += [] if kind == "local_probs" or keys is None else [(3, keys)]
         return _spread(shape, 0, axes)
     if queries is None:
         return None
-    for batch, position in ((0, 1), (1, 0)):            # [B, T, ...], then [T, B, ...]
-        if len(shape) >= 2 and shape[batch] == R and queries.at(shape[position]) is not None:
-            return _spread(shape, batch, [(position, queries)])
+    if len(shape) >= 3 or per_position_2d:
+        for batch, position in ((0, 1), (1, 0)):        # [B, T, ...], then [T, B, ...]
+            if shape[batch] == R and queries.at(shape[position]) is not None:
+                return _spread(shape, batch, [(position, queries)])
     L = queries.padded.shape[1]
     if shape[0] == R * L:                               # [B*T, ...] rows
         flat = queries.padded.reshape((-1,) + (1,) * (len(shape) - 1))
@@ -249,12 +259,16 @@ class Padding:
                         mask_rows(decoder_attention_mask, "decoder_attention_mask"))
         stacks = {s[i - 1] for s in map(_segments, reference) for i in range(1, len(s)) if s[i] in ("layers", "layer")}
         self.encoder_decoder = {"encoder", "decoder"} <= stacks  # LED: encoder.layers and decoder.layers
+        self.question_answering = any(_segments(n)[-1] == "qa_outputs" for n in reference)  # root: [B, T]
         if self.encoder_decoder:  # the encoder's padded length: what its [B, T', D] tensors most often have
             R, L = self.main.padded.shape
             lengths = Counter(np.shape(v)[1] for n, v in reference.items() if self._side(n) == "encoder"
                               and "#" not in n and np.ndim(v) == 3 and np.shape(v)[0] == R and np.shape(v)[1] >= L)
             if lengths:
                 self.main.length = lengths.most_common(1)[0][0]
+        if not any(self.elements(n, np.shape(v)) is not None for n, v in reference.items()):
+            raise ValueError(f"attention_mask of shape {np.shape(attention_mask)} fits no traced tensor's "
+                             f"(batch, length) axes: is it the mask of the inputs the reference was traced on?")
 
     def _side(self, name: str) -> str:  # "encoder" | "decoder" | "main" | "external"
         s = _segments(name)
@@ -264,13 +278,15 @@ class Padding:
         return "encoder" if "encoder" in s or s[-1:] == ["shared"] or cross_kv else "decoder"
 
     def elements(self, name: str, shape: tuple) -> Optional[np.ndarray]:
+        if name.endswith("relative_positions_encoding"):  # NEZHA's [T, T, d] table: no batch row
+            return None
         rows = {"encoder": self.main, "main": self.main, "decoder": self.decoder, "external": None}
         kind = name.split("#")[1] if "#" in name else ""
         side = self._side(name)
         queries = rows[side]
         cross = _cross(_segments(name))
         keys = self.main if cross and self.encoder_decoder else None if cross else queries
-        return padded_elements(shape, queries, keys, kind)
+        return padded_elements(shape, queries, keys, kind, per_position_2d=name == "" and self.question_answering)
 
 
 def _segments(name: str) -> List[str]:
@@ -283,61 +299,59 @@ def _cross(segments: List[str]) -> bool:  # inside a cross-attention (BART-style
 
 # ---------------------------------------------------------------- one tensor, then the whole comparison
 
-def _errors(candidate, reference, padded) -> dict:  # the whole, attended and padded (abs, rel) errors
+def _errors(candidate, reference, padded, masked=None) -> dict:  # (abs, rel) errors of the tensor's parts
+    """"whole", "attended", "padded" (None when the tensor has no such part) and "unmasked": the whole
+    tensor but the scores the reference masks out (their huge values would swamp its scale)."""
     whole = relative_error(candidate, reference)
-    if padded is None:
-        return {"whole": whole, "attended": None, "padded": None}
-    parts = {}
-    for key, where in (("attended", ~padded), ("padded", padded)):
-        parts[key] = relative_error(candidate[where], reference[where]) if where.any() else None
-    return {"whole": whole, **parts}
+    errors = {"whole": whole, "attended": None, "padded": None, "unmasked": whole}
+    parts = [] if padded is None else [("attended", ~padded), ("padded", padded)]
+    parts += [] if masked is None else [("unmasked", ~masked)]
+    for key, where in parts:
+        errors[key] = relative_error(candidate[where], reference[where]) if where.any() else None
+    return errors
+
+
+def _lenient(errors) -> float:  # the relative error a lenient verdict rests on: padding only ever excuses
+    if errors["attended"] is None and errors["padded"] is None:  # no (batch, position) axes: the whole
+        return errors["whole"][1]
+    if errors["attended"] is None:                               # every element padded
+        return 0.0
+    return min(errors["attended"][1], 0.0 if errors["unmasked"] is None else errors["unmasked"][1])
 
 
 def compare_tensor(name, reference, candidate, noise, tolerance, padding: Optional[Padding], strict: bool):
     """-> a TensorReport of one tensor (the candidate in the axis order that fits, split by padding)."""
     ref, cand = np.asarray(reference, np.float64), _numeric(candidate, name)
-    padded = None if padding is None else padding.elements(name, ref.shape)
-    if padded is not None and name.endswith("#scores"):  # a masked-out score's value is a convention
-        padded = padded | (ref < MASKED)
-
-    def deciding(errors):  # the relative error the verdict rests on
-        if strict or errors["attended"] is None and errors["padded"] is None:
-            return errors["whole"][1]
-        return 0.0 if errors["attended"] is None else errors["attended"][1]
-
     orders = [None] if cand.shape == ref.shape else axis_orders(cand.shape, ref.shape)
     if not orders:
         same_size = " (same size: a reshape is never applied)" if cand.size == ref.size else ""
-        inf = float("inf")
-        return TensorReport(name, ref.shape, inf, inf, noise, True,
+        return TensorReport(name, ref.shape, float("inf"), float("inf"), noise, True,
                             f"shape {cand.shape}, reference {ref.shape}{same_size}")
-    tried = [(perm, _errors(cand if perm is None else np.transpose(cand, perm), ref, padded)) for perm in orders]
-    perm, errors = min(tried, key=lambda t: deciding(t[1]))
-    note = (f"{len(orders)} axis orders fit the shape; {perm} has the smallest error" if len(orders) > 1 else "")
+    padded = None if padding is None else padding.elements(name, ref.shape)
+    masked = None
+    if padded is not None and name.endswith("#scores"):  # a masked-out score's value is a convention
+        masked = ref < MASKED
+        padded = padded | masked
+
+    def errors_in(perm):  # the candidate compared in axis order `perm` (None: as it is)
+        return _errors(cand if perm is None else np.transpose(cand, perm), ref, padded, masked)
+
+    def deciding(errors):
+        return errors["whole"][1] if strict else _lenient(errors)
+
+    perm, errors = min(((p, errors_in(p)) for p in orders), key=lambda pe: deciding(pe[1]))
     diverges = bool(deciding(errors) > tolerance)
-    if perm is None and diverges:
-        note = _other_order_note(cand, ref, padded, tolerance, deciding)
+    note = f"{len(orders)} axis orders fit the shape; {perm} has the smallest error" if len(orders) > 1 else ""
+    if perm is None and diverges:  # equal shapes: would another axis order of the same shape agree?
+        other = next((p for p in axis_orders(cand.shape, ref.shape)[1:] if deciding(errors_in(p)) <= tolerance), None)
+        note = "" if other is None else f"would agree transposed {other} (an axis order of the same shape)"
     report = TensorReport(name, ref.shape, *errors["whole"], noise, diverges, note,
                           "" if perm is None else f"transposed {perm}")
-    for key in ("attended", "padded"):
-        if errors[key] is not None:
-            setattr(report, f"max_abs_{key}", errors[key][0])
-            setattr(report, f"max_rel_{key}", errors[key][1])
-    if padded is not None and errors["attended"] is None:  # every element padded
-        report.max_abs_attended = report.max_rel_attended = 0.0
-    if padded is not None and errors["padded"] is None:   # no element padded
-        report.max_abs_padded = report.max_rel_padded = 0.0
-    report.padding_only = bool(padded is not None and errors["whole"][1] > tolerance
-                               and (errors["attended"] is None or errors["attended"][1] <= tolerance))
+    if padded is not None:  # a part without elements has no error (0.0)
+        report.max_abs_attended, report.max_rel_attended = errors["attended"] or (0.0, 0.0)
+        report.max_abs_padded, report.max_rel_padded = errors["padded"] or (0.0, 0.0)
+        report.padding_only = bool(errors["whole"][1] > tolerance and _lenient(errors) <= tolerance)
     return report
-
-
-def _other_order_note(cand, ref, padded, tolerance, deciding) -> str:
-    """Equal shapes that diverge: would another axis order of the same shape agree? (say so, never apply)"""
-    for perm in axis_orders(cand.shape, ref.shape)[1:]:
-        if deciding(_errors(np.transpose(cand, perm), ref, padded)) <= tolerance:
-            return f"would agree transposed {perm} (an axis order of the same shape)"
-    return ""
 
 
 def compare(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],

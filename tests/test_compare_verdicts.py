@@ -6,6 +6,7 @@ perturbations planted by loops over (row, position)), so every expected verdict 
 construction. Live candidates from upstream: tests/test_compare_verdicts_live.py."""
 import itertools
 import json
+import re
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ DELTA = 0.5  # a planted error, far beyond any noise floor
 
 def opt_inputs(mask):  # token ids for the shipped OPT model under a 0/1 mask [B, T]
     B, T = mask.shape
-    ids = (np.arange(B * T).reshape(B, T) * 7 % 40 + 4).astype(np.int64)
+    ids = (np.arange(B * T).reshape(B, T) * 7 % 30 + 4).astype(np.int64)
     return {"input_ids": np.where(mask == 1, ids, 1), "attention_mask": mask.astype(np.int64)}
 
 
@@ -152,7 +153,8 @@ def test_a_transposed_copy_is_compared_in_its_axis_order(dims, rnd, perturb):
         return
     assert t.diverges == perturb and report.exit_code == (1 if perturb else 0), t
     if not perturb:
-        assert t.max_abs == 0.0 and np.array_equal(np.transpose(cand, eval(t.layout.split(" ", 1)[1])), ref)
+        perm = tuple(int(axis) for axis in re.findall(r"\d+", t.layout))
+        assert t.max_abs == 0.0 and np.array_equal(np.transpose(cand, perm), ref)
     if len(fits) == 1:
         assert t.layout == f"transposed {inverse(q)}" and t.note == ""
     else:
@@ -268,7 +270,8 @@ def test_differences_at_padded_positions_only_are_reported_not_counted(mask, _):
         if padded:  # the planted size, |(r + delta) - r| == delta up to one rounding of r + delta
             assert abs(t.max_abs_padded - DELTA) <= 1e-12 * (1 + np.abs(reference[t.name]).max()), t
     if padded:
-        assert strict.first_divergence.name == next(iter(reference))
+        assert strict.first_divergence.name == next(iter(reference)) and strict.first_divergence.padding_only
+        assert "at padded positions only: counted under padding 'strict'" in strict.table()
         assert "differ beyond noise only at padded positions" in lenient.table()
     # one attended position more: a divergence again, named where it was planted
     b, t = map(int, np.argwhere(mask == 1)[-1])
@@ -336,11 +339,81 @@ def test_tensors_without_positions_are_compared_whole():
     assert t.name == "" and t.diverges and t.max_rel_attended is None and not t.padding_only
 
 
+def test_multiple_choice_rows_and_attention_dropout():
+    """NEZHA's multiple choice: a [B, C, T] mask runs B*C rows; its attention-probability dropout output
+    [B*C, H, T, T] is padded where the query or the key is."""
+    directory = GOLDEN / "nezha" / "k2-NezhaForMultipleChoice"
+    mask = np.ones((2, 2, 6), np.int64)
+    mask[0, 1, 4:] = 0
+    mask[1, 0, 3:] = 0
+    ids = np.where(mask == 1, np.arange(24).reshape(2, 2, 6) % 20 + 3, 0)
+    reference = traced(directory, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
+    rows = mask.reshape(4, 6)
+    candidate = copy(reference)
+    planted = {}
+    for name, value in candidate.items():
+        if value.ndim == 3 and value.shape[:2] == (4, 6):  # [B*C, T, D]
+            for r, t in zip(*np.nonzero(rows == 0)):
+                value[r, t] += DELTA
+            planted[name] = True
+        elif value.ndim == 4 and value.shape[0] == 4 and value.shape[2:] == (6, 6):  # [B*C, H, T, S]
+            for r, q, k in itertools.product(range(4), range(6), range(6)):
+                if rows[r, q] == 0 or rows[r, k] == 0:
+                    value[r, :, q, k] += DELTA
+            planted[name] = True
+    assert any(candidate[n].ndim == 4 for n in planted)
+    report = compare(reference, candidate, attention_mask=mask)
+    assert report.verdict == "agree", report.table()
+    assert {t.name for t in report.tensors if t.padding_only} == set(planted)
+    name = next(n for n in planted if candidate[n].ndim == 4)
+    candidate[name][0, 1, 2, 3] += DELTA  # choice 0 of example 0: attended everywhere
+    assert compare(reference, candidate, attention_mask=mask).first_divergence.name == name
+
+
+def test_pooled_outputs_are_whole_whatever_their_size_and_start_logits_have_positions():
+    """NEZHA's pooler [B, D] with D equal to the length T is still pooled (compared whole: a change in
+    its last column diverges though position T-1 of row 1 is padded); OPT's question-answering start
+    logits [B, T] have positions."""
+    directory = GOLDEN / "nezha" / "k2-NezhaModel"
+    D = refimpl.from_pretrained(directory).config.hidden_size
+    mask = right_padded([D, D - 3], D)
+    ids = np.where(mask == 1, np.arange(2 * D).reshape(2, D) % 30 + 5, 0)
+    reference = traced(directory, {"input_ids": ids, "attention_mask": mask})
+    pooler = "pooler"
+    assert reference[""].shape == (2, D, D) and reference[pooler].shape == (2, D)
+    candidate = copy(reference)
+    candidate[pooler][1, D - 1] += DELTA
+    t = next(t for t in compare(reference, candidate, attention_mask=mask).tensors if t.name == pooler)
+    assert t.diverges and t.max_rel_attended is None and not t.padding_only
+    directory = GOLDEN / "opt" / "preln-OPTForQuestionAnswering"
+    mask = left_padded([6, 4], 6)
+    reference = traced(directory, opt_inputs(mask))
+    assert reference[""].shape == (2, 6)
+    candidate = copy(reference)
+    candidate[""][1, :2] += DELTA
+    t = compare(reference, candidate, attention_mask=mask).tensors[-1]
+    assert t.name == "" and t.padding_only and not t.diverges and t.max_abs_attended == 0.0
+
+
+def test_padding_only_ever_excuses():
+    """Small attended values beside large padded ones: an attended error that is large against the attended
+    values but within tolerance against the whole tensor is no divergence under lenient (nor strict)."""
+    mask = np.array([[1, 1, 0]])
+    reference = {"": np.array([[[1e-3, 1e-3], [1e-3, 1e-3], [10.0, 10.0]]])}  # [B, T, D]
+    candidate = {"": reference[""] + np.array([[[1e-8, 0], [0, 0], [0, 0]]])}  # 1e-5 of the attended, 1e-9 of all
+    for padding in ("lenient", "strict"):
+        t = compare(reference, candidate, attention_mask=mask, padding=padding).tensors[0]
+        assert not t.diverges and not t.padding_only, (padding, t)
+        assert t.max_rel_attended == pytest.approx(1e-5) and t.max_rel == pytest.approx(1e-9)
+
+
 def test_bad_masks_and_padding_modes_are_refused():
     reference = {"": np.zeros((2, 3))}
     for mask, what in ((np.full((2, 3), 2), "0/1"), (np.zeros(3), "batch, length"), (np.array([["a"]]), "0/1")):
         with pytest.raises(ValueError, match="attention_mask must be"):
             compare(reference, reference, attention_mask=mask)
+    with pytest.raises(ValueError, match="fits no traced tensor"):
+        compare(reference, reference, attention_mask=np.ones((4, 5)))
     with pytest.raises(ValueError, match="padding must be one of"):
         compare(reference, reference, padding="loose")
 
