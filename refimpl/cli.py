@@ -205,6 +205,15 @@ def cmd_diff(args) -> int:
     return report.exit_code
 
 
+def cmd_dump_onnx(args) -> int:
+    """An ONNX export's module outputs, run in ONNX Runtime, as a dump for `diff --against` (refimpl/dump)."""
+    from .dump import dump_onnx
+
+    dump = dump_onnx(args.model, load_arrays(args.inputs, "--inputs"), args.output, args.optimization)
+    print(f"{len(dump)} module outputs written to {args.output}")
+    return 0
+
+
 def plot_comparison(report, path) -> None:  # error and noise floor along the execution order
     try:
         import matplotlib
@@ -477,6 +486,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="lenient: differences only at padded positions (attention_mask 0) are reported, not "
                            "counted as divergence; strict: they count")
     diff.set_defaults(func=cmd_diff)
+
+    dump_onnx = commands.add_parser("dump-onnx", help="an ONNX export's module outputs in ONNX Runtime, for diff --against",
+                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    dump_onnx.add_argument("model", metavar="MODEL.onnx", help="exported from upstream with torch.onnx.export(dynamo=False)")
+    dump_onnx.add_argument("--inputs", required=True, help="INPUTS.npz: the graph's input arrays by name")
+    dump_onnx.add_argument("-o", "--output", required=True, help="DUMP (.safetensors or .npz)")
+    dump_onnx.add_argument("--optimization", choices=["none", "all"], default="none",
+                           help="ONNX Runtime's graph optimisations (all: ORT_ENABLE_ALL, with fusions)")
+    dump_onnx.set_defaults(func=cmd_dump_onnx)
 
     inspect = commands.add_parser("inspect", help="every traced module with its output shape, parameters and FLOPs",
                                   formatter_class=HelpFormatter)
