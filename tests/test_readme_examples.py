@@ -3,6 +3,8 @@
 A block's info string is its language and, optionally, one marker:
     ```python / ```bash             run: Python in a fresh interpreter, shell with `bash -e -o pipefail`
     ```python needs-torch           run when torch and transformers are installed, skipped otherwise
+    ```python needs-twins           run where the `twins` extra is installed (jax, flax, tensorflow, onnxruntime
+                                    beside torch and transformers: CI's second environment), skipped otherwise
     ```bash no-run                  not run: starts servers, runs benchmarks or captures; checked to hold
                                     only such commands (NO_RUN_COMMANDS), so the marker cannot hide an example
     ```bash after-previous          continues the runnable block before it: that block runs first, in the
@@ -32,7 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
 LANGUAGES = {"python", "bash", "text", ""}
-MARKERS = {"", "needs-torch", "no-run", "after-previous"}
+MARKERS = {"", "needs-torch", "needs-twins", "no-run", "after-previous"}
+NEEDS = {"needs-torch": ("torch", "transformers"),
+         "needs-twins": ("torch", "transformers", "jax", "flax", "tensorflow", "onnx", "onnxruntime")}
 NOT_RUN_LINES = ("pip install ", "python -m pytest")  # shell lines the suite does not run (see the docstring)
 NO_RUN_COMMANDS = ("pip install ", "python -m pytest", "python bench/", "python golden/", "dask scheduler ",
                    "dask worker ", "refimpl score ")  # what a no-run block may hold (refimpl score: on a cluster)
@@ -93,11 +97,13 @@ def test_no_run_blocks_hold_only_servers_benchmarks_and_installs(line, marker, c
             f"README.md line {line}: `{command}` in a no-run block: make it run, or move it out")
 
 
-@pytest.mark.parametrize("line, language, marker, code", RUN, ids=[f"line{b[0]}-{b[1]}" for b in RUN])
+@pytest.mark.parametrize("line, language, marker, code", RUN, ids=[f"line{b[0]}-{b[1]}-{b[2] or 'plain'}" for b in RUN])
 def test_example_runs_as_written(line, language, marker, code, scratch):
     previous = RUN[RUN.index((line, language, marker, code)) - 1] if marker == "after-previous" else None
-    if "needs-torch" in (marker, previous and previous[2]) and not (has("torch") and has("transformers")):
-        pytest.skip("needs torch and transformers (pip install -e '.[upstream]')")
+    needs = NEEDS.get(marker, ()) + (NEEDS.get(previous[2], ()) if previous else ())
+    missing = [module for module in needs if not has(module)]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (the 'upstream' or 'twins' extra)")
     directory, env = scratch
     if previous is not None:
         assert previous[2] != "after-previous", f"README.md line {line}: chains of after-previous blocks"
