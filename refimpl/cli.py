@@ -22,7 +22,7 @@ import numpy as np
 SHIPPED_MODEL = Path(__file__).resolve().parent / "data" / "opt-tiny"
 
 
-from .batch.jobs import LineError, check_ids, parse_line  # noqa: E402  (shared with `generate`)
+from .batch.jobs import DEFAULT_BATCH_TOKENS, LineError, check_ids, parse_line  # noqa: E402  (shared with `generate`)
 
 
 class Progress:
@@ -55,13 +55,14 @@ EXIT_STATUS = """exit status:
 def score_job(args):
     from .batch import ScoreJob
 
-    for name in ("batch_size", "workers"):
-        if getattr(args, name) < 1:
+    for name in ("batch_size", "batch_tokens", "workers", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.resume and args.output == "-":
         raise ValueError("--resume needs the output file of the interrupted run: pass -o FILE")
     return ScoreJob(model=args.model, architecture=args.architecture, dtype=args.dtype, format=args.format,
-                    batch_size=args.batch_size, stride=args.stride, cache_dir=args.cache_dir)
+                    batch_tokens=args.batch_tokens, batch_size=args.batch_size, stride=args.stride,
+                    cache_dir=args.cache_dir)
 
 
 def resume_command(argv) -> str:
@@ -74,9 +75,8 @@ def cmd_score(args) -> int:
     """Exit status: see EXIT_STATUS. Model and input problems are fatal (1), with a one-line message."""
     from .batch import InputError, run_and_report, run_score, score_on_dask
     from .formats import CheckpointError
-    from .runtime import batch_threads
 
-    job, threads = score_job(args), batch_threads(args.threads)
+    job = score_job(args)
     resume = None if args.output == "-" else resume_command(args.argv)
     client = None
 
@@ -84,10 +84,11 @@ def cmd_score(args) -> int:
         nonlocal client
         if not args.scheduler:
             return run_score(job, args.input, args.output, resume=args.resume, workers=args.workers,
-                             threads=threads, progress=args.progress)
+                             threads=args.threads, progress=args.progress)
         client = connect(args.scheduler)
         return score_on_dask(job, args.input, args.output, client, resume=args.resume,
-                             partition_lines=args.partition_lines, threads=threads, progress=args.progress)
+                             partition_lines=args.partition_lines, threads=args.threads or 1,
+                             progress=args.progress)
 
     try:
         return run_and_report(run, resume)
@@ -353,7 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "this many tokens (default: half the table)")
     score.add_argument("--resume", action="store_true",
                        help="keep the complete records already in -o OUT and score only the missing lines")
-    score.add_argument("--workers", type=int, default=1, help="scoring processes (they share the memory-mapped weights)")
+    score.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS,
+                       help="positions per forward pass (lines x the longest, padding included): lines are sorted "
+                            "by length within a read-ahead window and grouped to this budget; --batch-size, if "
+                            "given, also caps the lines per pass")
+    score.set_defaults(batch_size=None)
+    score.add_argument("--workers", type=int, default=None,
+                       help="scoring processes, sharing the memory-mapped weights (default: the usable cores "
+                            "divided by --threads)")
     score.add_argument("--threads", type=int, default=None,
                        help="BLAS threads per process (default: refimpl.runtime.DEFAULT_BLAS_THREADS = 1, which "
                             "does not collapse on a busy machine; see README)")
@@ -361,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="score on this Dask cluster (pip install 'refimpl[dask]'); the model path must be "
                             "readable by every worker")
     score.add_argument("--partition-lines", type=int, default=None,
-                       help="lines per Dask task, with --scheduler (default: 8 read-ahead windows of 32 batches)")
+                       help="lines per Dask task, with --scheduler (default: 8 read-ahead windows of 512 lines)")
     score.set_defaults(func=cmd_score)
     gen = commands.add_parser("generate", help="continue prompts (greedy, beam search or sampling) as JSONL",
                               formatter_class=HelpFormatter)

@@ -36,7 +36,7 @@ def need_distributed():
     return distributed
 
 
-def score_partition(job: ScoreJob, threads: int, lines, window: int):  # runs on a worker -> (records, tokens)
+def score_partition(job: ScoreJob, threads: int, lines, window: int):  # runs on a worker -> a Batch
     from .. import runtime
     from .worker import score_lines
 
@@ -60,8 +60,9 @@ def score_on_dask(job: ScoreJob, input_path: str, output_path: str, client, resu
     if not resume:
         shutil.rmtree(parts, ignore_errors=True)
     parts.mkdir(parents=True, exist_ok=True)
-    summary, bar = Summary(), progress_bar(progress, input_path)
-    in_flight_limit = 2 * max(1, len(client.scheduler_info().get("workers", {})))
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    summary, bar = Summary(workers=workers, threads=threads), progress_bar(progress, input_path)
+    in_flight_limit = 2 * workers
     futures = distributed.as_completed()
     start = time.perf_counter()
     with open_input(input_path) as source, StopFlag() as flag:
@@ -97,19 +98,18 @@ def part_file(parts: Path, number: int) -> Path:
 
 
 def save_partition(parts: Path, future, summary: Summary, bar) -> None:
-    records, tokens = future.result()
+    batch = future.result()
     temporary = parts / f".{future.partition:08d}.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        write_all(fd, b"".join(encode_record(record) for record in records))
+        write_all(fd, b"".join(encode_record(record) for record in batch.records))
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(temporary, part_file(parts, future.partition))
-    summary.scored_now += len(records)
-    summary.tokens += tokens
+    summary.add(batch)
     if bar is not None:
-        bar.update(len(records))
+        bar.update(len(batch.records))
 
 
 def assemble(parts: Path, output_path: str, summary: Summary) -> None:

@@ -1,9 +1,11 @@
 """Run a ScoreJob over a file in this process or in `--workers N` processes.
 
-    read lines lazily (bytes) -> windows of `window` lines -> score (bucketed batches) -> OrderedWriter
+    read lines lazily (bytes) -> windows of `window` lines -> score (token-budget batches) -> OrderedWriter
 
+Processes and threads: refimpl.runtime.plan_workers (by default a process of one BLAS thread per usable
+core). An input of one window is scored in this process: starting workers would cost more than it saves.
 Memory is bounded by one window per process (plus the chunks in flight to workers), whatever the
-input's length. SIGINT / SIGTERM stop after the current batch: every record written so far is complete
+input's length; the final stderr line reports the peak RSS. SIGINT / SIGTERM stop after the current batch: every record written so far is complete
 and `--resume` continues from there.
 
 The writer can write a record only when every earlier one is written; within a window the batches
@@ -19,15 +21,15 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Tuple
 
-from .jobs import ScoreJob
+from .jobs import Batch, ScoreJob
 from .lines import count_lines, open_input, read_lines
 from .output import OrderedWriter, resume_file
 
-WINDOW_BATCHES = 32  # read-ahead window: this many batches of lines are length-sorted together
+WINDOW_LINES = 512  # read-ahead window: this many lines are length-sorted together, then cut into batches
 
 
 def window_lines(job: ScoreJob, window: Optional[int] = None) -> int:
-    return window or job.batch_size * WINDOW_BATCHES
+    return window or WINDOW_LINES
 
 
 @dataclass
@@ -37,14 +39,35 @@ class Summary:
     errors: int = 0           # of which error records
     scored_now: int = 0       # lines scored by this run
     tokens: int = 0           # tokens scored by this run
+    padding: int = 0          # positions its forward passes computed for padding
     seconds: float = 0.0
+    workers: int = 1          # processes that scored, and the BLAS threads of each
+    threads: int = 1
     interrupted: bool = False
     beyond_input: int = 0     # --resume: records in OUT whose index is past the input's last line
 
     def rate_line(self) -> str:
         per = max(self.seconds, 1e-9)
+        waste = self.padding / max(self.tokens + self.padding, 1)
         return (f"refimpl: {self.scored_now} lines, {self.tokens} tokens in {self.seconds:.1f} s: "
-                f"{self.scored_now / per:.1f} lines/s, {self.tokens / per:.0f} tokens/s")
+                f"{self.scored_now / per:.1f} lines/s, {self.tokens / per:.0f} tokens/s; "
+                f"padding {100 * waste:.1f}% of positions; {self.workers} process(es) x {self.threads} thread(s); "
+                f"peak RSS {peak_rss_mib():.0f} MiB")
+
+    def add(self, batch) -> None:  # a refimpl.batch.jobs.Batch (or the sum of a few)
+        self.scored_now += len(batch.records)
+        self.tokens += batch.tokens
+        self.padding += batch.padding
+
+
+def peak_rss_mib() -> float:
+    """The peak resident memory of this process plus that of its largest finished child (a worker), MiB.
+    Pages the processes share (the memory-mapped weights) count in each: an upper bound."""
+    import resource
+
+    kib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+           + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return kib / 1024
 
 
 class StopFlag:
@@ -87,12 +110,16 @@ def progress_bar(enabled: Optional[bool], input_path: str = "-"):
     return tqdm(total=total if total >= 0 else None, unit="line", file=sys.stderr, dynamic_ncols=True)
 
 
-def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = False, workers: int = 1,
-              threads: int = 1, window: Optional[int] = None, progress: Optional[bool] = None) -> Summary:
+def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = False,
+              workers: Optional[int] = None, threads: Optional[int] = None, window: Optional[int] = None,
+              progress: Optional[bool] = None) -> Summary:
     """Score every line of `input_path` into `output_path` (JSONL, input order). Raises InputError for an
-    unreadable input, ValueError / FileNotFoundError for an unusable model or arguments."""
+    unreadable input, ValueError / FileNotFoundError for an unusable model or arguments.
+    workers, threads: None chooses (refimpl.runtime.plan_workers)."""
     from .. import runtime
 
+    chosen = workers is None
+    workers, threads = runtime.plan_workers(workers, threads)
     runtime.set_threads(threads)
     source = open_input(input_path)
     scorer = job.load()  # fails fast here, not in a worker; --workers processes load their own
@@ -108,14 +135,17 @@ def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = F
         with source, StopFlag() as flag:
             lines = Counted(read_lines(source))
             chunks = windows(lines, window, done)
+            if chosen and workers > 1:  # one window of input: no workers to start
+                ahead = list(itertools.islice(chunks, 2))
+                workers, chunks = (workers if len(ahead) > 1 else 1), itertools.chain(ahead, chunks)
+            summary.workers, summary.threads = workers, threads
             results = (score_locally(scorer, chunks) if workers == 1 else
                        score_in_processes(job, chunks, workers, threads, window, flag))
-            for records, tokens in results:
-                writer.put(records)
-                summary.scored_now += len(records)
-                summary.tokens += tokens
+            for batch in results:
+                writer.put(batch.records)
+                summary.add(batch)
                 if bar is not None:
-                    bar.update(len(records))
+                    bar.update(len(batch.records))
                 if flag.stopped and not writer.pending:  # at a window's end: nothing scored is lost
                     summary.interrupted = True
                     break
@@ -143,14 +173,15 @@ class Counted:
             yield item
 
 
-def score_locally(scorer, chunks) -> Iterator[Tuple[list, int]]:  # (records, tokens) per batch
+def score_locally(scorer, chunks) -> Iterator[Batch]:  # one per forward pass
     for chunk in chunks:
         yield from scorer.score_window(chunk)
 
 
-def score_in_processes(job, chunks, workers: int, threads: int, window: int, flag) -> Iterator[Tuple[list, int]]:
+def score_in_processes(job, chunks, workers: int, threads: int, window: int, flag) -> Iterator[Batch]:
     """Windows scored by `workers` fresh processes (spawned: no forked BLAS state), 2 per worker in flight;
-    results come back in submission order, so the writer's reorder buffer stays one window deep."""
+    results (a Batch per window) come back in submission order, so the writer's reorder buffer stays one
+    window deep."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
