@@ -138,7 +138,7 @@ def item_width(item) -> int:  # positions one row of a batch needs: its ids, or 
 
 
 def budget_batches(items, budget: int, max_lines: Optional[int] = None) -> Iterator[list]:
-    """Cut items [(index, ids or (source, target))], sorted by width, into consecutive batches of at most
+    """Cut items [(index, ids or (source, target))], sorted by length, into consecutive batches of at most
     `budget` positions (rows x the widest row) and `max_lines` rows. An item wider than the budget is a
     batch of its own."""
     if budget < 1:

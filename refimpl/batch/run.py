@@ -3,10 +3,11 @@
     read lines lazily (bytes) -> windows of `window` lines -> score (token-budget batches) -> OrderedWriter
 
 Processes and threads: refimpl.runtime.plan_workers (by default a process of one BLAS thread per usable
-core). An input of one window is scored in this process: starting workers would cost more than it saves.
+core). An input of less than two windows is shared out among the workers in equal parts, or, when that
+is too little work to pay for starting them (`share_out`), scored in this process.
 Memory is bounded by one window per process (plus the chunks in flight to workers), whatever the
-input's length; the final stderr line reports the peak RSS. SIGINT / SIGTERM stop after the current batch: every record written so far is complete
-and `--resume` continues from there.
+input's length; the final stderr line reports the peak RSS. SIGINT / SIGTERM stop after the current
+batch: every record written so far is complete and `--resume` continues from there.
 
 The writer can write a record only when every earlier one is written; within a window the batches
 run shortest first, so records go out as each window completes. A stop waits for the window's end.
@@ -135,9 +136,8 @@ def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = F
         with source, StopFlag() as flag:
             lines = Counted(read_lines(source))
             chunks = windows(lines, window, done)
-            if chosen and workers > 1:  # one window of input: no workers to start
-                ahead = list(itertools.islice(chunks, 2))
-                workers, chunks = (workers if len(ahead) > 1 else 1), itertools.chain(ahead, chunks)
+            if chosen and workers > 1:
+                workers, chunks = share_out(chunks, workers, model_size(scorer))
             summary.workers, summary.threads = workers, threads
             results = (score_locally(scorer, chunks) if workers == 1 else
                        score_in_processes(job, chunks, workers, threads, window, flag))
@@ -159,6 +159,28 @@ def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = F
     if not summary.interrupted:
         summary.beyond_input = sum(index >= lines.count for index in done)  # the input never reached them
     return summary
+
+
+WORKER_WORK = 1e9  # lines x parameters: about 2 s of one core (lines of ~50 tokens), what starting a worker costs
+
+
+def share_out(chunks, workers: int, parameters: int):
+    """The windows of a run whose number of processes was chosen for it -> (workers, windows).
+
+    Two windows or more: as they come. Less: the lines in `workers` equal windows, or, when each would hold
+    less than WORKER_WORK / parameters lines, one process (workers = 1)."""
+    ahead = list(itertools.islice(chunks, 2))
+    if len(ahead) > 1:
+        return workers, itertools.chain(ahead, chunks)
+    lines = ahead[0] if ahead else []
+    if len(lines) * parameters < workers * WORKER_WORK:
+        return 1, iter(ahead)
+    size = -(-len(lines) // workers)
+    return workers, (lines[start:start + size] for start in range(0, len(lines), size))
+
+
+def model_size(scorer) -> int:  # parameters of the loaded model
+    return sum(value.size for value in scorer.model.params.values())
 
 
 class Counted:
