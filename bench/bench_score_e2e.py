@@ -228,8 +228,9 @@ def run_child(kind: str, args: list) -> dict:
 
 
 def watched(argv: list, env: dict):
-    """Run argv, sampling its process tree's resident memory -> ({wall_seconds, peak_rss_mib, exit_status}, stderr)."""
-    start = time.perf_counter()
+    """Run argv, sampling its process tree's resident memory -> ({wall_seconds, peak_rss_mib, exit_status,
+    load_average_before}, stderr). The load average says how busy the machine was (these are shared)."""
+    load, start = os.getloadavg()[0], time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = [0]
 
@@ -243,7 +244,7 @@ def watched(argv: list, env: dict):
     stderr = proc.communicate()[1]
     sampler.join()
     return {"wall_seconds": round(time.perf_counter() - start, 2), "peak_rss_mib": round(peak[0] / 1024),
-            "exit_status": proc.returncode}, stderr
+            "exit_status": proc.returncode, "load_average_before": round(load, 1)}, stderr
 
 
 def tree_rss_kib(pid: int) -> int:
@@ -316,7 +317,8 @@ def bench_model(model: str, lines: int, only: list, rounds: int) -> dict:
             continue
         rates = sorted(r["tokens_per_s"] for r in good)
         summary = {**good[-1], "tokens_per_s": float(np.median(rates)), "tokens_per_s_all": rates,
-                   "peak_rss_mib": max(r["peak_rss_mib"] for r in good)}
+                   "peak_rss_mib": max(r["peak_rss_mib"] for r in good),
+                   "load_average_before": float(np.median([r["load_average_before"] for r in good]))}
         if reference.exists():
             mine = np.load(reference)
             theirs = np.load(CACHE / "score-e2e" / f"{model}.{name}.npy")
@@ -337,8 +339,9 @@ def checked(report: dict, what: str) -> dict:
 def markdown(results: dict) -> str:
     out = [f"CPU: {results['machine']['cpu']}, {results['machine']['cpus']} usable cores, flags "
            f"{' '.join(results['machine']['vector_flags'])}", "",
-           "| model | run | tokens/s (median, min-max) | vs best CTranslate2 | vs ONNX Runtime | peak RSS | padding | scores vs refimpl |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "| model | run | tokens/s (median, min-max) | vs best CTranslate2 | vs ONNX Runtime | peak RSS | padding "
+           "| scores vs refimpl | load average before |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for model, row in results["models"].items():
         runs = row["runs"]
 
@@ -349,7 +352,7 @@ def markdown(results: dict) -> str:
         ct2, ort = best("ctranslate2"), best("onnxruntime")
         for name, r in runs.items():
             if "error" in r:
-                out.append(f"| {model} | {name} | error: {' '.join(r['error'])} | | | | | |")
+                out.append(f"| {model} | {name} | error: {' '.join(r['error'])} | | | | | | |")
                 continue
             spread = f"{min(r['tokens_per_s_all']):.0f}-{max(r['tokens_per_s_all']):.0f}"
             ratio = lambda peer: f"{r['tokens_per_s'] / peer:.2f}" if peer else "-"  # noqa: E731
@@ -357,7 +360,7 @@ def markdown(results: dict) -> str:
             check = r.get("check", {}).get("max_rel_diff_vs_refimpl_default")
             out.append(f"| {model} ({row['lines']} lines, {row['tokens']} tokens) | {name} | {r['tokens_per_s']:.0f} "
                        f"({spread}) | {ratio(ct2)} | {ratio(ort)} | {r['peak_rss_mib']} MiB | {pad} | "
-                       f"{'-' if check is None else f'{check:.1e}'} |")
+                       f"{'-' if check is None else f'{check:.1e}'} | {r.get('load_average_before', '-')} |")
     return "\n".join(out)
 
 
