@@ -21,8 +21,9 @@ length, made here.
 Each run is a process of its own (or a process tree: `refimpl score --workers`). tokens/s is the corpus's
 tokens (every id of every line, the first included) over the scoring time: for refimpl its own final
 stderr line (model loading excluded), for the peers the loop around `score_iterable` / `session.run`.
-Peak memory: the largest sum of the run's processes' resident sets, sampled every 50 ms (shared pages,
-the memory-mapped weights of refimpl's workers, count once per process: an upper bound).
+Peak memory, sampled every 50 ms over the run's processes: the largest sum of their resident sets (RSS:
+pages shared by processes, the memory-mapped weights of refimpl's workers, count once in each) and of
+their proportional sets (PSS: a shared page split among its sharers; the memory really held).
 """
 from __future__ import annotations
 
@@ -232,11 +233,11 @@ def watched(argv: list, env: dict):
     load_average_before}, stderr). The load average says how busy the machine was (these are shared)."""
     load, start = os.getloadavg()[0], time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = [0]
+    peak = [0, 0]
 
     def sample():
         while proc.poll() is None:
-            peak[0] = max(peak[0], tree_rss_kib(proc.pid))
+            peak[:] = map(max, peak, tree_memory_kib(proc.pid))
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -244,22 +245,26 @@ def watched(argv: list, env: dict):
     stderr = proc.communicate()[1]
     sampler.join()
     return {"wall_seconds": round(time.perf_counter() - start, 2), "peak_rss_mib": round(peak[0] / 1024),
+            "peak_pss_mib": round(peak[1] / 1024),
             "exit_status": proc.returncode, "load_average_before": round(load, 1)}, stderr
 
 
-def tree_rss_kib(pid: int) -> int:
-    """VmRSS of a process and all its descendants (0 for those gone meanwhile)."""
-    total, todo = 0, [pid]
+def tree_memory_kib(pid: int) -> tuple:
+    """(resident set, proportional set) summed over a process and all its descendants, KiB. The proportional
+    set counts a page shared by n processes as 1/n in each: its sum is the memory the tree really holds."""
+    rss = pss = 0
+    todo = [pid]
     while todo:
         p = todo.pop()
         try:
-            status = Path(f"/proc/{p}/status").read_text()
-            total += int(re.search(r"VmRSS:\s+(\d+)", status)[1])
+            rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
+            rss += int(re.search(r"^Rss:\s+(\d+)", rollup, re.M)[1])
+            pss += int(re.search(r"^Pss:\s+(\d+)", rollup, re.M)[1])
             for task in Path(f"/proc/{p}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, TypeError):
             continue
-    return total
+    return rss, pss
 
 
 # ---- the plan -----------------------------------------------------------------------------------------------
@@ -318,6 +323,7 @@ def bench_model(model: str, lines: int, only: list, rounds: int) -> dict:
         rates = sorted(r["tokens_per_s"] for r in good)
         summary = {**good[-1], "tokens_per_s": float(np.median(rates)), "tokens_per_s_all": rates,
                    "peak_rss_mib": max(r["peak_rss_mib"] for r in good),
+                   "peak_pss_mib": max(r.get("peak_pss_mib", 0) for r in good),
                    "load_average_before": float(np.median([r["load_average_before"] for r in good]))}
         if reference.exists():
             mine = np.load(reference)
@@ -339,7 +345,7 @@ def checked(report: dict, what: str) -> dict:
 def markdown(results: dict) -> str:
     out = [f"CPU: {results['machine']['cpu']}, {results['machine']['cpus']} usable cores, flags "
            f"{' '.join(results['machine']['vector_flags'])}", "",
-           "| model | run | tokens/s (median, min-max) | vs best CTranslate2 | vs ONNX Runtime | peak RSS | padding "
+           "| model | run | tokens/s (median, min-max) | vs best CTranslate2 | vs ONNX Runtime | peak RSS (PSS) | padding "
            "| scores vs refimpl | load average before |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for model, row in results["models"].items():
@@ -359,7 +365,7 @@ def markdown(results: dict) -> str:
             pad = f"{r['padding_percent']:.1f}%" if "padding_percent" in r else "-"
             check = r.get("check", {}).get("max_rel_diff_vs_refimpl_default")
             out.append(f"| {model} ({row['lines']} lines, {row['tokens']} tokens) | {name} | {r['tokens_per_s']:.0f} "
-                       f"({spread}) | {ratio(ct2)} | {ratio(ort)} | {r['peak_rss_mib']} MiB | {pad} | "
+                       f"({spread}) | {ratio(ct2)} | {ratio(ort)} | {r['peak_rss_mib']} ({r.get('peak_pss_mib', '-')}) MiB | {pad} | "
                        f"{'-' if check is None else f'{check:.1e}'} | {r.get('load_average_before', '-')} |")
     return "\n".join(out)
 

@@ -174,19 +174,22 @@ def test_the_default_uses_every_usable_core_unless_the_input_is_one_window(tmp_p
     assert json.loads((tmp_path / "out").read_text().splitlines()[-1])["index"] == lines - 1
 
 
-@pytest.mark.parametrize("lines, parameters, expected", [
-    (300, 10 ** 8, [150, 150]),       # less than two windows, enough work: equal parts, one per worker
-    (301, 10 ** 8, [151, 150]),
-    (300, 10 ** 3, [300]),            # too little work to start workers: one process
-    (0, 10 ** 8, []),
-    (1500, 10, [512, 512, 476]),      # two windows or more: as they come, whatever the work
+@pytest.mark.parametrize("lengths, parameters, expected", [
+    ([3] * 300, 10 ** 8, [150, 150]),          # less than two windows, enough work: parts of equal bytes
+    ([3] * 301, 10 ** 8, [151, 150]),
+    ([1] * 200 + [9] * 20, 10 ** 8, [190, 30]),  # 190 and 190 bytes: the short lines first
+    ([3] * 300, 10 ** 3, [300]),               # too little work to start workers: one process
+    ([], 10 ** 8, []),
+    ([3] * 1500, 10, [512, 512, 476]),          # two windows or more: as they come, whatever the work
 ])
-def test_share_out_splits_a_short_input_among_the_workers(lines, parameters, expected):
+def test_share_out_splits_a_short_input_among_the_workers(lengths, parameters, expected):
     from refimpl.batch.run import WINDOW_LINES, share_out, windows
 
-    items = [(i, b"1 2") for i in range(lines)]
+    items = [(i, b"x" * n) for i, n in enumerate(lengths)]
     workers, chunks = share_out(windows(iter(items), WINDOW_LINES, set()), 2, parameters)
     chunks = list(chunks)
     assert [len(c) for c in chunks] == expected
     assert workers == (2 if len(expected) > 1 else 1)
-    assert [item for c in chunks for item in c] == items
+    assert sorted(item for c in chunks for item in c) == items, "a line lost or repeated"
+    if len(expected) == 2 and len(chunks[0]) < WINDOW_LINES:  # shared out: the shorter lines first
+        assert max(len(raw) for _, raw in chunks[0]) <= min(len(raw) for _, raw in chunks[1])

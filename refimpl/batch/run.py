@@ -167,16 +167,22 @@ WORKER_WORK = 1e9  # lines x parameters: about 2 s of one core (lines of ~50 tok
 def share_out(chunks, workers: int, parameters: int):
     """The windows of a run whose number of processes was chosen for it -> (workers, windows).
 
-    Two windows or more: as they come. Less: the lines in `workers` equal windows, or, when each would hold
-    less than WORKER_WORK / parameters lines, one process (workers = 1)."""
+    Two windows or more: as they come. Less: `workers` parts of about equal bytes (about equal work), the
+    shortest lines in the first, the longest in the last, so that each part batches as tightly as the
+    whole would; or, when each part would hold less than WORKER_WORK / parameters lines, one process."""
     ahead = list(itertools.islice(chunks, 2))
     if len(ahead) > 1:
         return workers, itertools.chain(ahead, chunks)
-    lines = ahead[0] if ahead else []
+    lines = sorted(ahead[0] if ahead else [], key=lambda item: len(item[1]))  # by bytes: about by tokens
     if len(lines) * parameters < workers * WORKER_WORK:
         return 1, iter(ahead)
-    size = -(-len(lines) // workers)
-    return workers, (lines[start:start + size] for start in range(0, len(lines), size))
+    total, done, parts = sum(len(raw) for _, raw in lines) or 1, 0, [[]]
+    for item in lines:
+        if done >= total * len(parts) / workers and len(parts) < workers:
+            parts.append([])
+        parts[-1].append(item)
+        done += len(item[1])
+    return workers, iter(parts)
 
 
 def model_size(scorer) -> int:  # parameters of the loaded model
