@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .batch.jobs import DEFAULT_BATCH_TOKENS
+
 SHIPPED_MODEL = Path(__file__).resolve().parent / "data" / "opt-tiny"
 
 
@@ -71,7 +73,8 @@ def score_job(args):
     from .batch import ScoreJob
 
     return ScoreJob(model=model_path(args.model), architecture=args.architecture, dtype=args.dtype,
-                    format=args.format, batch_size=args.batch_size, stride=args.stride, cache_dir=args.cache_dir)
+                    format=args.format, batch_tokens=args.batch_tokens, batch_size=args.batch_size,
+                    stride=args.stride, cache_dir=args.cache_dir)
 
 
 GENERATE_OPTIONS = ("max_new_tokens", "min_new_tokens", "num_beams", "do_sample", "temperature", "top_k", "top_p",
@@ -111,11 +114,9 @@ def run_job(args, job) -> int:
     from .batch import InputError, run_and_report, run_score, score_on_dask
     from .batch.cluster import WorkerError
     from .formats import CheckpointError
-    from .runtime import batch_threads
 
     if args.resume and args.output == "-":
         raise ValueError("--resume needs the output file of the interrupted run: pass -o FILE")
-    threads = batch_threads(args.threads)
     resume = None if args.output == "-" else resume_command(args.argv)
     client = None
 
@@ -123,10 +124,11 @@ def run_job(args, job) -> int:
         nonlocal client
         if not args.scheduler:
             return run_score(job, args.input, args.output, resume=args.resume, workers=args.workers,
-                             threads=threads, progress=args.progress)
+                             threads=args.threads, progress=args.progress)
         client = connect(args.scheduler)
         return score_on_dask(job, args.input, args.output, client, resume=args.resume,
-                             partition_lines=args.partition_lines, threads=threads, progress=args.progress)
+                             partition_lines=args.partition_lines, threads=args.threads or 1,
+                             progress=args.progress)
 
     try:
         return run_and_report(run, resume, done="scored" if args.command == "score" else "continued")
@@ -308,21 +310,23 @@ def add_common_arguments(command, verb: str) -> None:  # score's and generate's:
                          help='text: one text per line; ids: token ids per line; jsonl: {"text": ...} or '
                               '{"input_ids": [...]}' + (' ({"source": ..., "target": ...} for LED)' if verb == "score" else ""))
     command.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="compute dtype")
-    command.add_argument("--batch-size", type=count_option, default=8, help="items per forward pass")
+    command.add_argument("--batch-size", type=count_option, default=8,
+                         help="items per forward pass (score: a cap beside --batch-tokens, default none)")
     command.add_argument("--progress", action="store_true", default=None,
                          help="show the progress bar even when stderr is not a terminal (default: on a terminal)")
     command.add_argument("--resume", action="store_true",
                          help=f"keep the complete records already in -o OUT and {verb} only the missing lines")
-    command.add_argument("--workers", type=count_option, default=1,
-                         help="processes (they share the memory-mapped weights)")
+    command.add_argument("--workers", type=count_option, default=None,
+                         help="processes, sharing the memory-mapped weights (default: the usable cores divided by "
+                              "--threads; refimpl.runtime.plan_workers)")
     command.add_argument("--threads", type=count_option, default=None,
-                         help="BLAS threads per process (default: refimpl.runtime.DEFAULT_BLAS_THREADS = 1, which "
-                              "does not collapse on a busy machine; see README)")
+                         help="BLAS threads per process (default: 1, which does not collapse on a busy machine; "
+                              "see README)")
     command.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                          help=f"{verb} on this Dask cluster (pip install 'refimpl[dask]'); a local --model path is "
                               "made absolute and must be readable by every worker")
     command.add_argument("--partition-lines", type=count_option, default=None,
-                         help="lines per Dask task, with --scheduler (default: 8 read-ahead windows of 32 batches)")
+                         help="lines per Dask task, with --scheduler (default: 8 read-ahead windows of 512 lines)")
 
 
 def add_generation_arguments(command, max_new_tokens) -> None:  # generate()'s options, shared by two commands
@@ -428,6 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--stride", type=count_option, default=None,
                        help="texts longer than the position table are scored with a sliding window advancing by "
                             "this many tokens, at most the table's size - 1 (default: half the table)")
+    score.add_argument("--batch-tokens", type=count_option, default=DEFAULT_BATCH_TOKENS,
+                       help="positions per forward pass (lines x the longest, padding included): lines are sorted "
+                            "by length within a read-ahead window and grouped to this budget; --batch-size, if "
+                            "given, also caps the lines per pass")
+    score.set_defaults(batch_size=None)
     score.set_defaults(func=cmd_score)
     gen = commands.add_parser("generate", help="continue prompts (greedy, beam search or sampling) as JSONL",
                               description="Continue one prompt per input line; one JSON record per line, in input "

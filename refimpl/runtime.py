@@ -73,15 +73,32 @@ def configure_process() -> dict:
 # bench/results/batch.json): with a competing CPU load, OpenBLAS's default (one thread per core)
 # collapses, each product waiting for a descheduled thread; one thread per process does not, and on a
 # quiet machine loses little at the batch shapes scoring runs. Throughput across cores comes from
-# --workers (processes), which scale without that collapse.
+# processes (--workers), which scale without that collapse: by default one per core the process may run
+# on (bench/bench_score_e2e.py measures the arrangements, bench/results/score_e2e.json).
 DEFAULT_BLAS_THREADS = 1
 
 
-def batch_threads(requested=None) -> int:
-    """BLAS threads for each scoring process: `requested` (--threads) or DEFAULT_BLAS_THREADS."""
-    if requested is not None and int(requested) < 1:
-        raise ValueError(f"--threads must be at least 1, got {requested}")
-    return int(requested) if requested is not None else DEFAULT_BLAS_THREADS
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity mask: taskset, cgroup cpusets), else the cpu count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def plan_workers(workers=None, threads=None, cpus=None) -> tuple:
+    """(processes, BLAS threads per process) for a batch job (`refimpl score`, `refimpl generate` on files).
+
+    What the user gave is kept. Otherwise every usable core (`cpus`, default usable_cpus()) runs a process
+    of DEFAULT_BLAS_THREADS threads: workers = cpus // threads, at least 1. So `--threads 2` alone on
+    4 cores gives 2 processes of 2 threads, and `--workers 3` alone keeps 1 thread each."""
+    for name, value in (("--workers", workers), ("--threads", threads)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    threads = threads if threads is not None else DEFAULT_BLAS_THREADS
+    if workers is None:
+        workers = max(1, (cpus or usable_cpus()) // threads)
+    return workers, threads
 
 
 def set_threads(n: int) -> bool:

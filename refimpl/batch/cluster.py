@@ -40,7 +40,7 @@ class WorkerError(Exception):
     """A partition failed on a Dask worker (its model path unreadable there, ...): the message names the worker."""
 
 
-def score_partition(job: ScoreJob, threads: int, lines, window: int):  # runs on a worker -> (records, tokens)
+def score_partition(job: ScoreJob, threads: int, lines, window: int):  # runs on a worker -> a Batch
     from .. import runtime
     from .worker import score_lines
 
@@ -74,8 +74,10 @@ def score_on_dask(job: ScoreJob, input_path: str, output_path: str, client, resu
     if not resume:
         shutil.rmtree(parts, ignore_errors=True)
     parts.mkdir(parents=True, exist_ok=True)
-    summary, bar = Summary(), progress_bar(progress, input_path, long_input=job.batch_size)
-    in_flight_limit = 2 * max(1, len(client.scheduler_info().get("workers", {})))
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    summary = Summary(workers=workers, threads=threads)
+    bar = progress_bar(progress, input_path, long_input=job.batch_size or 8)
+    in_flight_limit = 2 * workers
     futures, submitted = distributed.as_completed(), []
     start = time.perf_counter()
     try:
@@ -120,19 +122,18 @@ def save_next(parts: Path, futures, summary: Summary, bar, flag: StopFlag) -> No
 
 
 def save_partition(parts: Path, future, summary: Summary, bar) -> None:
-    records, tokens = future.result()
+    batch = future.result()
     temporary = parts / f".{future.partition:08d}.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        write_all(fd, b"".join(encode_record(record) for record in records))
+        write_all(fd, b"".join(encode_record(record) for record in batch.records))
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(temporary, part_file(parts, future.partition))
-    summary.scored_now += len(records)
-    summary.tokens += tokens
+    summary.add(batch)
     if bar is not None:
-        bar.update(len(records))
+        bar.update(len(batch.records))
 
 
 def assemble(parts: Path, output_path: str, summary: Summary) -> None:

@@ -18,7 +18,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .jobs import check_ids, job_tokenizer, padded, parse_line, parse_window
+from .jobs import Batch, check_ids, job_tokenizer, padded, parse_line, parse_window
 from .lines import LineError
 
 
@@ -63,17 +63,21 @@ class Continuer:
         self.encoder_decoder = bool(self.model.config.is_encoder_decoder)
         self.limit = position_limit(self.model.config)
 
-    def score_window(self, lines: Sequence[Tuple[int, bytes]]) -> Iterator[Tuple[List[dict], int]]:
-        """(records, new tokens) per batch for the raw lines [(index, bytes)] of one window; error records first,
-        then the prompts by length, `batch_size` at a time (one at a time when sampling)."""
+    def score_window(self, lines: Sequence[Tuple[int, bytes]]) -> Iterator[Batch]:
+        """A Batch (records, new tokens, the prompts' padding positions) per generate() call for the raw lines
+        [(index, bytes)] of one window; error records first, then the prompts by length, `batch_size` at a
+        time (one at a time when sampling)."""
         items, errors = parse_window(lines, self.parse)
         if errors:
-            yield errors, 0
+            yield Batch(errors, 0, 0)
         items.sort(key=lambda item: len(item[1]))
         size = 1 if self.sampling else self.job.batch_size
         for start in range(0, len(items), size):
-            records = self.generate_batch(items[start:start + size])
-            yield records, sum(len(r["new_token_ids"]) for r in records)
+            chunk = items[start:start + size]
+            records = self.generate_batch(chunk)
+            width = max(len(ids) for _, ids in chunk)
+            yield Batch(records, sum(len(r["new_token_ids"]) for r in records),
+                        sum(width - len(ids) for _, ids in chunk))
 
     def parse(self, line: str) -> list:  # a decoded line -> prompt token ids, checked; or LineError
         ids = parse_line(line, self.job.format, self.tokenizer)

@@ -1,6 +1,11 @@
-"""What one scoring run computes: `ScoreJob` (a small picklable description: model, format, batch size,
+"""What one scoring run computes: `ScoreJob` (a small picklable description: model, format, token budget,
 ...) and `Scorer` (the loaded model and tokenizer) whose `score_window` turns a window of raw lines into
-records, one length-bucketed batch at a time.
+records, one batch at a time.
+
+Batches by token budget: the window's lines are sorted by length and cut into forward passes of at most
+`batch_tokens` positions (rows x the longest row, padding included), so short lines make large
+products and a long line never pads a batch of short ones; `batch_size`, when given, also caps the
+lines per pass. Each batch reports its padding (positions computed for no token).
 
 Every runner (one process, `--workers`, Dask) calls the same `Scorer.score_window`, so their records
 are the same; only batch composition differs, hence at most float32 rounding.
@@ -12,13 +17,17 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .lines import LineError, decode_line
 
 KINDS = ("causal", "masked", "classify", "seq2seq")
+# Positions (rows x longest row) per forward pass. On 1,000 lines of prose (8-80 words) in windows of
+# 512 lines, 1024 / 2048 / 4096 / 8192 pad 3.6 / 7.2 / 12.6 / 19.6% of the positions; 2048 keeps the
+# products over 1,000 rows at little padding (bench/bench_score_e2e.py times whole runs).
+DEFAULT_BATCH_TOKENS = 2048
 
 
 @dataclass(frozen=True)
@@ -27,7 +36,8 @@ class ScoreJob:
     architecture: Optional[str] = None
     dtype: str = "float32"
     format: str = "text"            # text | ids | jsonl
-    batch_size: int = 8
+    batch_tokens: int = DEFAULT_BATCH_TOKENS  # positions per forward pass, padding included
+    batch_size: Optional[int] = None  # at most this many lines per forward pass (None: the budget alone)
     stride: Optional[int] = None    # sliding-window stride for causal texts longer than the position table
     cache_dir: Optional[str] = None
 
@@ -42,8 +52,9 @@ class Scorer:
         import refimpl
 
         self.job = job
+        # memory-mapped: the processes of one run share the weights' pages (scoring never writes to them)
         self.model = refimpl.from_pretrained(job.model, architecture=job.architecture, dtype=job.dtype,
-                                             cache_dir=job.cache_dir)
+                                             cache_dir=job.cache_dir, mmap=True)
         self.kind = score_kind(self.model)
         check_stride(job.stride, self.model, self.kind)
         self.tokenizer = job_tokenizer(job, needed_for="masked-LM scoring needs it (for its mask token)"
@@ -54,19 +65,25 @@ class Scorer:
 
     # ------------------------------------------------------------ one window of lines
 
-    def score_window(self, lines: Sequence[Tuple[int, bytes]]) -> Iterator[Tuple[List[dict], int]]:
-        """(records, tokens) per batch, for the raw lines [(index, bytes)] of one read-ahead window.
+    def score_window(self, lines: Sequence[Tuple[int, bytes]]) -> Iterator["Batch"]:
+        """A Batch (records, tokens, padding) per forward pass, for the raw lines [(index, bytes)] of one
+        read-ahead window.
 
-        Error records come first; the scorable items are sorted by length and scored in batches
-        (less padding). Each record appears once; the caller restores input order."""
+        Error records come first; the scorable items are sorted by length and grouped by the token budget
+        (refimpl.batch.jobs.budget_batches). Each record appears once; the caller restores input order."""
         items, errors = parse_window(lines, self.parse)
         if errors:
-            yield errors, 0
+            yield Batch(errors, 0, 0)
         items.sort(key=lambda item: item_length(item[1]))
-        size = self.job.batch_size if self.kind in ("causal", "seq2seq") else 1
-        for start in range(0, len(items), size):
-            chunk = items[start:start + size]
-            yield self.score_batch(chunk), sum(item_length(ids) for _, ids in chunk)
+        one_at_a_time = self.kind in ("masked", "classify")  # each text is its own forward pass(es)
+        for chunk in budget_batches(items, self.job.batch_tokens, 1 if one_at_a_time else self.job.batch_size):
+            yield Batch(self.score_batch(chunk), sum(item_length(item) for _, item in chunk),
+                        0 if one_at_a_time else padding(chunk, self.position_limit()))
+
+    def position_limit(self) -> float:  # a causal text longer than this is scored alone (sliding window)
+        if self.kind != "causal":
+            return float("inf")
+        return getattr(self.model.config, "max_position_embeddings", None) or float("inf")
 
     def score_batch(self, chunk):  # [(index, item)] -> [record]
         if self.kind == "causal":
@@ -133,8 +150,45 @@ def check_stride(stride, model, kind) -> None:  # before any work, not at the fi
                          f"minus one), got {stride!r}")
 
 
+class Batch(NamedTuple):
+    """What one forward pass produced: its records, the tokens they hold, the padding positions computed."""
+    records: List[dict]
+    tokens: int
+    padding: int
+
+
 def item_length(item) -> int:  # token ids, or a (source, target) pair
     return len(item[0]) + len(item[1]) if isinstance(item, tuple) else len(item)
+
+
+def item_width(item) -> int:  # positions one row of a batch needs: its ids, or its longer side
+    return max(len(item[0]), len(item[1])) if isinstance(item, tuple) else len(item)
+
+
+def budget_batches(items, budget: int, max_lines: Optional[int] = None) -> Iterator[list]:
+    """Cut items [(index, ids or (source, target))], sorted by length, into consecutive batches of at most
+    `budget` positions (rows x the widest row) and `max_lines` rows. An item wider than the budget is a
+    batch of its own."""
+    if budget < 1:
+        raise ValueError(f"--batch-tokens must be at least 1, got {budget}")
+    batch, widest = [], 0
+    for item in items:
+        rows, width = len(batch) + 1, max(widest, item_width(item[1]))
+        if batch and (rows * width > budget or (max_lines is not None and rows > max_lines)):
+            yield batch
+            batch, width = [], item_width(item[1])
+        batch.append(item)
+        widest = width
+    if batch:
+        yield batch
+
+
+def padding(chunk, limit: float = float("inf")) -> int:
+    """Positions a right-padded forward pass of `chunk` computes for no token (per side for pairs); a causal
+    text longer than `limit` runs alone, unpadded (sliding windows)."""
+    sides = list(zip(*(item for _, item in chunk))) if isinstance(chunk[0][1], tuple) else [
+        [ids for _, ids in chunk if len(ids) <= limit]]
+    return sum(len(side) * max(map(len, side)) - sum(map(len, side)) for side in sides if side)
 
 
 def score_kind(model) -> str:  # -> one of KINDS, from the family's declared heads

@@ -1,10 +1,14 @@
 """Run a ScoreJob over a file in this process or in `--workers N` processes.
 
-    read lines lazily (bytes) -> windows of `window` lines -> score (bucketed batches) -> OrderedWriter
+    read lines lazily (bytes) -> windows of `window` lines -> score (token-budget batches) -> OrderedWriter
 
+Processes and threads: refimpl.runtime.plan_workers (by default a process of one BLAS thread per usable
+core). An input of less than two windows is shared out among the workers in equal parts, or, when that
+is too little work to pay for starting them (`share_out`), scored in this process.
 Memory is bounded by one window per process (plus the chunks in flight to workers), whatever the
-input's length. SIGINT / SIGTERM stop the run within one forward pass, even inside a long line's sliding
-windows: every record written so far is complete and `--resume` computes the others.
+input's length; the final stderr line reports the peak RSS. SIGINT / SIGTERM stop the run within one
+forward pass, even inside a long line's sliding windows: every record written so far is complete and
+`--resume` computes the others.
 
 The writer can write a record only when every earlier one is written; within a window the batches
 run shortest first, so records go out as each window completes.
@@ -20,15 +24,15 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Tuple
 
-from .jobs import ScoreJob
+from .jobs import Batch, ScoreJob
 from .lines import count_lines, open_input, read_lines
 from .output import OrderedWriter, resume_file
 
-WINDOW_BATCHES = 32  # read-ahead window: this many batches of lines are length-sorted together
+WINDOW_LINES = 512  # read-ahead window: this many lines are length-sorted together, then cut into batches
 
 
 def window_lines(job: ScoreJob, window: Optional[int] = None) -> int:
-    return window or job.batch_size * WINDOW_BATCHES
+    return window or WINDOW_LINES
 
 
 @dataclass
@@ -38,14 +42,35 @@ class Summary:
     errors: int = 0           # of which error records
     scored_now: int = 0       # lines scored by this run
     tokens: int = 0           # tokens scored by this run
+    padding: int = 0          # positions its forward passes computed for padding
     seconds: float = 0.0
+    workers: int = 1          # processes that scored, and the BLAS threads of each
+    threads: int = 1
     interrupted: bool = False
     beyond_input: int = 0     # --resume: records in OUT whose index is past the input's last line
 
     def rate_line(self) -> str:
         per = max(self.seconds, 1e-9)
+        waste = self.padding / max(self.tokens + self.padding, 1)
         return (f"refimpl: {self.scored_now} lines, {self.tokens} tokens in {self.seconds:.1f} s: "
-                f"{self.scored_now / per:.1f} lines/s, {self.tokens / per:.0f} tokens/s")
+                f"{self.scored_now / per:.1f} lines/s, {self.tokens / per:.0f} tokens/s; "
+                f"padding {100 * waste:.1f}% of positions; {self.workers} process(es) x {self.threads} thread(s); "
+                f"peak RSS {peak_rss_mib():.0f} MiB")
+
+    def add(self, batch) -> None:  # a refimpl.batch.jobs.Batch (or the sum of a few)
+        self.scored_now += len(batch.records)
+        self.tokens += batch.tokens
+        self.padding += batch.padding
+
+
+def peak_rss_mib() -> float:
+    """The peak resident memory of this process plus that of its largest finished child (a worker), MiB.
+    Pages the processes share (the memory-mapped weights) count in each: an upper bound."""
+    import resource
+
+    kib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+           + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return kib / 1024
 
 
 class Interrupted(Exception):
@@ -112,17 +137,21 @@ def progress_bar(enabled: Optional[bool], input_path: str = "-", long_input: int
     return tqdm(total=total if total >= 0 else None, unit="line", file=sys.stderr, dynamic_ncols=True)
 
 
-def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = False, workers: int = 1,
-              threads: int = 1, window: Optional[int] = None, progress: Optional[bool] = None) -> Summary:
+def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = False,
+              workers: Optional[int] = None, threads: Optional[int] = None, window: Optional[int] = None,
+              progress: Optional[bool] = None) -> Summary:
     """Score every line of `input_path` into `output_path` (JSONL, input order). Raises InputError for an
-    unreadable input, ValueError / FileNotFoundError for an unusable model or arguments."""
+    unreadable input, ValueError / FileNotFoundError for an unusable model or arguments.
+    workers, threads: None chooses (refimpl.runtime.plan_workers)."""
     from .. import runtime
 
+    chosen = workers is None
+    workers, threads = runtime.plan_workers(workers, threads)
     runtime.set_threads(threads)
     source = open_input(input_path)
     scorer = job.load()  # fails fast here, not in a worker; --workers processes load their own
     done, resumed_errors = resume_file(output_path) if resume else (set(), 0)
-    bar = progress_bar(progress, input_path, long_input=job.batch_size)
+    bar = progress_bar(progress, input_path, long_input=job.batch_size or 8)
     window = window_lines(job, window)
     writer = OrderedWriter(output_path, append=resume, skip=done)
     summary = Summary(records=len(done), errors=resumed_errors)
@@ -133,6 +162,9 @@ def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = F
         with source, StopFlag() as flag:
             lines = Counted(read_lines(source))
             chunks = windows(lines, window, done)
+            if chosen and workers > 1:
+                workers, chunks = share_out(chunks, workers, model_size(scorer))
+            summary.workers, summary.threads = workers, threads
             results = (score_locally(scorer, chunks) if workers == 1 else
                        score_in_processes(job, chunks, workers, threads, window))
             while True:
@@ -140,12 +172,10 @@ def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = F
                     batch = next(results, None)
                 if batch is None:
                     break
-                records, tokens = batch
-                writer.put(records)
-                summary.scored_now += len(records)
-                summary.tokens += tokens
+                writer.put(batch.records)
+                summary.add(batch)
                 if bar is not None:
-                    bar.update(len(records))
+                    bar.update(len(batch.records))
     except Interrupted:  # records still waiting for an earlier one are computed again by --resume
         summary.interrupted = True
     finally:
@@ -160,6 +190,34 @@ def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = F
     return summary
 
 
+WORKER_WORK = 1e9  # lines x parameters: about 2 s of one core (lines of ~50 tokens), what starting a worker costs
+
+
+def share_out(chunks, workers: int, parameters: int):
+    """The windows of a run whose number of processes was chosen for it -> (workers, windows).
+
+    Two windows or more: as they come. Less: `workers` parts of about equal bytes (about equal work), the
+    shortest lines in the first, the longest in the last, so that each part batches as tightly as the
+    whole would; or, when each part would hold less than WORKER_WORK / parameters lines, one process."""
+    ahead = list(itertools.islice(chunks, 2))
+    if len(ahead) > 1:
+        return workers, itertools.chain(ahead, chunks)
+    lines = sorted(ahead[0] if ahead else [], key=lambda item: len(item[1]))  # by bytes: about by tokens
+    if len(lines) * parameters < workers * WORKER_WORK:
+        return 1, iter(ahead)
+    total, done, parts = sum(len(raw) for _, raw in lines) or 1, 0, [[]]
+    for item in lines:
+        if done >= total * len(parts) / workers and len(parts) < workers:
+            parts.append([])
+        parts[-1].append(item)
+        done += len(item[1])
+    return workers, iter(parts)
+
+
+def model_size(scorer) -> int:  # parameters of the loaded model
+    return sum(value.size for value in scorer.model.params.values())
+
+
 class Counted:
     """An iterator of (index, line) that remembers how many lines it has given."""
 
@@ -172,14 +230,15 @@ class Counted:
             yield item
 
 
-def score_locally(scorer, chunks) -> Iterator[Tuple[list, int]]:  # (records, tokens) per batch
+def score_locally(scorer, chunks) -> Iterator[Batch]:  # one per forward pass
     for chunk in chunks:
         yield from scorer.score_window(chunk)
 
 
-def score_in_processes(job, chunks, workers: int, threads: int, window: int) -> Iterator[Tuple[list, int]]:
+def score_in_processes(job, chunks, workers: int, threads: int, window: int) -> Iterator[Batch]:
     """Windows scored by `workers` fresh processes (spawned: no forked BLAS state), 2 per worker in flight;
-    results come back in submission order, so the writer's reorder buffer stays one window deep."""
+    results (a Batch per window) come back in submission order, so the writer's reorder buffer stays one
+    window deep."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 

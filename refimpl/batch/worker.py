@@ -28,12 +28,15 @@ def scorer(job):
         return _SCORERS[job]
 
 
-def score_lines(job, lines, window: int):  # [(index, bytes)] -> (records in input order, tokens)
+def score_lines(job, lines, window: int):  # [(index, bytes)] -> Batch: records in input order
     """Score raw lines in this process, `window` lines at a time (as a local run cuts them: same batches)."""
-    records, tokens = [], 0
+    from .jobs import Batch
+
+    records, tokens, padding = [], 0, 0
     for start in range(0, len(lines), window):
-        for batch, n in scorer(job).score_window(lines[start:start + window]):
-            records += batch
-            tokens += n
+        for batch in scorer(job).score_window(lines[start:start + window]):
+            records += batch.records
+            tokens += batch.tokens
+            padding += batch.padding
     records.sort(key=lambda record: record["index"])
-    return records, tokens
+    return Batch(records, tokens, padding)
