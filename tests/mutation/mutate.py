@@ -44,7 +44,7 @@ from typing import Dict, List, Optional, Set
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 PACKAGE = "refimpl"
-MAP = HERE / "map.json"
+MAP = Path(os.environ.get("MUTATION_MAP", HERE / "map.json"))
 EQUIVALENT = HERE / "equivalent.txt"
 
 COMPARE = {ast.Lt: ("<", ["<=", ">="]), ast.LtE: ("<=", ["<", ">"]), ast.Gt: (">", [">=", "<="]),
@@ -520,12 +520,29 @@ def cmd_run(args) -> None:
             print(f"  {r['status']}: {r['mutant']}")
 
 
+def cmd_merge(args) -> None:
+    """Union of maps written by `map` runs over different test files (MUTATION_MAP=part.json)."""
+    lines, durations = {}, {}
+    for part in args.parts:
+        data = json.loads(Path(part).read_text())
+        for rel, by_line in data["lines"].items():
+            for n, ctx in by_line.items():
+                lines.setdefault(rel, {}).setdefault(n, set()).update(ctx)
+        durations.update(data["durations"])
+    lines = {rel: {n: sorted(c) for n, c in by.items()} for rel, by in lines.items()}
+    MAP.write_text(json.dumps({"lines": lines, "durations": durations}))
+    print(f"wrote {MAP}: {sum(len(v) for v in lines.values())} lines, {len(durations)} tests")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("map", help="one coverage run: which tests execute which line")
     p.add_argument("tests", nargs="*", help="test files to (re-)map; default: the whole suite")
     p.set_defaults(func=cmd_map)
+    p = sub.add_parser("merge", help="union of maps (MUTATION_MAP=part.json mutate.py map FILES, ...)")
+    p.add_argument("parts", nargs="+")
+    p.set_defaults(func=cmd_merge)
     p = sub.add_parser("list", help="print every possible mutant's identity")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("run", help="run mutants against the tests that execute their line")
