@@ -293,6 +293,7 @@ class Tokenizer:
         """Add tokens matched verbatim in text; returns how many got a new id (upstream _add_tokens)."""
         vocab = self.get_vocab()
         new_idx, added = len(vocab), 0
+        specials = {t.content for t in self._all_special_added_tokens()}
         for token in new_tokens:
             if isinstance(token, str):
                 if token == "" or token in self.added_tokens_encoder:
@@ -316,6 +317,9 @@ class Tokenizer:
                 index = new_idx + added
                 vocab[token.content] = index
                 added += 1
+            if token.special and token.content not in specials:  # upstream: an additional special token
+                self._additional.append(token)
+                specials.add(token.content)
             self.added_tokens_decoder[index] = token
             self.added_tokens_encoder[token.content] = index
         self._added_split_re = None
