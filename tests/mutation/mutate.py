@@ -36,7 +36,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Set
@@ -66,10 +68,11 @@ class Mutant:
     replacement: str   # the text put in place of [start, end)
     end_line: int
     end_col: int
+    note: str = ""     # shown instead of an empty replacement: "-name" for a dropped keyword argument
 
     @property
     def ident(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}:{self.operator}:{self.replacement}"
+        return f"{self.file}:{self.line}:{self.col}:{self.operator}:{self.note or self.replacement}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -160,9 +163,9 @@ def mutants_of(path: Path) -> List[Mutant]:
     axis_values = set()
     out: List[Mutant] = []
 
-    def add(operator, replacement, span):
+    def add(operator, replacement, span, note=""):
         line, col, end_line, end_col = span
-        out.append(Mutant(rel, line, col, operator, replacement, end_line, end_col))
+        out.append(Mutant(rel, line, col, operator, replacement, end_line, end_col, note))
 
     for node in ast.walk(tree):
         if id(node) in skip:
@@ -227,7 +230,7 @@ def mutants_of(path: Path) -> List[Mutant]:
                             nxt.lineno, off.char_col(nxt.lineno, nxt.col_offset))
                 else:
                     span = _span(off, kw)
-                add("kwarg", "", span)
+                add("kwarg", "", span, note=f"-{kw.arg}")
                 if kw.arg in AXIS_KEYWORDS:
                     value = kw.value
                     number = _int_value(value)
@@ -418,12 +421,12 @@ def load_equivalents() -> Dict[str, str]:
     return out
 
 
-def scratch_copy() -> Path:
-    """A copy of the repository's package and tests in a fixed scratch directory (per checkout), with
-    golden/ linked; files keep their times so Numba's cache stays valid between runs."""
+def scratch_copy(worker: int = 0) -> Path:
+    """A copy of the repository's package and tests in a fixed scratch directory (per checkout and
+    worker), with golden/ linked; files keep their times so Numba's cache stays valid between runs."""
     import hashlib
     tag = hashlib.sha1(str(ROOT).encode()).hexdigest()[:8]
-    work = Path(tempfile.gettempdir()) / f"refimpl-mutation-{tag}"
+    work = Path(tempfile.gettempdir()) / f"refimpl-mutation-{tag}-{worker}"
     work.mkdir(exist_ok=True)
     for name in (PACKAGE, "tests"):
         src, dst = ROOT / name, work / name
@@ -490,20 +493,32 @@ def cmd_run(args) -> None:
         mutants = random.Random(args.seed).sample(mutants, min(args.sample, len(mutants)))
     tmap = TestMap()
     equivalents = load_equivalents()
-    work = scratch_copy()
-    results = []
-    print(f"{len(mutants)} mutants (sample {args.sample} seed {args.seed}); scratch copy {work}", flush=True)
-    for i, m in enumerate(mutants, 1):
+    works = [scratch_copy(w) for w in range(args.jobs)]
+    print(f"{len(mutants)} mutants (sample {args.sample} seed {args.seed}); scratch copies {works[0]}...",
+          flush=True)
+    free = list(works)
+    lock = threading.Lock()
+    done = [0]
+
+    def one(m):
         tests = tmap.tests_for(m)
-        if not tests:
-            status, took, tail = "uncovered", 0.0, ""
-        else:
-            status, took, tail = run_mutant(m, tests, work, args.timeout)
+        with lock:
+            work = free.pop()
+        try:
+            status, took, tail = run_mutant(m, tests, work, args.timeout) if tests else ("uncovered", 0.0, "")
+        finally:
+            with lock:
+                free.append(work)
         if status == "survived" and m.ident in equivalents:
             status = "equivalent"
-        results.append({"mutant": m.ident, "status": status, "tests": len(tests), "seconds": round(took, 1),
-                        "last_line": tail})
-        print(f"[{i}/{len(mutants)}] {status:10s} {took:6.1f}s {len(tests):4d} tests  {m.ident}", flush=True)
+        with lock:
+            done[0] += 1
+            print(f"[{done[0]}/{len(mutants)}] {status:10s} {took:6.1f}s {len(tests):4d} tests  {m.ident}", flush=True)
+        return {"mutant": m.ident, "status": status, "tests": len(tests), "seconds": round(took, 1),
+                "last_line": tail}
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(one, mutants))
     counts = {}
     for r in results:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -549,6 +564,7 @@ def main(argv=None) -> None:
     p.add_argument("--sample", type=int, default=0, help="draw N mutants uniformly (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant (a timeout counts as killed)")
+    p.add_argument("--jobs", type=int, default=1, help="mutants run at once (each in its own scratch copy)")
     p.add_argument("--only", nargs="*", help="mutant identities or files to run")
     p.add_argument("--output", default=str(HERE / "last_run.json"))
     p.set_defaults(func=cmd_run)
