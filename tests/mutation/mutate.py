@@ -10,7 +10,7 @@
 line of refimpl/ the node ids of the tests that execute it (subprocesses started by tests included), and
 each test's duration. `run` copies the package to a scratch directory (never the working tree), applies
 one mutant at a time there and runs only the tests that execute the mutated line, fastest first, with
-`-x` and a per-mutant timeout. Lines run only at import (defaults in signatures, dataclass fields,
+`-x` and a per-mutant timeout (a timeout counts as surviving). Lines run only at import (defaults in signatures, dataclass fields,
 module constants) and the bodies of Numba kernels (not seen by coverage) take the tests of the lines
 that use the name they define. A mutant no test executes counts as surviving.
 
@@ -344,11 +344,20 @@ class TestMap:
         return self._trees[rel]
 
     def tests_for(self, m: Mutant) -> List[str]:
-        tests = set(self.lines.get(m.file, {}).get(m.line, set()))
-        if not tests:
-            tests = self._fallback(m)
+        executed = self.lines.get(m.file, {})
+        tests = set(executed.get(m.line, set()))
+        if not tests and (m.line in executed or not self._in_executed_function(m.file, m.line)):
+            tests = self._fallback(m)  # run at import only, or inside a Numba kernel (coverage does not see it)
         known = [t for t in tests if "::" in t]
         return sorted(known, key=lambda t: (self.durations.get(t, 1.0), t))
+
+    def _in_executed_function(self, rel, line) -> bool:
+        """Whether `line` lies in a function coverage saw running (so the line itself was never run)."""
+        executed = self.lines.get(rel, {})
+        for node in self._enclosing(rel, line):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                return any(n in executed for n in range(node.body[0].lineno, node.end_lineno + 1))
+        return False
 
     def _lines_tests(self, rel, lines) -> Set[str]:
         by = self.lines.get(rel, {})
@@ -359,52 +368,63 @@ class TestMap:
 
     def _fallback(self, m: Mutant) -> Set[str]:
         """Tests for a line coverage saw only at import (or not at all): the body of the function whose
-        signature holds it, else the lines using the name defined by its innermost definition."""
-        chain = []
-        for node in ast.walk(self._tree(m.file)):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)):
-                if node.lineno <= m.line <= node.end_lineno:
-                    chain.append(node)
-        chain.sort(key=lambda n: n.end_lineno - n.lineno)
-        for node in chain:
+        signature holds it, else the tests of the lines using the name defined by its innermost definition
+        (followed through definitions that are themselves import-only or uncovered, a few levels deep)."""
+        return self._line_fallback(m.file, m.line, depth=3, seen=set())
+
+    def _line_fallback(self, rel, line, depth, seen) -> Set[str]:
+        for node in self._enclosing(rel, line):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                body = range(node.body[0].lineno, node.end_lineno + 1)
-                tests = self._lines_tests(m.file, body)
+                tests = self._lines_tests(rel, range(node.body[0].lineno, node.end_lineno + 1))
                 if tests:
                     return tests
-            names = self._names(node)
             tests = set()
-            for name in names:
-                tests |= self._uses(name, node)
+            for name in self._names(node):
+                if (rel, name) in seen:
+                    continue
+                seen.add((rel, name))
+                for use_rel, use_line in self._uses(name, rel, node):
+                    found = self.lines.get(use_rel, {}).get(use_line, set())
+                    if not found and depth > 0:
+                        found = self._line_fallback(use_rel, use_line, depth - 1, seen)
+                    tests |= found
             if tests:
                 return tests
         return set()
+
+    def _enclosing(self, rel, line):  # definitions holding `line`, innermost first
+        chain = []
+        for node in ast.walk(self._tree(rel)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)):
+                start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+                if start <= line <= node.end_lineno:
+                    chain.append(node)
+        chain.sort(key=lambda n: n.end_lineno - n.lineno)
+        return chain
 
     @staticmethod
     def _names(node) -> List[str]:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             return [node.name]
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        return [t.id for t in targets if isinstance(t, ast.Name)]
+        names = []
+        for target in targets:
+            for sub in ast.walk(target):
+                if isinstance(sub, ast.Name):
+                    names.append(sub.id)
+        return names
 
-    def _uses(self, name, definition) -> Set[str]:
+    def _uses(self, name, rel, definition):  # -> [(file, line)] mentioning `name` outside its definition
         pattern = re.compile(r"\b" + re.escape(name) + r"\b")
-        out = set()
-        for path in package_files():
-            rel = str(path.relative_to(ROOT))
-            for i, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if pattern.search(text) and not (rel == self._rel_of(definition) and
-                                                 definition.lineno <= i <= definition.end_lineno):
-                    out |= self.lines.get(rel, {}).get(i, set())
+        if not hasattr(self, "_sources"):
+            self._sources = {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8").splitlines()
+                             for p in package_files()}
+        out = []
+        for use_rel, lines in self._sources.items():
+            for i, text in enumerate(lines, 1):
+                if pattern.search(text) and not (use_rel == rel and definition.lineno <= i <= definition.end_lineno):
+                    out.append((use_rel, i))
         return out
-
-    _current = None
-
-    def _rel_of(self, definition):
-        for rel, tree in self._trees.items():
-            if any(node is definition for node in ast.walk(tree)):
-                return rel
-        return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -509,7 +529,7 @@ def cmd_run(args) -> None:
         finally:
             with lock:
                 free.append(work)
-        if status == "survived" and m.ident in equivalents:
+        if status in ("survived", "timeout", "uncovered") and m.ident in equivalents:
             status = "equivalent"
         with lock:
             done[0] += 1
@@ -522,7 +542,7 @@ def cmd_run(args) -> None:
     counts = {}
     for r in results:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    killed = counts.get("killed", 0) + counts.get("timeout", 0)
+    killed = counts.get("killed", 0)  # a timeout is not counted as a kill (it may be a slow survivor)
     scored = sum(v for k, v in counts.items() if k not in ("equivalent", "invalid"))
     score = killed / scored if scored else float("nan")
     summary = {"sample": args.sample, "seed": args.seed, "possible": len(all_mutants()), "counts": counts,
@@ -531,7 +551,7 @@ def cmd_run(args) -> None:
     out.write_text(json.dumps(summary, indent=1))
     print(f"\n{counts}\nscore: killed {killed} / {scored} (equivalents and invalid left out) = {score:.1%}")
     for r in results:
-        if r["status"] in ("survived", "uncovered"):
+        if r["status"] in ("survived", "uncovered", "timeout"):
             print(f"  {r['status']}: {r['mutant']}")
 
 
@@ -563,7 +583,7 @@ def main(argv=None) -> None:
     p = sub.add_parser("run", help="run mutants against the tests that execute their line")
     p.add_argument("--sample", type=int, default=0, help="draw N mutants uniformly (0: all)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant (a timeout counts as killed)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant (a timeout counts as surviving)")
     p.add_argument("--jobs", type=int, default=1, help="mutants run at once (each in its own scratch copy)")
     p.add_argument("--only", nargs="*", help="mutant identities or files to run")
     p.add_argument("--output", default=str(HERE / "last_run.json"))
