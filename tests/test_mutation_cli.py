@@ -131,3 +131,18 @@ def test_example_inputs_length_two_keeps_bos_and_eos(load_model):
     model = load_model(str(SHIPPED_MODEL), None, "float32")
     ids = example_inputs(model, 2)["input_ids"]
     assert ids.tolist() == [[model.config.bos_token_id, model.config.eos_token_id]]
+
+
+def test_inspect_counts_attention_products(load_model):
+    """module_flops of a dense attention block: QK^T and PV, each 2 x B x T x S x E FLOPs."""
+    from refimpl.cli import SHIPPED_MODEL, module_flops
+    from refimpl.trace import tracing
+
+    model = load_model(str(SHIPPED_MODEL), None, "float32")
+    L, E = 12, model.config.hidden_size
+    with tracing() as trace:
+        model(**example_inputs(model, L))
+    names = [n for n in trace if n.endswith(".self_attn")]
+    assert len(names) == model.config.num_hidden_layers
+    for name in names:
+        assert module_flops(model.params, trace, name, trace[name]) == 2 * 2 * 1 * L * L * E

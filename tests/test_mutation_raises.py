@@ -1,0 +1,158 @@
+"""Input checks no other test reached: each bad input is refused with a message naming the argument and
+the value given (and what was expected), never a raw exception from deeper down."""
+import json
+import re
+
+import numpy as np
+import pytest
+
+import refimpl
+from golden import GOLDEN
+
+OPT_LM = GOLDEN / "opt" / "preln-OPTForCausalLM"
+TOKENIZERS = GOLDEN / "tokenizers"
+
+
+def refused(match, fn, *args, error=ValueError, **kwargs):
+    with pytest.raises(error) as info:
+        fn(*args, **kwargs)
+    assert re.search(match, str(info.value)), f"message {str(info.value)!r} does not match {match!r}"
+
+
+def test_kernel_and_attention_arguments():
+    from refimpl import banded_attention as ba
+
+    refused(r"torch's 'sse' softmax kernel is not reproduced; choose one of \['avx2', 'avx512'\]",
+            ba.torch_float32, "sse")
+    refused(r"block_size must be >= 1, got 0", ba.block_size_for, 8, 2, 0)
+    refused(r"block_size must be >= 1, got -3", ba.block_size_for, 8, 2, -3)
+    assert ba.block_size_for(8, 2, 1) == 1
+
+
+def test_masks_and_float_inputs():
+    from refimpl import inputs
+
+    refused(r"attention_mask must have shape \(2, 3\), got \(3, 2\)", inputs.mask, np.ones((3, 2)), (2, 3))
+    refused(r"attention_mask must hold 0/1 values, got dtype <U1", inputs.mask, np.array([["a", "b"]]), (1, 2))
+    refused(r"attention_mask must hold 0/1 values \(1 = attend, 0 = padding\), got \[2\]", inputs.mask,
+            np.array([[1, 2]]), (1, 2))
+    assert inputs.mask(np.array([[True, False]]), (1, 2)).tolist() == [[1, 0]]
+    refused(r"head_mask must be numeric, got dtype <U1", inputs.floats, np.array(["x"]), np.float64, "head_mask")
+    refused(r"head_mask must have shape \(2,\), got \(3,\)", inputs.floats, np.ones(3), np.float64, "head_mask",
+            shape=(2,))
+    assert inputs.floats(None, np.float64, "x") is None
+    assert inputs.floats(np.array([1, 0]), np.float32, "x", shape=(2,)).dtype == np.float32
+
+
+def test_config_checks(tmp_path):
+    from refimpl.config import ConfigError, check_heads, read_config_json
+
+    refused(r"hidden size 10 is not divisible by the number of attention heads 3", check_heads, 10, 3)
+    refused(r"hidden size 10 is not divisible by the number of attention heads 0", check_heads, 10, 0)
+    check_heads(12, 3)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    refused(r"config\.json must hold a JSON object, found list", read_config_json, tmp_path, error=ConfigError)
+    refused(r"no config\.json at", read_config_json, tmp_path / "absent", error=FileNotFoundError)
+
+
+def test_model_level_checks():
+    from refimpl.models import family
+    from refimpl.ops import classification_loss
+
+    refused(r"dtype 'float16' is not supported; use 'float32' or 'float64'", refimpl.from_pretrained, OPT_LM,
+            dtype="float16")
+    refused(r"model_type 'bert' is not supported; expected one of \['led', 'nezha', 'opt', 'xglm'\]", family, "bert")
+    refused(r"problem_type 'ranking' is not one of 'regression', 'single_label_classification', "
+            r"'multi_label_classification'", classification_loss, np.zeros((1, 2)), np.array([0]), 2, "ranking")
+    model = refimpl.from_pretrained(OPT_LM, dtype="float64")
+    out = model(input_ids=np.array([[2, 5, 6]]))
+    with pytest.raises(KeyError, match="hidden_states"):
+        out["hidden_states"]  # a field that is None is not a key, as upstream's ModelOutput
+    np.testing.assert_array_equal(out[0], out["logits"])
+
+
+def test_scoring_checks():
+    from refimpl.scoring import classify, pseudo_log_likelihood, sliding_token_logprobs
+
+    model = refimpl.from_pretrained(OPT_LM, dtype="float64")
+    window = 8
+    refused(rf"stride must be in 1\.\.window-1 \(window={window}\), got {window}", sliding_token_logprobs, model,
+            np.arange(3, 20), window=window, stride=window)
+    refused(r"stride must be in 1\.\.window-1 \(window=8\), got -1", sliding_token_logprobs, model,
+            np.arange(3, 20), window=window, stride=-1)
+    refused(r"pseudo_log_likelihood needs a masked language model; OPTForCausalLM is not one",
+            pseudo_log_likelihood, model, np.array([3, 4]), 1)
+    refused(r"classify needs a sequence classifier; OPTForCausalLM is not one", classify, model, np.array([[3, 4]]))
+
+
+def test_generation_checks():
+    from refimpl.generation.constrained import constrained_beam_search  # noqa: F401 (the module under test)
+    from refimpl.generation.constraints import DisjunctiveConstraint, PhrasalConstraint
+
+    model = refimpl.from_pretrained(OPT_LM, dtype="float64")
+    ids = np.array([[2, 5, 6]])
+    refused(r"`num_beams` should be divisible by `num_beam_groups`", model.generate, ids, num_beams=3,
+            num_beam_groups=2, diversity_penalty=0.5, max_new_tokens=2)
+    refused(r"`num_return_sequences` \(3\) has to be smaller or equal to `num_beams` \(2\)", model.generate, ids, num_beams=2,
+            num_return_sequences=3, max_new_tokens=2)
+    refused(r"generate\(\) needs input_ids", model.generate, None)
+    base = refimpl.from_pretrained(GOLDEN / "opt" / "preln-OPTModel", dtype="float64")
+    refused(r"OPTModel cannot generate; the opt classes that can: OPTForCausalLM", base.generate, ids)
+    refused(r"`token_ids` has to be a non-empty list, but is \[\]", PhrasalConstraint, [])
+    refused(r"has to be a list of positive integers, but is \[1, -2\]", PhrasalConstraint, [1, -2])
+    refused(r"`nested_token_ids` has to be a non-empty list, but is \[\]", DisjunctiveConstraint, [])
+    refused(r"`nested_token_ids` has to be a list of lists, but is \[1, 2\]", DisjunctiveConstraint, [1, 2])
+    refused(r"has to be a list of positive integers, but is \[\[1\], \[-3\]\]", DisjunctiveConstraint, [[1], [-3]])
+
+
+def test_tokenizer_checks(tmp_path):
+    from refimpl.tokenizers import GPT2Tokenizer, load_tokenizer
+
+    tok = load_tokenizer(TOKENIZERS / "opt")
+    refused(r"expected a 1-D sequence of token ids, got an array of shape \(1, 2\)", tok.decode, np.array([[3, 4]]))
+    refused(r"token ids must be integers, got 'a' \(str\)", tok.decode, [3, "a"])
+    refused(r"token ids must be integers, got True \(bool\)", tok.decode, [True])
+    assert tok.decode(np.int64(4)) == tok.decode([4])
+    refused(r"batch_decode expects ids of shape \[B, T\], got \(3,\)", tok.batch_decode, np.array([3, 4, 5]))
+    assert tok.batch_decode(np.array([[3, 4], [5, 6]])) == [tok.decode([3, 4]), tok.decode([5, 6])]
+    refused(r"do not pass a second sequence when the ids already contain special tokens", tok.get_special_tokens_mask,
+            [3, 4], [5], already_has_special_tokens=True)
+    refused(r"pad\(\) needs a dict \(or list of dicts\) with an 'input_ids' entry", tok.pad, {"ids": [[1]]})
+    refused(r"unrecognised keyword arguments \['colour'\]", tok.tokenize, "hello", colour="red")
+    refused(r"truncation length \(7\) is not a multiple of pad_to_multiple_of \(4\)", tok, "a b c d e f g h i",
+            truncation=True, max_length=7, padding="max_length", pad_to_multiple_of=4)
+    refused(r"unknown special token attribute 'cls'; expected one of", GPT2Tokenizer,
+            str(TOKENIZERS / "opt" / "vocab.json"), str(TOKENIZERS / "opt" / "merges.txt"), special_tokens={"cls": "x"})
+    refused(r"bos_token: special token must be a string or a dict with a string 'content', got 5", GPT2Tokenizer,
+            str(TOKENIZERS / "opt" / "vocab.json"), str(TOKENIZERS / "opt" / "merges.txt"), special_tokens={"bos_token": 5})
+    (tmp_path / "vocab.json").write_text("[1, 2]")
+    refused(r"vocab\.json must be a JSON object mapping token strings to integer ids", GPT2Tokenizer,
+            str(tmp_path / "vocab.json"), str(TOKENIZERS / "opt" / "merges.txt"))
+    refused(r"merges file not found: .*absent\.txt \(expected merges\.txt", GPT2Tokenizer,
+            str(TOKENIZERS / "opt" / "vocab.json"), str(tmp_path / "absent.txt"))
+
+
+def test_tokenizer_directory_checks(tmp_path):
+    from refimpl.tokenizers import BertTokenizer, XGLMTokenizer
+
+    refused(r"sentencepiece model not found: .*nothing\.model \(expected sentencepiece\.bpe\.model\)", XGLMTokenizer,
+            vocab_file=str(tmp_path / "nothing.model"))
+    refused(r"vocabulary file not found: .*vocab\.txt \(expected vocab\.txt, one token per line\)", BertTokenizer,
+            str(tmp_path / "vocab.txt"))
+    (tmp_path / "vocab.txt").write_text("")
+    refused(r"vocab\.txt is empty; expected one WordPiece token per line", BertTokenizer, str(tmp_path / "vocab.txt"))
+
+
+def test_cli_file_checks(tmp_path, capfd):
+    from refimpl.cli import load_arrays, main
+
+    (tmp_path / "inputs.txt").write_text("1 2 3")
+    refused(r"--inputs .*inputs\.txt: expected a \.npz or \.safetensors file", load_arrays, str(tmp_path / "inputs.txt"),
+            "--inputs")
+    refused(r"--against .*absent\.npz is not a file \(expected a \.npz or \.safetensors file\)", load_arrays,
+            str(tmp_path / "absent.npz"), "--against")
+    (tmp_path / "in.txt").write_text("2 5\n\n")
+    assert main(["generate", str(tmp_path / "in.txt"), "--format", "ids", "-o", str(tmp_path / "o"),
+                 "--max-new-tokens", "1"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "o").read_text().splitlines()]
+    assert rows[1] == {"index": 1, "error": "empty prompt"} and len(rows[0]["new_token_ids"]) == 1
