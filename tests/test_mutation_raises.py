@@ -156,3 +156,46 @@ def test_cli_file_checks(tmp_path, capfd):
                  "--max-new-tokens", "1"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "o").read_text().splitlines()]
     assert rows[1] == {"index": 1, "error": "empty prompt"} and len(rows[0]["new_token_ids"]) == 1
+
+
+def _safetensors(path, header, data):
+    import struct
+
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    return path
+
+
+@pytest.mark.parametrize("offsets", [[8, 4], [0, 17], [-1, 8], [0, 8, 8]])
+def test_safetensors_entry_offsets_are_checked(tmp_path, offsets):
+    from refimpl.formats import CheckpointError
+    from refimpl.formats.safetensors_file import read_safetensors
+
+    file = _safetensors(tmp_path / "w.safetensors", {"w": {"dtype": "F32", "shape": [2], "data_offsets": offsets}},
+                        bytes(16))
+    refused(rf"tensor 'w' has bad data_offsets \[{', '.join(map(str, offsets))}\] \(expected \[begin, end\] with "
+            r"begin <= end <= 16, the data size\)", read_safetensors, file, error=CheckpointError)
+
+
+def test_safetensors_data_must_be_tiled_to_the_end(tmp_path):
+    from refimpl.formats import CheckpointError
+    from refimpl.formats.safetensors_file import read_safetensors
+
+    file = _safetensors(tmp_path / "w.safetensors", {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}},
+                        bytes(12))
+    refused(r"the header describes 8 bytes of tensor data, the file holds 12 \(truncated or padded file\)",
+            read_safetensors, file, error=CheckpointError)
+    file = _safetensors(tmp_path / "ok.safetensors", {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}},
+                        np.array([1.5, -2.0], "<f4").tobytes())
+    np.testing.assert_array_equal(read_safetensors(file)["w"], [1.5, -2.0])
+
+
+def test_sliding_window_stride_at_its_bound():
+    from refimpl.scoring import sliding_token_logprobs, token_logprobs
+
+    model = refimpl.from_pretrained(OPT_LM, dtype="float64")
+    ids = np.arange(3, 20)
+    got = sliding_token_logprobs(model, ids, window=8, stride=7)  # windows [0, 8), [7, 15), [14, 17)
+    np.testing.assert_array_equal(got[:7], token_logprobs(model, ids[None, :8])[0])
+    np.testing.assert_array_equal(got[7:14], token_logprobs(model, ids[None, 7:15])[0])
+    np.testing.assert_array_equal(got[14:], token_logprobs(model, ids[None, 14:17])[0])
