@@ -512,7 +512,6 @@ def cmd_run(args) -> None:
     if args.sample:
         mutants = random.Random(args.seed).sample(mutants, min(args.sample, len(mutants)))
     tmap = TestMap()
-    equivalents = load_equivalents()
     works = [scratch_copy(w) for w in range(args.jobs)]
     print(f"{len(mutants)} mutants (sample {args.sample} seed {args.seed}); scratch copies {works[0]}...",
           flush=True)
@@ -529,8 +528,6 @@ def cmd_run(args) -> None:
         finally:
             with lock:
                 free.append(work)
-        if status in ("survived", "timeout", "uncovered") and m.ident in equivalents:
-            status = "equivalent"
         with lock:
             done[0] += 1
             print(f"[{done[0]}/{len(mutants)}] {status:10s} {took:6.1f}s {len(tests):4d} tests  {m.ident}", flush=True)
@@ -539,20 +536,28 @@ def cmd_run(args) -> None:
 
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(one, mutants))
+    report(results, args.sample, args.seed, Path(args.output))
+
+
+def report(results, sample, seed, out: Path) -> None:
+    """Counts, score and survivors of a run (equivalents as listed now in equivalent.txt), saved to `out`."""
+    equivalents = load_equivalents()
+    for r in results:
+        if r["status"] in ("survived", "timeout", "uncovered") and r["mutant"] in equivalents:
+            r["status"], r["reason"] = "equivalent", equivalents[r["mutant"]]
     counts = {}
     for r in results:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     killed = counts.get("killed", 0)  # a timeout is not counted as a kill (it may be a slow survivor)
     scored = sum(v for k, v in counts.items() if k not in ("equivalent", "invalid"))
     score = killed / scored if scored else float("nan")
-    summary = {"sample": args.sample, "seed": args.seed, "possible": len(all_mutants()), "counts": counts,
+    summary = {"sample": sample, "seed": seed, "possible": len(all_mutants()), "counts": counts,
                "score": score, "results": results}
-    out = Path(args.output)
     out.write_text(json.dumps(summary, indent=1))
     print(f"\n{counts}\nscore: killed {killed} / {scored} (equivalents and invalid left out) = {score:.1%}")
     for r in results:
-        if r["status"] in ("survived", "uncovered", "timeout"):
-            print(f"  {r['status']}: {r['mutant']}")
+        if r["status"] in ("survived", "uncovered", "timeout", "equivalent"):
+            print(f"  {r['status']}: {r['mutant']}" + (f"  ({r['reason']})" if "reason" in r else ""))
 
 
 def cmd_merge(args) -> None:
@@ -569,12 +574,24 @@ def cmd_merge(args) -> None:
     print(f"wrote {MAP}: {sum(len(v) for v in lines.values())} lines, {len(durations)} tests")
 
 
+def cmd_score(args) -> None:
+    """The score of a saved run, with the equivalents listed now."""
+    data = json.loads(Path(args.run).read_text())
+    for r in data["results"]:
+        if r["status"] == "equivalent" and "reason" not in r:
+            r["status"] = "survived"
+    report(data["results"], data["sample"], data["seed"], Path(args.run))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("map", help="one coverage run: which tests execute which line")
     p.add_argument("tests", nargs="*", help="test files to (re-)map; default: the whole suite")
     p.set_defaults(func=cmd_map)
+    p = sub.add_parser("score", help="re-score a saved run with the equivalents listed now")
+    p.add_argument("run", nargs="?", default=str(HERE / "last_run.json"))
+    p.set_defaults(func=cmd_score)
     p = sub.add_parser("merge", help="union of maps (MUTATION_MAP=part.json mutate.py map FILES, ...)")
     p.add_argument("parts", nargs="+")
     p.set_defaults(func=cmd_merge)
