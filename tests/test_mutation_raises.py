@@ -199,3 +199,21 @@ def test_sliding_window_stride_at_its_bound():
     np.testing.assert_array_equal(got[:7], token_logprobs(model, ids[None, :8])[0])
     np.testing.assert_array_equal(got[7:14], token_logprobs(model, ids[None, 7:15])[0])
     np.testing.assert_array_equal(got[14:], token_logprobs(model, ids[None, 14:17])[0])
+
+
+@pytest.mark.parametrize("dim", [0, 2, 3])
+def test_xglm_sinusoid_needs_four_columns(dim):
+    from refimpl.models.xglm import sinusoid_rows
+
+    refused(rf"the sinusoidal position table needs d_model >= 4, got {dim}$", sinusoid_rows, np.arange(3), dim)
+    # d_model = 4: half = 2, f = [1, 1/10000]; row r = [sin r, sin(r/1e4), cos r, cos(r/1e4)]
+    r = np.arange(3, dtype=np.float64)
+    expected = np.stack([np.sin(r), np.sin(r / 1e4), np.cos(r), np.cos(r / 1e4)], axis=1)
+    np.testing.assert_allclose(sinusoid_rows(r.astype(int), 4, dtype=np.float64), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_led_classifier_needs_input_ids():
+    model = refimpl.from_pretrained(GOLDEN / "led" / "window-6-LEDForSequenceClassification", dtype="float64")
+    embeds = np.zeros((1, 4, model.config.d_model))
+    refused(r"LEDForSequenceClassification needs input_ids", model, inputs_embeds=embeds,
+            decoder_inputs_embeds=embeds)

@@ -112,3 +112,48 @@ def test_pad_and_batch_decode(name):
     ids = np.array(up([TEXT, "short"], padding=True)["input_ids"])
     assert ours.batch_decode(ids) == up.batch_decode(ids)
     assert ours.batch_decode(ids, skip_special_tokens=True) == up.batch_decode(ids, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("name", ["opt", "bert-uncased", "xglm-unigram"])
+def test_legacy_special_tokens_map_and_added_tokens_json(tmp_path, name):
+    """A directory saved before added_tokens_decoder: special_tokens_map.json (a special token, additional
+    special tokens, one repeated) and added_tokens.json (one special, one plain) read as upstream reads them."""
+    import json
+    import shutil
+
+    directory = tmp_path / name
+    shutil.copytree(GOLDEN_DIR / name, directory)
+    config = json.loads((directory / "tokenizer_config.json").read_text())
+    config.pop("added_tokens_decoder", None)
+    config.pop("additional_special_tokens", None)
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    up0 = transformers.AutoTokenizer.from_pretrained(str(GOLDEN_DIR / name), use_fast=False)
+    n = len(up0)
+    special_map = json.loads((directory / "special_tokens_map.json").read_text())
+    special_map["additional_special_tokens"] = ["<zq1>", {"content": "<zq2>"}, "<zq1>"]
+    (directory / "special_tokens_map.json").write_text(json.dumps(special_map))
+    (directory / "added_tokens.json").write_text(json.dumps({"<zq1>": n, "<zq2>": n + 1, "yvplain": n + 2}))
+    up = transformers.AutoTokenizer.from_pretrained(str(directory), use_fast=False)
+    ours = rt.load_tokenizer(directory)
+    assert ours.all_special_tokens == up.all_special_tokens
+    assert ours.additional_special_tokens == up.additional_special_tokens
+    assert len(ours) == len(up)
+    for text in ("a <zq1> b", "a  <zq2> b", "yvplain a", "hello <zq2>yvplain", "Yvplain"):
+        assert ours.tokenize(text) == up.tokenize(text), text
+        same(up(text), ours(text), f"{name} {text!r}")
+        ids = up(text)["input_ids"]
+        assert ours.decode(ids, skip_special_tokens=True) == up.decode(ids, skip_special_tokens=True)
+
+
+def test_added_tokens_decoder_entries_must_be_dicts(tmp_path):
+    import json
+    import shutil
+
+    directory = tmp_path / "opt"
+    shutil.copytree(GOLDEN_DIR / "opt", directory)
+    config = json.loads((directory / "tokenizer_config.json").read_text())
+    config["added_tokens_decoder"]["7"] = "just a string"
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"tokenizer_config\.json: field 'added_tokens_decoder' = .*: expected "
+                                         r"\{\"<token id>\": \{\"content\": \.\.\.\}"):
+        rt.load_tokenizer(directory)
