@@ -217,3 +217,21 @@ def test_led_classifier_needs_input_ids():
     embeds = np.zeros((1, 4, model.config.d_model))
     refused(r"LEDForSequenceClassification needs input_ids", model, inputs_embeds=embeds,
             decoder_inputs_embeds=embeds)
+
+
+def test_model_input_checks_name_the_values():
+    from refimpl.models.led import shift_tokens_right
+
+    mc = refimpl.from_pretrained(GOLDEN / "nezha" / "k2-NezhaForMultipleChoice", dtype="float64")
+    refused(r"inputs_embeds must have shape \(batch, num_choices, sequence, hidden\), got \(1, 4, 12\)", mc,
+            inputs_embeds=np.zeros((1, 4, 12)))
+    led = refimpl.from_pretrained(GOLDEN / "led" / "windows-8-4-8-LEDForConditionalGeneration", dtype="float64")
+    limit = led.config.max_decoder_position_embeddings
+    refused(rf"{limit + 1} decoder positions exceed max_decoder_position_embeddings={limit}", led,
+            input_ids=np.array([[0, 5, 6, 2]]), decoder_input_ids=np.full((1, limit + 1), 5))
+    led(input_ids=np.array([[0, 5, 6, 2]]), decoder_input_ids=np.full((1, limit), 5))  # the bound itself
+    cls = refimpl.from_pretrained(GOLDEN / "led" / "window-6-LEDForSequenceClassification", dtype="float64")
+    refused(r"input_ids hold no <eos> token \(eos_token_id=2\) to pool at", cls, input_ids=np.array([[0, 5, 6, 7]]))
+    refused(r"config\.pad_token_id has to be defined to shift tokens right", shift_tokens_right, np.array([[1, 2]]),
+            None, 2)
+    np.testing.assert_array_equal(shift_tokens_right(np.array([[7, -100, 9]]), 1, 2), [[2, 7, 1]])

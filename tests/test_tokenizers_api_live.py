@@ -157,3 +157,19 @@ def test_added_tokens_decoder_entries_must_be_dicts(tmp_path):
     with pytest.raises(ValueError, match=r"tokenizer_config\.json: field 'added_tokens_decoder' = .*: expected "
                                          r"\{\"<token id>\": \{\"content\": \.\.\.\}"):
         rt.load_tokenizer(directory)
+
+
+def test_default_model_max_length_is_upstreams():
+    vocab, merges = str(GOLDEN_DIR / "opt" / "vocab.json"), str(GOLDEN_DIR / "opt" / "merges.txt")
+    up, ours = transformers.GPT2Tokenizer(vocab, merges), rt.GPT2Tokenizer(vocab, merges)
+    assert ours.model_max_length == up.model_max_length == int(1e30)
+    # no maximum known: padding="max_length" and truncation=True without max_length do nothing, as upstream
+    kw = dict(padding="max_length", truncation=True)
+    same(up(["a b c", "a"], **kw), ours(["a b c", "a"], **kw), "no maximum")
+    for limit in (10**20, 10**20 + 1, 6):  # upstream's LARGE_INTEGER (1e20) is the bound of "no maximum known"
+        up.model_max_length = ours.model_max_length = limit
+        if limit > 10**20:
+            same(up(["a b c", "a"], **kw), ours(["a b c", "a"], **kw), f"model_max_length {limit}")
+        else:
+            same(up(["a b c d e f g h", "a"], truncation=True), ours(["a b c d e f g h", "a"], truncation=True),
+                 f"model_max_length {limit}")
