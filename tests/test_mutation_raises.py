@@ -235,3 +235,33 @@ def test_model_input_checks_name_the_values():
     refused(r"config\.pad_token_id has to be defined to shift tokens right", shift_tokens_right, np.array([[1, 2]]),
             None, 2)
     np.testing.assert_array_equal(shift_tokens_right(np.array([[7, -100, 9]]), 1, 2), [[2, 7, 1]])
+
+
+def test_generate_argument_checks():
+    from refimpl.generation import PhrasalConstraint
+
+    model = refimpl.from_pretrained(OPT_LM, dtype="float64")
+    ids = np.array([[2, 5, 6]])
+    refused(r"past_key_values must be the tuple \(per layer\) of arrays a refimpl forward returns", model.generate,
+            ids, past_key_values=[np.zeros(1)], max_new_tokens=1)
+    refused(r"constraints must be refimpl\.generation constraints \(PhrasalConstraint, DisjunctiveConstraint\), "
+            r"got \['PhrasalConstraint', 'str'\]", model.generate, ids, constraints=[PhrasalConstraint([5]), "x"],
+            num_beams=2, max_new_tokens=2)
+    led = refimpl.from_pretrained(GOLDEN / "led" / "windows-8-4-8-LEDForConditionalGeneration", dtype="float64")
+    src = np.array([[0, 5, 6, 2], [0, 7, 8, 2]])
+    refused(r"decoder_input_ids has 1 rows, input_ids 2", led.generate, src, decoder_input_ids=np.array([[2, 9]]),
+            max_new_tokens=1)
+
+
+def test_generate_decoder_prefix_without_start_token_gets_it_with_its_mask():
+    """A decoder prefix whose rows do not start with decoder_start_token_id gets it prepended, and its mask a
+    leading 1: the same tokens as a prefix that already starts with it."""
+    led = refimpl.from_pretrained(GOLDEN / "led" / "windows-8-4-8-LEDForConditionalGeneration", dtype="float64")
+    start = led.config.decoder_start_token_id
+    src = np.array([[0, 5, 6, 2]])
+    plain = led.generate(src, decoder_input_ids=np.array([[9, 11]]), decoder_attention_mask=np.array([[1, 1]]),
+                         max_new_tokens=3)
+    explicit = led.generate(src, decoder_input_ids=np.array([[start, 9, 11]]),
+                            decoder_attention_mask=np.array([[1, 1, 1]]), max_new_tokens=3)
+    np.testing.assert_array_equal(plain, explicit)
+    assert plain[0, :3].tolist() == [start, 9, 11]
