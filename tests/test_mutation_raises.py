@@ -265,3 +265,16 @@ def test_generate_decoder_prefix_without_start_token_gets_it_with_its_mask():
                             decoder_attention_mask=np.array([[1, 1, 1]]), max_new_tokens=3)
     np.testing.assert_array_equal(plain, explicit)
     assert plain[0, :3].tolist() == [start, 9, 11]
+
+
+def test_contrastive_search_refuses_a_cache_and_processors_need_encoder_ids():
+    from refimpl.generation.processors import _encoder_ids
+
+    model = refimpl.from_pretrained(OPT_LM, dtype="float64")
+    ids = np.array([[2, 5, 6]])
+    past = model(input_ids=ids[:, :2], use_cache=True, return_dict=True).past_key_values
+    refused(r"contrastive search cannot start from past_key_values \(upstream fails there too\)", model.generate,
+            ids, past_key_values=past, penalty_alpha=0.6, top_k=3, max_new_tokens=2)
+    refused(r"encoder_no_repeat_ngram_size needs the encoder input ids", _encoder_ids, None,
+            "encoder_no_repeat_ngram_size")
+    assert _encoder_ids([[1, 2]], "x").dtype == np.int64
