@@ -278,3 +278,13 @@ def test_contrastive_search_refuses_a_cache_and_processors_need_encoder_ids():
     refused(r"encoder_no_repeat_ngram_size needs the encoder input ids", _encoder_ids, None,
             "encoder_no_repeat_ngram_size")
     assert _encoder_ids([[1, 2]], "x").dtype == np.int64
+
+
+def test_embedding_names_the_id_outside_the_table():
+    from refimpl.ops import embedding
+
+    table = np.arange(6.0).reshape(3, 2)
+    refused(r"^position_ids holds id 5 outside the table of 3 rows \(valid ids are 0\.\.2\)$", embedding,
+            np.array([0, 5]), table, "position_ids")
+    refused(r"^input_ids holds id -1 outside the table of 3 rows", embedding, np.array([[2, -1]]), table)
+    np.testing.assert_array_equal(embedding(np.array([2, 0]), table), [[4.0, 5.0], [0.0, 1.0]])
