@@ -288,3 +288,45 @@ def test_embedding_names_the_id_outside_the_table():
             np.array([0, 5]), table, "position_ids")
     refused(r"^input_ids holds id -1 outside the table of 3 rows", embedding, np.array([[2, -1]]), table)
     np.testing.assert_array_equal(embedding(np.array([2, 0]), table), [[4.0, 5.0], [0.0, 1.0]])
+
+
+def test_a_wrong_cache_shape_is_named_with_the_expected_one():
+    model = refimpl.from_pretrained(OPT_LM, dtype="float64")
+    cfg = model.config
+    H, d = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
+    good = np.zeros((1, H, 3, d))
+    bad = np.zeros((1, H, 3, d + 1))
+    past = tuple((good, good) for _ in range(cfg.num_hidden_layers - 1)) + ((good, bad),)
+    i = cfg.num_hidden_layers - 1
+    refused(rf"^past_key_values\[{i}\]\[1\] \(self-attention value\) must have shape \(batch=1, heads={H}, "
+            rf"length=3, head_dim={d}\), got \(1, {H}, 3, {d + 1}\)$", model, input_ids=np.array([[5]]),
+            past_key_values=past)
+    past = ((bad, good),) + past[1:]  # the first array wrong: no length known yet
+    refused(rf"^past_key_values\[0\]\[0\] \(self-attention key\) must have shape \(batch=1, heads={H}, length, "
+            rf"head_dim={d}\), got \(1, {H}, 3, {d + 1}\)$", model, input_ids=np.array([[5]]), past_key_values=past)
+
+
+def test_json_files_past_the_size_bound_are_refused_unread(tmp_path):
+    from refimpl.formats import load_json
+
+    big = tmp_path / "config.json"
+    with open(big, "wb") as f:
+        f.truncate(100_000_001)  # sparse: no disk used, and it must not be read
+    refused(r"config\.json: config\.json is larger than 100000000 bytes; refusing to read it$", load_json, big,
+            "config.json")
+
+
+def test_resume_refuses_records_without_a_proper_index(tmp_path):
+    from refimpl.batch.output import parse_record, resume_file
+
+    for line, expected in ((b'{"index": 3}\n', (3, False)), (b'{"index": 0, "error": "x"}\n', (0, True)),
+                           (b'{"index": -1}\n', (None, False)), (b'{"index": true}\n', (None, False)),
+                           (b'{"index": "3"}\n', (None, False)), (b'[3]\n', (None, False)),
+                           (b'\xff\n', (None, False)), (b'{"index": 2.0}\n', (None, False))):
+        assert parse_record(line) == expected, line
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b'{"index": 0}\n{"index": -2}\n')
+    refused(r"--resume: line 2 of .*out\.jsonl is not a record of refimpl score", resume_file, str(out))
+    out.write_bytes(b'{"index": 0}\n{"index": 1, "error": "e"}\n{"index": 2')
+    assert resume_file(str(out)) == ({0, 1}, 1)
+    assert out.read_bytes() == b'{"index": 0}\n{"index": 1, "error": "e"}\n'  # the cut line is removed
