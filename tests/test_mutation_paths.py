@@ -251,3 +251,18 @@ def test_too_large_label_in_a_model_forward_is_named():
     C = model.config.num_labels
     with pytest.raises(ValueError, match=rf"label {C + 4} is outside 0\.\.{C - 1}"):
         model(input_ids=np.array([[0, 5, 6, 2]]), labels=np.array([C + 4]))
+
+
+def test_relative_error_with_infinities():
+    """Equal infinities agree (no NaN from inf - inf); opposite ones are infinitely apart; the scale is the
+    largest finite magnitude of the reference."""
+    from refimpl.compare import relative_error
+
+    inf = np.inf
+    assert relative_error(np.array([inf, 1.0]), np.array([inf, 1.0])) == (0.0, 0.0)
+    assert relative_error(np.array([inf, 1.0]), np.array([inf, 2.0])) == (1.0, 0.5)
+    assert relative_error(np.array([-inf, 2.0]), np.array([inf, 2.0])) == (inf, inf)
+    assert relative_error(np.array([np.nan, 2.0]), np.array([np.nan, 4.0])) == (2.0, 0.5)
+    assert relative_error(np.array([np.nan, 2.0]), np.array([1.0, 2.0])) == (inf, inf)
+    assert relative_error(np.array([0.0]), np.array([0.0])) == (0.0, 0.0)
+    assert relative_error(np.array([1e-3]), np.array([0.0])) == (1e-3, inf)
