@@ -146,3 +146,36 @@ def test_inspect_counts_attention_products(load_model):
     assert len(names) == model.config.num_hidden_layers
     for name in names:
         assert module_flops(model.params, trace, name, trace[name]) == 2 * 2 * 1 * L * L * E
+
+
+def test_score_exit_status_for_a_missing_model_is_one(capfd, prompt, tmp_path):
+    status, _, err = run(capfd, ["score", prompt, "-o", tmp_path / "o.jsonl", "--model", tmp_path / "absent"])
+    assert status == 1
+    assert err.startswith("refimpl: error: ") and "absent" in err
+
+
+def test_unreachable_scheduler_is_named(monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    from refimpl.cli import connect
+
+    def refuse(address, timeout):
+        raise OSError(f"Timed out trying to connect to {address} after {timeout}")
+
+    monkeypatch.setattr(distributed, "Client", refuse)
+    with pytest.raises(ConnectionError, match=r"^cannot reach the Dask scheduler at tcp://10\.0\.0\.9:8786: Timed out "
+                                              r"trying to connect to tcp://10\.0\.0\.9:8786 after 10s$"):
+        connect("tcp://10.0.0.9:8786")
+
+
+def test_set_threads_reaches_numpys_openblas():
+    from pathlib import Path
+
+    import numpy as np
+
+    from refimpl import accel, runtime
+
+    libs = Path(np.__file__).resolve().parent.parent / "numpy.libs"
+    if not any("openblas" in p.name for p in libs.glob("*")):
+        pytest.skip("numpy's BLAS here is not OpenBLAS")
+    assert accel.blas_thread_setter("numpy") is not None
+    assert runtime.set_threads(1) is True

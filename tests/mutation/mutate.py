@@ -346,8 +346,10 @@ class TestMap:
     def tests_for(self, m: Mutant) -> List[str]:
         executed = self.lines.get(m.file, {})
         tests = set(executed.get(m.line, set()))
-        if not tests and (m.line in executed or not self._in_executed_function(m.file, m.line)):
-            tests = self._fallback(m)  # run at import only, or inside a Numba kernel (coverage does not see it)
+        if self._at_import(m.file, m.line):  # run once, by whichever test imported the module first
+            tests |= self._fallback(m)
+        elif not tests and (m.line in executed or not self._in_executed_function(m.file, m.line)):
+            tests = self._fallback(m)  # inside a Numba kernel (coverage does not see it)
         known = {}
         for t in tests:
             if "::" not in t:
@@ -356,6 +358,14 @@ class TestMap:
                 t = t.split("[", 1)[0]
             known[t] = min(known.get(t, 1e9), self.durations.get(t, 1.0))
         return sorted(known, key=lambda t: (known[t], t))
+
+    def _at_import(self, rel, line) -> bool:
+        """Whether `line` runs when its module is imported: outside every function body (module and class
+        level, decorators, a signature's defaults)."""
+        for node in self._enclosing(rel, line):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and line >= node.body[0].lineno:
+                return False
+        return True
 
     def _in_executed_function(self, rel, line) -> bool:
         """Whether `line` lies in a function coverage saw running (so the line itself was never run)."""
@@ -379,7 +389,11 @@ class TestMap:
         return self._line_fallback(m.file, m.line, depth=3, seen=set())
 
     def _line_fallback(self, rel, line, depth, seen) -> Set[str]:
-        for node in self._enclosing(rel, line):
+        chain = self._enclosing(rel, line)
+        extra = set()
+        if len(chain) >= 2 and isinstance(chain[0], (ast.Assign, ast.AnnAssign)) and isinstance(chain[1], ast.ClassDef):
+            extra = self._tests_naming(chain[1].name)  # a class attribute (a dataclass default): its class's tests
+        for node in chain:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 tests = self._lines_tests(rel, range(node.body[0].lineno, node.end_lineno + 1))
                 if tests:
@@ -394,9 +408,16 @@ class TestMap:
                     if not found and depth > 0:
                         found = self._line_fallback(use_rel, use_line, depth - 1, seen)
                     tests |= found
-            if tests:
-                return tests
-        return set()
+            if tests or extra:
+                return tests | extra
+        return extra
+
+    def _tests_naming(self, name) -> Set[str]:
+        """The mapped tests of the test files that mention `name` (e.g. a config class compared with upstream's)."""
+        pattern = re.compile(r"\b" + re.escape(name) + r"\b")
+        files = {p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").glob("test_*.py")
+                 if pattern.search(p.read_text(encoding="utf-8"))}
+        return {t for t in self.durations if t.split("::", 1)[0] in files}
 
     def _enclosing(self, rel, line):  # definitions holding `line`, innermost first
         chain = []
