@@ -173,3 +173,29 @@ def test_default_model_max_length_is_upstreams():
         else:
             same(up(["a b c d e f g h", "a"], truncation=True), ours(["a b c d e f g h", "a"], truncation=True),
                  f"model_max_length {limit}")
+
+
+@pytest.mark.parametrize("strategy", ["only_first", "only_second", "longest_first"])
+def test_overflowing_tokens_of_pairs(strategy):
+    up, ours = pair("opt")
+    kw = dict(truncation=strategy, max_length=12, return_overflowing_tokens=True, stride=2)
+    try:
+        expected = up(TEXT, PAIR, **kw)
+    except Exception as err:  # upstream refuses overflowing tokens of pairs with longest_first
+        with pytest.raises(ValueError, match="overflowing tokens are not available for pairs"):
+            ours(TEXT, PAIR, **kw)
+        assert strategy == "longest_first", err
+        return
+    same(expected, ours(TEXT, PAIR, **kw), f"overflow {strategy}")
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_wordpiece_without_punctuation_splitting(split):
+    from transformers.models.bert.tokenization_bert import BasicTokenizer
+
+    for lower in (True, False):
+        up, ours = (BasicTokenizer(do_lower_case=lower, do_split_on_punc=split),
+                    rt.BasicTokenizer(do_lower_case=lower, do_split_on_punc=split))
+        for text in ("hello, world!", "a.b-c d", "Ünïcode's (test)", "[UNK] x"):
+            assert ours.tokenize(text) == up.tokenize(text), (text, lower)
+            assert ours.tokenize(text, never_split=["[UNK]"]) == up.tokenize(text, never_split=["[UNK]"])
