@@ -330,3 +330,17 @@ def test_resume_refuses_records_without_a_proper_index(tmp_path):
     out.write_bytes(b'{"index": 0}\n{"index": 1, "error": "e"}\n{"index": 2')
     assert resume_file(str(out)) == ({0, 1}, 1)
     assert out.read_bytes() == b'{"index": 0}\n{"index": 1, "error": "e"}\n'  # the cut line is removed
+
+
+def test_torch_pickle_nesting_bound_is_exactly_64(tmp_path):
+    """{t: 0} with t = n TUPLE1 wrappings of (): the dict nests n + 1 containers deep; 64 is allowed."""
+    from hostile import nested_tuple_pickle, torch_zip
+
+    from refimpl.formats import CheckpointError
+    from refimpl.formats.torch_pickle import read_torch_file
+
+    allowed = torch_zip(tmp_path / "63.bin", nested_tuple_pickle(63), {})
+    refused(r"is not a tensor \(int\)", read_torch_file, allowed, error=CheckpointError)  # past the depth check
+    deep = torch_zip(tmp_path / "64.bin", nested_tuple_pickle(64), {})
+    refused(r"pickle nests containers more than 64 deep \(a state dict needs a handful; corrupt or hostile file\)$",
+            read_torch_file, deep, error=CheckpointError)
