@@ -179,3 +179,12 @@ def test_set_threads_reaches_numpys_openblas():
         pytest.skip("numpy's BLAS here is not OpenBLAS")
     assert accel.blas_thread_setter("numpy") is not None
     assert runtime.set_threads(1) is True
+
+
+def test_help_shows_defaults_but_not_none_or_switches(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["score", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "items per forward pass (default: 8)" in text
+    assert "compute dtype (default: float32)" in text
+    assert "(default: None)" not in text and "(default: False)" not in text
