@@ -266,3 +266,20 @@ def test_relative_error_with_infinities():
     assert relative_error(np.array([np.nan, 2.0]), np.array([1.0, 2.0])) == (inf, inf)
     assert relative_error(np.array([0.0]), np.array([0.0])) == (0.0, 0.0)
     assert relative_error(np.array([1e-3]), np.array([0.0])) == (1e-3, inf)
+
+
+@pytest.mark.parametrize("V, chunk", [(41, None), (1000, None), (3000, None), (100, 7)])
+def test_numba_target_logprobs_for_any_vocabulary(V, chunk):
+    """The Numba LM-head twin on a vocabulary smaller than one chunk, several chunks, and odd chunks:
+    log-softmax at the target, written here in float64."""
+    pytest.importorskip("numba")
+    from refimpl.lm_head import target_logprobs_numba
+
+    rng = np.random.default_rng(V)
+    hidden, head = rng.standard_normal((5, 8)).astype(np.float32), rng.standard_normal((V, 8)).astype(np.float32)
+    bias, targets = rng.standard_normal(V).astype(np.float32), rng.integers(0, V, 5)
+    for b in (None, bias):
+        logits = hidden.astype(np.float64) @ head.astype(np.float64).T + (0 if b is None else b.astype(np.float64))
+        expected = log_softmax(logits)[np.arange(5), targets]
+        got = target_logprobs_numba(hidden, head, targets, b, vocab_chunk=chunk)
+        np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)
