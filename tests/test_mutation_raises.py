@@ -344,3 +344,16 @@ def test_torch_pickle_nesting_bound_is_exactly_64(tmp_path):
     deep = torch_zip(tmp_path / "64.bin", nested_tuple_pickle(64), {})
     refused(r"pickle nests containers more than 64 deep \(a state dict needs a handful; corrupt or hostile file\)$",
             read_torch_file, deep, error=CheckpointError)
+
+
+def test_torch_pickle_refuses_out_of_band_buffers(tmp_path):
+    import struct
+
+    from hostile import torch_zip
+
+    from refimpl.formats import CheckpointError
+    from refimpl.formats.torch_pickle import read_torch_file
+
+    data = b"\x80\x05\x96" + struct.pack("<Q", 3) + b"abc" + b"."  # BYTEARRAY8 of 3 bytes, STOP
+    refused(r"refusing a pickle opcode torch state dicts do not use \(BYTEARRAY8 / out-of-band buffers\)$",
+            read_torch_file, torch_zip(tmp_path / "b.bin", data, {}), error=CheckpointError)

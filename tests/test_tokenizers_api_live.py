@@ -199,3 +199,4 @@ def test_wordpiece_without_punctuation_splitting(split):
         for text in ("hello, world!", "a.b-c d", "Ünïcode's (test)", "[UNK] x"):
             assert ours.tokenize(text) == up.tokenize(text), (text, lower)
             assert ours.tokenize(text, never_split=["[UNK]"]) == up.tokenize(text, never_split=["[UNK]"])
+
