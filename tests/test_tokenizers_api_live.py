@@ -200,3 +200,28 @@ def test_wordpiece_without_punctuation_splitting(split):
             assert ours.tokenize(text) == up.tokenize(text), (text, lower)
             assert ours.tokenize(text, never_split=["[UNK]"]) == up.tokenize(text, never_split=["[UNK]"])
 
+
+
+@pytest.mark.parametrize("value, ok", [(None, True), ("<pad>", True), ({"content": "<pad>"}, True), (5, False),
+                                       (["<pad>"], False), ({"text": "<pad>"}, False)])
+def test_special_tokens_in_tokenizer_config_may_be_null_strings_or_dicts(tmp_path, value, ok):
+    import json
+    import shutil
+
+    directory = tmp_path / "opt"
+    shutil.copytree(GOLDEN_DIR / "opt", directory)
+    config = json.loads((directory / "tokenizer_config.json").read_text())
+    config["pad_token"] = value
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    if not ok:
+        with pytest.raises(ValueError, match=r"pad_token.*expected a string, \{\"content\": \.\.\.\} or null"):
+            rt.load_tokenizer(directory)
+        return
+    ours = rt.load_tokenizer(directory)
+    if isinstance(value, dict):  # upstream's slow tokenizer wants an AddedToken here; the saved form is a dict
+        assert ours.pad_token == value["content"]
+        return
+    up = transformers.AutoTokenizer.from_pretrained(str(directory), use_fast=False)
+    assert ours.pad_token == up.pad_token and ours.pad_token_id == up.pad_token_id
+    padding = value is not None  # no pad token: nothing to pad with
+    same(up(["a b", "a"], padding=padding), ours(["a b", "a"], padding=padding), f"pad_token {value!r}")
