@@ -357,3 +357,14 @@ def test_torch_pickle_refuses_out_of_band_buffers(tmp_path):
     data = b"\x80\x05\x96" + struct.pack("<Q", 3) + b"abc" + b"."  # BYTEARRAY8 of 3 bytes, STOP
     refused(r"refusing a pickle opcode torch state dicts do not use \(BYTEARRAY8 / out-of-band buffers\)$",
             read_torch_file, torch_zip(tmp_path / "b.bin", data, {}), error=CheckpointError)
+
+
+def test_top_k_none_disables_top_k_and_negative_is_refused():
+    model = refimpl.from_pretrained(OPT_LM, dtype="float64")
+    ids = np.array([[2, 5, 6]])
+    draws = []
+    for top_k in (None, 0):  # both disable top-k: the same draws from the same generator
+        draws.append(model.generate(ids, do_sample=True, top_k=top_k, max_new_tokens=4,
+                                    generator=np.random.default_rng(7)))
+    np.testing.assert_array_equal(draws[0], draws[1])
+    refused(r"top_k .*got -1", model.generate, ids, do_sample=True, top_k=-1, max_new_tokens=2)
