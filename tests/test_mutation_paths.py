@@ -266,6 +266,9 @@ def test_relative_error_with_infinities():
     assert relative_error(np.array([np.nan, 2.0]), np.array([1.0, 2.0])) == (inf, inf)
     assert relative_error(np.array([0.0]), np.array([0.0])) == (0.0, 0.0)
     assert relative_error(np.array([1e-3]), np.array([0.0])) == (1e-3, inf)
+    # a non-finite reference entry adds nothing to the scale, however small the finite ones
+    assert relative_error(np.array([inf, 0.25]), np.array([inf, 0.5])) == (0.25, 0.5)
+    assert relative_error(np.array([np.nan, 0.25]), np.array([np.nan, 0.5])) == (0.25, 0.5)
 
 
 @pytest.mark.parametrize("V, chunk", [(41, None), (1000, None), (3000, None), (100, 7)])
