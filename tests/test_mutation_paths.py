@@ -286,3 +286,24 @@ def test_numba_target_logprobs_for_any_vocabulary(V, chunk):
         expected = log_softmax(logits)[np.arange(5), targets]
         got = target_logprobs_numba(hidden, head, targets, b, vocab_chunk=chunk)
         np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("extra", [1, 8, 9])
+def test_unexpected_weights_are_listed_in_one_warning(tmp_path, extra):
+    """One warning naming the unexpected weights: all of them up to 8, then the first 8 and ' ...'."""
+    from safetensors.numpy import load_file, save_file
+
+    src = GOLDEN / "opt" / "preln-OPTForCausalLM"
+    dst = tmp_path / "ckpt"
+    dst.mkdir()
+    shutil.copy(src / "config.json", dst / "config.json")
+    tensors = load_file(str(src / "model.safetensors"))
+    names = [f"extra.w{i}" for i in range(extra)]
+    tensors.update({name: np.zeros(2, np.float32) for name in names})
+    save_file(tensors, str(dst / "model.safetensors"))
+    with pytest.warns(UserWarning) as caught:
+        refimpl.from_pretrained(dst)
+    messages = [str(w.message) for w in caught if "unexpected weights" in str(w.message)]
+    assert len(messages) == 1
+    listed = sorted(names)[:8]
+    assert messages[0].endswith(f"ignoring {extra} unexpected weights: {', '.join(listed)}" + (" ..." if extra > 8 else ""))
