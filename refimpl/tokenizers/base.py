@@ -293,6 +293,7 @@ class Tokenizer:
         """Add tokens matched verbatim in text; returns how many got a new id (upstream _add_tokens)."""
         vocab = self.get_vocab()
         new_idx, added = len(vocab), 0
+        specials = {t.content for t in self._all_special_added_tokens()}
         for token in new_tokens:
             if isinstance(token, str):
                 if token == "" or token in self.added_tokens_encoder:
@@ -316,6 +317,9 @@ class Tokenizer:
                 index = new_idx + added
                 vocab[token.content] = index
                 added += 1
+            if token.special and token.content not in specials:  # upstream: an additional special token
+                self._additional.append(token)
+                specials.add(token.content)
             self.added_tokens_decoder[index] = token
             self.added_tokens_encoder[token.content] = index
         self._added_split_re = None
@@ -674,7 +678,8 @@ class Tokenizer:
             return BatchEncoding(enc)
         if not isinstance(ids[0], (list, tuple)):
             out = self._pad_one(enc, max_length, pad, pad_to_multiple_of, return_attention_mask)
-            return self._finish(out, return_tensors, batched=False, padded=pad != "do_not_pad")
+            # upstream pad(): BatchEncoding(..., tensor_type) without a batch axis: [T] stays [T]
+            return self._finish(out, return_tensors, batched=False, padded=pad != "do_not_pad", batch_axis=False)
         n = len(ids)
         if any(len(v) != n for v in enc.values()):
             raise ValueError("every entry of the batch dict must have the same batch size")
@@ -685,7 +690,7 @@ class Tokenizer:
         out = {k: [r[k] for r in rows] for k in rows[0]}
         return self._finish(out, return_tensors, batched=True, padded=pad != "do_not_pad")
 
-    def _finish(self, enc: dict, return_tensors, batched: bool, padded: bool) -> BatchEncoding:
+    def _finish(self, enc: dict, return_tensors, batched: bool, padded: bool, batch_axis: bool = True) -> BatchEncoding:
         """Lists -> int64 arrays when asked (return_tensors='np') or when padding made them rectangular."""
         if return_tensors not in (None, "np"):
             raise ValueError(f"return_tensors must be None or 'np' (refimpl is NumPy only), got {return_tensors!r}")
@@ -705,7 +710,7 @@ class Tokenizer:
                 out[k] = v  # padding requested but rows still ragged (e.g. max_length shorter than a row)
                 continue
             arr = np.asarray(v, dtype=np.int64)
-            if return_tensors == "np" and not batched:
+            if return_tensors == "np" and not batched and batch_axis:
                 arr = arr[None]  # upstream prepend_batch_axis: [T] -> [1, T]
             out[k] = arr
         return BatchEncoding(out)
@@ -743,8 +748,9 @@ class Tokenizer:
             raise ValueError("text is a batch (list) but text_pair is a single string; pass a list of the same length")
         if text_pair is not None and len(text) != len(text_pair):
             raise ValueError(f"batch length of text ({len(text)}) does not match text_pair ({len(text_pair)})")
-        pairs = list(zip(text, text_pair)) if text_pair is not None else [(t, None) for t in text]
-        return self._batch_encode(pairs, **options, **kwargs)
+        if text_pair is None:  # upstream: a batch item that is a (text, pair) 2-tuple or 2-list is a pair
+            return self.batch_encode_plus(text, **options, **kwargs)
+        return self._batch_encode(list(zip(text, text_pair)), **options, **kwargs)
 
     def encode_plus(self, text, text_pair=None, add_special_tokens=True, padding=False, truncation=None,
                     max_length=None, stride=0, is_split_into_words=False, pad_to_multiple_of=None,
