@@ -342,6 +342,10 @@ def checked(report: dict, what: str) -> dict:
 
 # ---- the table ----------------------------------------------------------------------------------------------
 
+def load_text(load) -> str:  # the 1-minute load average, as the table shows it
+    return "-" if load is None else f"{load:.1f}"
+
+
 def markdown(results: dict) -> str:
     out = [f"CPU: {results['machine']['cpu']}, {results['machine']['cpus']} usable cores, flags "
            f"{' '.join(results['machine']['vector_flags'])}", "",
@@ -366,7 +370,7 @@ def markdown(results: dict) -> str:
             check = r.get("check", {}).get("max_rel_diff_vs_refimpl_default")
             out.append(f"| {model} ({row['lines']} lines, {row['tokens']} tokens) | {name} | {r['tokens_per_s']:.0f} "
                        f"({spread}) | {ratio(ct2)} | {ratio(ort)} | {r['peak_rss_mib']} ({r.get('peak_pss_mib', '-')}) MiB | {pad} | "
-                       f"{'-' if check is None else f'{check:.1e}'} | {r.get('load_average_before', '-')} |")
+                       f"{'-' if check is None else f'{check:.1e}'} | {load_text(r.get('load_average_before'))} |")
     return "\n".join(out)
 
 

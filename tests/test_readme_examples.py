@@ -38,7 +38,8 @@ MARKERS = {"", "needs-torch", "needs-twins", "no-run", "after-previous"}
 NEEDS = {"needs-torch": ("torch", "transformers"),
          "needs-twins": ("torch", "transformers", "jax", "flax", "tensorflow", "onnx", "onnxruntime")}
 NOT_RUN_LINES = ("pip install ", "python -m pytest")  # shell lines the suite does not run (see the docstring)
-NO_RUN_COMMANDS = ("pip install ", "python -m pytest", "python bench/", "python golden/", "dask scheduler ",
+NO_RUN_COMMANDS = ("pip install ", "python -m pytest", "python bench/", "python golden/", "python tests/mutation/",
+                   "dask scheduler ",
                    "dask worker ", "refimpl score ")  # what a no-run block may hold (refimpl score: on a cluster)
 LINKED = ("refimpl/data", "golden", "tests", "bench")
 TIMEOUT = 300
