@@ -21,12 +21,12 @@ def run(capfd, argv):
     return status, out, err
 
 
-@pytest.mark.parametrize("option", ["--batch-size", "--workers", "--threads"])
+@pytest.mark.parametrize("option", ["--batch-size", "--batch-tokens", "--workers", "--threads"])
 @pytest.mark.parametrize("value", [0, -2])
 def test_score_counts_below_one_are_refused(capfd, prompt, tmp_path, option, value):
     status, _, err = run(capfd, ["score", prompt, "-o", tmp_path / "out.jsonl", option, value])
     assert status == 2, err
-    assert f"{option} must be at least 1, got {value}" in err
+    assert f"{option}: expected an integer >= 1, got '{value}'" in err
 
 
 @pytest.mark.parametrize("option", ["--batch-size", "--workers", "--threads"])
@@ -90,23 +90,25 @@ def test_every_choice_is_accepted(command, option, values):
 
 def test_defaults_of_the_options():
     args = build_parser().parse_args(["score"])
-    assert (args.dtype, args.format, args.batch_size, args.workers, args.threads, args.stride, args.backend,
-            args.input, args.output, args.resume) == ("float32", "text", 8, 1, None, None, None, "-", "-", False)
+    assert (args.dtype, args.format, args.batch_size, args.batch_tokens, args.workers, args.threads, args.stride,
+            args.backend, args.input, args.output, args.resume) == ("float32", "text", None, 2048, None, None, None,
+                                                                    None, "-", "-", False)
     args = build_parser().parse_args(["generate"])
-    assert (args.max_new_tokens, args.seed, args.num_beams, args.do_sample) == (20, 0, None, None)
+    assert (args.max_new_tokens, args.seed, args.num_beams, args.do_sample, args.batch_size, args.workers) == (
+        20, 0, None, None, 8, None)
     args = build_parser().parse_args(["diff", "--model", "m", "--inputs", "i", "--against", "a"])
     assert (args.dtype, args.json, args.plot) == ("float64", False, None)
     assert build_parser().parse_args(["inspect"]).length == 16
 
 
-@pytest.mark.parametrize("option, value, field", [
-    ("--min-new-tokens", -1, "min_new_tokens"), ("--num-beams", 0, "num_beams"), ("--top-k", -1, "top_k"),
-    ("--no-repeat-ngram-size", -1, "no_repeat_ngram_size"),
+@pytest.mark.parametrize("option, value, expected", [
+    ("--min-new-tokens", -1, "an integer >= 0"), ("--num-beams", 0, "an integer >= 1"),
+    ("--top-k", -1, "an integer >= 0"), ("--no-repeat-ngram-size", -1, "an integer >= 0"),
 ])
-def test_generate_integer_options_out_of_range(capfd, prompt, tmp_path, option, value, field):
+def test_generate_integer_options_out_of_range(capfd, prompt, tmp_path, option, value, expected):
     status, _, err = run(capfd, ["generate", prompt, "-o", tmp_path / "o.jsonl", option, value])
     assert status == 2, err
-    assert field in err and f"got {value}" in err
+    assert f"argument {option}: expected {expected}, got '{value}'" in err
 
 
 def test_generate_batch_size_bound(capfd, prompt, tmp_path):
@@ -119,7 +121,7 @@ def test_generate_batch_size_bound(capfd, prompt, tmp_path):
 def test_inspect_length_bound(capfd):
     status, _, err = run(capfd, ["inspect", "--length", 1])
     assert status == 2
-    assert "--length must be at least 2, got 1" in err
+    assert "argument --length: expected an integer >= 2, got '1'" in err
     status, out, err = run(capfd, ["inspect", "--length", 2])
     assert status == 0, err
     assert ", 2 tokens" in out
@@ -185,6 +187,6 @@ def test_help_shows_defaults_but_not_none_or_switches(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["score", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "items per forward pass (default: 8)" in text
+    assert "positions per forward pass" in text and "(default: 2048)" in text
     assert "compute dtype (default: float32)" in text
     assert "(default: None)" not in text and "(default: False)" not in text
