@@ -39,6 +39,7 @@ NEEDS = {"needs-torch": ("torch", "transformers"),
          "needs-twins": ("torch", "transformers", "jax", "flax", "tensorflow", "onnx", "onnxruntime")}
 NOT_RUN_LINES = ("pip install ", "python -m pytest")  # shell lines the suite does not run (see the docstring)
 NO_RUN_COMMANDS = ("pip install ", "python -m pytest", "python bench/", "python golden/", "python tests/mutation/",
+                   "python -m venv .venv-twins", ".venv-twins/bin/python -m pytest",
                    "dask scheduler ",
                    "dask worker ", "refimpl score ")  # what a no-run block may hold (refimpl score: on a cluster)
 LINKED = ("refimpl/data", "golden", "tests", "bench")
