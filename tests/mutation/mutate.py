@@ -515,6 +515,9 @@ def run_mutant(m: Mutant, tests: List[str], work: Path, timeout: float):
         status = {0: "survived", 1: "killed"}.get(proc.returncode, f"error{proc.returncode}")
         if proc.returncode not in (0, 1):  # interrupted, internal error, usage error, no tests
             status = "killed" if proc.returncode == 2 and b"Interrupted" in out else status
+            # a test module that no longer imports, asked for by node id: pytest exits 4 ("found no
+            # collectors"), not 2; a node id that does not exist says "not found" and stays an error
+            status = "killed" if proc.returncode == 4 and b"found no collectors" in out else status
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
