@@ -56,7 +56,7 @@ import numpy as np
 
 from .generation.config import eos_list, position_limit
 from .generation.generate import generate, prepare
-from .generation.processors import apply_all, build_processors, build_warpers
+from .generation.processors import apply_all, build_warpers
 from .generation.search import Unfinished
 
 SAFETY = 4.0     # how many of refimpl's own float32 errors another float32 implementation may show

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import refimpl
 from golden import GOLDEN
 from refimpl.cli import SHIPPED_MODEL, main
-from refimpl.compare import FLOOR, compare, trace_model
+from refimpl.compare import compare, trace_model
 from refimpl.trace import tracing
 
 DELTA = 0.5  # a planted error, far beyond any noise floor

@@ -9,7 +9,7 @@ import pytest
 import refimpl
 from golden import GOLDEN
 from refimpl.cli import main
-from refimpl.diff_tokenize import diff_tokenize, first_difference, read_ids, read_lines
+from refimpl.diff_tokenize import diff_tokenize, first_difference, read_lines
 
 SHIPPED = Path(refimpl.__file__).parent / "data" / "opt-tiny"
 TOKENIZERS = GOLDEN / "tokenizers"

@@ -23,7 +23,7 @@ from typing import Optional
 from .jobs import ScoreJob  # (or a GenerateJob: the same interface)
 from .lines import open_input, read_lines
 from .output import encode_record, parse_record, write_all
-from .run import Interrupted, StopFlag, Summary, progress_bar, window_lines
+from .run import LONG_INPUT_LINES, Interrupted, StopFlag, Summary, progress_bar, window_lines
 
 PARTITION_WINDOWS = 8  # default partition: this many read-ahead windows (refimpl.batch.run.window_lines)
 
@@ -76,7 +76,7 @@ def score_on_dask(job: ScoreJob, input_path: str, output_path: str, client, resu
     parts.mkdir(parents=True, exist_ok=True)
     workers = max(1, len(client.scheduler_info().get("workers", {})))
     summary = Summary(workers=workers, threads=threads)
-    bar = progress_bar(progress, input_path, long_input=job.batch_size or 8)
+    bar = progress_bar(progress, input_path, long_input=job.batch_size or LONG_INPUT_LINES)
     in_flight_limit = 2 * workers
     futures, submitted = distributed.as_completed(), []
     start = time.perf_counter()

@@ -119,6 +119,9 @@ def windows(lines, size: int, skip) -> Iterator[List[Tuple[int, bytes]]]:  # lin
         yield chunk
 
 
+LONG_INPUT_LINES = 8  # with no --batch-size (token-budget batches), a longer input shows the bar on a terminal
+
+
 def progress_bar(enabled: Optional[bool], input_path: str = "-", long_input: int = 0):
     """tqdm on stderr: shown with --progress (enabled=True), never with False, and by default (None) on a
     terminal when the input is long: more than `long_input` lines, or stdin (its length is unknown).
@@ -151,7 +154,7 @@ def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = F
     source = open_input(input_path)
     scorer = job.load()  # fails fast here, not in a worker; --workers processes load their own
     done, resumed_errors = resume_file(output_path) if resume else (set(), 0)
-    bar = progress_bar(progress, input_path, long_input=job.batch_size or 8)
+    bar = progress_bar(progress, input_path, long_input=job.batch_size or LONG_INPUT_LINES)
     window = window_lines(job, window)
     writer = OrderedWriter(output_path, append=resume, skip=done)
     summary = Summary(records=len(done), errors=resumed_errors)
