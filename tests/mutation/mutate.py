@@ -541,7 +541,7 @@ def cmd_run(args) -> None:
         mutants = [m for m in mutants if m.ident in wanted or m.file in wanted]
     if args.sample:
         mutants = random.Random(args.seed).sample(mutants, min(args.sample, len(mutants)))
-    tmap = TestMap()
+    tmap = None if args.tests else TestMap()
     works = [scratch_copy(w) for w in range(args.jobs)]
     print(f"{len(mutants)} mutants (sample {args.sample} seed {args.seed}); scratch copies {works[0]}...",
           flush=True)
@@ -550,7 +550,7 @@ def cmd_run(args) -> None:
     done = [0]
 
     def one(m):
-        tests = tmap.tests_for(m)
+        tests = list(args.tests) if args.tests else tmap.tests_for(m)
         with lock:
             work = free.pop()
         try:
@@ -634,6 +634,7 @@ def main(argv=None) -> None:
     p.add_argument("--jobs", type=int, default=1, help="mutants run at once (each in its own scratch copy)")
     p.add_argument("--only", nargs="*", help="mutant identities or files to run")
     p.add_argument("--output", default=str(HERE / "last_run.json"))
+    p.add_argument("--tests", nargs="*", help="run these tests (files or node ids) for every mutant instead of the map's")
     p.set_defaults(func=cmd_run)
     args = parser.parse_args(argv)
     args.func(args)
