@@ -60,6 +60,11 @@ CASES = {
                         num_return_sequences=2, **ALL),
     "constrained objects": dict(num_beams=2, constraints=[("phrase", [9]), ("disjunctive", [[4, 5], [11]])],
                                 max_new_tokens=5, **DICT),
+    "contrastive top_k 1 is greedy": dict(penalty_alpha=0.6, top_k=1, max_new_tokens=3, **DICT),
+    "contrastive alpha 0 is greedy": dict(penalty_alpha=0.0, top_k=3, max_new_tokens=3, **DICT),
+    "contrastive without cache": dict(penalty_alpha=0.6, top_k=3, max_new_tokens=3, use_cache=False),
+    "constrained far apart": dict(num_beams=3, force_words_ids=[[5], [[7], [8, 9]]], repetition_penalty=60.0,
+                                  max_new_tokens=6, **DICT),
     "constrained never met": dict(num_beams=2, force_words_ids=[[5, 6, 7, 8, 9, 10]], max_new_tokens=3,
                                   num_return_sequences=2, **DICT),
 }
