@@ -88,3 +88,20 @@ def test_finishing_early_matches_upstream(models, name):
     """A model that favours eos (its eos logit raised): beams finish at the first steps."""
     kwargs = dict(prompt("opt", batch=3, seed=2), **CASES[name], sequence_bias={(EOS,): 4.0})
     check(models, "opt", VOCAB, 2, "float64", kwargs)
+
+
+def test_inputs_prepared_as_upstream(models):
+    """generate()'s preparation: the attention mask derived from padding when none is given (not when the pad is
+    also an eos), LED's decoder prefix with and without the start token, a given decoder mask extended."""
+    ids = prompt("opt")["input_ids"]  # row 1 starts with a pad
+    check(models, "opt", VOCAB, 1, "float64", dict(input_ids=ids, max_new_tokens=3, **DICT))
+    check(models, "opt", VOCAB, 1, "float64", dict(input_ids=ids, max_new_tokens=3, pad_token_id=EOS, **DICT))
+    check(models, "opt", VOCAB, 1, "float64", dict(input_ids=ids, max_new_tokens=3, pad_token_id=PAD,
+                                                   eos_token_id=[EOS, PAD], **DICT))
+    led = prompt("led")
+    for prefix in ([[EOS, 7], [EOS, 9]], [[7, 8], [9, 10]], [[EOS, 7], [9, 10]]):
+        check(models, "led", VOCAB, 1, "float64", dict(led, decoder_input_ids=np.array(prefix), max_new_tokens=2,
+                                                       **DICT))
+    check(models, "led", VOCAB, 1, "float64", dict(led, decoder_input_ids=np.array([[7, 8], [9, 10]]),
+                                                   decoder_attention_mask=np.array([[1, 1], [0, 1]]),
+                                                   max_new_tokens=2, **DICT))
