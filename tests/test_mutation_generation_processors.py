@@ -17,6 +17,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from test_generation_processors_live import upstream_lists as upstream_lists_live  # noqa: E402
+
 from refimpl.generation import GenerationConfig  # noqa: E402
 from refimpl.generation.processors import apply_all, build_processors, build_warpers  # noqa: E402
 from refimpl.generation.torch_sort import torch_sort_order  # noqa: E402
@@ -28,28 +30,9 @@ class ModelConfig:  # what validate() reads of a model's config
     vocab_size, max_position_embeddings = VOCAB, 10 ** 6
 
 
-_HOST = []
-
-
-def host():  # a tiny upstream model whose GenerationMixin builds upstream's lists
-    if not _HOST:
-        torch.manual_seed(0)
-        cfg = transformers.OPTConfig(vocab_size=VOCAB, hidden_size=4, num_hidden_layers=1, ffn_dim=4,
-                                     num_attention_heads=1, max_position_embeddings=8)
-        _HOST.append(transformers.OPTForCausalLM(cfg).eval())
-    return _HOST[0]
-
-
-def upstream_lists(opts, prompt_length, encoder_ids):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        gc = transformers.GenerationConfig(**opts)
-    model = host()
-    processors = model._get_logits_processor(
-        generation_config=gc, input_ids_seq_length=prompt_length, encoder_input_ids=torch.from_numpy(encoder_ids),
-        prefix_allowed_tokens_fn=None, logits_processor=transformers.LogitsProcessorList(),
-        model_kwargs={"use_cache": True})
-    return processors, (model._get_logits_warper(gc) if gc.do_sample else transformers.LogitsProcessorList())
+def upstream_lists(opts, prompt_length, encoder_ids):  # upstream's GenerationMixin builds the lists
+    processors, warpers = upstream_lists_live(opts, prompt_length, encoder_ids)
+    return processors, (warpers if opts.get("do_sample") else transformers.LogitsProcessorList())
 
 
 def our_lists(opts, prompt_length, encoder_ids):
