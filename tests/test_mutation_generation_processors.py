@@ -91,7 +91,8 @@ def differ(ours, theirs, where, dtype):
     return None
 
 
-def compare(opts, prompt_length=3, lengths=range(1, 9), encoder_ids=None, scores_scale=3.0, seed=0, rows=2):
+def compare(opts, prompt_length=3, lengths=range(1, 9), encoder_ids=None, scores_scale=3.0, seed=0, rows=2,
+            vocab=VOCAB, tied=False):
     """Both lists built from `opts`, then applied to the same scores at each length: problems found."""
     rng = np.random.default_rng(seed)
     encoder_ids = encoder_ids if encoder_ids is not None else rng.integers(0, 4, size=(rows, 5))
@@ -103,7 +104,8 @@ def compare(opts, prompt_length=3, lengths=range(1, 9), encoder_ids=None, scores
     total_rows = rows * max(1, opts.get("num_beams", 1))
     for length, dtype in itertools.product(lengths, (np.float32, np.float64)):
         ids = rng.integers(0, 4, size=(total_rows, length))  # few tokens: repeated n-grams
-        scores = (rng.normal(size=(total_rows, VOCAB)) * scores_scale).astype(dtype)
+        scores = rng.normal(size=(total_rows, vocab)) * scores_scale
+        scores = (np.round(scores) if tied else scores).astype(dtype)  # rounded: runs of equal scores
         scores[0, 5] = scores[0, 6]  # a tie
         ours = apply_all(ours_w, ids, apply_all(ours_p, ids, scores.copy()))
         t_ids = torch.from_numpy(ids)
@@ -215,6 +217,30 @@ def test_warpers_are_upstreams_and_keep_what_beam_sampling_needs(opts, beams, eo
     for scale in (0.5, 3.0, 12.0):  # flat to peaked: the min-keep rules decide in peaked rows
         problems += compare(full, lengths=[2], scores_scale=scale, seed=int(scale * 10))
     assert not problems, problems[:3]
+
+
+@pytest.mark.parametrize("opts", [dict(top_p=0.5), dict(top_p=0.8), dict(typical_p=0.5), dict(typical_p=0.9),
+                                  dict(top_p=0.6, typical_p=0.7)], ids=str)
+def test_sorting_warpers_cut_runs_of_equal_scores_as_torch_sorts_them(opts):
+    """More than 16 tokens (torch.sort is then not stable) with many equal scores: where the cut falls inside a
+    run of equal scores, which of them survive is torch.sort's order (torch_sort.py)."""
+    problems = []
+    for beams, seed in ((1, 0), (2, 1), (1, 2), (2, 3)):
+        full = dict(do_sample=True, top_k=0, num_beams=beams, eos_token_id=2, **opts)
+        problems += compare(full, lengths=[2], scores_scale=1.5, seed=seed, vocab=40, rows=3, tied=True)
+    assert not problems, problems[:3]
+
+
+def test_a_decay_past_the_float_range_makes_eos_certain():
+    """ExponentialDecayLengthPenalty with factor ** steps beyond the float range: the eos scores grow without
+    bound, +inf (upstream's Python float power raises OverflowError instead)."""
+    from refimpl.generation.processors import exponential_decay_length_penalty
+
+    for dtype in (np.float32, np.float64):
+        scores = np.array([[-2.0, 1.5, 3.0], [0.5, -1.0, 2.0]], dtype)
+        out = exponential_decay_length_penalty(0, 1e300, [0, 1], 1)(np.zeros((2, 4), np.int64), scores.copy())
+        assert np.array_equal(out[:, :2], np.full((2, 2), np.inf, dtype)) and np.array_equal(out[:, 2], scores[:, 2])
+        assert out.dtype == dtype
 
 
 # --- torch.sort's order of equal keys ----------------------------------------------------------------------
