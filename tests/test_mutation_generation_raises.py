@@ -70,3 +70,18 @@ def test_an_encoder_decoder_model_needs_a_start_token():
             led.generate, np.array([[0, 5, 6, 2]]), decoder_start_token_id=None, bos_token_id=None, max_new_tokens=1)
     assert led.generate(np.array([[0, 5, 6, 2]]), decoder_start_token_id=None, bos_token_id=3,
                         max_new_tokens=1)[0, 0] == 3  # the bos then starts the decoder
+
+
+def test_a_constraint_that_does_not_step_when_it_says_it_advances_is_refused():
+    from refimpl.generation.constraints import ConstraintListState
+
+    class Stuck(PhrasalConstraint):
+        def update(self, token_id):
+            return False, False, False
+
+        def copy(self, stateful=False):
+            return Stuck(self.token_ids)
+
+    state = ConstraintListState([Stuck([4])])
+    refused(r"^constraint\.update\(token_id\) made no progress although does_advance\(token_id\)$", state.add, 4)
+    assert ConstraintListState([Stuck([4])]).add(3) == (False, False)  # a token it does not advance: no step
