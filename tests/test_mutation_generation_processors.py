@@ -122,6 +122,7 @@ PROCESSOR_CASES = [
     dict(repetition_penalty=1.3), dict(repetition_penalty=0.7), dict(repetition_penalty=1.0),
     dict(repetition_penalty=None), dict(encoder_repetition_penalty=1.4), dict(encoder_repetition_penalty=0.6),
     dict(encoder_repetition_penalty=1.0), dict(encoder_repetition_penalty=None),
+    dict(encoder_repetition_penalty=1.4, num_beams=2), dict(encoder_no_repeat_ngram_size=2, num_beams=3),
     dict(no_repeat_ngram_size=1), dict(no_repeat_ngram_size=2), dict(no_repeat_ngram_size=3),
     dict(no_repeat_ngram_size=0), dict(no_repeat_ngram_size=None),
     dict(encoder_no_repeat_ngram_size=1), dict(encoder_no_repeat_ngram_size=2), dict(encoder_no_repeat_ngram_size=3),
