@@ -65,6 +65,9 @@ CASES = {
     "contrastive without cache": dict(penalty_alpha=0.6, top_k=3, max_new_tokens=3, use_cache=False),
     "constrained far apart": dict(num_beams=3, force_words_ids=[[5], [[7], [8, 9]]], repetition_penalty=60.0,
                                   max_new_tokens=6, **DICT),
+    "beam dict without scores": dict(num_beams=2, return_dict_in_generate=True, output_attentions=True,
+                                     max_new_tokens=3),
+    "greedy dict hidden states only": dict(return_dict_in_generate=True, output_hidden_states=True, max_new_tokens=3),
     "constrained never met": dict(num_beams=2, force_words_ids=[[5, 6, 7, 8, 9, 10]], max_new_tokens=3,
                                   num_return_sequences=2, **DICT),
 }
@@ -77,7 +80,8 @@ def test_strategy_cases_match_upstream(models, name):
         check(models, "opt", VOCAB, 1, dtype, kwargs)
 
 
-@pytest.mark.parametrize("name", ["greedy", "contrastive", "beam early", "group beam", "constrained"])
+@pytest.mark.parametrize("name", ["greedy", "contrastive", "beam early", "group beam", "constrained",
+                                  "beam dict without scores"])
 def test_encoder_decoder_cases_match_upstream(models, name):
     """LED: the encoder's outputs, the decoder start token, cross attentions."""
     check(models, "led", VOCAB, 1, "float64", dict(prompt("led"), **CASES[name]))
