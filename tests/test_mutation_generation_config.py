@@ -9,8 +9,6 @@
 - updated()'s handling of generate() arguments.
 No model is run: the checks take a stand-in for the model's config (vocab_size, position table).
 """
-import itertools
-import math
 import random
 import re
 import warnings
@@ -98,7 +96,8 @@ def test_warnings_and_relation_errors_are_upstreams():
         expected = [str(w.message) for w in upstream_warnings]
         got = [str(w.message) for w in our_warnings]
         if expected != got or upstream_error != our_error:
-            mismatches.append(f"{case}: warnings {got} vs upstream {expected}; error {our_error!r} vs {upstream_error!r}")
+            mismatches.append(f"{case}: warnings {got} vs upstream {expected}; "
+                              f"error {our_error!r} vs {upstream_error!r}")
     assert not mismatches, f"{len(mismatches)} cases differ, first: {mismatches[:2]}"
 
 

@@ -158,7 +158,8 @@ def test_processors_are_upstreams_at_every_length(opts):
 @pytest.mark.parametrize("prompt_length", [1, 2, 4])
 def test_processors_that_count_from_the_prompt(prompt_length):
     problems = []
-    for opts in (dict(min_new_tokens=2, eos_token_id=2), dict(exponential_decay_length_penalty=(1, 1.5), eos_token_id=2),
+    for opts in (dict(min_new_tokens=2, eos_token_id=2),
+                 dict(exponential_decay_length_penalty=(1, 1.5), eos_token_id=2),
                  dict(begin_suppress_tokens=[1, 4]), dict(begin_suppress_tokens=[1], forced_bos_token_id=3),
                  dict(begin_suppress_tokens=[1], forced_bos_token_id=3, forced_decoder_ids=[[2, 5]])):
         problems += compare(opts, prompt_length=prompt_length)
