@@ -527,6 +527,13 @@ def test_reduce_calls_only_our_callables_with_a_tuple(tmp_path, func, args):
     refused(tmp_path, zip_file(PROTO2 + func + args + b"R" + STOP), "refusing to call")
 
 
+@pytest.mark.parametrize("opcode", [b"b", b"i", b"o", b"\x81", b"\x92", b"\x82", b"\x83", b"\x84"])
+def test_opcodes_that_call_or_patch_objects_are_refused(tmp_path, opcode):  # BUILD INST OBJ NEWOBJ(_EX) EXT1/2/4
+    pickled = PROTO2 + ORDERED_DICT + MARK + text("x") + opcode + bytes(8) + STOP
+    refused(tmp_path, zip_file(pickled), r"refusing a pickle opcode torch state dicts do not use "
+                                         r"\(BUILD/INST/OBJ/NEWOBJ/EXT\)")
+
+
 @pytest.mark.parametrize("opcode", [b"\x96", b"\x97", b"\x98"])  # BYTEARRAY8, NEXT_BUFFER, READONLY_BUFFER
 def test_buffer_opcodes_are_refused(tmp_path, opcode):
     refused(tmp_path, zip_file(PROTO2 + opcode + bytes(8) + STOP),
