@@ -7,6 +7,7 @@ refimpl refuses what upstream would take silently wrong (a token id outside the 
 from __future__ import annotations
 
 import json
+import re
 import math
 import os
 
@@ -196,3 +197,72 @@ def test_model_output_mapping_behaviour():
     assert cls.__doc__ == "two" and output_class("P", "x").__doc__ == "P(x)"
     pair = cls(b=2)
     assert pair.to_tuple() == (2,) and pair.a is None and isinstance(pair, CausalLMOutputWithPast.__mro__[1])
+
+
+# ---------------------------------------------------------------- family specs and pruned heads
+
+
+def spec(**changes):
+    import dataclasses
+
+    from refimpl.models import family
+
+    base = family("opt")
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+    return type(base)(**{**fields, **changes})
+
+
+@pytest.mark.parametrize("changes,problem", [
+    ({"config": dict}, "config must be a BaseConfig subclass"),
+    ({"config": OPTConfig()}, "config must be a BaseConfig subclass"),
+    ({"config": XGLMConfig}, "config.model_type is 'xglm'"),
+    ({"base_model": "Nope"}, "base_model 'Nope' is not among the architectures"),
+    ({"causal_lm": {"X": "w"}}, "causal_lm names 'X', which is not among the architectures"),
+    ({"masked_lm": {"Y": "logits"}}, "masked_lm names 'Y'"),
+    ({"sequence_classifiers": ("Z",)}, "sequence_classifiers names 'Z'"),
+    ({"generates": ("W",)}, "generates names 'W'"),
+    ({"generation": None}, "generates lists classes, but there are no generation hooks"),
+    ({"param_shapes": 3}, "param_shapes is not callable"),
+])
+def test_family_spec_checks_itself(changes, problem):
+    with pytest.raises(TypeError, match=rf"^family spec 'opt': .*{problem}"):
+        spec(**changes)
+
+
+def test_family_spec_accessors():
+    import dataclasses
+
+    s = spec(generates=(), generation=None)  # a family that does not generate is fine
+    assert s.check_architecture("OPTModel") == "OPTModel"
+    with pytest.raises(ValueError, match=r"'BertModel' is not a opt architecture; expected one of \['OPTForCausalLM'"):
+        s.check_architecture("BertModel")
+    params = {"model.decoder.w": 1, "lm_head.weight": 2}
+    assert s.base_params(params, "OPTModel") is params
+    assert dict(s.base_params(params, "OPTForCausalLM")) == {"decoder.w": 1}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.base_model = "x"
+    assert spec().tied == {"lm_head.weight": "model.decoder.embed_tokens.weight"}
+
+
+def test_pruned_heads():
+    from refimpl.family import pruned_heads, refuse_pruned_heads
+
+    def cfg(raw):
+        return BaseConfig().replace(extra={"pruned_heads": raw})
+
+    assert pruned_heads(cfg({"0": [1, 0], 2: [3], " 1 ": []}), 3, 4) == {0: frozenset({0, 1}), 2: frozenset({3}),
+                                                                        1: frozenset()}
+    assert pruned_heads(cfg(None), 3, 4) == {} and pruned_heads(BaseConfig(), 3, 4) == {}
+    with pytest.raises(ValueError, match=r"config pruned_heads must map layer -> list of heads, got \[1\]"):
+        pruned_heads(cfg([1]), 3, 4)
+    for key in ("3", -1, "-1", "x", 1.0):
+        with pytest.raises(ValueError, match=rf"config pruned_heads names layer {key!r}; the model has layers 0..2$"):
+            pruned_heads(cfg({key: [0]}), 3, 4)
+    for heads in ([4], [-1], [True], "0", [0.0]):
+        with pytest.raises(ValueError, match=rf"config pruned_heads\['0'\] must list heads among 0..3, got "
+                                             rf"{re.escape(repr(heads))}$"):
+            pruned_heads(cfg({"0": heads}), 3, 4)
+    refuse_pruned_heads(cfg({}), "OPTModel")
+    with pytest.raises(ValueError, match=r"config pruned_heads=\{'0': \[1\]\}, but transformers 4.37.2 cannot prune "
+                                         r"heads of OPTModel"):
+        refuse_pruned_heads(cfg({"0": [1]}), "OPTModel")
