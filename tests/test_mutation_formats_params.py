@@ -313,3 +313,41 @@ def test_causal_lm_mask_and_output_flags():
 
     assert inputs.output_flags(Cfg()) == (True, False, True)
     assert inputs.output_flags(Cfg(), False, True, False) == (False, True, False)
+
+
+# ---------------------------------------------------------------- from_pretrained's arguments reach the loader
+
+
+def test_from_pretrained_passes_every_argument(tmp_path):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = tmp_path / "models--org--tiny" / "snapshots" / commit
+    shutil.copytree(OPT_TINY, snapshot)
+    (tmp_path / "models--org--tiny" / "refs").mkdir()
+    (tmp_path / "models--org--tiny" / "refs" / "v1").write_text(commit)
+    model = refimpl.from_pretrained("org/tiny", cache_dir=tmp_path, revision="v1", dtype="float64",
+                                    islands="upstream", islands_cpu="avx512", mmap=True)
+    assert model.source == snapshot and model.architecture == "OPTForCausalLM"  # the config's first architecture
+    assert (model.config.islands, model.config.islands_cpu) == ("upstream", "avx512")
+    assert model.dtype == np.float64 and all(v.dtype == np.float64 for v in model.params.values())
+    n = sum(v.size for v in model.params.values())
+    assert repr(model) == f"<refimpl OPTForCausalLM ({n:,} parameters, float64, islands=upstream (avx512))>"
+    mapped_model = refimpl.from_pretrained(OPT_TINY, mmap=True)  # float32 weights need no cast: kept mapped
+    assert all(file_backed(v) for v in mapped_model.params.values())
+    assert not any(file_backed(v) for v in refimpl.from_pretrained(OPT_TINY).params.values())
+    assert repr(refimpl.from_pretrained(OPT_TINY, "OPTModel")).startswith("<refimpl OPTModel (")
+    with pytest.raises(ValueError, match=r"islands_cpu must be one of"):
+        refimpl.from_pretrained(OPT_TINY, islands_cpu="sse")
+
+
+def test_from_pretrained_default_architecture_and_missing_weight_source(tmp_path):
+    directory = tmp_path / "ckpt"
+    shutil.copytree(OPT_TINY, directory)
+    config = json.loads((directory / "config.json").read_text())
+    del config["architectures"]
+    (directory / "config.json").write_text(json.dumps(config))
+    assert refimpl.from_pretrained(directory).architecture == "OPTModel"  # the family's base model
+    state = {k: np.ascontiguousarray(v) for k, v in read_state_dict(directory).items()
+             if not k.endswith("fc1.bias")}
+    save_file(state, str(directory / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=rf"^{directory}: missing weights: decoder.layers.0.fc1.bias \(512,\)"):
+        refimpl.from_pretrained(directory)
