@@ -56,6 +56,7 @@ def test_unknown_keys_go_to_extra_and_do_not_change_equality():
 
 def test_num_labels_and_id2label():
     assert opt(num_labels=3).id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"} and opt(num_labels=3).num_labels == 3
+    assert MAX_COUNT == 65536  # layers, heads, labels: the documented bound
     assert opt(num_labels=1).num_labels == 1 and opt(num_labels=MAX_COUNT).num_labels == MAX_COUNT
     assert opt(id2label={"0": "NEG", "1": "POS"}, num_labels=5).id2label == {0: "NEG", 1: "POS"}  # id2label wins
     for bad in (0, MAX_COUNT + 1, True, 2.0):
@@ -136,6 +137,8 @@ def test_islands_heads_and_config_files(tmp_path):
     f32, f64 = np.dtype("float32"), np.dtype("float64")
     assert in_islands(cfg, f64) and not in_islands(cfg, f32) and not in_islands(opt(), f64)
     check_heads(8, 2)
+    check_heads(8, 1)
+    check_heads(8, 8)
     for width, heads in ((8, 3), (8, 0), (8, -2)):
         with pytest.raises(ValueError, match=rf"hidden size {width} is not divisible by the number of attention "
                                              rf"heads {heads}"):
@@ -241,6 +244,8 @@ def test_family_spec_accessors():
     assert dict(s.base_params(params, "OPTForCausalLM")) == {"decoder.w": 1}
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.base_model = "x"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec().generation.decoder_mask = "x"  # a family's declared hooks cannot be changed by a caller
     assert spec().tied == {"lm_head.weight": "model.decoder.embed_tokens.weight"}
 
 
