@@ -658,3 +658,24 @@ def test_limits_are_the_documented_ones():
     # the module docstring and README "Safety" state these; the tests above probe each on both sides
     assert (MAX_PICKLE_BYTES, MAX_DEPTH, MAX_CONTAINERS, MAX_INFLATION) == (1 << 26, 64, 1 << 21, 16)
     assert torch_pickle.MAGIC_NUMBER == 0x1950A86A20F9469CFC6C and torch_pickle.PROTOCOL_VERSION == 1001
+
+
+def test_running_out_of_stack_while_reading_is_a_clean_error(tmp_path):
+    """A persistent id nested 60 deep is refused with its repr in the message; with the interpreter's stack
+    nearly used up (a caller deep in recursion), that repr recurses past the limit: still a CheckpointError."""
+    import inspect
+    import sys
+
+    file = tmp_path / "pytorch_model.bin"
+    file.write_bytes(zip_file(PROTO2 + chain(60) + b"Q" + STOP))
+    with pytest.raises(CheckpointError, match="unexpected persistent id"):
+        read_torch_file(file)  # with the stack to spare: the message names the id
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + 45)
+    try:
+        # Python >= 3.12 bounds C recursion (repr) apart from sys.getrecursionlimit(): the id's message then
+        match = r"not a readable PyTorch checkpoint \(structures nested too deeply\)"
+        with pytest.raises(CheckpointError, match=match if sys.version_info < (3, 12) else match + "|persistent id"):
+            read_torch_file(file)
+    finally:
+        sys.setrecursionlimit(limit)
