@@ -673,7 +673,7 @@ def test_running_out_of_stack_while_reading_is_a_clean_error(tmp_path):
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(len(inspect.stack()) + 45)
     try:
-        # Python >= 3.12 bounds C recursion (repr) apart from sys.getrecursionlimit(): the id's message then
+        # Python >= 3.12 bounds C recursion (repr) apart from sys.getrecursionlimit(): the id's message may come instead
         match = r"not a readable PyTorch checkpoint \(structures nested too deeply\)"
         with pytest.raises(CheckpointError, match=match if sys.version_info < (3, 12) else match + "|persistent id"):
             read_torch_file(file)
