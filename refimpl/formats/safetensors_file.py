@@ -74,9 +74,11 @@ def _check_entry(file: Path, name: str, entry, data_length: int) -> None:
         raise CheckpointError(f"{file}: tensor {name!r:.200} has shape {shape!r:.200}: beyond what NumPy can hold, "
                               f"even with no element (each dimension, and the product of the non-zero ones times "
                               f"{itemsize} bytes, must stay below 2**63)")
-    nbytes = tensor_size(shape, data_length) * itemsize
+    elements = tensor_size(shape, data_length)  # data_length + 1 when the shape claims more than the data
+    nbytes = elements * itemsize
     if offsets[1] - offsets[0] != nbytes:
-        raise CheckpointError(f"{file}: tensor {name!r}: {dtype} {shape} needs {nbytes} bytes, "
+        needs = f"{nbytes} bytes" if elements <= data_length else f"more than the {data_length} bytes of data"
+        raise CheckpointError(f"{file}: tensor {name!r}: {dtype} {shape} needs {needs}, "
                               f"but data_offsets {offsets} span {offsets[1] - offsets[0]}")
 
 
