@@ -667,8 +667,8 @@ class Tokenizer:
             if isinstance(v, np.ndarray):
                 return_tensors = "np" if return_tensors is None else return_tensors
                 v = v.tolist()
-            elif isinstance(v, (list, tuple)) and v and isinstance(v[0], np.ndarray):
-                v = [x.tolist() for x in v]
+            elif isinstance(v, (list, tuple)) and v and isinstance(v[0], np.ndarray):  # upstream: rows of arrays too
+                v, return_tensors = [x.tolist() for x in v], "np" if return_tensors is None else return_tensors
             enc[k] = v
         pad, _, max_length = self._strategies(padding=padding, max_length=max_length)
         ids = enc["input_ids"]
