@@ -302,3 +302,24 @@ def test_special_token_attributes_and_templates_match_upstream(kind):
         assert ours.build_inputs_with_special_tokens(a, b) == up.build_inputs_with_special_tokens(a, b)
         assert ours.get_special_tokens_mask(a, b) == up.get_special_tokens_mask(a, b), (a, b)
         assert ours.create_token_type_ids_from_sequences(a, b) == up.create_token_type_ids_from_sequences(a, b)
+
+
+@pytest.mark.parametrize("options", [{}, {"do_lower_case": False}, {"strip_accents": False},
+                                     {"do_lower_case": False, "strip_accents": True}, {"tokenize_chinese_chars": False},
+                                     {"never_split": ["ΟΔΟΣ", "Naïve"]}, {"do_basic_tokenize": False}])
+def test_lower_casing_around_special_and_added_tokens_matches_upstream(options):
+    """Upstream lower-cases per character outside special tokens and normalized added tokens, so a final
+    capital sigma becomes 'σ' (str.lower would give 'ς'), next to kept tokens or not."""
+    path = str(REAL_VOCAB / "bert-base-chinese" / "vocab.txt")
+    up, ours = transformers.BertTokenizer(path, **options), rt.BertTokenizer(path, **options)
+    for tokens, special in ((["AddEd"], False), (["<Sp>"], True), ([transformers.AddedToken("KeeP", normalized=False)],
+                                                                    False)):
+        mine = [rt.AddedToken(t.content, normalized=t.normalized) if not isinstance(t, str) else t for t in tokens]
+        assert up.add_tokens(tokens, special_tokens=special) == ours.add_tokens(mine, special_tokens=special)
+    texts = ["ΟΔΟΣ", "ΟΔΟΣ [MASK] ΣΑΣ", "ΣΑΣ[SEP]", "Hello [MASK] WORLD", "Naïve ÉCOLE [CLS]", "AddEd KeeP <Sp> ÀB",
+             "addedΣ AddEdΣ", "x\nΣ\ty [PAD]Σ", "中文ΣAddEd", "[UNK]", "AddEd", "a\u0301 ΟΔΟΣ\u0301 ﬁ İ", ""]
+    for text in texts:
+        assert ours.tokenize(text) == up.tokenize(text), f"{options} tokenize {text!r}"
+        exp, got = up(text, "ΣΟΣ " + text)["input_ids"], ours(text, "ΣΟΣ " + text)["input_ids"]
+        assert got == exp, f"{options} ids {text!r}: upstream {exp} refimpl {got}"
+        assert ours.decode(exp) == up.decode(exp), f"{options} decode {text!r}"
