@@ -323,3 +323,44 @@ def test_lower_casing_around_special_and_added_tokens_matches_upstream(options):
         exp, got = up(text, "ΣΟΣ " + text)["input_ids"], ours(text, "ΣΟΣ " + text)["input_ids"]
         assert got == exp, f"{options} ids {text!r}: upstream {exp} refimpl {got}"
         assert ours.decode(exp) == up.decode(exp), f"{options} decode {text!r}"
+
+
+@pytest.mark.parametrize("kind", ["roberta-led", "bert-base-chinese"])
+def test_public_methods_with_their_defaults_match_upstream(kind):
+    """truncate_sequences, prepare_for_model, pad, get_special_tokens_mask, convert_ids_to_tokens and
+    tokenize called with only their required arguments (upstream's defaults)."""
+    up, ours = fresh(kind)
+    a, b = up.encode(TEXTS[3], add_special_tokens=False), up.encode(PAIRS[3], add_special_tokens=False)
+    for n in (0, 1, 3, 7):
+        assert tuple(ours.truncate_sequences(a, num_tokens_to_remove=n)) == \
+            tuple(up.truncate_sequences(a, num_tokens_to_remove=n))
+        assert tuple(ours.truncate_sequences(a, b, num_tokens_to_remove=n)) == \
+            tuple(up.truncate_sequences(a, b, num_tokens_to_remove=n))
+    for args in ((a,), (a, b)):
+        exp, got = dict(up.prepare_for_model(*args)), dict(ours.prepare_for_model(*args))
+        exp.pop("attention_mask")  # refimpl's prepare_for_model stops before padding and masks
+        assert got == exp, f"prepare_for_model: upstream {exp} refimpl {got}"
+    rows = {"input_ids": [a[:3], a]}
+    same_encoding(up.pad(rows), ours.pad(rows), "pad with defaults")
+    assert ours.get_special_tokens_mask(a) == up.get_special_tokens_mask(a)
+    ids = up.encode(TEXTS[0])
+    assert ours.convert_ids_to_tokens(ids) == up.convert_ids_to_tokens(ids)
+    assert ours.tokenize("[CLS] a <s> b") == up.tokenize("[CLS] a <s> b")
+    assert ours.decode(ids) == up.decode(ids) and ours.batch_decode([ids]) == up.batch_decode([ids])
+
+
+def test_wordpiece_and_basic_tokenizer_defaults_match_upstream():
+    from transformers.models.bert import tokenization_bert as tb
+
+    vocab = rt.BertTokenizer(str(REAL_VOCAB / "bert-base-chinese" / "vocab.txt")).vocab
+    up_wp = tb.WordpieceTokenizer(vocab=vocab, unk_token="[UNK]")
+    index = __import__("refimpl.tokenizers.wordpiece", fromlist=["PrefixIndex"])
+    prefix = index.PrefixIndex(vocab)
+    for word in ["a" * 99, "a" * 100, "a" * 101, "hello", "unaffable", "中文", "zzzqqq", "##", "12345"]:
+        exp = up_wp.tokenize(word)
+        assert index.wordpiece(word, vocab, "[UNK]") == exp, word
+        assert prefix.tokenize(word, "[UNK]") == exp, word
+    up_basic, ours_basic = tb.BasicTokenizer(), rt.BasicTokenizer()
+    for text in ["Hello, NAÏVE wörld!", "中文abc", "a\u0301b \x00 \ufffd x", "ΟΔΟΣ don't"]:
+        assert ours_basic.tokenize(text) == up_basic.tokenize(text), text
+        assert ours_basic.tokenize(text, never_split=["NAÏVE"]) == up_basic.tokenize(text, never_split=["NAÏVE"])
