@@ -525,7 +525,7 @@ class Tokenizer:
         return cache[key]
 
     # ------------------------------------------------------------------ strategies
-    def _strategies(self, padding=False, truncation=None, max_length=None, pad_to_multiple_of=None):
+    def _strategies(self, padding, truncation=None, max_length=None, pad_to_multiple_of=None):
         """Upstream _get_padding_truncation_strategies -> (padding, truncation, max_length)."""
         if max_length is not None and padding is False and truncation is None:
             truncation = "longest_first"  # upstream: max_length alone switches truncation on
