@@ -364,3 +364,17 @@ def test_wordpiece_and_basic_tokenizer_defaults_match_upstream():
     for text in ["Hello, NAÏVE wörld!", "中文abc", "a\u0301b \x00 \ufffd x", "ΟΔΟΣ don't"]:
         assert ours_basic.tokenize(text) == up_basic.tokenize(text), text
         assert ours_basic.tokenize(text, never_split=["NAÏVE"]) == up_basic.tokenize(text, never_split=["NAÏVE"])
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_led_pads_global_attention_mask_as_upstream(side):
+    up, ours = fresh("roberta-led", padding_side=side)
+    rows = [dict(up(t)) for t in TEXTS[:3]]
+    for i, r in enumerate(rows):
+        r["global_attention_mask"] = [1] + [0] * (len(r["input_ids"]) - 1 - i % 2) + [1] * (i % 2)
+    for opts in (dict(), dict(padding="max_length", max_length=24), dict(return_attention_mask=False),
+                 dict(return_attention_mask=True, pad_to_multiple_of=5), dict(padding=False)):
+        data = [dict(r) for r in rows]
+        same_encoding(up.pad(data, **opts), ours.pad([dict(r) for r in rows], **opts), f"LED pad {side} {opts}")
+    short = {"input_ids": rows[0]["input_ids"], "global_attention_mask": [1]}  # shorter mask: padded to the ids
+    same_encoding(up.pad(dict(short)), ours.pad(dict(short)), f"LED pad {side} short mask")
