@@ -378,3 +378,25 @@ def test_led_pads_global_attention_mask_as_upstream(side):
         same_encoding(up.pad(data, **opts), ours.pad([dict(r) for r in rows], **opts), f"LED pad {side} {opts}")
     short = {"input_ids": rows[0]["input_ids"], "global_attention_mask": [1]}  # shorter mask: padded to the ids
     same_encoding(up.pad(dict(short)), ours.pad(dict(short)), f"LED pad {side} short mask")
+
+
+@pytest.mark.parametrize("kind", ["roberta-opt", "roberta-led", "bert-base-chinese", "xglm-bpe"])
+def test_split_special_tokens_and_pre_split_pairs_match_upstream(kind):
+    up, ours = fresh(kind)
+    text = "a </s> b [SEP] <s>c<pad> [MASK]<mask> <madeupword0> d"
+    for split in (None, False, True):
+        kw = {} if split is None else {"split_special_tokens": split}
+        assert ours.tokenize(text, **kw) == up.tokenize(text, **kw), f"{kind} tokenize {kw}"
+        assert ours(text, **kw)["input_ids"] == up(text, **kw)["input_ids"], f"{kind} call {kw}"
+        assert ours([text, "x"], **kw)["input_ids"] == up([text, "x"], **kw)["input_ids"], f"{kind} batch {kw}"
+    up.split_special_tokens = ours.split_special_tokens = True
+    assert ours.tokenize(text) == up.tokenize(text) and ours.encode(text) == up.encode(text)
+    assert ours.tokenize(text, split_special_tokens=False) == up.tokenize(text, split_special_tokens=False)
+    kw = {"add_prefix_space": True} if kind.startswith("roberta") else {}
+    words, other = ["Hello", "wörld", "中文"], ["second", "one"]
+    for opts in (dict(), dict(truncation="only_second", max_length=8), dict(padding="max_length", max_length=16)):
+        check(up, ours, (words, other), dict(is_split_into_words=True, **kw, **opts), f"{kind} words pair {opts}")
+        check(up, ours, ([words, other], [other, words]), dict(is_split_into_words=True, **kw, **opts),
+              f"{kind} batch of word pairs {opts}")
+        check(up.batch_encode_plus, ours.batch_encode_plus, ([(words, other), (other, words)],),
+              dict(is_split_into_words=True, **kw, **opts), f"{kind} batch_encode_plus word pairs {opts}")

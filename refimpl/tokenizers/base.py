@@ -774,11 +774,11 @@ class Tokenizer:
     def batch_encode_plus(self, batch_text_or_text_pairs, **kwargs) -> BatchEncoding:
         """[text | (text, pair)] -> BatchEncoding (upstream batch_encode_plus)."""
         pairs = []
-        for item in batch_text_or_text_pairs:
-            if isinstance(item, (list, tuple)) and len(item) == 2 and not kwargs.get("is_split_into_words"):
+        for item in batch_text_or_text_pairs:  # upstream: with pre-split words, a pair is two lists of words
+            words = kwargs.get("is_split_into_words") and not (item and isinstance(item[0], (list, tuple)))
+            if isinstance(item, (list, tuple)) and len(item) == 2 and not words:
                 pairs.append((item[0], item[1]))
-            else:
-                pairs.append((item, None))
+            else:  pairs.append((item, None))
         return self._batch_encode(pairs, **kwargs)
 
     def _batch_encode(self, pairs, add_special_tokens=True, padding=False, truncation=None, max_length=None,
