@@ -400,3 +400,27 @@ def test_split_special_tokens_and_pre_split_pairs_match_upstream(kind):
               f"{kind} batch of word pairs {opts}")
         check(up.batch_encode_plus, ours.batch_encode_plus, ([(words, other), (other, words)],),
               dict(is_split_into_words=True, **kw, **opts), f"{kind} batch_encode_plus word pairs {opts}")
+
+
+@pytest.mark.parametrize("kind", ["roberta-opt", "roberta-led", "bert-base-chinese", "xglm-bpe"])
+def test_registering_a_token_again_matches_upstream(kind):
+    """add_tokens of a content already registered: a str is skipped, an AddedToken replaces the flags
+    (same id), a special one joins the additional special tokens; the count is of new ids only."""
+    up, ours = fresh(kind)
+    steps = [(["Zq"], False), ([("Zq", dict(lstrip=True))], False), ([("Zq", dict(rstrip=True))], True), (["Zq"], True),
+             ([("Wv", dict(single_word=True)), ("Wv", dict(rstrip=True))], False), ([("<s>", dict(rstrip=True))], True),
+             ([("[SEP]", dict(lstrip=True))], False), ([("Zq", dict(normalized=False))], False), ([""], False)]
+    for tokens, special in steps:
+        mk_up = [t if isinstance(t, str) else transformers.AddedToken(t[0], **t[1]) for t in tokens]
+        mk_ours = [t if isinstance(t, str) else rt.AddedToken(t[0], **t[1]) for t in tokens]
+        n_up, n_ours = up.add_tokens(mk_up, special_tokens=special), ours.add_tokens(mk_ours, special_tokens=special)
+        label = f"{kind} after {tokens} special={special}"
+        assert n_ours == n_up, f"{label}: added {n_ours}, upstream {n_up}"
+        assert len(ours) == len(up) and ours.additional_special_tokens == up.additional_special_tokens, label
+        for index, tok in up.added_tokens_decoder.items():
+            mine = ours.added_tokens_decoder.get(index)
+            assert mine is not None and (mine.content, mine.lstrip, mine.rstrip, mine.single_word, mine.special) == \
+                (tok.content, tok.lstrip, tok.rstrip, tok.single_word, tok.special), f"{label}: id {index} {tok!r} {mine}"
+        for text in ["a Zq b", "aZq Wv b", "x <s> y [SEP] z", "zq wv", "Wv.Zq"]:
+            assert ours.tokenize(text) == up.tokenize(text), f"{label} tokenize {text!r}"
+            assert ours.encode(text) == up.encode(text), f"{label} encode {text!r}"

@@ -250,7 +250,9 @@ class Tokenizer:
         for idx, tok in (added_tokens_decoder or {}).items():
             self.added_tokens_decoder[int(idx)] = tok
         self.added_tokens_encoder: Dict[str, int] = {t.content: i for i, t in self.added_tokens_decoder.items()}
-        self.add_tokens(self._all_special_added_tokens(), special_tokens=True)
+        # (a special token whose content the checkpoint saved keeps the saved flags)
+        self.add_tokens([t for t in self._all_special_added_tokens() if t.content not in self.added_tokens_encoder],
+                        special_tokens=True)
 
     # ------------------------------------------------------------------ special tokens
     def _all_special_added_tokens(self) -> List[AddedToken]:
@@ -304,11 +306,8 @@ class Tokenizer:
                 raise ValueError(f"token {token!r} is not a str or AddedToken")
             elif special_tokens:
                 token = replace(token, special=True)
-            if token.content == "" or token in self.added_tokens_decoder.values():
-                continue
-            if token.content in self.added_tokens_encoder:
-                # same content already registered (e.g. from added_tokens_decoder with other flags): keep that one
-                continue
+            if token.content == "":
+                continue  # upstream: an AddedToken of a content already registered replaces it (same id)
             if not token.special and token.normalized and getattr(self, "do_lower_case", False):
                 token = replace(token, content=token.content.lower())
             if token.content in vocab:
@@ -778,7 +777,8 @@ class Tokenizer:
             words = kwargs.get("is_split_into_words") and not (item and isinstance(item[0], (list, tuple)))
             if isinstance(item, (list, tuple)) and len(item) == 2 and not words:
                 pairs.append((item[0], item[1]))
-            else:  pairs.append((item, None))
+            else:
+                pairs.append((item, None))
         return self._batch_encode(pairs, **kwargs)
 
     def _batch_encode(self, pairs, add_special_tokens=True, padding=False, truncation=None, max_length=None,
