@@ -169,7 +169,7 @@ def test_truncation_strategies_and_overflow_of_pairs_match_upstream(kind):
         up, ours = fresh(kind, truncation_side=side)
         for a, b in [(TEXTS[3], PAIRS[0]), (PAIRS[0], TEXTS[3]), (TEXTS[0], PAIRS[3]), (TEXTS[1], PAIRS[1])]:
             for strategy in ("only_first", "only_second", "longest_first"):
-                for max_length in (3, 6, 9, 14, 25):
+                for max_length in (3, 9, 25):
                     for stride in (0, 2):
                         for overflow in (False, True):
                             opts = dict(truncation=strategy, max_length=max_length, stride=stride,
@@ -185,8 +185,8 @@ def test_truncation_of_single_texts_with_overflow_matches_upstream(kind):
     for side in ("right", "left"):
         up, ours = fresh(kind, truncation_side=side)
         for text in TEXTS:
-            for max_length in (1, 2, 3, 5, 8, 13):
-                for stride in (0, 1, 4, 20):
+            for max_length in (1, 3, 8):
+                for stride in (0, 1, 20):
                     opts = dict(truncation=True, max_length=max_length, stride=stride, return_overflowing_tokens=True)
                     check_call(up, ours, text, None, opts, f"{kind} {side} {text!r} {opts}")
 
