@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from hypothesis import given, settings, strategies as st
 import pytest
 
 import refimpl.tokenizers as rt
@@ -418,3 +419,30 @@ def test_repo_ids_resolve_in_the_cache_by_revision(tmp_path):
     assert rt.load_tokenizer("org/tok", cache_dir=tmp_path).padding_side == "right"
     assert rt.load_tokenizer("org/tok", cache_dir=tmp_path, revision="v2").padding_side == "left"
     assert rt.load_tokenizer("org/tok", cache_dir=tmp_path, revision="b" * 40).padding_side == "left"
+
+
+PIECES = st.text(alphabet="abcd", min_size=1, max_size=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(PIECES, max_size=8), st.lists(PIECES, max_size=8), st.lists(st.text(alphabet="abcde", max_size=7),
+                                                                            min_size=1, max_size=6),
+       st.integers(0, 8))
+def test_prefix_index_equals_greedy_longest_match(first, cont, words, max_chars):
+    """PrefixIndex (the fast scan) against `wordpiece`, upstream's greedy longest-match loop, on small
+    vocabularies where single letters may be missing (real ones hold every letter, hiding prefix gaps)."""
+    vocab = {t: i for i, t in enumerate(["[UNK]"] + first + ["##" + c for c in cont])}
+    index = wordpiece.PrefixIndex(vocab)
+    for word in words:
+        exp = wordpiece.wordpiece(word, vocab, "[UNK]", max_chars)
+        assert index.tokenize(word, "[UNK]", max_chars) == exp, (word, sorted(vocab), max_chars)
+        assert index.tokenize(word, "[UNK]") == wordpiece.wordpiece(word, vocab, "[UNK]"), (word, sorted(vocab))
+
+
+def test_wordpiece_examples():
+    vocab = {"[UNK]": 0, "ab": 1, "##c": 2, "##cd": 3, "b": 4}
+    index = wordpiece.PrefixIndex(vocab)
+    for word, exp in (("abc", ["ab", "##c"]), ("abcd", ["ab", "##cd"]), ("abcdc", ["ab", "##cd", "##c"]),
+                      ("a", ["[UNK]"]), ("bc", ["b", "##c"]), ("abd", ["[UNK]"]), ("", [])):
+        assert wordpiece.wordpiece(word, vocab, "[UNK]") == exp and index.tokenize(word, "[UNK]") == exp, word
+    assert index.tokenize("abc", "[UNK]", 2) == ["[UNK]"] and index.tokenize("abc", "[UNK]", 3) == ["ab", "##c"]
