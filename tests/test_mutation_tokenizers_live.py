@@ -424,3 +424,17 @@ def test_registering_a_token_again_matches_upstream(kind):
         for text in ["a Zq b", "aZq Wv b", "x <s> y [SEP] z", "zq wv", "Wv.Zq"]:
             assert ours.tokenize(text) == up.tokenize(text), f"{label} tokenize {text!r}"
             assert ours.encode(text) == up.encode(text), f"{label} encode {text!r}"
+
+
+def test_base_templates_for_new_subclasses_match_upstream():
+    """The templates a subclass inherits when it adds no special tokens (GPT-2 without BOS uses two of
+    them): upstream's PreTrainedTokenizer(Base) defaults."""
+    base = transformers.PreTrainedTokenizer
+    for a, b in (([5, 6], None), ([5], [7, 8]), ([], None), ([], [1]), ([4], [])):
+        assert rt.Tokenizer.build_inputs_with_special_tokens(None, a, b) == \
+            base.build_inputs_with_special_tokens(None, a, b), (a, b)
+        assert rt.Tokenizer.create_token_type_ids_from_sequences(None, a, b) == \
+            base.create_token_type_ids_from_sequences(None, a, b), (a, b)
+        assert rt.Tokenizer._template_special_mask(None, a, b) == base.get_special_tokens_mask(None, a, b), (a, b)
+    for tokens in ([], ["a"], ["a", "##b", "c"]):
+        assert rt.Tokenizer.tokens_to_string(None, tokens) == base.convert_tokens_to_string(None, tokens)
