@@ -17,6 +17,7 @@ import pytest
 transformers = pytest.importorskip("transformers")
 
 import refimpl.tokenizers as rt  # noqa: E402
+from refimpl.tokenizers import wordpiece  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_VOCAB = ROOT / "tests" / "data" / "vocab"
@@ -350,18 +351,24 @@ def test_public_methods_with_their_defaults_match_upstream(kind):
 
 
 def test_wordpiece_and_basic_tokenizer_defaults_match_upstream():
+    from transformers import tokenization_utils as tu
     from transformers.models.bert import tokenization_bert as tb
+
+    for name in ("_is_punctuation", "_is_control", "_is_whitespace"):  # every ASCII and Latin-1 character
+        ours_fn, up_fn = getattr(wordpiece, name), getattr(tu, name)
+        assert [c for c in range(256) if ours_fn(chr(c))] == [c for c in range(256) if up_fn(chr(c))], name
 
     vocab = rt.BertTokenizer(str(REAL_VOCAB / "bert-base-chinese" / "vocab.txt")).vocab
     up_wp = tb.WordpieceTokenizer(vocab=vocab, unk_token="[UNK]")
-    index = __import__("refimpl.tokenizers.wordpiece", fromlist=["PrefixIndex"])
+    index = wordpiece
     prefix = index.PrefixIndex(vocab)
     for word in ["a" * 99, "a" * 100, "a" * 101, "hello", "unaffable", "中文", "zzzqqq", "##", "12345"]:
         exp = up_wp.tokenize(word)
         assert index.wordpiece(word, vocab, "[UNK]") == exp, word
         assert prefix.tokenize(word, "[UNK]") == exp, word
     up_basic, ours_basic = tb.BasicTokenizer(), rt.BasicTokenizer()
-    for text in ["Hello, NAÏVE wörld!", "中文abc", "a\u0301b \x00 \ufffd x", "ΟΔΟΣ don't"]:
+    every_ascii = "".join("x" + chr(c) for c in range(0, 128)) + "x"
+    for text in ["Hello, NAÏVE wörld!", "中文abc", "a\u0301b \x00 \ufffd x", "ΟΔΟΣ don't", every_ascii]:
         assert ours_basic.tokenize(text) == up_basic.tokenize(text), text
         assert ours_basic.tokenize(text, never_split=["NAÏVE"]) == up_basic.tokenize(text, never_split=["NAÏVE"])
 
