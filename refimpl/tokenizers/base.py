@@ -250,7 +250,9 @@ class Tokenizer:
         for idx, tok in (added_tokens_decoder or {}).items():
             self.added_tokens_decoder[int(idx)] = tok
         self.added_tokens_encoder: Dict[str, int] = {t.content: i for i, t in self.added_tokens_decoder.items()}
-        self.add_tokens(self._all_special_added_tokens(), special_tokens=True)
+        # (a special token whose content the checkpoint saved keeps the saved flags)
+        self.add_tokens([t for t in self._all_special_added_tokens() if t.content not in self.added_tokens_encoder],
+                        special_tokens=True)
 
     # ------------------------------------------------------------------ special tokens
     def _all_special_added_tokens(self) -> List[AddedToken]:
@@ -304,11 +306,8 @@ class Tokenizer:
                 raise ValueError(f"token {token!r} is not a str or AddedToken")
             elif special_tokens:
                 token = replace(token, special=True)
-            if token.content == "" or token in self.added_tokens_decoder.values():
-                continue
-            if token.content in self.added_tokens_encoder:
-                # same content already registered (e.g. from added_tokens_decoder with other flags): keep that one
-                continue
+            if token.content == "":
+                continue  # upstream: an AddedToken of a content already registered replaces it (same id)
             if not token.special and token.normalized and getattr(self, "do_lower_case", False):
                 token = replace(token, content=token.content.lower())
             if token.content in vocab:
@@ -525,7 +524,7 @@ class Tokenizer:
         return cache[key]
 
     # ------------------------------------------------------------------ strategies
-    def _strategies(self, padding=False, truncation=None, max_length=None, pad_to_multiple_of=None):
+    def _strategies(self, padding, truncation=None, max_length=None, pad_to_multiple_of=None):
         """Upstream _get_padding_truncation_strategies -> (padding, truncation, max_length)."""
         if max_length is not None and padding is False and truncation is None:
             truncation = "longest_first"  # upstream: max_length alone switches truncation on
@@ -667,8 +666,8 @@ class Tokenizer:
             if isinstance(v, np.ndarray):
                 return_tensors = "np" if return_tensors is None else return_tensors
                 v = v.tolist()
-            elif isinstance(v, (list, tuple)) and v and isinstance(v[0], np.ndarray):
-                v = [x.tolist() for x in v]
+            elif isinstance(v, (list, tuple)) and v and isinstance(v[0], np.ndarray):  # upstream: rows of arrays too
+                v, return_tensors = [x.tolist() for x in v], "np" if return_tensors is None else return_tensors
             enc[k] = v
         pad, _, max_length = self._strategies(padding=padding, max_length=max_length)
         ids = enc["input_ids"]
@@ -774,8 +773,9 @@ class Tokenizer:
     def batch_encode_plus(self, batch_text_or_text_pairs, **kwargs) -> BatchEncoding:
         """[text | (text, pair)] -> BatchEncoding (upstream batch_encode_plus)."""
         pairs = []
-        for item in batch_text_or_text_pairs:
-            if isinstance(item, (list, tuple)) and len(item) == 2 and not kwargs.get("is_split_into_words"):
+        for item in batch_text_or_text_pairs:  # upstream: with pre-split words, a pair is two lists of words
+            words = kwargs.get("is_split_into_words") and not (item and isinstance(item[0], (list, tuple)))
+            if isinstance(item, (list, tuple)) and len(item) == 2 and not words:
                 pairs.append((item[0], item[1]))
             else:
                 pairs.append((item, None))

@@ -96,9 +96,6 @@ class XGLMTokenizer(Tokenizer):
         except Exception as e:  # sentencepiece's C++ errors (RuntimeError, OSError) with terse messages
             raise ValueError(f"sentencepiece could not encode the text ({type(e).__name__}: {e})") from None
 
-    def _tokenize_ids(self, text: str) -> List[int]:
-        return [self._convert_one_token(t) for t in self._tokenize(text)]
-
     def tokens_to_string(self, tokens: List[str]) -> str:
         return "".join(tokens).replace(SPIECE_UNDERLINE, " ").strip()
 
