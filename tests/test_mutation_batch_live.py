@@ -92,3 +92,29 @@ def test_inspect_parameters_and_flops_are_upstreams(capfd, directory):
     assert int(params.replace(",", "")) == sum(p.numel() for p in model.parameters())  # a tied weight once
     assert int(flops.replace(",", "")) == total_flops
     assert lines[0] == f"{model.__class__.__name__}, {length} tokens"
+
+
+def test_diff_tokenize_options_against_upstreams_slow_tokenizer(tmp_path, capfd):
+    """The ids of upstream's slow tokenizer, with and without special tokens: the matching run agrees (0),
+    the other differs on every line (1) and shows --show of them; --json keeps non-ASCII text as it is."""
+    tokenizer = transformers.GPT2Tokenizer.from_pretrained(SHIPPED_MODEL)
+    texts = ["Hello world", "café au lait", "numbers 1234 and spaces  here"]
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    for special in (True, False):
+        rows = [{"input_ids": tokenizer(t, add_special_tokens=special)["input_ids"]} for t in texts]
+        (tmp_path / f"ids-{special}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = ["diff-tokenize", "--tokenizer", str(SHIPPED_MODEL), "--input", str(tmp_path / "in.txt"), "--against"]
+    assert main(base + [str(tmp_path / "ids-True.jsonl")]) == 0
+    assert capfd.readouterr().out.startswith("0 of 3 lines tokenize differently")
+    assert main(base + [str(tmp_path / "ids-False.jsonl"), "--no-special-tokens"]) == 0
+    capfd.readouterr()
+    assert main(base + [str(tmp_path / "ids-False.jsonl"), "--show", "1"]) == 1
+    out = capfd.readouterr().out
+    assert out.startswith("3 of 3 lines tokenize differently") and out.count("first difference at position 0") == 1
+    assert out.rstrip().endswith("... and 2 more")
+    assert main(base + [str(tmp_path / "ids-False.jsonl"), "--json"]) == 1
+    out = capfd.readouterr().out
+    report = json.loads(out)
+    assert (report["total"], report["differing"], len(report["lines"])) == (3, 3, 3)
+    assert "café au lait" in out  # not \u00e9
+    assert main(base + [str(tmp_path / "ids-True.jsonl"), "--model-type", "opt"]) == 0
