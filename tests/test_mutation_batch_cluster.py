@@ -167,3 +167,11 @@ def test_part_file_names():
     from pathlib import Path
 
     assert cluster.part_file(Path("o.parts"), 12) == Path("o.parts/00000012.jsonl")
+
+
+def test_output_in_a_new_directory(tmp_path, fake_distributed):
+    """The partition directory (and so the output's) is created with its parents."""
+    source = write_rows(tmp_path / "in.txt", ROWS[:2])
+    out = tmp_path / "new" / "deeper" / "out.jsonl"
+    summary = cluster.score_on_dask(ScoreJob(model=str(TINY), format="ids"), str(source), str(out), Client())
+    assert summary.records == 2 and [r["index"] for r in lines_of(out)] == [0, 1]

@@ -23,14 +23,18 @@ def upstream(directory):
     return cls.from_pretrained(directory).double().eval()
 
 
-def upstream_log_likelihood(model, ids):
+def logits64(model, ids):  # upstream's float64 logits for one row of ids
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # upstream's float64 causal mask needs it
     try:
         with torch.no_grad():
-            logits = model(input_ids=torch.tensor([ids])).logits[0]  # [T, V]
+            return model(input_ids=torch.tensor([ids])).logits[0].double()
     finally:
         torch.set_default_dtype(previous)
+
+
+def upstream_log_likelihood(model, ids):
+    logits = logits64(model, ids)  # [T, V]
     logprobs = torch.log_softmax(logits.double(), -1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
     return float(logprobs.sum())
 
@@ -118,3 +122,32 @@ def test_diff_tokenize_options_against_upstreams_slow_tokenizer(tmp_path, capfd)
     assert (report["total"], report["differing"], len(report["lines"])) == (3, 3, 3)
     assert "café au lait" in out  # not \u00e9
     assert main(base + [str(tmp_path / "ids-True.jsonl"), "--model-type", "opt"]) == 0
+
+
+@pytest.mark.parametrize("checkpoint", ["preln-OPTForSequenceClassification",
+                                        "preln-regression-OPTForSequenceClassification"])
+def test_classifier_records_are_upstreams(tmp_path, capfd, checkpoint):
+    """Each line alone (no padding): the logits of upstream's classifier; with several labels, softmax
+    probabilities under id2label's names and the most probable label; a regression head: the logits only."""
+    directory = GOLDEN / "opt" / checkpoint
+    rows = [[2, 5, 6, 7], [2, 9, 10, 11, 12, 13, 2], [2, 30]]
+    source = tmp_path / "in.txt"
+    source.write_text("".join(" ".join(map(str, r)) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    assert main(["score", str(source), "-o", str(out), "--model", str(directory), "--format", "ids",
+                 "--dtype", "float64", "--workers", "1"]) == 0, capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "3 lines, 13 tokens" in err and "padding 0.0% of positions" in err  # one text per forward pass
+    model = upstream(directory)
+    regression = model.config.problem_type == "regression" or model.config.num_labels == 1
+    for index, line in enumerate(out.read_text().splitlines()):
+        record = json.loads(line)
+        logits = logits64(model, rows[index])
+        assert list(record) == (["index", "logits"] if regression else ["index", "logits", "label", "probabilities"])
+        np.testing.assert_allclose(record["logits"], logits.numpy(), rtol=1e-6, err_msg=f"line {index}")
+        if not regression:
+            probs = torch.softmax(logits, -1).numpy()
+            names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+            assert list(record["probabilities"]) == names
+            np.testing.assert_allclose(list(record["probabilities"].values()), probs, rtol=1e-6)
+            assert record["label"] == names[int(np.argmax(probs))]

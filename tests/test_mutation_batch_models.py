@@ -358,3 +358,49 @@ def test_trace_nesting_and_per_call(load_model):
         with trace.model_call():
             trace.record(params, "x", np.ones(1))
     assert t.calls is None and list(t) == ["model.layer.x"]
+
+
+# ------------------------------------------------------------------------------ the scorer's set-up
+
+def test_masked_lm_scoring_needs_a_tokenizer_even_for_ids():
+    from refimpl.batch.jobs import ScoreJob
+
+    with pytest.raises(ValueError, match=rf"^{NEZHA_MLM} has no usable tokenizer \(.*\); masked-LM scoring needs it "
+                                         r"\(for its mask token\)$"):
+        ScoreJob(model=str(NEZHA_MLM), format="ids").load()
+
+
+def test_ids_need_no_tokenizer_but_text_does():
+    from refimpl.batch.jobs import ScoreJob
+
+    scorer = ScoreJob(model=str(TINY), format="ids").load()
+    assert scorer.tokenizer is None and scorer.kind == "causal" and scorer.position_limit() == 24
+    with pytest.raises(ValueError, match=rf"^{TINY} has no usable tokenizer \(.*\); pass token ids \(--format ids, "
+                                         r"or --format jsonl with \"input_ids\"\)$"):
+        ScoreJob(model=str(TINY), format="text").load()
+
+
+def test_a_classifier_scores_one_text_per_pass():
+    from refimpl.batch.jobs import ScoreJob
+
+    scorer = ScoreJob(model=str(GOLDEN / "opt" / "preln-OPTForSequenceClassification"), format="ids",
+                      batch_size=8).load()
+    assert scorer.kind == "classify" and scorer.position_limit() == float("inf")
+    batches = list(scorer.score_window(raw([2, 5, 6], [2, 7], [2, 8, 9, 10])))
+    assert [len(b.records) for b in batches] == [1, 1, 1]
+    assert [b.padding for b in batches] == [0, 0, 0] and [b.tokens for b in batches] == [2, 3, 4]
+    assert [b.records[0]["index"] for b in batches] == [1, 0, 2]  # shortest first
+
+
+def test_causal_batches_share_a_pass_with_padding_counted():
+    from refimpl.batch.jobs import ScoreJob
+
+    scorer = ScoreJob(model=str(TINY), format="ids", batch_tokens=100).load()
+    long = list(range(3, 33))  # 30 tokens: longer than the table of 24, scored alone by sliding windows
+    batches = list(scorer.score_window(raw([5, 6, 7], long, [8, 9], [99, 5])))
+    assert batches[0].records == [{"index": 3, "error": "line 4: text: token id 99 is outside the vocabulary of 37"}]
+    (batch,) = batches[1:]
+    assert sorted(r["index"] for r in batch.records) == [0, 1, 2]
+    assert batch.tokens == 35 and batch.padding == 1  # [2, 3] padded to 3; the long text alone, unpadded
+    record = {r["index"]: r for r in batch.records}[1]
+    assert record["num_tokens"] == 29
