@@ -409,3 +409,57 @@ def test_load_tokens(tmp_path):
     (tmp_path / "bad.npy").write_bytes(b"garbage")
     with pytest.raises(ValueError, match=r"^--tokens .*bad\.npy is not a readable \.npy file"):
         cli.load_tokens(str(tmp_path / "bad.npy"))
+
+
+# ------------------------------------------------------------------------------ diff --plot
+
+def fake_report(first=True):
+    from types import SimpleNamespace as NS
+
+    tensors = [NS(name="", max_rel=1e-9, noise=1e-7), NS(name="a.b", max_rel=float("inf"), noise=None),
+               NS(name="c", max_rel=0.5, noise=1e-6)]
+    return NS(tensors=tensors, first_divergence=tensors[2] if first else None, verdict="diverge" if first else "agree",
+              coverage={"compared": 3, "expected": 4})
+
+
+def test_plot_shows_error_noise_and_the_first_divergence(tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    cli.plot_comparison(fake_report(), tmp_path / "d.png")
+    png = (tmp_path / "d.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (1200, 400)  # 12 x 4 in
+    (fig,) = [plt.figure(n) for n in plt.get_fignums()]
+    (ax,) = fig.axes
+    assert ax.get_yscale() == "log" and ax.get_xlabel() == "traced module, in execution order"
+    assert ax.get_title() == "verdict: diverge, 3 of 4 modules compared"
+    error, noise, divergence = ax.get_lines()
+    assert error.get_label() == "relative error (normwise)" and error.get_linestyle() == "-"
+    np.testing.assert_array_equal(error.get_ydata(), [1e-9, np.nan, 0.5])
+    assert noise.get_label() == "float32 noise floor" and noise.get_linestyle() == "--"
+    np.testing.assert_array_equal(noise.get_ydata(), [1e-7, np.nan, 1e-6])
+    assert divergence.get_label() == "first divergence: c" and divergence.get_color() == "red"
+    assert list(divergence.get_xdata()) == [2, 2]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "relative error (normwise)", "float32 noise floor", "first divergence: c"]
+    plt.close("all")
+    report = fake_report()
+    report.first_divergence = report.tensors[0]
+    cli.plot_comparison(report, tmp_path / "root.png")
+    (fig,) = [plt.figure(n) for n in plt.get_fignums()]
+    assert fig.axes[0].get_lines()[2].get_label() == "first divergence: <root>"
+    plt.close("all")
+    cli.plot_comparison(fake_report(first=False), tmp_path / "agree.png")
+    (fig,) = [plt.figure(n) for n in plt.get_fignums()]
+    assert len(fig.axes[0].get_lines()) == 2 and fig.axes[0].get_title().startswith("verdict: agree")
+    plt.close("all")
+
+
+def test_plot_without_matplotlib_names_it(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ValueError, match=r"^--plot needs matplotlib \(pip install matplotlib\)$"):
+        cli.plot_comparison(fake_report(), tmp_path / "d.png")
