@@ -404,3 +404,58 @@ def test_causal_batches_share_a_pass_with_padding_counted():
     assert batch.tokens == 35 and batch.padding == 1  # [2, 3] padded to 3; the long text alone, unpadded
     record = {r["index"]: r for r in batch.records}[1]
     assert record["num_tokens"] == 29
+
+
+def test_usable_cpus_without_an_affinity_mask(monkeypatch):
+    def unsupported(pid):
+        raise OSError("not here")
+
+    monkeypatch.setattr(os, "sched_getaffinity", unsupported, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)
+    assert runtime.usable_cpus() == 7
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert runtime.usable_cpus() == 1
+
+
+def test_set_threads_uses_the_blas_setter(monkeypatch):
+    from refimpl import accel
+
+    calls = []
+    monkeypatch.setattr(accel, "blas_thread_setter", lambda library: calls.append(library) or calls.append)
+    assert runtime.set_threads(3) is True and calls == ["numpy", 3]
+    monkeypatch.setattr(accel, "blas_thread_setter", lambda library: None)
+    assert runtime.set_threads(1) is False and os.environ["OPENBLAS_NUM_THREADS"] == "1"
+
+
+# ------------------------------------------------------------------------------ the worker side
+
+def test_worker_start_ignores_sigint_and_sets_threads(monkeypatch):
+    import signal
+
+    from refimpl.batch import worker
+
+    calls = []
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: calls.append((sig, handler)))
+    monkeypatch.setattr(runtime, "tune_malloc", lambda: calls.append("malloc"))
+    monkeypatch.setattr(runtime, "set_threads", lambda n: calls.append(("threads", n)))
+    worker.start_worker(3)
+    assert calls == [(signal.SIGINT, signal.SIG_IGN), "malloc", ("threads", 3)]
+
+
+def test_worker_scores_in_windows_and_returns_input_order():
+    from refimpl.batch import worker
+    from refimpl.batch.jobs import ScoreJob
+
+    job = ScoreJob(model=str(TINY), format="ids", batch_tokens=1000)
+    rows = [[5, 6, 7, 8], [9, 10], [11, 12, 13], [99], [14, 15]]
+    assert worker.scorer(job) is worker.scorer(job)  # loaded once per process
+    whole = worker.score_lines(job, raw(*rows), 512)
+    assert [r["index"] for r in whole.records] == [0, 1, 2, 3, 4] and "error" in whole.records[3]
+    assert (whole.tokens, whole.padding) == (11, 2 + 1 + 2)  # one pass of 4 rows x 4 positions
+    windows = worker.score_lines(job, raw(*rows), 2)  # [4, 2] | [3, err] | [2]
+    assert [r["index"] for r in windows.records] == [0, 1, 2, 3, 4]
+    assert (windows.tokens, windows.padding) == (11, 2)
+    for a, b in zip(whole.records, windows.records):
+        assert a.keys() == b.keys() and a.get("num_tokens") == b.get("num_tokens")
+        if "log_likelihood" in a:
+            assert b["log_likelihood"] == pytest.approx(a["log_likelihood"], rel=2e-5)
