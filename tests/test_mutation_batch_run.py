@@ -587,3 +587,53 @@ def test_stop_flag():
             with flag.computing():
                 flag.stop()
         assert flag.stopped and not flag._computing
+
+
+# ------------------------------------------------------------------------------ interruption and stdout
+
+class SignalledJob:
+    """A job whose scorer gives one batch per window and sends this process SIGINT after the first one."""
+    batch_size = None
+
+    def load(self):
+        import os
+        import signal
+        from types import SimpleNamespace
+
+        def score_window(lines):
+            for index, raw in lines:
+                if index == 1:
+                    os.kill(os.getpid(), signal.SIGINT)
+                yield Batch([{"index": index, "n": len(raw)}], len(raw), 0)
+
+        return SimpleNamespace(score_window=score_window, model=SimpleNamespace(params={}))
+
+
+def test_sigint_stops_the_run_with_complete_records(tmp_path, capfd):
+    source = tmp_path / "in.txt"
+    source.write_text("a\nbb\nccc\n")
+    out = tmp_path / "o"
+    out.write_text('{"index": 7}\n')  # past the input: not reported for an interrupted run
+    summary = run_score(SignalledJob(), str(source), str(out), resume=True, workers=1, threads=1, progress=False)
+    assert summary.interrupted and summary.beyond_input == 0
+    assert (summary.records, summary.scored_now) == (2, 1)
+    assert out.read_text() == '{"index": 7}\n{"index": 0, "n": 1}\n'
+    assert run_and_report(lambda: summary, "refimpl score in -o o --resume") == 130
+    assert "refimpl: interrupted; 2 records are complete. Resume with:\n  refimpl score in -o o --resume" in \
+        capfd.readouterr().err
+
+
+def test_records_to_stdout(capfd):
+    writer = output.OrderedWriter("-", append=False)
+    writer.put([{"index": 1}, {"index": 0, "text": "é"}])
+    writer.close()
+    print("still open")
+    assert capfd.readouterr().out == '{"index": 0, "text": "é"}\n{"index": 1}\nstill open\n'
+
+
+def test_stdin_is_read_as_bytes(monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"x\xff\ny\n")))
+    source = open_input("-")
+    assert list(read_lines(source)) == [(0, b"x\xff"), (1, b"y")]
