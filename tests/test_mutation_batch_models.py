@@ -459,3 +459,30 @@ def test_worker_scores_in_windows_and_returns_input_order():
         assert a.keys() == b.keys() and a.get("num_tokens") == b.get("num_tokens")
         if "log_likelihood" in a:
             assert b["log_likelihood"] == pytest.approx(a["log_likelihood"], rel=2e-5)
+
+
+def test_led_pairs_are_checked_side_by_side(load_model):
+    from refimpl.batch.jobs import ScoreJob
+
+    cfg = load_model(str(LED), None, "float32").config
+    scorer = ScoreJob(model=str(LED), format="jsonl").load()
+    assert scorer.kind == "seq2seq" and scorer.position_limit() == float("inf")
+    assert scorer.parse('{"source_ids": [0, 5], "target_ids": [7]}') == ([0, 5], [7])
+    source, target = cfg.max_encoder_position_embeddings, cfg.max_decoder_position_embeddings
+    assert scorer.parse(f'{{"source_ids": {[5] * source}, "target_ids": {[5] * target}}}') == ([5] * source,
+                                                                                              [5] * target)
+    with pytest.raises(LineError, match=f"^source: {source + 1} tokens exceed the model's limit of {source} positions$"):
+        scorer.parse(f'{{"source_ids": {[5] * (source + 1)}, "target_ids": [5]}}')
+    with pytest.raises(LineError, match=f"^target: {target + 1} tokens exceed the model's limit of {target} positions$"):
+        scorer.parse(f'{{"source_ids": [5], "target_ids": {[5] * (target + 1)}}}')
+    with pytest.raises(LineError, match=r"^target: 0 token\(s\): scoring needs at least 1$"):
+        scorer.parse('{"source_ids": [5], "target_ids": []}')
+    with pytest.raises(ValueError, match=r"^LEDForConditionalGeneration scores source/target pairs: pass --format jsonl"):
+        ScoreJob(model=str(LED), format="ids").load()
+    (batch,) = scorer.score_window([(0, b'{"source_ids": [0, 5, 6, 2], "target_ids": [7, 8]}'),
+                                    (1, b'{"source_ids": [0, 9, 2], "target_ids": [7, 8, 9]}')])
+    assert batch.tokens == 4 + 2 + 3 + 3 and batch.padding == 1 + 1  # per side
+    first = {r["index"]: r for r in batch.records}[1]
+    assert list(first) == ["index", "log_likelihood", "num_tokens", "perplexity", "token_logprobs"]
+    assert first["num_tokens"] == 3 and len(first["token_logprobs"]) == 3
+    assert first["log_likelihood"] == pytest.approx(sum(first["token_logprobs"]), rel=1e-6)
