@@ -579,6 +579,7 @@ def test_counted():
 def test_stop_flag():
     import signal
 
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with run_module.StopFlag() as flag:
         assert signal.getsignal(signal.SIGINT) == flag.stop and signal.getsignal(signal.SIGTERM) == flag.stop
         flag.check()
@@ -586,7 +587,7 @@ def test_stop_flag():
         assert flag.stopped
         with pytest.raises(run_module.Interrupted):
             flag.check()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # restored
     with run_module.StopFlag() as flag:
         with pytest.raises(run_module.Interrupted):
             with flag.computing():
