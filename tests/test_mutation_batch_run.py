@@ -549,7 +549,7 @@ def test_share_out_rules():
     assert workers == 1 and list(parts) == []
 
 
-def test_progress_bar_rules(tmp_path, monkeypatch):
+def test_progress_bar_rules(tmp_path, monkeypatch, capfd):
     pytest.importorskip("tqdm")
     path = tmp_path / "in.txt"
     path.write_text("a\nb\nc\n")
@@ -559,6 +559,8 @@ def test_progress_bar_rules(tmp_path, monkeypatch):
     bar = run_module.progress_bar(True, str(path), long_input=10)
     assert bar is not None and bar.total == 3
     bar.close()
+    out, err = capfd.readouterr()
+    assert out == "" and "3/3" not in err and "0/3" in err and "line/s" in err  # on stderr, never among the records
     monkeypatch.setattr(run_module.sys.stderr, "isatty", lambda: True, raising=False)
     assert run_module.progress_bar(False, str(path)) is None
     assert run_module.progress_bar(None, str(path), long_input=3) is None  # not longer than the threshold
