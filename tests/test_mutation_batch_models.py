@@ -486,3 +486,29 @@ def test_led_pairs_are_checked_side_by_side(load_model):
     assert list(first) == ["index", "log_likelihood", "num_tokens", "perplexity", "token_logprobs"]
     assert first["num_tokens"] == 3 and len(first["token_logprobs"]) == 3
     assert first["log_likelihood"] == pytest.approx(sum(first["token_logprobs"]), rel=1e-6)
+
+
+# ------------------------------------------------------------------------------ diff's options reach the comparison
+
+def test_diff_padding_option_and_the_mask_from_the_inputs(tmp_path, capfd):
+    """A dump equal to refimpl's float64 trace but at one padded position of one tensor: lenient (the default)
+    agrees, strict diverges there; the mask is taken from --inputs."""
+    from safetensors.numpy import save_file
+
+    from refimpl.compare import trace_model
+
+    inputs = {"input_ids": np.array([[2, 5, 6, 7, 1]]), "attention_mask": np.array([[1, 1, 1, 1, 0]])}
+    np.savez(tmp_path / "in.npz", **inputs)
+    trace, _ = trace_model(refimpl.from_pretrained(TINY, dtype="float64"), inputs)
+    name = "model.decoder.layers.0.self_attn.out_proj"
+    assert trace[name].shape[:2] == (1, 5)
+    trace[name] = trace[name].copy()
+    trace[name][0, 4] += 1.0
+    save_file({k: np.ascontiguousarray(v) for k, v in trace.items()}, str(tmp_path / "dump.safetensors"))
+    argv = ["diff", "--model", str(TINY), "--inputs", str(tmp_path / "in.npz"), "--against",
+            str(tmp_path / "dump.safetensors"), "--json"]
+    assert cli.main(argv) == 0
+    capfd.readouterr()
+    assert cli.main(argv + ["--padding", "strict"]) == 1
+    report = __import__("json").loads(capfd.readouterr().out)
+    assert report["first_divergence"]["name"] == name
