@@ -512,3 +512,75 @@ def test_diff_padding_option_and_the_mask_from_the_inputs(tmp_path, capfd):
     assert cli.main(argv + ["--padding", "strict"]) == 1
     report = __import__("json").loads(capfd.readouterr().out)
     assert report["first_divergence"]["name"] == name
+
+
+def test_a_two_label_classifier_names_its_labels(tmp_path):
+    """The golden 3-label classifier cut to its first 2 rows, labels "neg" and "pos": a record has the label
+    of the larger logit and the softmax of the two logits under their names."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    from refimpl.batch.jobs import ScoreJob
+
+    source = GOLDEN / "opt" / "preln-OPTForSequenceClassification"
+    weights = load_file(str(source / "model.safetensors"))
+    weights["score.weight"] = np.ascontiguousarray(weights["score.weight"][:2])
+    save_file(weights, str(tmp_path / "model.safetensors"))
+    config = json.loads((source / "config.json").read_text())
+    config.update(id2label={"0": "neg", "1": "pos"}, label2id={"neg": 0, "pos": 1})
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    scorer = ScoreJob(model=str(tmp_path), format="ids", dtype="float64").load()
+    (batch,) = scorer.score_window([(0, b"2 5 6 7")])
+    (record,) = batch.records
+    assert list(record) == ["index", "logits", "label", "probabilities"] and len(record["logits"]) == 2
+    assert list(record["probabilities"]) == ["neg", "pos"]
+    expected = np.exp(log_softmax(record["logits"]))
+    np.testing.assert_allclose(list(record["probabilities"].values()), expected, rtol=1e-12)
+    assert record["label"] == ["neg", "pos"][int(np.argmax(record["logits"]))]
+
+
+def test_the_scorer_memory_maps_the_weights():
+    """The processes of a run share the weights' pages: the scorer's arrays are views of the file's mapping."""
+    import mmap
+
+    from refimpl.batch.jobs import ScoreJob
+
+    scorer = ScoreJob(model=str(TINY), format="ids").load()
+    for name, value in scorer.model.params.items():
+        base = value
+        while base is not None and not isinstance(base, mmap.mmap):
+            base = getattr(base, "base", None) if not isinstance(base, memoryview) else base.obj
+        assert isinstance(base, mmap.mmap), f"{name} is not memory-mapped"
+
+
+def test_log_likelihood_is_summed_in_float64():
+    """Three float32 terms of -0.1 add up, in float64, to 3 x float32(-0.1) (a float32 sum rounds to -0.3f)."""
+    from refimpl.batch.jobs import likelihood_record
+
+    terms = np.full(3, -0.1, np.float32)
+    assert likelihood_record(0, terms)["log_likelihood"] == 3 * float(np.float32(-0.1))
+
+
+def test_masked_lm_records(tmp_path):
+    """Only the non-special tokens are scored; a text of special tokens alone gets an error record."""
+    from test_scoring import nezha_dir_with_vocab
+
+    from refimpl.batch.jobs import ScoreJob
+
+    directory = nezha_dir_with_vocab(tmp_path, "NezhaForMaskedLM")
+    scorer = ScoreJob(model=str(directory), format="ids", dtype="float64").load()
+    batches = list(scorer.score_window([(0, b"2 5 6 7 3"), (1, b"2 3")]))
+    records = {r["index"]: r for b in batches for r in b.records}
+    assert records[1] == {"index": 1, "error": "line 2: no token to score besides special tokens"}
+    assert list(records[0]) == ["index", "pseudo_log_likelihood", "num_tokens", "pseudo_perplexity"]
+    assert records[0]["num_tokens"] == 3
+    model = refimpl.from_pretrained(directory, dtype="float64")
+    total = 0.0
+    for i in (1, 2, 3):
+        ids = np.array([2, 5, 6, 7, 3])
+        ids[i] = 4  # [MASK]
+        total += log_softmax(model(input_ids=ids[None], return_dict=True).logits[0, i])[[2, 5, 6, 7, 3][i]]
+    assert records[0]["pseudo_log_likelihood"] == pytest.approx(total, rel=1e-12)
+    assert records[0]["pseudo_perplexity"] == pytest.approx(np.exp(-total / 3), rel=1e-12)
+    assert all(b.padding == 0 and len(b.records) == 1 for b in batches)
