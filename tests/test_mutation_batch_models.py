@@ -260,8 +260,8 @@ def test_plan_workers():
 
 
 def test_usable_cpus_is_the_affinity_mask(monkeypatch):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
-    assert runtime.usable_cpus() == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5} if pid == 0 else {0}, raising=False)
+    assert runtime.usable_cpus() == 3  # this process's mask (pid 0), not another's
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(), raising=False)
     assert runtime.usable_cpus() == 1
 
@@ -584,3 +584,13 @@ def test_masked_lm_records(tmp_path):
     assert records[0]["pseudo_log_likelihood"] == pytest.approx(total, rel=1e-12)
     assert records[0]["pseudo_perplexity"] == pytest.approx(np.exp(-total / 3), rel=1e-12)
     assert all(b.padding == 0 and len(b.records) == 1 for b in batches)
+
+
+def test_token_logprobs_with_left_padding_equal_the_row_alone(load_model):
+    """The mask reaches the model: a left-padded row scores its tokens as the row alone does (OPT's positions
+    follow the mask), and the positions after padding or of padding are 0."""
+    model = load_model(str(TINY), None, "float64")
+    alone = scoring.token_logprobs(model, np.array([[5, 6, 7]]))[0]
+    padded = scoring.token_logprobs(model, np.array([[1, 1, 5, 6, 7]]), np.array([[0, 0, 1, 1, 1]]))[0]
+    np.testing.assert_allclose(padded[2:], alone, rtol=1e-10)
+    assert (padded[:2] == 0).all()
