@@ -49,6 +49,8 @@ class Continuer:
         from ..generation.generate import check_can_generate
 
         self.job = job
+        if isinstance(job.batch_size, bool) or not isinstance(job.batch_size, int) or job.batch_size < 1:
+            raise ValueError(f"batch_size (--batch-size) must be an integer >= 1, got {job.batch_size!r}")
         self.model = refimpl.from_pretrained(job.model, architecture=job.architecture, dtype=job.dtype,
                                              cache_dir=job.cache_dir)
         check_can_generate(self.model)
