@@ -193,3 +193,99 @@ def test_table_without_a_mask_has_no_padding_columns_and_marks_later_divergences
     assert lines[1].split() == ["a", "(2,)", "1.00e+00", "1.00e+00", "-", "<--", "first", "divergence"]
     assert lines[2].split() == ["b", "(2,)", "2.00e+00", "2.00e+00", "-", "diverges"]
     assert lines[3].split() == ["<root>", "(2,)", "0.00e+00", "0.00e+00", "-"]
+
+
+# ------------------------------------------------------------------ which mask governs which tensor
+
+
+def test_an_encoder_decoder_reference_splits_encoder_decoder_and_cross_attention():
+    from refimpl.compare import Padding
+    z = np.zeros
+    reference = {"led.shared": z((2, 3, 5)), "led.encoder.layers.0": z((2, 4, 5)), "led.encoder.layers.1": z((2, 4, 5)),
+                 "led.encoder.layers.2": z((2, 4, 5)), "led.decoder.layers.0": z((2, 2, 5)),
+                 "led.decoder.layers.0.encoder_attn.k_proj": z((2, 3, 5)), "": z((2, 2, 7))}
+    mask, decoder_mask = np.array([[1, 1, 0], [1, 1, 1]]), np.array([[1, 0], [1, 1]])
+    p = Padding(reference, mask, decoder_mask)
+    assert p.encoder_decoder and not p.question_answering and p.main.length == 4  # the encoder's padded length
+    assert p.elements("led.encoder.layers.0", (2, 4, 5))[:, :, 0].tolist() == [[False, False, True, True],
+                                                                               [False, False, False, True]]
+    assert p.elements("led.shared", (2, 3, 5))[0, :, 0].tolist() == [False, False, True]
+    assert p.elements("led.decoder.layers.0", (2, 2, 5))[0, :, 0].tolist() == [False, True]
+    assert p.elements("", (2, 2, 7))[0, :, 0].tolist() == [False, True]
+    assert p.elements("led.decoder.layers.0.encoder_attn.k_proj", (2, 3, 5))[0, :, 0].tolist() == [False, False, True]
+    probs = p.elements("led.decoder.layers.0.encoder_attn#probs", (2, 1, 2, 3))  # decoder queries, encoder keys
+    assert probs[0, 0].tolist() == [[False, False, True], [True, True, True]] and not probs[1].any()
+    assert p.elements("led.decoder.layers.0.self_attn#probs", (2, 1, 2, 2))[0, 0].tolist() == [[False, True],
+                                                                                               [True, True]]
+    without = Padding(reference, mask)  # no decoder mask: the decoder's tensors are all attended
+    assert without.elements("led.decoder.layers.0", (2, 2, 5)) is None
+    assert without.elements("led.encoder.layers.0", (2, 4, 5)) is not None
+
+
+def test_a_decoder_only_model_compares_its_cross_attention_keys_whole():
+    from refimpl.compare import Padding
+    reference = {"model.layers.0": np.zeros((2, 3, 4)), "model.layers.0.encoder_attn.v_proj": np.zeros((2, 5, 4)),
+                 "": np.zeros((2, 3, 4))}
+    p = Padding(reference, np.array([[0, 1, 1], [1, 1, 1]]))
+    assert not p.encoder_decoder
+    assert p.elements("model.layers.0.encoder_attn.v_proj", (2, 3, 4)) is None  # same T, still external
+    probs = p.elements("model.layers.0.encoder_attn#probs", (2, 1, 3, 5))  # its own queries, external keys
+    assert probs[0, 0, :, 0].tolist() == [True, False, False] and probs[0, 0, 1:].any() == False  # noqa: E712
+    assert p.elements("model.layers.0", (2, 3, 4))[0, :, 0].tolist() == [True, False, False]
+    assert p.elements("model.relative_positions_encoding", (3, 3, 4)) is None
+    with pytest.raises(ValueError, match=r"attention_mask of shape \(4, 7\) fits no traced tensor's"):
+        Padding(reference, np.ones((4, 7)))
+
+
+def test_question_answering_start_logits_have_positions():
+    from refimpl.compare import Padding
+    reference = {"nezha.encoder": np.zeros((2, 3, 4)), "qa_outputs": np.zeros((2, 3, 2)), "": np.zeros((2, 3))}
+    p = Padding(reference, np.array([[1, 1, 0], [1, 1, 1]]))
+    assert p.question_answering
+    assert p.elements("", (2, 3)).tolist() == [[False, False, True], [False, False, False]]
+    plain = Padding({"nezha.encoder": np.zeros((2, 3, 4)), "": np.zeros((2, 3))}, np.array([[1, 1, 0], [1, 1, 1]]))
+    assert not plain.question_answering and plain.elements("", (2, 3)) is None
+
+
+def test_layouts_named_in_the_report():
+    reference = {"": np.arange(6.0).reshape(2, 3)}
+    transposed = compare(reference, {"": reference[""].T})
+    t = transposed.tensors[0]
+    assert (t.layout, t.note, t.diverges, t.max_abs) == ("transposed (1, 0)", "", False, 0.0)
+    reshaped = compare(reference, {"": reference[""].reshape(6, 1)}).tensors[0]
+    assert reshaped.diverges and reshaped.max_rel == float("inf")
+    assert reshaped.note == "shape (6, 1), reference (2, 3) (same size: a reshape is never applied)"
+    other = compare(reference, {"": np.zeros((4, 2))}).tensors[0]
+    assert other.note == "shape (4, 2), reference (2, 3)" and other.layout == ""
+    square = {"": np.arange(4.0).reshape(2, 2)}
+    swapped = compare(square, {"": square[""].T}).tensors[0]
+    assert swapped.diverges and swapped.layout == ""
+    assert swapped.note == "would agree transposed (1, 0) (an axis order of the same shape)"
+    cube = {"": np.arange(8.0).reshape(2, 2, 2)}
+    several = compare(cube, {"": cube[""].transpose(1, 0, 2)}).tensors[0]
+    assert several.diverges and several.note == "would agree transposed (1, 0, 2) (an axis order of the same shape)"
+    wide = {"": np.arange(12.0).reshape(2, 2, 3)}
+    fit = compare(wide, {"": wide[""].transpose(2, 1, 0)}).tensors[0]
+    assert fit.layout == "transposed (2, 1, 0)" and not fit.diverges
+    assert fit.note == "2 axis orders fit the shape; (2, 1, 0) has the smallest error"
+    with pytest.raises(ValueError, match=r"candidate\['x'\] is not a numeric array \(got str\)"):
+        compare({"x": np.ones(2)}, {"x": "text"})
+
+
+def test_trace_model_noise_is_the_relative_difference_per_tensor():
+    from refimpl.compare import trace_model
+    from refimpl.trace import record
+
+    class Tiny:  # a model that records two tensors, the second of another shape in the noise run
+        def __init__(self, scale, shape):
+            self.scale, self.shape = scale, shape
+
+        def __call__(self, x):
+            record({}, "a", x * self.scale)
+            record({}, "b", np.ones(self.shape))
+
+    trace, noise = trace_model(Tiny(1.0, 2), {"x": np.array([2.0, -4.0])}, Tiny(1.5, 3))
+    assert list(trace) == ["a", "b"] and trace["a"].tolist() == [2.0, -4.0]
+    assert noise == {"a": 0.5}  # |(3, -6) - (2, -4)| / 4; b's shapes differ: no noise
+    alone, none = trace_model(Tiny(1.0, 2), {"x": np.ones(1)})
+    assert list(alone) == ["a", "b"] and none == {}
