@@ -407,3 +407,21 @@ def test_module_outputs_the_last_float_tensor_used_outside():
     found = module_outputs(model.graph, inferred)
     assert found == {"decoder.layers.0.self_attn": "a", "decoder.layers.0.fc1": "b", "decoder.layers.0": "b",
                      "decoder": "c", "lm_head": "logits"}
+
+
+@pytest.mark.parametrize("to", ["DOUBLE", "FLOAT16", "BFLOAT16", "FLOAT"])
+def test_module_outputs_of_every_float_type_and_not_integers(to):
+    onnx = pytest.importorskip("onnx")
+    helper, T = onnx.helper, onnx.TensorProto
+    nodes = [helper.make_node("Cast", ["x"], ["made"], to=getattr(T, to), name="/decoder/layers.0/fc1/Cast"),
+             helper.make_node("Cast", ["x"], ["ints"], to=T.INT64, name="/decoder/layers.0/fc2/Cast"),
+             helper.make_node("Cast", ["made"], ["y"], to=T.FLOAT, name="/lm_head/Cast"),
+             helper.make_node("Cast", ["ints"], ["z"], to=T.FLOAT, name="/other/Cast")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", T.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [2]),
+                               helper.make_tensor_value_info("z", T.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    found = module_outputs(model.graph, inferred)
+    assert found["decoder.layers.0.fc1"] == "made" and "decoder.layers.0.fc2" not in found
+    assert found["lm_head"] == "y" and found["other"] == "z"
