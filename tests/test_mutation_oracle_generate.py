@@ -208,6 +208,8 @@ def test_noise_comes_from_the_other_dtype_or_the_model_given(model, inputs):
     wrong[0, 4 + step] = runner_up
     assert in_dtype(model, np.float32).dtype == np.float32
     assert all(v.dtype == np.float32 for v in in_dtype(model, np.float32).params.values())
+    cast = in_dtype(model, np.float32)  # the same checkpoint: its generation_config.json is read from `source`
+    assert (cast.source, cast.architecture, cast.config) == (model.source, model.architecture, model.config)
     # the noise model itself: no float32 error, the floor; a very different model: every step within noise
     same = diff_generate(model, inputs, wrong, noise_model=model, **kwargs)
     floor = 8 * 2.0 ** -23 * float(np.max(np.abs(scores)))
