@@ -141,3 +141,18 @@ def test_every_element_is_computed(n):
         ours = getattr(torch_vml, name)(x)
         assert ours.dtype == np.float32 and ours.shape == (n,)
         np.testing.assert_allclose(ours, exact(x.astype(np.float64)), rtol=2e-7, err_msg=name)
+
+
+def test_pips_mkl_is_found_where_pip_puts_it():
+    """With the `mkl` package installed (refimpl[islands]), the library it ships is the first place tried."""
+    import importlib.metadata
+    from pathlib import Path
+    try:
+        dist = importlib.metadata.distribution("mkl")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the mkl package is not installed")
+    shipped = {Path(dist.locate_file(f)).resolve() for f in dist.files or []
+               if Path(str(f)).name in ("libmkl_rt.so.2", "mkl_rt.2.dll")}
+    assert shipped, "the mkl package lists no libmkl_rt"
+    assert Path(next(torch_vml._candidates())).resolve() in shipped
+    assert torch_vml.available() and torch_vml.mkl() is torch_vml.mkl()
