@@ -425,3 +425,55 @@ def test_module_outputs_of_every_float_type_and_not_integers(to):
     found = module_outputs(model.graph, inferred)
     assert found["decoder.layers.0.fc1"] == "made" and "decoder.layers.0.fc2" not in found
     assert found["lm_head"] == "y" and found["other"] == "z"
+
+
+def names_after(table, names, model_class="XForCausalLM", **config):
+    raw = {name: np.ones((1, 2, 3)) for name in names}
+    return list(common.to_upstream(raw, table, common.model_context(model_class, Config(**config))))
+
+
+def test_every_table_drops_renames_and_aliases_as_documented():
+    from refimpl.dump.tables import ONNX
+    for family in ("opt", "xglm", "led", "nezha"):  # dropout layers and layer collections are no modules upstream
+        assert names_after(ONNX[family], ["a.dropout", "a.attn_dropout_1", "a.layers", "layers", "a.layers.0",
+                                          "dropout"]) == ["a.layers.0"], family
+    assert names_after(ONNX["led"], ["led.encoder.shared", "decoder.shared_1", "led.decoder.shared_2", "encoder.x"]) \
+        == ["led.shared", "shared", "encoder.x"]
+    assert names_after(FLAX["opt"], ["model", "model.decoder", "model.decoder.dropout", ""]) == \
+        ["model.decoder", "", "lm_head"]
+    assert names_after(FLAX["xglm"], ["model", "model.layers", ""]) == ["model", "", "lm_head"]
+    assert names_after(FLAX["xglm"], ["model", ""], "FlaxXGLMModel") == ["model", ""]
+    assert names_after(TF["xglm"], ["model", "model.layers.0", "model.dropout", ""], "TFXGLMModel") == \
+        ["", "layers.0"]
+    assert names_after(TF["xglm"], ["model", "model.layers.0", ""], "TFXGLMForCausalLM") == \
+        ["model", "model.layers.0", "", "lm_head"]
+    assert names_after(TF["opt"], ["model", "model.decoder", ""], "TFOPTForCausalLM") == ["model.decoder", "",
+                                                                                          "lm_head"]
+    assert names_after(TF["led"], ["led", "led.led.shared", "led.encoder", "final_logits_bias", ""],
+                       "TFLEDModel") == ["", "shared", "encoder"]  # LEDModel's own names
+    assert names_after(TF["led"], ["led", "led.led.shared", "led.encoder", "final_logits_bias", ""],
+                       "TFLEDForConditionalGeneration") == ["led", "led.shared", "led.encoder", ""]
+    assert dict(TF["led"].inputs) == {"final_logits_bias": "lm_head"}
+    rows = common.to_upstream({"model.decoder.layers.1.fc2": np.ones((2, 3, 4)),
+                               "model.decoder.layers.1.final_layer_norm": np.ones((2, 3, 4))}, TF["opt"],
+                              common.model_context("TFOPTForCausalLM", Config(do_layer_norm_before=True)))
+    assert [v.shape for v in rows.values()] == [(6, 4), (6, 4)]  # pre-LN OPT: the final_layer_norm on rows too
+    led = common.to_upstream({"led.encoder.layers.0.self_attn.longformer_self_attn.query": np.ones((2, 3, 4)),
+                              "led.encoder.layers.0.self_attn.longformer_self_attn.value_global": np.ones((2, 3, 4)),
+                              "led.encoder.layers.0.self_attn.longformer_self_attn.output": np.ones((2, 3, 4))},
+                             TF["led"], common.model_context("TFLEDForConditionalGeneration", Config()))
+    assert [v.shape for v in led.values()] == [(3, 2, 4), (3, 2, 4), (2, 3, 4)]
+
+
+def test_onnx_families_are_told_apart_by_their_scopes():
+    import re
+    from refimpl.dump.tables import ONNX_BASE
+    scopes = {"led": "led.encoder.layers.0.self_attn.longformer_self_attn", "nezha": "nezha.embeddings.word_embeddings",
+              "opt": "decoder.layers.3.self_attn", "xglm": "layers.0.self_attn"}
+    for family, scope in scopes.items():
+        first = next(f for f, (signature, _, _) in ONNX_BASE.items() if re.search(signature, scope))
+        assert first == family, (scope, first)
+    # upstream's base models' attribute names (LEDModel, NezhaModel, OPTModel, XGLMModel) and children
+    assert {f: (p, c) for f, (_, p, c) in ONNX_BASE.items()} == {
+        "led": ("led", ("shared", "encoder", "decoder")), "nezha": ("nezha", ("embeddings", "encoder", "pooler")),
+        "opt": ("model", ("decoder",)), "xglm": ("model", ("embed_tokens", "embed_positions", "layers", "layer_norm"))}
