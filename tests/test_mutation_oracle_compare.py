@@ -289,3 +289,20 @@ def test_trace_model_noise_is_the_relative_difference_per_tensor():
     assert noise == {"a": 0.5}  # |(3, -6) - (2, -4)| / 4; b's shapes differ: no noise
     alone, none = trace_model(Tiny(1.0, 2), {"x": np.ones(1)})
     assert list(alone) == ["a", "b"] and none == {}
+
+
+def test_a_tensor_of_padded_elements_only():
+    """A row whose every position is padded: lenient excuses any error there (nothing attended); strict counts it."""
+    mask = np.array([[1, 1], [0, 0]])
+    reference = {"": np.ones((2, 2, 3)), "x": np.ones((1, 2, 3))}  # x: batch 1, a row that is not the mask's
+    candidate = {"": reference[""] + np.array([0.0, 1.0])[:, None, None], "x": np.ones((1, 2, 3))}
+    lenient = compare(reference, candidate, attention_mask=mask)
+    t = lenient.tensors[0]
+    assert (lenient.verdict, t.diverges, t.padding_only) == ("agree", False, True)
+    assert (t.max_abs_attended, t.max_rel_attended, t.max_abs_padded, t.max_rel_padded) == (0.0, 0.0, 1.0, 1.0)
+    assert lenient.tensors[1].max_rel_attended is None  # no (batch, position) axes of this mask: compared whole
+    strict = compare(reference, candidate, attention_mask=mask, padding="strict")
+    assert (strict.verdict, strict.tensors[0].diverges, strict.tensors[0].padding_only) == ("diverge", True, True)
+    every = compare({"": np.ones((1, 2, 3))}, {"": np.full((1, 2, 3), 5.0)}, attention_mask=np.zeros((1, 2)))
+    t = every.tensors[0]
+    assert (every.verdict, t.max_abs_attended, t.max_rel_attended, t.max_rel_padded) == ("agree", 0.0, 0.0, 4.0)
