@@ -20,7 +20,7 @@ from refimpl.compare import Rows, compare, mask_rows, padded_elements, relative_
     ([-3.0, 1.0], [-4.0, 1.0], (1.0, 0.25)),              # the scale is max |reference|, a negative value
     ([0.0, 0.0], [0.0, 0.0], (0.0, 0.0)),                 # nothing to scale by, nothing different
     ([0.0, 1.0], [0.0, 0.0], (1.0, float("inf"))),        # a difference against an all-zero reference
-    ([np.nan, 1.0], [np.nan, 2.0], (1.0, 0.5)),           # NaN where the reference has NaN: not an error
+    ([np.nan, 1.0], [np.nan, 1.25], (0.25, 0.2)),         # NaN where the reference has NaN: not an error
     ([np.nan, 1.0], [3.0, 1.0], (float("inf"), float("inf"))),   # NaN where the reference has a number
     ([3.0, 1.0], [np.nan, 1.0], (float("inf"), float("inf"))),
     ([np.inf, -np.inf, 1.0], [np.inf, -np.inf, 2.0], (1.0, 0.5)),  # equal infinities: no error; scale ignores them
@@ -306,3 +306,12 @@ def test_a_tensor_of_padded_elements_only():
     every = compare({"": np.ones((1, 2, 3))}, {"": np.full((1, 2, 3), 5.0)}, attention_mask=np.zeros((1, 2)))
     t = every.tensors[0]
     assert (every.verdict, t.max_abs_attended, t.max_rel_attended, t.max_rel_padded) == ("agree", 0.0, 0.0, 4.0)
+
+
+def test_an_other_axis_order_within_tolerance_exactly_is_mentioned():
+    reference = {"": np.array([[0.0, 1.0], [2.0, 4.0]])}
+    candidate = {"": np.array([[0.0, 2.0], [1.0, 4.5]])}  # its transpose is off by 0.5 / 4 = 2**-3 exactly
+    t = compare(reference, candidate, floor=2.0 ** -3).tensors[0]
+    assert t.diverges and t.max_rel == 0.25
+    assert t.note == "would agree transposed (1, 0) (an axis order of the same shape)"
+    assert compare(reference, candidate, floor=2.0 ** -4).tensors[0].note == ""

@@ -107,7 +107,8 @@ def test_flax_arguments():
     assert args["position_ids"].tolist() == [[-1, 0, 1], [0, 1, 2]]
     assert flax_arguments({"input_ids": IDS}, "opt")["attention_mask"].tolist() == np.ones_like(IDS).tolist()
     assert flax_arguments({"input_ids": IDS}, "opt")["position_ids"].tolist() == [[0, 1, 2]] * 2
-    assert flax_arguments({"input_ids": IDS, "attention_mask": MASK}, "xglm")["position_ids"].tolist() == [[0, 1, 2]] * 2
+    xglm = flax_arguments({"input_ids": IDS, "attention_mask": MASK}, "xglm")
+    assert xglm["position_ids"].tolist() == [[0, 1, 2]] * 2
     given = flax_arguments({"input_ids": IDS, "position_ids": [[4, 5, 6], [7, 8, 9]]}, "opt")["position_ids"]
     assert given.tolist() == [[4, 5, 6], [7, 8, 9]]
     assert flax_arguments({"input_ids": IDS.astype(np.uint8)}, "xglm")["input_ids"].dtype == np.uint8

@@ -11,8 +11,8 @@ import pytest
 
 import refimpl
 from golden import GOLDEN
-from refimpl.diff_generate import (EXIT_CODES, GenerationDiff, RowVerdict, _ended, _judge_greedy, _judge_sample,
-                                   _summary, diff_generate, in_dtype, score_noise)
+from refimpl.diff_generate import (EXIT_CODES, GenerationDiff, RowVerdict, Undecidable, _ended, _judge_greedy,
+                                   _judge_sample, _summary, diff_generate, in_dtype, score_noise)
 from refimpl.generation import PhrasalConstraint
 from refimpl.modeling import Model
 
@@ -385,3 +385,16 @@ def test_text_of_a_tie_and_of_agreement():
     later = GenerationDiff("divergence", 5, float("-inf"), None, 0, "greedy",
                            [RowVerdict(0, "divergence", 5, float("-inf"), None, 1, 2, "", [1, 3])])
     assert later.first_difference == 1 and later.to_json()["margin"] == "-inf"
+
+
+def test_an_undecidable_beam_row_shows_five_tokens_from_where_it_parts(model, inputs):
+    kwargs = dict(num_beams=2, max_new_tokens=7, min_new_tokens=7)
+    ours = greedy(model, inputs, **kwargs)
+    bad = ours.copy()
+    bad[1, 4 + 1:] = [20, 21, 22, 23, 24, 25]  # not refimpl's run in either dtype
+    assert ours[1, 5] != 20
+    message = (f"beam search: row 1 differs from refimpl's beam search at new token 1 (candidate [20, 21, 22, 23, 24], "
+               f"refimpl {[int(t) for t in ours[1, 5:10]]}), and refimpl's run in the other dtype")
+    with pytest.raises(Undecidable) as info:
+        diff_generate(model, inputs, bad, **kwargs)
+    assert str(info.value).startswith(message) and "num_beams=1" in str(info.value)
