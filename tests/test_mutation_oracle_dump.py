@@ -478,3 +478,18 @@ def test_onnx_families_are_told_apart_by_their_scopes():
     assert {f: (p, c) for f, (_, p, c) in ONNX_BASE.items()} == {
         "led": ("led", ("shared", "encoder", "decoder")), "nezha": ("nezha", ("embeddings", "encoder", "pooler")),
         "opt": ("model", ("decoder",)), "xglm": ("model", ("embed_tokens", "embed_positions", "layers", "layer_norm"))}
+
+
+def test_a_tensor_used_only_deeper_inside_its_own_scope_is_no_output():
+    """decoder's output is p (used by lm_head); r is made in decoder and used only inside decoder.layers.0."""
+    onnx = pytest.importorskip("onnx")
+    helper, T = onnx.helper, onnx.TensorProto
+    nodes = [helper.make_node("Mul", ["x", "x"], ["p"], name="/decoder/Mul"),
+             helper.make_node("Neg", ["p"], ["y"], name="/lm_head/Neg"),
+             helper.make_node("Neg", ["x"], ["r"], name="/decoder/Neg"),
+             helper.make_node("Add", ["r", "x"], ["q"], name="/decoder/layers.0/Add")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", T.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    assert module_outputs(model.graph, inferred) == {"decoder": "p", "lm_head": "y"}
