@@ -23,7 +23,7 @@ from refimpl.compare import Rows, compare, mask_rows, padded_elements, relative_
     ([np.nan, 1.0], [np.nan, 1.25], (0.25, 0.2)),         # NaN where the reference has NaN: not an error
     ([np.nan, 1.0], [3.0, 1.0], (float("inf"), float("inf"))),   # NaN where the reference has a number
     ([3.0, 1.0], [np.nan, 1.0], (float("inf"), float("inf"))),
-    ([np.inf, -np.inf, 1.0], [np.inf, -np.inf, 2.0], (1.0, 0.5)),  # equal infinities: no error; scale ignores them
+    ([np.inf, -np.inf, 0.25], [np.inf, -np.inf, 0.5], (0.25, 0.5)),  # equal infinities: no error; scale ignores them
     ([np.inf, 1.0], [-np.inf, 2.0], (float("inf"), float("inf"))),
     ([np.inf, 1.0], [4.0, 2.0], (float("inf"), float("inf"))),
     ([], [], (0.0, 0.0)),
