@@ -315,3 +315,16 @@ def test_an_other_axis_order_within_tolerance_exactly_is_mentioned():
     assert t.diverges and t.max_rel == 0.25
     assert t.note == "would agree transposed (1, 0) (an axis order of the same shape)"
     assert compare(reference, candidate, floor=2.0 ** -4).tensors[0].note == ""
+
+
+def test_the_encoders_padded_length_is_its_most_common_length():
+    from refimpl.compare import Padding
+    z = np.zeros
+    mask = np.array([[1, 1, 0], [1, 1, 1]])
+    unpadded = {"led.encoder.layers.0": z((2, 3, 5)), "led.encoder.layers.1": z((2, 3, 5)),
+                "led.encoder.layers.2": z((2, 4, 5)), "led.decoder.layers.0": z((2, 2, 5)), "": z((2, 2, 7))}
+    p = Padding(unpadded, mask)
+    assert p.main.length == 3 and p.elements("led.encoder.layers.2", (2, 4, 5)) is None
+    padded = dict(unpadded, **{"led.encoder.layers.1": z((2, 4, 5)), "led.encoder.layers.0#probs": z((2, 1, 3, 3)),
+                               "led.encoder.layer_norm": z((2, 2, 5)), "led.decoder.layers.1": z((2, 3, 5))})
+    assert Padding(padded, mask).main.length == 4  # internals, shorter and decoder tensors are not counted
