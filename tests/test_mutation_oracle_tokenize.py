@@ -87,6 +87,12 @@ def test_special_tokens_are_asked_for_unless_told_not_to():
         diff_tokenize(tok, ["a"], [[97], [98]])
 
 
+def write(tmp_path, lines):
+    path = tmp_path / "w.jsonl"
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
 def test_read_lines_and_ids(tmp_path):
     path = tmp_path / "x.txt"
     path.write_bytes("\ufeffa\r\nb\u2028c\n\nd".encode("utf-8"))
@@ -107,6 +113,12 @@ def test_read_lines_and_ids(tmp_path):
     with pytest.raises(ValueError, match=r'ids.jsonl line 2: expected \{"input_ids": \[token ids \(integers\)\]\}, '
                                          r"got '\[1, 2\]'"):
         read_ids(ids)
+    long = '{"ids": [' + ", ".join(["1"] * 100) + "]}"  # a long line is shown by its first 120 characters
+    ids.write_text(long + "\n")
+    with pytest.raises(ValueError) as info:
+        read_ids(ids)
+    assert str(info.value).endswith(f"got {long[:120]!r}")
+    assert read_ids(write(tmp_path, ['{"input_ids": [' + ", ".join(["7"] * 100) + "]}"])) == [[7] * 100]
     ids.write_text('{"input_ids": "12"}\n')
     with pytest.raises(ValueError, match="line 1: expected"):
         read_ids(ids)
