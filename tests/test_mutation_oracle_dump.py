@@ -324,6 +324,11 @@ def test_dump_torch_first_call_first_tensor_and_conversions(tmp_path):
     assert first_tensor([]) is None and first_tensor(("a",)) is None and first_tensor(None) is None
     t = torch.ones(1)
     assert first_tensor([t, 2]) is t and first_tensor(t) is t
+
+    class Output:  # a ModelOutput: to_tuple() skips None fields
+        def to_tuple(self):
+            return (t, None)
+    assert first_tensor(Output()) is t
     with pytest.raises(TypeError, match="dump_torch needs a torch.nn.Module, got dict"):
         dump_torch({}, {})
     with pytest.raises(TypeError, match="inputs must be a mapping of the forward's keyword arguments, got list"):
