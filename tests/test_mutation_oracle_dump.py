@@ -212,9 +212,14 @@ class Layer:
     def __init__(self, name, children=(), add=0.0):
         self.name, self.children, self.add = name, list(children), add
 
-    def _flatten_layers(self, include_self=False, recursive=False):
-        assert (include_self, recursive) == (False, False)
-        return iter(self.children)
+    def _flatten_layers(self, recursive=True, include_self=True):  # Keras 2's defaults
+        if include_self:
+            yield self
+        for child in self.children:
+            if recursive:
+                yield from child._flatten_layers(recursive=True, include_self=True)
+            else:
+                yield child
 
     def call(self, x, **_):
         for child in self.children:
