@@ -503,3 +503,17 @@ def test_a_tensor_used_only_deeper_inside_its_own_scope_is_no_output():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
     assert module_outputs(model.graph, inferred) == {"decoder": "p", "lm_head": "y"}
+
+
+def test_a_tensor_of_unknown_type_is_taken_for_a_float():
+    """Shape inference cannot type the output of an op it does not know: such a tensor still counts."""
+    onnx = pytest.importorskip("onnx")
+    helper, T = onnx.helper, onnx.TensorProto
+    nodes = [helper.make_node("Mystery", ["x"], ["t"], name="/decoder/Mystery", domain="custom"),
+             helper.make_node("Mystery", ["t"], ["y"], name="/lm_head/Mystery", domain="custom")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", T.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom", 1)])
+    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    assert "t" not in inferred
+    assert module_outputs(model.graph, inferred) == {"decoder": "t", "lm_head": "y"}
