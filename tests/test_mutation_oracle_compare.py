@@ -328,3 +328,6 @@ def test_the_encoders_padded_length_is_its_most_common_length():
     padded = dict(unpadded, **{"led.encoder.layers.1": z((2, 4, 5)), "led.encoder.layers.0#probs": z((2, 1, 3, 3)),
                                "led.encoder.layer_norm": z((2, 2, 5)), "led.decoder.layers.1": z((2, 3, 5))})
     assert Padding(padded, mask).main.length == 4  # internals, shorter and decoder tensors are not counted
+    narrow = {"led.encoder.layers.0": z((2, 4, 2)), "led.encoder.layers.1": z((2, 4, 2)),
+              "led.decoder.layers.0": z((2, 2, 2)), "": z((2, 2, 7))}  # a width below the length: no matter
+    assert Padding(narrow, mask).main.length == 4
