@@ -10,7 +10,8 @@
 line of refimpl/ the node ids of the tests that execute it (subprocesses started by tests included), and
 each test's duration. `run` copies the package to a scratch directory (never the working tree), applies
 one mutant at a time there and runs only the tests that execute the mutated line, fastest first, with
-`-x` and a per-mutant timeout (a timeout counts as surviving). Lines run only at import (defaults in signatures, dataclass fields,
+`-x` and a per-mutant timeout (a timeout counts as surviving; a test process that dies -- a signal, or an exit
+status outside pytest's 0-5 -- counts as killed). Lines run only at import (defaults in signatures, dataclass fields,
 module constants) and the bodies of Numba kernels (not seen by coverage) take the tests of the lines
 that use the name they define. A mutant no test executes counts as surviving.
 
@@ -518,6 +519,9 @@ def run_mutant(m: Mutant, tests: List[str], work: Path, timeout: float):
             # a test module that no longer imports, asked for by node id: pytest exits 4 ("found no
             # collectors"), not 2; a node id that does not exist says "not found" and stays an error
             status = "killed" if proc.returncode == 4 and b"found no collectors" in out else status
+            # the test process died (a signal, or an exit status pytest never uses, e.g. 127 when a library
+            # aborts the process): the tests noticed
+            status = "killed" if proc.returncode < 0 or proc.returncode > 5 else status
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
