@@ -1,0 +1,246 @@
+"""The model families' refusals (refimpl/models/*.py): every `raise` reached, its message naming the argument
+and the offending value, and the accepted value at each bound. Models are built from their configs with
+random weights (the checks run before any number matters); no torch needed."""
+import re
+
+import numpy as np
+import pytest
+
+from refimpl.modeling import Model
+from refimpl.models import family
+from refimpl.models.led import LEDConfig, layer_windows
+from refimpl.models.nezha import NezhaConfig
+from refimpl.models.opt import OPTConfig
+from refimpl.models.xglm import XGLMConfig, sinusoid_rows
+
+
+def build(cfg, architecture, dtype=np.float64, seed=0):
+    """A model of `architecture` with random weights of the shapes param_shapes declares."""
+    rng = np.random.default_rng(seed)
+    shapes = family(cfg.model_type).param_shapes(cfg, architecture)
+    params = {name: (rng.normal(size=shape) * 0.5).astype(dtype) for name, shape in shapes.items()}
+    return Model(cfg, params, architecture, dtype)
+
+
+def refused(match, fn, *args, error=ValueError, **kwargs):
+    with pytest.raises(error) as info:
+        fn(*args, **kwargs)
+    assert re.search(match, str(info.value)), f"message {str(info.value)!r} does not match {match!r}"
+
+
+def small_led(direct=False, **changes):  # direct: the dataclass itself, without config.json's field checks
+    base = dict(vocab_size=20, d_model=8, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+                decoder_attention_heads=2, encoder_ffn_dim=6, decoder_ffn_dim=6, attention_window=4,
+                max_encoder_position_embeddings=16, max_decoder_position_embeddings=8, pad_token_id=1,
+                eos_token_id=2, decoder_start_token_id=2)
+    return LEDConfig(**{**base, **changes}) if direct else LEDConfig.from_dict({**base, **changes})
+
+
+def small_nezha(**changes):
+    base = dict(vocab_size=20, hidden_size=8, num_attention_heads=2, num_hidden_layers=2, intermediate_size=6,
+                max_position_embeddings=6, max_relative_position=2, type_vocab_size=2)
+    return NezhaConfig.from_dict({**base, **changes})
+
+
+def small_opt(**changes):
+    base = dict(vocab_size=20, hidden_size=8, num_attention_heads=2, num_hidden_layers=1, ffn_dim=6,
+                max_position_embeddings=5)
+    return OPTConfig.from_dict({**base, **changes})
+
+
+def small_xglm(**changes):
+    base = dict(vocab_size=20, d_model=8, attention_heads=2, num_layers=1, ffn_dim=6, max_position_embeddings=6)
+    return XGLMConfig.from_dict({**base, **changes})
+
+
+IDS = np.array([[0, 5, 6, 7, 2], [0, 8, 9, 2, 1]])  # "<s> ... </s>" rows, one eos each
+
+
+# ---------------------------------------------------------------- families
+
+
+def test_family_spec_must_name_its_model_type(monkeypatch):
+    import refimpl.models as models
+
+    family.cache_clear()
+    monkeypatch.setitem(models.FAMILIES, "opt", "refimpl.models.xglm")
+    try:
+        refused(r"refimpl\.models\.xglm\.SPEC must be the FamilySpec of 'opt'", family, "opt", error=TypeError)
+    finally:
+        family.cache_clear()
+    monkeypatch.undo()
+    assert family("opt").model_type == "opt"
+
+
+# ---------------------------------------------------------------- LED
+
+
+@pytest.mark.parametrize("windows, layers, message", [
+    ([4], 2, r"one value per encoder layer \(2\), got 1: \[4\]"),
+    ([4, 4, 4], 2, r"one value per encoder layer \(2\), got 3: \[4, 4, 4\]"),
+    ([4, 5], 2, r"attention_window for layer 1 must be a positive even integer .*got 5"),
+    ([0, 4], 2, r"attention_window for layer 0 must be a positive even integer .*got 0"),
+    ([-2, 4], 2, r"layer 0 must be a positive even integer .*got -2"),
+    ([4, 4.5], 2, r"layer 1 must be a positive even integer .*got 4.5"),
+    (3, 2, r"layer 0 must be a positive even integer .*got 3"),
+])
+def test_led_attention_window_is_checked(windows, layers, message):
+    """layer_windows checks a config built directly too (config.json's are checked as they load)."""
+    refused(message, layer_windows, small_led(True, attention_window=windows, encoder_layers=layers))
+
+
+@pytest.mark.parametrize("windows, expected", [(2, [2, 2]), ([8, 2], [8, 2]), ([4.0, 6], [4, 6])])
+def test_led_attention_window_accepted(windows, expected):
+    got = layer_windows(small_led(True, attention_window=windows))
+    assert got == expected and all(type(w) is int for w in got)
+
+
+def test_led_windows_that_do_not_divide_the_largest():
+    model = build(small_led(attention_window=[6, 4]), "LEDModel")
+    refused(r"padded to 6 tokens \(a multiple of the largest attention_window 6\), which is not a multiple of "
+            r"layer 1's window 4", model, input_ids=IDS, decoder_input_ids=IDS[:, :2])
+    # 12 tokens: a multiple of both, accepted
+    model(input_ids=np.full((1, 12), 5), decoder_input_ids=np.full((1, 2), 5))
+
+
+def test_led_encoder_positions_bound():
+    model = build(small_led(), "LEDModel")
+    model(input_ids=np.full((1, 16), 5), decoder_input_ids=np.full((1, 2), 5))  # 16 = the table: accepted
+    refused(r"17 tokens \(padded to 20\) exceed max_encoder_position_embeddings=16", model,
+            input_ids=np.full((1, 17), 5), decoder_input_ids=np.full((1, 2), 5))
+
+
+@pytest.mark.parametrize("name", ["attention_mask", "global_attention_mask", "decoder_attention_mask"])
+def test_led_masks_must_be_zero_one(name):
+    model = build(small_led(), "LEDModel")
+    mask = np.ones(IDS.shape, np.int64)
+    mask[1, 2] = 2
+    kwargs = {"input_ids": IDS, "decoder_input_ids": IDS, name: mask}
+    refused(rf"{name}.* must hold 0/1 values \(1 = attend, 0 = padding\), got \[2\]", model, **kwargs)
+
+
+def test_led_encoder_outputs_are_checked():
+    model = build(small_led(), "LEDModel")
+    refused(r"encoder_outputs must be an LEDEncoderBaseModelOutput or a tuple .*got int", model,
+            decoder_input_ids=IDS, encoder_outputs=5)
+    refused(r"encoder_outputs must be .*got tuple", model, decoder_input_ids=IDS, encoder_outputs=())
+    refused(r"pass decoder_input_ids or decoder_inputs_embeds", model, inputs_embeds=np.zeros((2, 5, 8)))
+    enc = model(input_ids=IDS, decoder_input_ids=IDS).encoder_last_hidden_state
+    # as a tuple it is wrapped; with return_dict=False the tuple is appended to the decoder's as given
+    out = model(decoder_input_ids=IDS, encoder_outputs=(enc,), return_dict=False)
+    assert len(out) == 3 and out[-1] is enc  # last_hidden_state, past_key_values, the caller's encoder tuple
+    from refimpl.models.led import LEDEncoderBaseModelOutput
+
+    refused(r"return_dict=False with encoder_outputs given as LEDEncoderBaseModelOutput", model,
+            decoder_input_ids=IDS, encoder_outputs=LEDEncoderBaseModelOutput(enc), return_dict=False, error=TypeError)
+
+
+def test_led_classifier_pools_at_eos_of_the_same_length():
+    model = build(small_led(num_labels=3), "LEDForSequenceClassification")
+    refused(r"LEDForSequenceClassification needs input_ids", model, inputs_embeds=np.zeros((2, 5, 8)),
+            decoder_input_ids=IDS)
+    refused(r"eos positions of input_ids \(length 5\) index the decoder states, which have length 3", model,
+            input_ids=IDS, decoder_input_ids=IDS[:, :3])
+    refused(r"same number of <eos> tokens \(eos_token_id=2\); got \[1, 2\]", model,
+            input_ids=np.array([[0, 5, 6, 7, 2], [0, 2, 9, 2, 1]]))
+    refused(r"no <eos> token \(eos_token_id=2\)", model, input_ids=np.array([[0, 5, 6, 7, 8]]))
+
+
+# ---------------------------------------------------------------- NEZHA
+
+
+def test_nezha_pooler_needs_its_weights():
+    from refimpl.layers import sub
+    from refimpl.models.nezha import nezha_model
+
+    model = build(small_nezha(), "NezhaForMaskedLM")
+    refused(r"these parameters have no pooler .*pass add_pooling_layer=False", nezha_model,
+            sub(model.params, "nezha"), model.config, IDS)
+    assert nezha_model(sub(model.params, "nezha"), model.config, IDS, add_pooling_layer=False).pooler_output is None
+
+
+def test_nezha_cross_attention_needs_a_decoder():
+    model = build(small_nezha(add_cross_attention=True), "NezhaModel")
+    refused(r"add_cross_attention=True needs is_decoder=True", model, input_ids=IDS)
+    decoder = build(small_nezha(is_decoder=True), "NezhaModel")
+    refused(r"encoder_hidden_states need cross-attention layers: set add_cross_attention=True", decoder,
+            input_ids=IDS, encoder_hidden_states=np.zeros((2, 5, 8)))
+    # an encoder ignores encoder states, as upstream's does
+    encoder = build(small_nezha(), "NezhaModel")
+    a = encoder(input_ids=IDS, encoder_hidden_states=np.zeros((2, 5, 8))).last_hidden_state
+    np.testing.assert_array_equal(a, encoder(input_ids=IDS).last_hidden_state)
+
+
+@pytest.mark.parametrize("shape", [(3,), (2, 3), (2, 4)])
+def test_nezha_head_mask_width(shape):
+    model = build(small_nezha(), "NezhaModel")
+    refused(rf"head_mask must have shape \(num_layers=2, heads\) or \(heads,\) with heads = 1 or the heads of every "
+            rf"attention \(\[2\]; pruned_heads leave \[2, 2\] self-attention heads\), got \({shape[0]},", model,
+            input_ids=IDS, head_mask=np.ones(shape))
+
+
+@pytest.mark.parametrize("shape", [(1,), (2,), (2, 1), (2, 2)])
+def test_nezha_head_mask_width_one_broadcasts(shape):
+    """A width-1 row scales every head alike (upstream broadcasts it): the same as the full row."""
+    model = build(small_nezha(), "NezhaModel")
+    half = np.full(shape, 0.5)
+    full = np.full((2, 2), 0.5)
+    a = model(input_ids=IDS, head_mask=half, output_attentions=True)
+    b = model(input_ids=IDS, head_mask=full, output_attentions=True)
+    np.testing.assert_allclose(a.last_hidden_state, b.last_hidden_state, rtol=1e-12, atol=1e-12)
+    for x, y in zip(a.attentions, b.attentions):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
+
+
+def test_nezha_multiple_choice_shapes():
+    model = build(small_nezha(), "NezhaForMultipleChoice")
+    ids = np.tile(IDS[:, None, :], (1, 3, 1))  # [2, 3, 5]
+    refused(r"input_ids must have shape \(batch, num_choices, sequence\), got \(2, 5\)", model, input_ids=IDS)
+    refused(r"inputs_embeds must have shape \(batch, num_choices, sequence, hidden\), got \(2, 5, 8\)", model,
+            inputs_embeds=np.zeros((2, 5, 8)))
+    refused(r"attention_mask must have shape \(2, 3, 5\) \(batch, num_choices, sequence\), got \(2, 5\)", model,
+            input_ids=ids, attention_mask=np.ones((2, 5)))
+    refused(r"token_type_ids must have shape \(2, 3, 5\) .*got \(2, 3, 5, 1\)", model,
+            input_ids=ids, token_type_ids=np.zeros((2, 3, 5, 1), np.int64))
+    # inputs_embeds [B, C, T, D]: the same logits as the ids' embeddings
+    embeds = model.params["nezha.embeddings.word_embeddings.weight"][ids]
+    np.testing.assert_allclose(model(inputs_embeds=embeds).logits, model(input_ids=ids).logits, rtol=1e-12)
+    assert model(input_ids=ids).logits.shape == (2, 3)
+
+
+@pytest.mark.parametrize("num_labels", [1, 3])
+def test_nezha_question_answering_needs_two_labels(num_labels):
+    model = build(small_nezha(num_labels=num_labels), "NezhaForQuestionAnswering")
+    refused(rf"NezhaForQuestionAnswering needs num_labels=2 \(start, end\), the config has {num_labels}", model,
+            input_ids=IDS)
+
+
+# ---------------------------------------------------------------- OPT
+
+
+def test_opt_position_bound():
+    model = build(small_opt(), "OPTModel")
+    model(input_ids=np.full((1, 5), 5))  # 5 attended tokens = max_position_embeddings: accepted
+    refused(r"6 attended tokens exceed max_position_embeddings=5 of this OPT model", model,
+            input_ids=np.full((2, 6), 5), attention_mask=np.array([[1] * 6, [0] * 2 + [1] * 4]))
+    # padding does not count: 6 columns, 5 attended in each row
+    model(input_ids=np.full((2, 6), 5), attention_mask=np.array([[0] + [1] * 5, [1] * 5 + [0]]))
+
+
+# ---------------------------------------------------------------- XGLM
+
+
+def test_xglm_torch_table_is_float32_only():
+    refused(r"torch's float32 exp/sin/cos give a float32 table, not float64", sinusoid_rows, np.arange(3), 8,
+            dtype=np.float64, as_torch=True)
+
+
+def test_xglm_cross_attention_and_labels_are_checked():
+    model = build(small_xglm(), "XGLMModel")
+    refused(r"encoder_hidden_states needs a model with cross-attention layers \(add_cross_attention=True\)", model,
+            input_ids=IDS, encoder_hidden_states=np.zeros((2, 3, 8)))
+    # an encoder mask without encoder states is ignored, as upstream ignores it
+    np.testing.assert_array_equal(model(input_ids=IDS, encoder_attention_mask=np.zeros((2, 3))).last_hidden_state,
+                                  model(input_ids=IDS).last_hidden_state)
+    lm = build(small_xglm(pad_token_id=None), "XGLMForCausalLM")
+    refused(r"fills the last label slot with pad_token_id, but the config has none", lm, input_ids=IDS, labels=IDS)
