@@ -416,3 +416,66 @@ def test_scores_clamped_at_finfo_min_as_upstream(tmp_path_factory, family, cls_n
     assert all(np.isfinite(b).all() for b in expected), "upstream's clamped outputs are finite"
     for i, (a, b) in enumerate(zip(got, expected)):
         np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b), err_msg=f"output {i}: finite entries")
+
+
+# ---------------------------------------------------------------- generation hooks
+
+
+def as_plain(value):  # torch tensors -> ndarrays, recursively
+    if isinstance(value, torch.Tensor):
+        return value.numpy()
+    if isinstance(value, (tuple, list)):
+        return tuple(as_plain(v) for v in value)
+    return value
+
+
+def same_kwargs(ours, theirs, where):
+    assert sorted(ours) == sorted(theirs), f"{where}: keys {sorted(ours)}, upstream {sorted(theirs)}"
+    for key, value in theirs.items():
+        value, mine = as_plain(value), ours[key]
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(mine, value, err_msg=f"{where}: {key}")
+        elif key not in ("past_key_values", "encoder_outputs"):
+            assert mine == value, f"{where}: {key} {mine!r}, upstream {value!r}"
+        else:
+            assert (mine is None) == (value is None), f"{where}: {key}"
+
+
+@pytest.mark.parametrize("past, length", [(None, 4), (3, 7), (5, 5), (6, 2), (4, 9)])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_xglm_prepare_inputs_for_generation_as_upstream(past, length, with_mask):
+    """XGLMForCausalLM.prepare_inputs_for_generation with caches shorter than, as long as and longer than the
+    ids (head size 4, so the head size is not the past length), with and without a mask."""
+    from refimpl.models.xglm import prepare_inputs_for_generation
+
+    model = transformers.XGLMForCausalLM(transformers.XGLMConfig(**XGLM_CONFIGS["plain"]))
+    ids = np.arange(2 * length).reshape(2, length) % 24
+    mask = np.ones((2, length), np.int64)
+    mask[1, :2] = 0
+    cache = None if past is None else tuple((np.zeros((2, 2, past, 4)),) * 2 for _ in range(2))
+    kwargs = dict(past_key_values=cache, use_cache=True, **({"attention_mask": mask} if with_mask else {}))
+    theirs = model.prepare_inputs_for_generation(
+        torch.from_numpy(ids), **{k: (as_torch_tree(v) if k != "use_cache" else v) for k, v in kwargs.items()})
+    same_kwargs(prepare_inputs_for_generation(ids, **kwargs), theirs, f"past {past} length {length} mask {with_mask}")
+
+
+def as_torch_tree(value):
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if isinstance(value, tuple):
+        return tuple(as_torch_tree(v) for v in value)
+    return value
+
+
+@pytest.mark.parametrize("past", [None, 3])
+def test_led_prepare_inputs_for_generation_as_upstream(past):
+    from refimpl.models.led import prepare_inputs_for_generation
+
+    model = transformers.LEDForConditionalGeneration(transformers.LEDConfig(**LED_CONFIGS["window-4"]))
+    ids = np.arange(8).reshape(2, 4)
+    cache = None if past is None else tuple((np.zeros((2, 4, past, 2)),) * 4 for _ in range(2))
+    kwargs = dict(past_key_values=cache, attention_mask=RIGHT, global_attention_mask=LEFT, head_mask=np.ones((2, 2)),
+                  decoder_head_mask=np.ones((2, 4)), cross_attn_head_mask=np.zeros((2, 4)), use_cache=False,
+                  encoder_outputs=(np.zeros((2, 6, 8)),))
+    theirs = model.prepare_inputs_for_generation(torch.from_numpy(ids), **{k: as_torch_tree(v) for k, v in kwargs.items()})
+    same_kwargs(prepare_inputs_for_generation(ids, **kwargs), theirs, f"past {past}")
