@@ -208,6 +208,13 @@ def test_nezha_multiple_choice_shapes():
     assert model(input_ids=ids).logits.shape == (2, 3)
 
 
+def test_nezha_length_bound():
+    model = build(small_nezha(), "NezhaModel")
+    model(input_ids=np.full((1, 6), 5))  # 6 tokens = max_position_embeddings: accepted
+    refused(r"sequence length 7 exceeds max_position_embeddings=6 of this NEZHA model", model,
+            input_ids=np.full((1, 7), 5))
+
+
 @pytest.mark.parametrize("num_labels", [1, 3])
 def test_nezha_question_answering_needs_two_labels(num_labels):
     model = build(small_nezha(num_labels=num_labels), "NezhaForQuestionAnswering")

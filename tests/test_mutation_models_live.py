@@ -241,6 +241,8 @@ def test_opt_sequence_classification_without_pad_token(tmp_path_factory):
 
 
 XGLM_CONFIGS = {
+    "odd-width": dict(vocab_size=24, d_model=9, attention_heads=3, num_layers=1, ffn_dim=7, max_position_embeddings=8,
+                      pad_token_id=0, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0),
     "plain": dict(vocab_size=24, d_model=8, attention_heads=2, num_layers=2, ffn_dim=10, max_position_embeddings=12,
                   dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0),
     "cross-unscaled": dict(vocab_size=24, d_model=10, attention_heads=2, num_layers=2, ffn_dim=10,
@@ -386,7 +388,13 @@ def test_led_calls_match_upstream(tmp_path_factory, cls_name, variant):
                                                    dict(past=True, return_dict=False, **ALL_FLAGS)),
                   (first, dict(use_cache=True)), ({**base, "decoder_input_ids": IDS[:, 3:5],
                                                    "decoder_attention_mask": np.ones((B, 5), np.int64)},
-                                                  dict(past=True, use_cache=True))]
+                                                  dict(past=True, use_cache=True)),
+                  # one new token: upstream builds no decoder mask, so the decoder_attention_mask is ignored
+                  (first, dict(use_cache=True)), ({**base, "decoder_input_ids": IDS[:, 3:4],
+                                                   "decoder_attention_mask": np.array([[1, 0, 1, 1], [0, 1, 1, 1]])},
+                                                  dict(past=True, return_dict=False, **ALL_FLAGS)),
+                  ({**base, "decoder_input_ids": IDS[:, :1], "decoder_attention_mask": np.array([[0], [1]])},
+                   dict(return_dict=False, **ALL_FLAGS))]
     check(tmp_path_factory, "led", cls_name, config, calls)
 
 
