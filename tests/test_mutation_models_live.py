@@ -135,13 +135,7 @@ def run_upstream(model, family, calls, dtype):
     outputs, previous = [], None
     with upstream_context(family), running_in(model, torch_dtype), torch.no_grad():
         for arrays, kwargs in calls:
-            args = {}
-            for k, v in arrays.items():
-                if isinstance(v, tuple):  # encoder_outputs given as a tuple of arrays
-                    args[k] = tuple(torch.from_numpy(np.asarray(x)).to(torch_dtype) for x in v)
-                else:
-                    t = torch.from_numpy(np.ascontiguousarray(v))
-                    args[k] = t.to(torch_dtype) if t.is_floating_point() else t
+            args = {k: to_torch(v, torch_dtype) for k, v in arrays.items()}
             if kwargs.get("past"):
                 args["past_key_values"] = previous.past_key_values
             out = model(**args, **{k: v for k, v in kwargs.items() if k != "past"})
@@ -150,11 +144,23 @@ def run_upstream(model, family, calls, dtype):
     return outputs
 
 
+def to_torch(value, dtype):  # arrays (nested in tuples: encoder_outputs) -> tensors, floats in `dtype`
+    if isinstance(value, tuple):
+        return tuple(to_torch(v, dtype) for v in value)
+    t = torch.from_numpy(np.ascontiguousarray(value))
+    return t.to(dtype) if t.is_floating_point() else t
+
+
+def to_dtype(value, dtype):  # the same for refimpl: float arrays in `dtype`
+    if isinstance(value, tuple):
+        return tuple(to_dtype(v, dtype) for v in value)
+    return np.asarray(value, dtype) if np.asarray(value).dtype.kind == "f" else value
+
+
 def run_ours(model, calls, dtype):
     outputs, previous = [], None
     for arrays, kwargs in calls:
-        args = {k: (tuple(np.asarray(x, dtype) for x in v) if isinstance(v, tuple) else
-                    np.asarray(v, dtype) if np.asarray(v).dtype.kind == "f" else v) for k, v in arrays.items()}
+        args = {k: to_dtype(v, dtype) for k, v in arrays.items()}
         if kwargs.get("past"):
             args["past_key_values"] = previous.past_key_values
         out = model(**args, **{k: v for k, v in kwargs.items() if k != "past"})
@@ -382,6 +388,12 @@ def test_led_calls_match_upstream(tmp_path_factory, cls_name, variant):
         calls += [({"encoder_outputs": encoder, "attention_mask": RIGHT, "decoder_input_ids": IDS[:, :3]},
                    dict(return_dict=False, **ALL_FLAGS)),
                   ({"encoder_outputs": encoder, "decoder_input_ids": IDS[:, :3]}, dict(return_dict=True))]
+        # a whole encoder tuple (last state, hidden states, attentions, global attentions): each lands in its field
+        whole = (encoder[0], (RNG.normal(size=(B, T, 8)), RNG.normal(size=(B, T, 8))), (RNG.random((B, 2, T, 5)),),
+                 (RNG.random((B, 2, T, 1)), RNG.random((B, 2, T, 1))))
+        calls += [({"encoder_outputs": whole, "decoder_input_ids": IDS[:, :3]}, dict(return_dict=True)),
+                  ({"encoder_outputs": whole[:2], "decoder_input_ids": IDS[:, :3]}, dict(return_dict=True)),
+                  ({"encoder_outputs": whole[:3], "decoder_input_ids": IDS[:, :3]}, dict(return_dict=False))]
     if cls_name in ("LEDModel", "LEDForConditionalGeneration"):  # decoding from the cache
         first = {**base, "decoder_input_ids": IDS[:, :3]}
         calls += [(first, dict(use_cache=True)), ({**base, "decoder_input_ids": IDS[:, 3:4]},
