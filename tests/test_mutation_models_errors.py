@@ -251,3 +251,35 @@ def test_xglm_cross_attention_and_labels_are_checked():
                                   model(input_ids=IDS).last_hidden_state)
     lm = build(small_xglm(pad_token_id=None), "XGLMForCausalLM")
     refused(r"fills the last label slot with pad_token_id, but the config has none", lm, input_ids=IDS, labels=IDS)
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (3, 3, 8), (2, 3, 7), (2, 3, 8, 1)])
+def test_xglm_encoder_states_shape(shape):
+    """Each dimension checked on its own: rank, batch, width."""
+    model = build(small_xglm(add_cross_attention=True), "XGLMModel")
+    refused(rf"encoder_hidden_states must have shape \(2, source, 8\), got {re.escape(str(shape))}", model,
+            input_ids=IDS, encoder_hidden_states=np.zeros(shape))
+    assert model(input_ids=IDS, encoder_hidden_states=np.zeros((2, 3, 8))).last_hidden_state.shape == (2, 5, 8)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (2, 4), (1, 6)])
+def test_xglm_position_ids_shape(shape):
+    model = build(small_xglm(), "XGLMModel")
+    refused(rf"position_ids must have shape \(2, 5\) or \(1, 5\), got {re.escape(str(shape))}", model,
+            input_ids=IDS, position_ids=np.zeros(shape, np.int64))
+
+
+def test_xglm_position_ids_bounds():
+    """Rows -2 .. max(max_position_embeddings, past + T) - 1 exist; the padding row (-1) included."""
+    model = build(small_xglm(), "XGLMModel")
+    for batch_positions in ([[-2, -1, 0, 1, 5]] * 2, [[5, 4, 3, 2, 1]]):
+        model(input_ids=IDS, position_ids=np.array(batch_positions))
+    refused(r"position_ids must lie in -2\.\.5 \(the sinusoid table has 8 rows, offset 2\); got -3\.\.1", model,
+            input_ids=IDS, position_ids=np.array([[-3, -1, 0, 1, 1]]))
+    refused(r"position_ids must lie in -2\.\.5 .*got 0\.\.6", model, input_ids=IDS,
+            position_ids=np.array([[0, 1, 2, 3, 6]]))
+    # a longer input grows the table (upstream regrows its buffer): 9 tokens reach position 8
+    long = np.full((1, 9), 5)
+    model(input_ids=long, position_ids=np.arange(9)[None])
+    refused(r"position_ids must lie in -2\.\.8 .*got 0\.\.9", model, input_ids=long,
+            position_ids=np.arange(1, 10)[None] * np.array([[0] + [1] * 8]))
