@@ -499,3 +499,40 @@ def test_led_prepare_inputs_for_generation_as_upstream(past):
                   encoder_outputs=(np.zeros((2, 6, 8)),))
     theirs = model.prepare_inputs_for_generation(torch.from_numpy(ids), **{k: as_torch_tree(v) for k, v in kwargs.items()})
     same_kwargs(prepare_inputs_for_generation(ids, **kwargs), theirs, f"past {past}")
+
+
+# ---------------------------------------------------------------- sinusoid tables
+
+
+@pytest.mark.parametrize("max_relative, depth", [(1, 2), (2, 4), (3, 6), (5, 8), (4, 64)])
+def test_nezha_relative_tables_as_upstream(max_relative, depth):
+    """islands="upstream"'s table (torch's float32 exp/sin/cos) against NezhaRelativePositionsEncoding's own
+    buffer, bit for bit; the exact table against the float64 formula of golden/capture_nezha.py."""
+    from refimpl.models.nezha import relative_position_table, relative_rows
+
+    length = 2 * max_relative + 3
+    upstream = capture_nezha.modeling_nezha.NezhaRelativePositionsEncoding(length, depth, max_relative)
+    theirs = upstream(length).numpy()  # [T, T, depth]
+    ours = relative_rows(relative_position_table(max_relative, depth, np.float64, as_torch=True), length, length)
+    assert ours.dtype == np.float32
+    np.testing.assert_array_equal(ours, theirs)
+    exact = relative_position_table(max_relative, depth, np.float64)
+    np.testing.assert_allclose(exact, capture_nezha.exact_table(max_relative, depth), rtol=0, atol=1e-15)
+    assert relative_position_table(max_relative, depth, np.float32).dtype == np.float32
+
+
+@pytest.mark.parametrize("dim", [4, 5, 8, 9, 16, 33])
+@pytest.mark.parametrize("padding_idx", [None, 1, 3])
+def test_xglm_sinusoid_tables_as_upstream(dim, padding_idx):
+    """as_torch: XGLMSinusoidalPositionalEmbedding.get_embedding bit for bit (odd widths: a zero last column;
+    the padding row zero); float32 / float64: golden/capture_xglm.py's correctly rounded and exact tables."""
+    from refimpl.models.xglm import sinusoid_rows
+
+    rows = np.array([[0, 1, 2, 3], [7, 5, 3, 1]])  # any shape of rows
+    theirs = capture_xglm.XGLMSinusoidalPositionalEmbedding.get_embedding(8, dim, padding_idx).numpy()
+    np.testing.assert_array_equal(sinusoid_rows(rows, dim, padding_idx, np.float32, as_torch=True), theirs[rows])
+    for dtype in (np.float32, np.float64):
+        expected = capture_xglm.sinusoid_table(8, dim, padding_idx, dtype)[rows]
+        got = sinusoid_rows(rows, dim, padding_idx, dtype)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, expected)
