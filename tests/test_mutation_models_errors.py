@@ -283,3 +283,55 @@ def test_xglm_position_ids_bounds():
     model(input_ids=long, position_ids=np.arange(9)[None])
     refused(r"position_ids must lie in -2\.\.8 .*got 0\.\.9", model, input_ids=long,
             position_ids=np.arange(1, 10)[None] * np.array([[0] + [1] * 8]))
+
+
+# ---------------------------------------------------------------- checkpoints: buffers and missing weights
+
+
+@pytest.mark.parametrize("checkpoint, buffers", [
+    ("nezha/k2-NezhaForMaskedLM", ["nezha.encoder.layer.0.attention.self.relative_positions_encoding.positions_encoding",
+                                    "nezha.embeddings.token_type_ids", "nezha.embeddings.position_ids",
+                                    "cls.predictions.decoder.bias"]),
+    ("xglm/gelu-scaled-XGLMForCausalLM", ["model.embed_positions.weights", "model.embed_positions._float_tensor"]),
+    ("led/window-6-LEDForConditionalGeneration", ["led.encoder.embed_tokens.weight", "led.decoder.embed_tokens.weight"]),
+])
+def test_recomputed_buffers_in_a_file_are_not_unexpected(tmp_path, checkpoint, buffers):
+    """Buffers older upstream versions saved (or copies of tied weights) are recomputed, not reported, not read."""
+    import shutil
+    import warnings
+
+    import refimpl
+    from golden import GOLDEN
+    from safetensors.numpy import load_file, save_file
+
+    src = GOLDEN / checkpoint
+    shutil.copy(src / "config.json", tmp_path / "config.json")
+    tensors = load_file(str(src / "model.safetensors"))
+    tensors.update({name: np.full((3, 2), 7.0, np.float32) for name in buffers})
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = refimpl.from_pretrained(tmp_path, dtype="float64")
+    reference = refimpl.from_pretrained(src, dtype="float64")
+    assert sorted(model.params) == sorted(reference.params)
+    ids = np.array([[0, 5, 6, 2]])
+    kwargs = {"decoder_input_ids": ids} if checkpoint.startswith("led") else {}
+    np.testing.assert_array_equal(model(input_ids=ids, **kwargs).logits, reference(input_ids=ids, **kwargs).logits)
+
+
+def test_led_file_without_final_logits_bias_reads_zeros(tmp_path):
+    """LEDForConditionalGeneration._keys_to_ignore_on_load_missing: a file without final_logits_bias gets zeros."""
+    import shutil
+
+    import refimpl
+    from golden import GOLDEN
+    from safetensors.numpy import load_file, save_file
+
+    src = GOLDEN / "led" / "window-6-LEDForConditionalGeneration"
+    shutil.copy(src / "config.json", tmp_path / "config.json")
+    tensors = load_file(str(src / "model.safetensors"))
+    del tensors["final_logits_bias"]
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    model = refimpl.from_pretrained(tmp_path, dtype="float64")
+    bias = model.params["final_logits_bias"]
+    assert bias.shape == (1, model.config.vocab_size) and not bias.any()
