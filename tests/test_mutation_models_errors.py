@@ -335,3 +335,46 @@ def test_led_file_without_final_logits_bias_reads_zeros(tmp_path):
     model = refimpl.from_pretrained(tmp_path, dtype="float64")
     bias = model.params["final_logits_bias"]
     assert bias.shape == (1, model.config.vocab_size) and not bias.any()
+
+
+# ---------------------------------------------------------------- caches
+
+
+def cache(layers, arrays, shape):
+    return tuple(tuple(np.zeros(shape) for _ in range(arrays)) for _ in range(layers))
+
+
+# (config, architecture, extra inputs, layers, heads, head size, the array counts a layer may hold)
+CACHED = {
+    "opt": (lambda: small_opt(), "OPTForCausalLM", {}, 1, 2, 4, "2"),
+    "xglm": (lambda: small_xglm(), "XGLMForCausalLM", {}, 1, 2, 4, "2"),
+    "xglm-cross": (lambda: small_xglm(add_cross_attention=True), "XGLMModel", {}, 1, 2, 4, "2 or 4"),
+    "xglm-cross-states": (lambda: small_xglm(add_cross_attention=True), "XGLMModel",
+                          {"encoder_hidden_states": np.zeros((2, 3, 8))}, 1, 2, 4, "4"),
+    "nezha": (lambda: small_nezha(is_decoder=True), "NezhaModel", {}, 2, 2, 4, "2"),
+    "nezha-cross": (lambda: small_nezha(is_decoder=True, add_cross_attention=True), "NezhaModel", {}, 2, 2, 4,
+                    "2 or 4"),
+    "led": (lambda: small_led(decoder_attention_heads=4), "LEDForConditionalGeneration",
+            {"input_ids": IDS}, 1, 4, 2, "4"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CACHED))
+def test_a_wrong_cache_is_named(name):
+    """The cache is checked against the family's layers, heads, head size and array count."""
+    make, architecture, extra, layers, heads, head_size, counts = CACHED[name]
+    model = build(make(), architecture)
+    first = {"decoder_input_ids": IDS[:, :1]} if name == "led" else {"input_ids": IDS}
+    count = int(counts[-1])
+    refused(rf"past_key_values must hold one tuple per layer \({layers}\), got {layers + 1}", model, **first, **extra,
+            past_key_values=cache(layers + 1, count, (2, heads, 1, head_size)))
+    refused(rf"past_key_values\[0\] must hold {counts} arrays .*got 3", model, **first, **extra,
+            past_key_values=cache(layers, 3, (2, heads, 1, head_size)))
+    named = "heads" if name.startswith("nezha") else f"heads={heads}"  # NEZHA: pruning may leave any count
+    refused(rf"past_key_values\[0\]\[0\] \(self-attention key\) must have shape \(batch=2, {named}, length, "
+            rf"head_dim={head_size}\), got \(2, {heads}, 1, {head_size + 1}\)", model, **first, **extra,
+            past_key_values=cache(layers, count, (2, heads, 1, head_size + 1)))
+    if name.startswith("nezha"):
+        return
+    refused(rf"must have shape \(batch=2, heads={heads}, length, head_dim={head_size}\), got \(2, {heads + 1}, 1, "
+            rf"{head_size}\)", model, **first, **extra, past_key_values=cache(layers, count, (2, heads + 1, 1, head_size)))
