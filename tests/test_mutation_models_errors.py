@@ -378,3 +378,17 @@ def test_a_wrong_cache_is_named(name):
         return
     refused(rf"must have shape \(batch=2, heads={heads}, length, head_dim={head_size}\), got \(2, {heads + 1}, 1, "
             rf"{head_size}\)", model, **first, **extra, past_key_values=cache(layers, count, (2, heads + 1, 1, head_size)))
+
+
+# ---------------------------------------------------------------- ids outside their vocabularies
+
+
+def test_ids_outside_their_vocabulary_are_named():
+    nezha = build(small_nezha(), "NezhaModel")
+    refused(r"token_type_ids holds id 2, outside the vocabulary of 2 \(valid: 0\.\.1\)", nezha, input_ids=IDS,
+            token_type_ids=np.full(IDS.shape, 2))
+    refused(r"token_type_ids holds id -1, outside the vocabulary of 2", nezha, input_ids=IDS,
+            token_type_ids=np.full(IDS.shape, -1))
+    led = build(small_led(), "LEDForSequenceClassification")
+    refused(r"input_ids holds id 25, outside the vocabulary of 20 \(valid: 0\.\.19\)", led,
+            input_ids=np.array([[0, 5, 25, 2]]))
