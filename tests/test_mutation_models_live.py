@@ -130,20 +130,6 @@ def models(tmp_path_factory, family, cls_name, config, qk_bias=0.0):
     return _MODELS[key]
 
 
-def run_upstream(model, family, calls, dtype):
-    torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
-    outputs, previous = [], None
-    with upstream_context(family), running_in(model, torch_dtype), torch.no_grad():
-        for arrays, kwargs in calls:
-            args = {k: to_torch(v, torch_dtype) for k, v in arrays.items()}
-            if kwargs.get("past"):
-                args["past_key_values"] = previous.past_key_values
-            out = model(**args, **{k: v for k, v in kwargs.items() if k != "past"})
-            outputs.append(as_tree(out))
-            previous = out
-    return outputs
-
-
 def to_torch(value, dtype):  # arrays (nested in tuples: encoder_outputs) -> tensors, floats in `dtype`
     if isinstance(value, tuple):
         return tuple(to_torch(v, dtype) for v in value)
@@ -157,16 +143,26 @@ def to_dtype(value, dtype):  # the same for refimpl: float arrays in `dtype`
     return np.asarray(value, dtype) if np.asarray(value).dtype.kind == "f" else value
 
 
-def run_ours(model, calls, dtype):
+def run_calls(model, calls, convert):
+    """Each call's output as a tree; a call with kwargs past=True gets the previous call's past_key_values."""
     outputs, previous = [], None
     for arrays, kwargs in calls:
-        args = {k: to_dtype(v, dtype) for k, v in arrays.items()}
+        args = {k: convert(v) for k, v in arrays.items()}
         if kwargs.get("past"):
             args["past_key_values"] = previous.past_key_values
-        out = model(**args, **{k: v for k, v in kwargs.items() if k != "past"})
-        outputs.append(as_tree(out))
-        previous = out
+        previous = model(**args, **{k: v for k, v in kwargs.items() if k != "past"})
+        outputs.append(as_tree(previous))
     return outputs
+
+
+def run_upstream(model, family, calls, dtype):
+    torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
+    with upstream_context(family), running_in(model, torch_dtype), torch.no_grad():
+        return run_calls(model, calls, lambda v: to_torch(v, torch_dtype))
+
+
+def run_ours(model, calls, dtype):
+    return run_calls(model, calls, lambda v: to_dtype(v, dtype))
 
 
 def check(tmp_path_factory, family, cls_name, config, calls, qk_bias=0.0):
