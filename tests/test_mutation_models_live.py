@@ -532,3 +532,14 @@ def test_xglm_sinusoid_tables_as_upstream(dim, padding_idx):
         got = sinusoid_rows(rows, dim, padding_idx, dtype)
         assert got.dtype == dtype
         np.testing.assert_array_equal(got, expected)
+
+
+def test_led_encoder_longer_than_one_feed_forward_block(tmp_path_factory):
+    """More rows than FFN_ROWS (the encoder's feed-forward runs by blocks of rows): every block as upstream's."""
+    from refimpl.models.led import FFN_ROWS
+
+    config = dict(LED_CONFIGS["window-4"], max_encoder_position_embeddings=FFN_ROWS + 64, decoder_layers=1)
+    ids = RNG.integers(3, 24, size=(1, FFN_ROWS + 37))
+    ids[0, -1] = 2
+    calls = [({"input_ids": ids, "decoder_input_ids": ids[:, :3]}, dict(return_dict=False, output_hidden_states=True))]
+    check(tmp_path_factory, "led", "LEDModel", config, calls)
