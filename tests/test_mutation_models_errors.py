@@ -171,12 +171,12 @@ def test_nezha_cross_attention_needs_a_decoder():
     np.testing.assert_array_equal(a, encoder(input_ids=IDS).last_hidden_state)
 
 
-@pytest.mark.parametrize("shape", [(3,), (2, 3), (2, 4)])
+@pytest.mark.parametrize("shape", [(3,), (2, 3), (2, 4), ()])
 def test_nezha_head_mask_width(shape):
     model = build(small_nezha(), "NezhaModel")
-    refused(rf"head_mask must have shape \(num_layers=2, heads\) or \(heads,\) with heads = 1 or the heads of every "
-            rf"attention \(\[2\]; pruned_heads leave \[2, 2\] self-attention heads\), got \({shape[0]},", model,
-            input_ids=IDS, head_mask=np.ones(shape))
+    refused(r"head_mask must have shape \(num_layers=2, heads\) or \(heads,\) with heads = 1 or the heads of every "
+            r"attention \(\[2\]; pruned_heads leave \[2, 2\] self-attention heads\), got " + re.escape(str(shape)),
+            model, input_ids=IDS, head_mask=np.ones(shape))
 
 
 @pytest.mark.parametrize("shape", [(1,), (2,), (2, 1), (2, 2)])
@@ -392,3 +392,13 @@ def test_ids_outside_their_vocabulary_are_named():
     led = build(small_led(), "LEDForSequenceClassification")
     refused(r"input_ids holds id 25, outside the vocabulary of 20 \(valid: 0\.\.19\)", led,
             input_ids=np.array([[0, 5, 25, 2]]))
+
+
+def test_nezha_head_mask_width_with_pruned_heads():
+    """After pruning, layers keep different head counts: only a width-1 head mask fits them all (upstream
+    fails to broadcast any other)."""
+    model = build(small_nezha(pruned_heads={"0": [0]}), "NezhaModel")
+    refused(r"heads of every attention \(\[1, 2\]; pruned_heads leave \[1, 2\] self-attention heads\), got \(2,\)",
+            model, input_ids=IDS, head_mask=np.ones(2))
+    out = model(input_ids=IDS, head_mask=np.full((2, 1), 0.5), output_attentions=True)
+    assert [a.shape[1] for a in out.attentions] == [1, 2]
