@@ -543,3 +543,33 @@ def test_led_encoder_longer_than_one_feed_forward_block(tmp_path_factory):
     ids[0, -1] = 2
     calls = [({"input_ids": ids, "decoder_input_ids": ids[:, :3]}, dict(return_dict=False, output_hidden_states=True))]
     check(tmp_path_factory, "led", "LEDModel", config, calls)
+
+
+# ---------------------------------------------------------------- tuple configs
+
+
+TUPLE_CASES = (  # (family, class, config, inputs)
+    [("opt", c, OPT_CONFIGS["postln-proj"], {"input_ids": IDS, "attention_mask": LEFT}) for c in OPT_LABELS]
+    + [("xglm", c, XGLM_CONFIGS["cross-unscaled"], {"input_ids": IDS, "encoder_hidden_states": np.ones((B, 2, 10))})
+       for c in ("XGLMModel", "XGLMForCausalLM")]
+    + [("nezha", c, dict(NEZHA_CONFIG, num_labels=2 if c == "NezhaForQuestionAnswering" else 3),
+        {"input_ids": np.stack([IDS] * 2, axis=1)
+                                                        if c == "NezhaForMultipleChoice" else IDS}) for c in NEZHA_CLASSES]
+    + [("led", c, LED_CONFIGS["windows-8-4"], {"input_ids": IDS, "attention_mask": RIGHT}) for c in LED_CLASSES])
+
+
+@pytest.mark.parametrize("flag", ["return_dict", "torchscript"])
+@pytest.mark.parametrize("family, cls_name, config, arrays", TUPLE_CASES,
+                         ids=[f"{c[1]}-{i}" for i, c in enumerate(TUPLE_CASES)])
+def test_tuple_configs_match_upstream(tmp_path_factory, family, cls_name, config, arrays, flag):
+    """config.json's return_dict: false (or torchscript: true) makes return_dict=None mean a tuple, for the
+    outer call and, inside a head, for the base model's call too (upstream's heads index its tuple)."""
+    config = dict(config, **({"return_dict": False} if flag == "return_dict" else {"torchscript": True}))
+    labels = {"nezha": lambda: nezha_labels(cls_name, config["num_labels"]), "opt": lambda: OPT_LABELS[cls_name]}.get(
+        family, lambda: None)()
+    if family == "nezha" and cls_name == "NezhaForMultipleChoice":
+        labels = {"labels": np.array([1, 0])}
+    calls = [(arrays, {}), (arrays, dict(ALL_FLAGS)), (arrays, dict(return_dict=True, **ALL_FLAGS))]
+    if labels:
+        calls.append(({**arrays, **labels}, {}))
+    check(tmp_path_factory, family, cls_name, config, calls)
