@@ -402,3 +402,15 @@ def test_nezha_head_mask_width_with_pruned_heads():
             model, input_ids=IDS, head_mask=np.ones(2))
     out = model(input_ids=IDS, head_mask=np.full((2, 1), 0.5), output_attentions=True)
     assert [a.shape[1] for a in out.attentions] == [1, 2]
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_nezha_empty_cache_is_no_cache(cross):
+    """A cache of length 0 is accepted (nothing to continue from); any longer one is refused."""
+    model = build(small_nezha(is_decoder=True, add_cross_attention=cross), "NezhaModel")
+    empty = cache(2, 4 if cross else 2, (2, 2, 0, 4))
+    states = {"encoder_hidden_states": np.ones((2, 5, 8))} if cross else {}
+    np.testing.assert_array_equal(model(input_ids=IDS, past_key_values=empty, **states).last_hidden_state,
+                                  model(input_ids=IDS, **states).last_hidden_state)
+    refused(r"NEZHA cannot continue from past_key_values", model, input_ids=IDS, **states,
+            past_key_values=cache(2, 4 if cross else 2, (2, 2, 1, 4)), error=NotImplementedError)
