@@ -573,3 +573,33 @@ def test_tuple_configs_match_upstream(tmp_path_factory, family, cls_name, config
     if labels:
         calls.append(({**arrays, **labels}, {}))
     check(tmp_path_factory, family, cls_name, config, calls)
+
+
+# ---------------------------------------------------------------- traces with inputs_embeds
+
+
+EMBEDS_CASES = [
+    ("opt", "OPTForCausalLM", OPT_CONFIGS["postln-proj"], {"inputs_embeds": RNG.normal(size=(B, T, 6))}),
+    ("xglm", "XGLMForCausalLM", XGLM_CONFIGS["plain"], {"inputs_embeds": RNG.normal(size=(B, T, 8))}),
+    ("nezha", "NezhaForMaskedLM", dict(NEZHA_CONFIG, num_labels=2), {"inputs_embeds": RNG.normal(size=(B, T, 8))}),
+    ("led", "LEDForConditionalGeneration", LED_CONFIGS["window-4"],
+     {"inputs_embeds": RNG.normal(size=(B, T, 8)), "decoder_input_ids": IDS[:, :3]}),
+    ("led", "LEDModel", LED_CONFIGS["window-4"], {"input_ids": IDS, "decoder_inputs_embeds": RNG.normal(size=(B, 3, 8))}),
+    ("led", "LEDModel", LED_CONFIGS["window-4"],
+     {"inputs_embeds": RNG.normal(size=(B, T, 8)), "decoder_inputs_embeds": RNG.normal(size=(B, 3, 8))}),
+]
+
+
+@pytest.mark.parametrize("family, cls_name, config, inputs", EMBEDS_CASES,
+                         ids=[f"{c[1]}-{i}" for i, c in enumerate(EMBEDS_CASES)])
+def test_trace_with_inputs_embeds_as_upstream(tmp_path_factory, family, cls_name, config, inputs):
+    """With inputs_embeds upstream never calls its token embedding module: the trace holds the modules upstream
+    runs, in its order, with its values (tests/test_trace_live.py's comparison)."""
+    from test_trace_live import trace_problems
+
+    upstream, _, _ = models(tmp_path_factory, family, cls_name, config)
+    directory = tmp_path_factory.mktemp("embeds")
+    upstream.save_pretrained(directory, safe_serialization=True)
+    with upstream_context(family):
+        problems = trace_problems(upstream, directory, cls_name, inputs)
+    assert not problems, "\n".join(problems[:20])

@@ -218,8 +218,9 @@ def pad_to_window_size(p, cfg, x, mask, windows):  # x [B, T, D], mask [B, T] ->
     pad token's embedding with mask 0."""
     batch, length = mask.shape
     pad = (-length) % max(windows)
-    if pad:
-        x = np.concatenate([x, np.broadcast_to(p["shared.weight"][cfg.pad_token_id], (batch, pad, cfg.d_model))], axis=1)
+    if pad:  # upstream embeds the pad ids with embed_tokens (led.shared): traced when that is its first call
+        padding = record(p, "shared", np.broadcast_to(p["shared.weight"][cfg.pad_token_id], (batch, pad, cfg.d_model)))
+        x = np.concatenate([x, padding], axis=1)  # [B, T_padded, D]
         mask = np.concatenate([mask, np.zeros((batch, pad), mask.dtype)], axis=1)  # [B, T_padded]
     for i, w in enumerate(windows):
         if (length + pad) % w:  # upstream: AssertionError "Sequence length should be multiple of ..."
