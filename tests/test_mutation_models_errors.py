@@ -414,3 +414,24 @@ def test_nezha_empty_cache_is_no_cache(cross):
                                   model(input_ids=IDS, **states).last_hidden_state)
     refused(r"NEZHA cannot continue from past_key_values", model, input_ids=IDS, **states,
             past_key_values=cache(2, 4 if cross else 2, (2, 2, 1, 4)), error=NotImplementedError)
+
+
+# ---------------------------------------------------------------- traced internals
+
+
+@pytest.mark.parametrize("decoder", [False, True])
+def test_nezha_traced_scores_hold_the_mask(decoder):
+    """tracing(internals=True): softmax of each layer's #scores (masked padding, causal for a decoder) is the
+    #probs the attention used, which are the attentions returned."""
+    from refimpl.trace import tracing
+
+    model = build(small_nezha(is_decoder=decoder), "NezhaModel")
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    with tracing(internals=True) as trace:
+        out = model(input_ids=IDS, attention_mask=mask, output_attentions=True)
+    scores = [trace[k] for k in trace if k.endswith("#scores")]
+    assert len(scores) == 2
+    for s, returned in zip(scores, out.attentions):
+        e = np.exp(s - s.max(-1, keepdims=True))
+        np.testing.assert_allclose(e / e.sum(-1, keepdims=True), returned, rtol=0, atol=1e-14)
+        assert np.all(returned[1, :, :, 3:] == 0)  # padded keys get no attention
