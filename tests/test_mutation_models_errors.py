@@ -435,3 +435,21 @@ def test_nezha_traced_scores_hold_the_mask(decoder):
         e = np.exp(s - s.max(-1, keepdims=True))
         np.testing.assert_allclose(e / e.sum(-1, keepdims=True), returned, rtol=0, atol=1e-14)
         assert np.all(returned[1, :, :, 3:] == 0)  # padded keys get no attention
+
+
+def test_nezha_tracing_with_a_head_mask_changes_nothing():
+    """Traced, the probabilities are recorded before the head mask (upstream's dropout output) and the head mask
+    still applies: the same outputs as untraced, and attentions = traced probabilities x head mask."""
+    from refimpl.trace import tracing
+
+    model = build(small_nezha(), "NezhaModel")
+    head_mask = np.array([[0.5, 0.0], [1.0, 0.25]])
+    plain = model(input_ids=IDS, head_mask=head_mask, output_attentions=True)
+    with tracing() as trace:
+        traced = model(input_ids=IDS, head_mask=head_mask, output_attentions=True)
+    np.testing.assert_array_equal(traced.last_hidden_state, plain.last_hidden_state)
+    for i, (a, b) in enumerate(zip(traced.attentions, plain.attentions)):
+        np.testing.assert_array_equal(a, b)
+        before = trace[f"encoder.layer.{i}.attention.self.dropout"]
+        np.testing.assert_allclose(before * head_mask[i][None, :, None, None], b, rtol=0, atol=1e-15)
+        np.testing.assert_allclose(before.sum(-1), 1.0, rtol=0, atol=1e-12)
