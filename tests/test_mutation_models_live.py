@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-import live  # noqa: E402  (puts golden/ on sys.path)
+import live  # noqa: E402,F401  (puts golden/ on sys.path)
 from common import randomize_, running_in  # noqa: E402
 import capture_nezha  # noqa: E402
 import capture_xglm  # noqa: E402
