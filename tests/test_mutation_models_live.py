@@ -603,3 +603,18 @@ def test_trace_with_inputs_embeds_as_upstream(tmp_path_factory, family, cls_name
     with upstream_context(family):
         problems = trace_problems(upstream, directory, cls_name, inputs)
     assert not problems, "\n".join(problems[:20])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_xglm_model_positions_are_the_table_rows(tmp_path_factory, dtype):
+    """A float32 model adds golden/capture_xglm.py's correctly rounded float32 rows bit for bit, a float64 model
+    the exact float64 ones (the traced embed_positions), the padding row (position -1) zero."""
+    from refimpl.trace import tracing
+
+    _, ours32, ours64 = models(tmp_path_factory, "xglm", "XGLMModel", XGLM_CONFIGS["plain"])
+    model = ours32 if dtype == "float32" else ours64
+    positions = np.array([[0, 1, 2, 3, 4, 5], [3, 1, 0, 2, 7, -1]])
+    with tracing() as trace:
+        model(input_ids=IDS, position_ids=positions)
+    table = capture_xglm.sinusoid_table(14, 8, 1, np.dtype(dtype).type)
+    np.testing.assert_array_equal(trace["embed_positions"], table[positions + 2])
