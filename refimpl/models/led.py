@@ -207,9 +207,9 @@ def encoder_mask(attention_mask, global_attention_mask, batch, length):  # -> [B
     2 global (`_merge_to_attention_mask`)."""
     mask = np.ones((batch, length), np.int64)
     if attention_mask is not None:
-        mask = _zero_one(attention_mask, (batch, length), "attention_mask")
+        mask = inputs.mask(attention_mask, (batch, length), "attention_mask")
     if global_attention_mask is not None:
-        mask = merged_mask(mask, _zero_one(global_attention_mask, (batch, length), "global_attention_mask"))
+        mask = merged_mask(mask, inputs.mask(global_attention_mask, (batch, length), "global_attention_mask"))
     return mask
 
 
@@ -218,8 +218,9 @@ def pad_to_window_size(p, cfg, x, mask, windows):  # x [B, T, D], mask [B, T] ->
     pad token's embedding with mask 0."""
     batch, length = mask.shape
     pad = (-length) % max(windows)
-    if pad:
-        x = np.concatenate([x, np.broadcast_to(p["shared.weight"][cfg.pad_token_id], (batch, pad, cfg.d_model))], axis=1)
+    if pad:  # upstream embeds the pad ids with embed_tokens (led.shared): traced when that is its first call
+        padding = record(p, "shared", np.broadcast_to(p["shared.weight"][cfg.pad_token_id], (batch, pad, cfg.d_model)))
+        x = np.concatenate([x, padding], axis=1)  # [B, T_padded, D]
         mask = np.concatenate([mask, np.zeros((batch, pad), mask.dtype)], axis=1)  # [B, T_padded]
     for i, w in enumerate(windows):
         if (length + pad) % w:  # upstream: AssertionError "Sequence length should be multiple of ..."
@@ -276,13 +277,6 @@ def led_encoder(p, cfg, input_ids=None, attention_mask=None, global_attention_ma
             g.transpose(0, 1, 3, 2) for g in stack.global_attentions))
 
 
-def _zero_one(mask, shape, name):  # -> int64 [B, T] of 0/1, with a clear error otherwise
-    arr = inputs.mask(mask, shape, name)
-    if arr.size and not np.all((arr == 0) | (arr == 1)):
-        raise ValueError(f"{name} must hold 0/1 values, got {sorted(set(np.unique(arr).tolist()))[:5]}")
-    return arr
-
-
 # ---------------------------------------------------------------- decoder
 
 
@@ -332,7 +326,7 @@ def led_decoder(p, cfg, input_ids=None, attention_mask=None, encoder_hidden_stat
                                       cfg.d_model // cfg.decoder_attention_heads,
                                       (2, 4) if encoder_hidden_states is None else (4,))
     if attention_mask is not None:
-        attention_mask = _zero_one(attention_mask, (batch, past_length + length),
+        attention_mask = inputs.mask(attention_mask, (batch, past_length + length),
                                    "decoder_attention_mask (it must span past + current tokens)")
     self_mask = decoder_self_mask(attention_mask, length, past_length, dtype)  # [B or 1, 1, T, S] or None
     cross_mask = None
@@ -404,7 +398,7 @@ def led_model(p, cfg, input_ids=None, attention_mask=None, decoder_input_ids=Non
         encoder_outputs = as_encoder_output(encoder_outputs)
     encoder_states = inputs.floats(encoder_outputs.last_hidden_state, dtype, "encoder_outputs[0]")
     if attention_mask is not None:
-        attention_mask = _zero_one(attention_mask, encoder_states.shape[:2], "attention_mask")
+        attention_mask = inputs.mask(attention_mask, encoder_states.shape[:2], "attention_mask")
     dec = led_decoder(p, cfg, decoder_input_ids, decoder_attention_mask, encoder_states, attention_mask,
                       decoder_head_mask, cross_attn_head_mask, past_key_values, decoder_inputs_embeds, use_cache,
                       output_attentions, output_hidden_states)
