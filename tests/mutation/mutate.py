@@ -469,6 +469,21 @@ def load_equivalents() -> Dict[str, str]:
     return out
 
 
+_LOCKS = []  # open lock files of this process's scratch copies, held until it exits
+
+
+def _lock(work: Path) -> None:
+    """One run per scratch copy: a second run of the same checkout would apply its mutants to the copy
+    the first is testing (and restore the file under it)."""
+    import fcntl
+    handle = open(work / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.exit(f"another mutate.py run is using {work}; wait for it, or run from another checkout")
+    _LOCKS.append(handle)
+
+
 def scratch_copy(worker: int = 0) -> Path:
     """A copy of the repository's package and tests in a fixed scratch directory (per checkout and
     worker), with golden/ linked; files keep their times so Numba's cache stays valid between runs."""
@@ -476,6 +491,7 @@ def scratch_copy(worker: int = 0) -> Path:
     tag = hashlib.sha1(str(ROOT).encode()).hexdigest()[:8]
     work = Path(tempfile.gettempdir()) / f"refimpl-mutation-{tag}-{worker}"
     work.mkdir(exist_ok=True)
+    _lock(work)
     for name in (PACKAGE, "tests"):
         src, dst = ROOT / name, work / name
         for path in src.rglob("*"):
