@@ -9,6 +9,7 @@ import pytest
 
 from refimpl import accel, attention, lm_head, ops
 from refimpl import relative_attention as ra
+from refimpl.torch_softmax import expf_sleef
 
 NUMBA = pytest.mark.skipif(not accel.HAVE_NUMBA, reason="Numba is not installed")
 
@@ -621,3 +622,19 @@ def test_relative_attention_twins_against_the_formula(T, K, mask_kind, dtype):
     with accel.set_backend("reference"):
         close(ra.relative_attention(q, k, v, mask, None, table)[0], relative_formula(q, k, v, mask, None, table)[0],
               tol, "dispatch")
+
+
+# ---------------------------------------------------------------- torch's float32 softmax pieces
+
+
+def test_expf_sleef_within_one_ulp_and_its_range_ends():
+    """SLEEF's expf_u10: error below 1 ulp wherever exp(x) is a normal float32 (the 'u10'); below -104: 0;
+    above 100: inf; NaN stays NaN."""
+    x = np.concatenate([np.linspace(-110, 95, 4096), [-104.5, -103.9, 100.5, 0.0, -0.0, np.nan]]).astype(np.float32)
+    got = expf_sleef(x)
+    assert got.dtype == np.float32
+    normal = (x > -87.3) & (x < 88.0)
+    exact = np.exp(x[normal].astype(np.float64))
+    ulps = np.abs(got[normal] - exact) / np.spacing(exact.astype(np.float32)).astype(np.float64)
+    assert ulps.max() < 1.0, f"expf_sleef: {ulps.max():.3g} ulp at x={x[normal][ulps.argmax()]}"
+    assert (got[x < -104] == 0).all() and np.isinf(got[x > 100]).all() and np.isnan(got[np.isnan(x)]).all()
