@@ -1,0 +1,218 @@
+"""More promises of the kernels' plumbing: no spurious floating-point warnings where a function silences them
+on purpose (float64's finfo.min cast to float32, fully masked rows, NaN), the fallback warning pointing at
+the caller, the pool's threads, arguments forwarded through the dispatchers (backend, output_probs,
+softmax_dtype, islands_cpu), a dominating global key in the banded softmax, and the head-mask check."""
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+from refimpl import accel, ops
+from refimpl import banded_attention as ba
+from refimpl import relative_attention as ra
+from refimpl.layers import check_head_mask
+from refimpl.longformer import longformer_self_attention
+from refimpl.torch_softmax import expf_sleef, float32_softmax_as_torch
+
+BACKENDS = ["reference", "numpy"] + (["numba"] if accel.HAVE_NUMBA else [])
+
+
+class no_warnings(warnings.catch_warnings):
+    def __enter__(self):
+        super().__enter__()
+        warnings.simplefilter("error")
+        return self
+
+
+def test_fallback_warning_names_the_caller_once(monkeypatch):
+    """numba installed but unusable: one RuntimeWarning, attributed to the code that asked for a backend."""
+    monkeypatch.delenv(accel.ENVIRONMENT_VARIABLE, raising=False)
+    monkeypatch.setattr(accel, "_WARN_FALLBACK", True)
+    monkeypatch.setattr(accel, "NUMBA_MISSING", "scipy is not installed (pip install 'refimpl[numba]')")
+    with pytest.warns(RuntimeWarning, match=r"^numba is installed but its kernels cannot run: scipy is not installed") as rec:
+        accel.choose_backend(np.float32)
+    assert len(rec) == 1 and rec[0].filename == __file__
+    with no_warnings():
+        accel.choose_backend(np.float32)  # only once
+    monkeypatch.setattr(accel, "_WARN_FALLBACK", True)
+    with no_warnings():
+        accel.choose_backend(np.float64)  # float64 never runs a kernel: nothing to say
+
+
+def test_pool_threads_are_named_and_each_part_runs_once():
+    names = {}
+
+    def kernel(first, step):
+        names[first] = threading.current_thread().name
+
+    accel.on_threads(kernel, (), 3)
+    assert sorted(names) == [0, 1, 2]
+    assert names[0] == threading.current_thread().name  # part 0 on the calling thread
+    assert all(names[i].startswith("refimpl") for i in (1, 2)), names
+
+
+def test_logsumexp_keeps_size_one_axes():
+    x = np.array([[[0.0, np.log(3.0)]]])  # [1, 1, 2]
+    got = ops.logsumexp(x)
+    assert got.shape == (1, 1)
+    np.testing.assert_allclose(got, [[np.log(4.0)]], rtol=1e-15)
+    assert ops.logsumexp(np.zeros((1, 3)), axis=0).shape == (3,)
+
+
+@pytest.mark.skipif(not accel.HAVE_NUMBA, reason="Numba is not installed")
+def test_layer_norm_numba_of_a_constant_row_without_eps_is_nan_as_numpy():
+    """0 / sqrt(0): NaN in both twins (torch too), not an exception."""
+    x = np.ones((3, 4), np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = ops.layer_norm_numpy(x, None, None, 0.0)
+    assert np.isnan(expected).all()
+    assert np.isnan(ops.layer_norm_numba(x, None, None, 0.0)).all()
+
+
+def test_silenced_floating_point_warnings_stay_silent():
+    low64 = np.finfo(np.float64).min
+    with no_warnings():
+        assert np.isnan(ops._erf(np.array([np.nan, 1.0]))[0])
+        assert np.isnan(ops._erf(np.array([np.nan], np.float32))[0])
+        assert np.isnan(ops.cross_entropy(np.zeros((2, 3)), np.full(2, -100)))  # every row ignored: 0/0
+        x = np.array([-np.inf, np.inf, np.nan, 1e30, -1e30, 0.0], np.float32)
+        got = expf_sleef(x)
+        assert got[0] == 0 and np.isinf(got[1]) and np.isnan(got[2]) and np.isinf(got[3]) and got[4] == 0
+        rows = np.array([[low64, low64, low64], [0.0, low64, 1.0]])  # float64 min: -inf in float32
+        p = float32_softmax_as_torch(rows)
+        assert np.isnan(p[0]).all() and p[1, 1] == 0
+        p = ba._softmax_rows(rows, np.dtype(np.float32))
+        assert np.isnan(p[0]).all() and p[1, 1] == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float64_banded_attention_with_float32_softmax_warns_nothing(backend):
+    """A float64 run with upstream's float32 softmax: removed keys (float64 finfo.min) overflow to -inf in
+    float32, fully masked queries give NaN rows that are then zeroed; all without a warning."""
+    rng = np.random.default_rng(0)
+    B, H, T, d, w = 2, 2, 6, 3, 2
+    q, k, v = (rng.normal(size=(B, H, T, d)) for _ in range(3))
+    removed = np.zeros((B, T), bool)
+    removed[1, 1:] = True  # query 0 of row 1 then sees only keys 0 (itself)...
+    removed[0, :3] = True  # ...and queries 0, 1 of row 0 see no key at all
+    key_bias = ba.key_bias_from_mask(removed, np.float64)
+    query_masked = np.zeros((B, T), bool)
+    query_masked[0, :2] = True
+    query_masked[1, 3:] = True  # (their keys, 1 .. 5, are all removed too: NaN rows, zeroed)
+    with no_warnings():
+        ctx, probs = ba.banded_attention(q, k, v, w, key_bias, query_masked, output_probs=True, backend=backend,
+                                         softmax_dtype=np.float32)
+    assert np.isfinite(ctx).all() and not probs[0, :, :2].any()
+    np.testing.assert_allclose(probs[1, :, 0, w], 1.0)  # the one key left: its own
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_dominating_global_key(backend, dtype):
+    """A global key scoring ~200 above every band key: the softmax's shift must be the maximum over the
+    global columns too (exp(200) overflows float32), so that key takes all the weight."""
+    rng = np.random.default_rng(1)
+    B, H, T, d, w = 1, 1, 5, 2, 1
+    q = np.zeros((B, H, T, d), dtype)
+    q[..., 0] = 1
+    k, v = rng.normal(size=(B, H, T, d)).astype(dtype) * 0.1, rng.normal(size=(B, H, T, d)).astype(dtype)
+    gk = np.zeros((B, H, 1, d), dtype)
+    gk[..., 0] = 200
+    gv = np.ones((B, H, 1, d), dtype) * 7
+    for sm in (np.float32, None):
+        ctx, probs = ba.banded_attention(q, k, v, w, None, None, gk, gv, None, output_probs=True, backend=backend,
+                                         softmax_dtype=sm, block_size=2)
+        np.testing.assert_allclose(ctx, 7.0, rtol=1e-6, err_msg=f"{backend} {sm}")
+        np.testing.assert_allclose(probs[..., 0], 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("blocked", ["numpy"] + (["numba"] if accel.HAVE_NUMBA else []))
+def test_blocked_backends_hand_torch_softmax_to_upstreams_layout(blocked):
+    rng = np.random.default_rng(2)
+    B, H, T, d, w = 2, 2, 7, 3, 2
+    q, k, v = (rng.normal(size=(B, H, T, d)) for _ in range(3))
+    gk, gv = rng.normal(size=(B, H, 2, d)), rng.normal(size=(B, H, 2, d))
+    gb = np.array([[0.0, 0.0], [0.0, np.finfo(np.float64).min]])
+    masked = np.zeros((B, T), bool)
+    masked[1, -1] = True
+    for cpu in ("avx2", "avx512"):
+        sm = ba.torch_float32(cpu)
+        want = ba.banded_attention_torch_layout(q, k, v, w, None, masked, gk, gv, gb, output_probs=True, softmax_dtype=sm)
+        run = {"numpy": ba.banded_attention_numpy, "numba": ba.banded_attention_numba}[blocked]
+        got = run(q, k, v, w, None, masked, gk, gv, gb, output_probs=True, softmax_dtype=sm)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        got = ba.banded_attention(q, k, v, w, None, masked, gk, gv, gb, output_probs=True, softmax_dtype=sm,
+                                  backend=blocked)
+        np.testing.assert_array_equal(got[1], want[1])
+        # the float32 softmax's values: every probability is a float32 number
+        assert np.array_equal(got[1].astype(np.float32).astype(np.float64), got[1])
+    exact = ba.banded_attention(q, k, v, w, None, masked, gk, gv, gb, output_probs=True, softmax_dtype=None,
+                                backend=blocked)
+    ref = ba.banded_attention_reference(q, k, v, w, None, masked, gk, gv, gb, output_probs=True, softmax_dtype=None)
+    np.testing.assert_allclose(exact[1], ref[1], rtol=1e-13, atol=1e-15)
+    assert not np.array_equal(exact[1].astype(np.float32).astype(np.float64), exact[1])  # float64 softmax
+
+
+def longformer_layer(rng, D, dtype):
+    return {f"{n}.{kind}": (rng.normal(size=(D, D)) / np.sqrt(D) if kind == "weight" else rng.normal(size=D) * 0.1
+                            ).astype(dtype)
+            for n in ("query", "key", "value", "query_global", "key_global", "value_global") for kind in ("weight", "bias")}
+
+
+def test_longformer_forwards_backend_and_islands(monkeypatch):
+    rng = np.random.default_rng(3)
+    B, T, H, D = 2, 8, 2, 6
+    p = longformer_layer(rng, D, np.float64)
+    x = rng.normal(size=(B, T, D))
+    pad = np.zeros((B, T), bool)
+    pad[1, 6:] = True
+    is_global = np.zeros((B, T), bool)
+    is_global[0, [1, 4]] = is_global[1, 0] = True
+    calls = []
+    real = ba.banded_attention_reference
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("softmax_dtype"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ba, "banded_attention_reference", spy)
+    out, probs, gprobs = longformer_self_attention(p, x, 4, H, pad, is_global, True, output_attentions=True,
+                                                   backend="reference", islands_cpu="avx2")
+    assert calls == [ba.torch_float32("avx2")]
+    as32 = lambda a: np.array_equal(a.astype(np.float32).astype(np.float64), a, equal_nan=True)  # noqa: E731
+    assert as32(probs) and as32(gprobs)  # both softmaxes: torch's float32 (upstream's island)
+    calls.clear()
+    out, probs, gprobs = longformer_self_attention(p, x, 4, H, pad, is_global, True, output_attentions=True,
+                                                   backend="reference")
+    assert calls == [None] and not as32(gprobs) and not as32(probs)
+    assert probs.shape == (B, H, T, 2 + 4 + 1) and gprobs.shape == (B, H, 2, T)
+    _, none, _ = longformer_self_attention(p, x, 4, H, pad, is_global, True, backend="reference")
+    assert none is None
+
+
+def test_check_head_mask_shapes():
+    one = np.array([1.0, 0.0, 0.5])
+    got = check_head_mask(one, 2, 3)
+    np.testing.assert_array_equal(got, [one, one])
+    full = np.arange(6.0).reshape(2, 3)
+    assert check_head_mask(full, 2, 3) is full
+    assert check_head_mask(None, 2, 3) is None
+    with pytest.raises(ValueError, match=r"^cross_attn_head_mask must have shape \(2, 3\) or \(3,\), got \(3, 2\)$"):
+        check_head_mask(full.T, 2, 3, "cross_attn_head_mask")
+    with pytest.raises(ValueError, match=r"^head_mask must have shape \(2, 3\) or \(3,\), got \(2, 4\)$"):
+        check_head_mask(np.ones(4), 2, 3)
+
+
+def test_relative_attention_dispatch_forwards_output_probs():
+    rng = np.random.default_rng(4)
+    q, k, v = (rng.normal(size=(1, 2, 4, 3)) for _ in range(3))
+    table = rng.normal(size=(3, 3))
+    for backend in BACKENDS:
+        with accel.set_backend(backend):
+            ctx, none = ra.relative_attention(q, k, v, None, None, table, output_probs=False)
+            assert none is None, backend
+            ctx2, probs = ra.relative_attention(q, k, v, None, None, table)
+            assert probs.shape == (1, 2, 4, 4), backend
+            np.testing.assert_allclose(ctx, ctx2, rtol=1e-12)
