@@ -216,3 +216,98 @@ def test_relative_attention_dispatch_forwards_output_probs():
             ctx2, probs = ra.relative_attention(q, k, v, None, None, table)
             assert probs.shape == (1, 2, 4, 4), backend
             np.testing.assert_allclose(ctx, ctx2, rtol=1e-12)
+
+
+# ---------------------------------------------------------------- layers: the stack runner and the decoder layer
+
+
+def test_run_stack_keeps_what_was_asked_and_none_for_kinds_never_returned():
+    from refimpl.inputs import OutputFlags
+    from refimpl.layers import LayerOutput, run_stack
+
+    def layer(i, x):  # self-attention only (a decoder-only model): no cross or global probabilities
+        return LayerOutput(x + 1, attention=np.full(1, i), present=(i,))
+
+    for cache in (False, True):
+        for attn in (False, True):
+            for hidden in (False, True):
+                out = run_stack(3, np.zeros(2), layer, OutputFlags(cache, attn, hidden), {}, "layers")
+                np.testing.assert_array_equal(out.last_hidden_state, [3, 3])
+                assert out.cross_attentions is None and out.global_attentions is None
+                assert (out.attentions is None) != attn
+                if attn:
+                    assert [a[0] for a in out.attentions] == [0, 1, 2]
+                assert out.past_key_values == (((0,), (1,), (2,)) if cache else None)
+                if hidden:
+                    assert [h[0] for h in out.hidden_states] == [0, 1, 2]
+                    assert len(out.with_final(np.zeros(2))) == 4
+                else:
+                    assert out.hidden_states is None and out.with_final(np.zeros(2)) is None
+
+
+def decoder_params(rng, D, dtype=np.float64):
+    p = {}
+    for m in ("self_attn", "encoder_attn"):
+        for n in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            p[f"{m}.{n}.weight"] = (rng.normal(size=(D, D)) / np.sqrt(D)).astype(dtype)
+            p[f"{m}.{n}.bias"] = (rng.normal(size=D) * 0.1).astype(dtype)
+    for n in ("self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"):
+        p[f"{n}.weight"], p[f"{n}.bias"] = np.ones(D, dtype), np.zeros(D, dtype)
+    p["fc1.weight"], p["fc1.bias"] = (rng.normal(size=(2 * D, D)) / np.sqrt(D)).astype(dtype), np.zeros(2 * D, dtype)
+    p["fc2.weight"], p["fc2.bias"] = (rng.normal(size=(D, 2 * D)) / np.sqrt(D)).astype(dtype), np.zeros(D, dtype)
+    return p
+
+
+def test_decoder_layer_forwards_clamp_to_min():
+    """Scores of -inf everywhere (q . k = -2e40 in float32): OPT/XGLM's clamp at finfo.min makes the rows
+    uniform, so the layer's output is finite (NaN without the clamp)."""
+    from refimpl.layers import Params, decoder_layer
+
+    rng = np.random.default_rng(5)
+    D, T = 2, 3
+    p = decoder_params(rng, D, np.float32)
+    for m in ("self_attn", "encoder_attn"):
+        p[f"{m}.q_proj.weight"][:] = 0
+        p[f"{m}.k_proj.weight"][:] = 0
+        p[f"{m}.q_proj.bias"][:] = 1e20
+        p[f"{m}.k_proj.bias"][:] = -1e20
+    x = rng.normal(size=(1, T, D)).astype(np.float32)
+    enc = rng.normal(size=(1, 4, D)).astype(np.float32)
+    zero_self, zero_enc = np.zeros((1, 1, T, T), np.float32), np.zeros((1, 1, 1, 4), np.float32)
+    for cross in (False, True):
+        kw = dict(encoder_states=enc, encoder_mask=zero_enc) if cross else {}
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = decoder_layer(Params(p), x, 1, ops.relu, zero_self, norm_first=True, clamp_to_min=True, **kw)
+            raw = decoder_layer(Params(p), x, 1, ops.relu, zero_self, norm_first=True, clamp_to_min=False, **kw)
+        assert np.isfinite(out.hidden).all(), cross
+        assert np.isnan(raw.hidden).all(), cross
+        np.testing.assert_allclose(out.attention[0, 0], np.full((T, T), 1 / T), rtol=1e-6)
+        if cross:
+            np.testing.assert_allclose(out.cross_attention[0, 0], np.full((T, 4), 0.25), rtol=1e-6)
+
+
+def test_decoder_layer_head_masks_and_cross_cache():
+    """head_mask = 0 silences a head exactly as zero values would; the cross-attention keys and values come
+    from the cache when it holds them (not from the encoder states passed again)."""
+    from refimpl.layers import Params, decoder_layer
+
+    rng = np.random.default_rng(6)
+    D, H, T = 4, 2, 3
+    p = decoder_params(rng, D)
+    x, enc, other = rng.normal(size=(1, T, D)), rng.normal(size=(1, 5, D)), rng.normal(size=(1, 5, D))
+    mask = np.zeros((1, 1, T, T))
+    for m, key in (("self_attn", "head_mask"), ("encoder_attn", "cross_head_mask")):
+        silent = dict(p)
+        silent[f"{m}.v_proj.weight"] = np.zeros((D, D))
+        silent[f"{m}.v_proj.bias"] = np.zeros(D)
+        for norm_first in (True, False):
+            got = decoder_layer(Params(p), x, H, ops.gelu, mask, norm_first=norm_first, encoder_states=enc,
+                                **{key: np.zeros(H)})
+            want = decoder_layer(Params(silent), x, H, ops.gelu, mask, norm_first=norm_first, encoder_states=enc)
+            np.testing.assert_allclose(got.hidden, want.hidden, rtol=1e-13, atol=1e-14, err_msg=key)
+    first = decoder_layer(Params(p), x, H, ops.gelu, mask, norm_first=True, encoder_states=other)
+    assert len(first.present) == 4 and first.cross_attention.shape == (1, H, T, 5)
+    past = (np.zeros((1, H, 0, D // H)),) * 2 + first.present[2:]  # an empty self cache, other's cross k/v
+    again = decoder_layer(Params(p), x, H, ops.gelu, mask, norm_first=True, encoder_states=enc, past=past)
+    np.testing.assert_allclose(again.hidden, first.hidden, rtol=1e-13)
+    np.testing.assert_allclose(again.cross_attention, first.cross_attention, rtol=1e-13)
