@@ -311,3 +311,55 @@ def test_decoder_layer_head_masks_and_cross_cache():
     again = decoder_layer(Params(p), x, H, ops.gelu, mask, norm_first=True, encoder_states=enc, past=past)
     np.testing.assert_allclose(again.hidden, first.hidden, rtol=1e-13)
     np.testing.assert_allclose(again.cross_attention, first.cross_attention, rtol=1e-13)
+
+
+# ---------------------------------------------------------------- accel: Numba found; kernels' documented arithmetic
+
+
+def test_numba_is_usable_when_numba_and_scipy_import():
+    try:
+        import numba  # noqa: F401
+        import scipy.linalg.cython_blas  # noqa: F401
+    except ImportError:
+        assert not accel.HAVE_NUMBA and accel.NUMBA_MISSING
+        return
+    assert accel.HAVE_NUMBA and accel.NUMBA_MISSING is None
+    assert accel.backend_info()["numba_usable"] is True
+
+
+def test_on_threads_with_two_parts():
+    seen = []
+    accel.on_threads(lambda first, step: seen.append((first, step)), (), 2)
+    assert sorted(seen) == [(0, 2), (1, 2)]
+
+
+@pytest.mark.skipif(not accel.HAVE_NUMBA, reason="Numba is not installed")
+@pytest.mark.parametrize("n", [1, 3, 4, 7, 64, 1001])
+def test_kernel_sums_and_exp_follow_their_documented_order_bit_for_bit(n):
+    """sum_4_lanes: 4 strided float32 partial sums, (s0 + s1) + (s2 + s3), then the tail left to right;
+    exp_f32_inplace: Cephes expf's steps in float32 (no fused multiply-add, no reassociation:
+    fastmath=False). Both written here with NumPy float32 scalars."""
+    f = np.float32
+    rng = np.random.default_rng(n)
+    buf = (rng.normal(size=n) * 100).astype(f)
+    lanes = [f(0)] * 4
+    n4 = n - n % 4
+    for t in range(0, n4, 4):
+        lanes = [lanes[j] + buf[t + j] for j in range(4)]
+    total = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+    for t in range(n4, n):
+        total = total + buf[t]
+    got = ops.sum_4_lanes(buf, n, f(0))
+    assert f(got) == total, (got, total)
+    x = (-np.abs(rng.normal(size=n)) * 30).astype(f)
+    with np.errstate(over="ignore", under="ignore"):
+        fx = np.floor(x * f(1.44269504088896341) + f(0.5))
+        r = x - fx * f(0.693359375) - fx * f(-2.12194440e-4)
+        y = ((((f(1.9875691500e-4) * r + f(1.3981999507e-3)) * r + f(8.3334519073e-3)) * r
+              + f(4.1665795894e-2)) * r + f(1.6666665459e-1)) * r + f(5.0000001201e-1)
+        y = y * (r * r) + r + f(1.0)
+        two_n = (np.maximum(fx.astype(np.int32) + 127, 1) << 23).astype(np.int32).view(f)
+        want = np.where(x < f(-87.33654), f(0), y * two_n)
+    got = x.copy()
+    ops.exp_f32_inplace(got, n)
+    np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
