@@ -363,3 +363,23 @@ def test_kernel_sums_and_exp_follow_their_documented_order_bit_for_bit(n):
     got = x.copy()
     ops.exp_f32_inplace(got, n)
     np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+
+
+@pytest.mark.parametrize("backend", ["numpy"] + (["numba"] if accel.HAVE_NUMBA else []))
+def test_add_of_large_float32_in_every_layout(backend):
+    """ops.add on work large enough for the Numba rows: a broadcast [B, 1, D] operand, a transposed
+    (non-contiguous) one, a non-contiguous out, mixed dtypes: a + b by NumPy's broadcasting every time."""
+    rng = np.random.default_rng(8)
+    B, T, D = 4, accel.SMALL_WORK // 256, 64
+    a = rng.normal(size=(B, T, D)).astype(np.float32)
+    cases = {"per batch row": (a, rng.normal(size=(B, 1, D)).astype(np.float32)),
+             "transposed": (a, np.swapaxes(rng.normal(size=(B, D, T)).astype(np.float32), 1, 2)),
+             "a transposed": (np.swapaxes(a, 1, 2).copy().swapaxes(1, 2), rng.normal(size=D).astype(np.float32)),
+             "mixed dtypes": (a, rng.normal(size=D)),
+             "rows": (a, rng.normal(size=(B, T, D)).astype(np.float32))}
+    with accel.set_backend(backend):
+        for name, (x, y) in cases.items():
+            np.testing.assert_array_equal(ops.add(x, y), x + y, err_msg=name)
+        out = np.empty((B, D, T), np.float32).swapaxes(1, 2)
+        assert ops.add(a, a, out=out) is out
+        np.testing.assert_array_equal(out, a + a)
