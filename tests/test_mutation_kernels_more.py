@@ -383,3 +383,41 @@ def test_add_of_large_float32_in_every_layout(backend):
         out = np.empty((B, D, T), np.float32).swapaxes(1, 2)
         assert ops.add(a, a, out=out) is out
         np.testing.assert_array_equal(out, a + a)
+
+
+def test_global_attention_reassociates_exactly_when_it_is_cheaper(monkeypatch):
+    """Documented: the reassociated form (no key/value projection of every token) runs by default when
+    X * H < D, the direct form otherwise, and `reassociate=` forces either; both give the same numbers."""
+    import refimpl.longformer as lf
+
+    rng = np.random.default_rng(9)
+    B, T, H, D = 2, 8, 2, 6
+    p = longformer_layer(rng, D, np.float64)
+    x = rng.normal(size=(B, T, D))
+    masked = np.zeros((B, T), bool)
+    masked[1, -2:] = True
+    projected = []
+    real = lf.linear
+
+    def spy(inputs, weight, bias=None):
+        projected.extend(name for name in ("key_global", "value_global") if weight is p[name + ".weight"])
+        return real(inputs, weight, bias)
+
+    monkeypatch.setattr(lf, "linear", spy)
+    results = {}
+    for n_global, option in ((1, None), (2, None), (3, None), (1, False), (3, True)):  # X * H: 2, 4, 6 vs D = 6
+        is_global = np.zeros((B, T), bool)
+        is_global[0, :n_global] = is_global[1, 1] = True
+        projected.clear()
+        out, probs = lf.global_attention(p, x, is_global, masked, H, reassociate=option)
+        direct = bool(projected)
+        assert direct == (option is False or (option is None and n_global * H >= D)), (n_global, option, projected)
+        results.setdefault(n_global, []).append(out)
+    for n_global, outs in results.items():
+        for other in outs[1:]:
+            np.testing.assert_allclose(other, outs[0], rtol=1e-12, atol=1e-14)
+    is_global = np.zeros((B, T), bool)
+    is_global[0, 0] = is_global[1, 1] = True
+    a, _ = lf.global_attention(p, x, is_global, masked, H, reassociate=True)
+    b, _ = lf.global_attention(p, x, is_global, masked, H, reassociate=False)
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
