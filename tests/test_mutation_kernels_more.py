@@ -130,12 +130,13 @@ def test_a_dominating_global_key(backend, dtype):
 @pytest.mark.parametrize("blocked", ["numpy"] + (["numba"] if accel.HAVE_NUMBA else []))
 def test_blocked_backends_hand_torch_softmax_to_upstreams_layout(blocked):
     rng = np.random.default_rng(2)
-    B, H, T, d, w = 2, 2, 7, 3, 2
+    B, H, T, d, w = 2, 2, 30, 3, 9  # rows of X + 2w + 1 = 21 scores: AVX2's 8 lanes and AVX-512's 16 sum apart
     q, k, v = (rng.normal(size=(B, H, T, d)) for _ in range(3))
     gk, gv = rng.normal(size=(B, H, 2, d)), rng.normal(size=(B, H, 2, d))
     gb = np.array([[0.0, 0.0], [0.0, np.finfo(np.float64).min]])
     masked = np.zeros((B, T), bool)
     masked[1, -1] = True
+    bits = {}
     for cpu in ("avx2", "avx512"):
         sm = ba.torch_float32(cpu)
         want = ba.banded_attention_torch_layout(q, k, v, w, None, masked, gk, gv, gb, output_probs=True, softmax_dtype=sm)
@@ -148,6 +149,8 @@ def test_blocked_backends_hand_torch_softmax_to_upstreams_layout(blocked):
         np.testing.assert_array_equal(got[1], want[1])
         # the float32 softmax's values: every probability is a float32 number
         assert np.array_equal(got[1].astype(np.float32).astype(np.float64), got[1])
+        bits[cpu] = got[1]
+    assert not np.array_equal(bits["avx2"], bits["avx512"])  # the kernel's name reaches the softmax
     exact = ba.banded_attention(q, k, v, w, None, masked, gk, gv, gb, output_probs=True, softmax_dtype=None,
                                 backend=blocked)
     ref = ba.banded_attention_reference(q, k, v, w, None, masked, gk, gv, gb, output_probs=True, softmax_dtype=None)
