@@ -591,7 +591,7 @@ def relative_formula(q, k, v, mask, head_mask, table):  # float64, pair by pair,
     return ctx.transpose(0, 2, 1, 3).reshape(B, T, H * d), p
 
 
-@pytest.mark.parametrize("T, K, mask_kind", [(1, 1, "rows"), (4, 1, "rows"), (7, 2, "keys"), (9, 3, "rows"),
+@pytest.mark.parametrize("T, K, mask_kind", [(1, 1, "rows"), (4, 1, "rows"), (4, 2, "keys"), (7, 2, "keys"), (9, 3, "rows"),
                                              (5, 6, "none"), (6, 2, "none")])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_relative_attention_twins_against_the_formula(T, K, mask_kind, dtype):
