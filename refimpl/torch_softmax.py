@@ -15,8 +15,7 @@ AVX2 is checked against torch.softmax on float32 rows of 1 to 1025 entries with 
 entries: identical bits (tests/test_led_live.py). AVX-512 follows ATen's own code for it (the same kernel,
 `Vectorized<float>::exp()` = Sleef_expf16_u10, and `VecReduceAllSIMD<float>`'s butterfly: swap the 256-bit
 halves, the 128-bit lanes, then 64-bit and 32-bit pairs, as in torch/include/ATen/cpu/vec/functional_base.h);
-on an AVX-512 CPU it gives torch's bits too (tests/test_mutation_kernels_live.py checks whichever kernel
-torch runs, and AVX2 forced with ATEN_CPU_CAPABILITY=avx2).
+identical bits on an AVX-512 CPU too (tests/test_mutation_kernels_live.py: the kernel torch runs, and AVX2).
 """
 from __future__ import annotations
 
