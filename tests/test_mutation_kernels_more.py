@@ -424,3 +424,14 @@ def test_global_attention_reassociates_exactly_when_it_is_cheaper(monkeypatch):
     a, _ = lf.global_attention(p, x, is_global, masked, H, reassociate=True)
     b, _ = lf.global_attention(p, x, is_global, masked, H, reassociate=False)
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_set_backend_block_lets_exceptions_through_and_restores():
+    with pytest.raises(KeyError, match="inside"):
+        with accel.set_backend("numpy"):
+            raise KeyError("inside")
+    assert accel.backend_info()["forced"] is None
+    with accel.set_backend("reference"):
+        with accel.set_backend(None):
+            assert accel.backend_info()["forced"] is None
+        assert accel.backend_info()["forced"] == "reference"
