@@ -423,7 +423,7 @@ def test_lm_head_twins_on_many_rows_and_a_vocabulary_spread_over_threads(twin):
     head = rng.normal(size=(V, E)).astype(np.float32)
     bias = rng.normal(size=V).astype(np.float32)
     targets = rng.integers(0, V, size=N)
-    targets[:2] = [0, V - 1]
+    targets[:4] = [0, V - 1, 1024, 2048]  # the first and last column, the first column of a later chunk
     logits = hidden.astype(np.float64) @ head.astype(np.float64).T + bias
     top = logits.max(1, keepdims=True)
     expected = logits[np.arange(N), targets] - (top[:, 0] + np.log(np.exp(logits - top).sum(1)))
