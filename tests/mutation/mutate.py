@@ -346,7 +346,7 @@ class TestMap:
 
     def tests_for(self, m: Mutant) -> List[str]:
         executed = self.lines.get(m.file, {})
-        tests = set(executed.get(m.line, set()))
+        tests = set(executed.get(m.line, set())) or self._statement_tests(m.file, m.line)
         if self._at_import(m.file, m.line):  # run once, by whichever test imported the module first
             tests |= self._fallback(m)
         elif not tests and (m.line in executed or not self._in_executed_function(m.file, m.line)):
@@ -359,6 +359,18 @@ class TestMap:
                 t = t.split("[", 1)[0]
             known[t] = min(known.get(t, 1e9), self.durations.get(t, 1.0))
         return sorted(known, key=lambda t: (known[t], t))
+
+    def _statement_tests(self, rel, line) -> Set[str]:
+        """A line inside a statement that spans several lines (a call's later arguments): coverage records
+        the statement at its first line, so the tests of the innermost such statement's first line."""
+        executed = self.lines.get(rel, {})
+        spans = [n for n in ast.walk(self._tree(rel)) if isinstance(n, ast.stmt) and n.lineno < line <= n.end_lineno
+                 and not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.If, ast.For,
+                                        ast.While, ast.With, ast.Try))]
+        if not spans:
+            return set()
+        innermost = min(spans, key=lambda n: n.end_lineno - n.lineno)
+        return set(executed.get(innermost.lineno, set()))
 
     def _at_import(self, rel, line) -> bool:
         """Whether `line` runs when its module is imported: outside every function body (module and class
