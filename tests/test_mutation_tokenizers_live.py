@@ -18,6 +18,7 @@ transformers = pytest.importorskip("transformers")
 
 import refimpl.tokenizers as rt  # noqa: E402
 from refimpl.tokenizers import wordpiece  # noqa: E402
+from test_tokenizers_api_live import _plain as plain  # noqa: E402  (arrays and tuples as nested lists)
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_VOCAB = ROOT / "tests" / "data" / "vocab"
@@ -63,12 +64,6 @@ TEXTS = ["Hello world, this is a test.", "short", "", "A much longer sentence: i
 PAIRS = ["and a second one", "b", "第二个句子", "Une phrase en français, assez longue pour être coupée."]
 
 
-def plain(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
 
 
 def outcome(fn, *args, **kwargs):
