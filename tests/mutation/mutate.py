@@ -10,9 +10,10 @@
 line of refimpl/ the node ids of the tests that execute it (subprocesses started by tests included), and
 each test's duration. `run` copies the package to a scratch directory (never the working tree), applies
 one mutant at a time there and runs only the tests that execute the mutated line, fastest first, with
-`-x` and a per-mutant timeout (a timeout counts as surviving; a test process that dies -- a signal, or an exit
-status outside pytest's 0-5 -- counts as killed). Lines run only at import (defaults in signatures, dataclass fields,
-module constants) and the bodies of Numba kernels (not seen by coverage) take the tests of the lines
+`-x` and a per-mutant timeout. A timeout counts as surviving, unless the same tests took under a tenth
+of the limit (less a minute) in the map's run: then the mutant hangs them, a "hang", counted as killed.
+A test process that dies (a signal, or an exit status outside pytest's 0-5) counts as killed. Lines run
+only at import (defaults in signatures, dataclass fields, module constants) and the bodies of Numba kernels (not seen by coverage) take the tests of the lines
 that use the name they define. A mutant no test executes counts as surviving.
 
 A mutant's identity is `file:line:col:operator:replacement` (stable while the line is unchanged);
@@ -49,6 +50,9 @@ HERE = Path(__file__).resolve().parent
 PACKAGE = "refimpl"
 MAP = Path(os.environ.get("MUTATION_MAP", HERE / "map.json"))
 EQUIVALENT = HERE / "equivalent.txt"
+# a timed-out mutant counts as a hang (killed) when its tests, unmutated, took under 1/HANG_FACTOR of the
+# time limit (less a minute of start-up) in the map's coverage run, itself slower than a plain run
+HANG_FACTOR = 10
 
 COMPARE = {ast.Lt: ("<", ["<=", ">="]), ast.LtE: ("<=", ["<", ">"]), ast.Gt: (">", [">=", "<="]),
            ast.GtE: (">=", [">", "<"]), ast.Eq: ("==", ["!="]), ast.NotEq: ("!=", ["=="]),
@@ -587,6 +591,9 @@ def cmd_run(args) -> None:
             work = free.pop()
         try:
             status, took, tail = run_mutant(m, tests, work, args.timeout) if tests else ("uncovered", 0.0, "")
+            expected = sum(tmap.durations.get(t, 1.0) for t in tests) if tmap else None
+            if status == "timeout" and expected is not None and args.timeout > HANG_FACTOR * expected + 60:
+                status = "hang"  # tests that took `expected` s unmutated never finished: the mutant loops
         finally:
             with lock:
                 free.append(work)
@@ -594,7 +601,7 @@ def cmd_run(args) -> None:
             done[0] += 1
             print(f"[{done[0]}/{len(mutants)}] {status:10s} {took:6.1f}s {len(tests):4d} tests  {m.ident}", flush=True)
         return {"mutant": m.ident, "status": status, "tests": len(tests), "seconds": round(took, 1),
-                "last_line": tail}
+                "expected_seconds": None if expected is None else round(expected, 1), "last_line": tail}
 
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(one, mutants))
@@ -610,7 +617,9 @@ def report(results, sample, seed, out: Path) -> None:
     counts = {}
     for r in results:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    killed = counts.get("killed", 0)  # a timeout is not counted as a kill (it may be a slow survivor)
+    # a hang (see HANG_FACTOR) is noticed: the suite would never finish; a plain timeout is not counted as a
+    # kill (it may be a slow survivor)
+    killed = counts.get("killed", 0) + counts.get("hang", 0)
     scored = sum(v for k, v in counts.items() if k not in ("equivalent", "invalid"))
     score = killed / scored if scored else float("nan")
     summary = {"sample": sample, "seed": seed, "possible": len(all_mutants()), "counts": counts,
@@ -618,7 +627,7 @@ def report(results, sample, seed, out: Path) -> None:
     out.write_text(json.dumps(summary, indent=1))
     print(f"\n{counts}\nscore: killed {killed} / {scored} (equivalents and invalid left out) = {score:.1%}")
     for r in results:
-        if r["status"] in ("survived", "uncovered", "timeout", "equivalent"):
+        if r["status"] in ("survived", "uncovered", "timeout", "hang", "equivalent"):
             print(f"  {r['status']}: {r['mutant']}" + (f"  ({r['reason']})" if "reason" in r else ""))
 
 
