@@ -327,7 +327,7 @@ def led_decoder(p, cfg, input_ids=None, attention_mask=None, encoder_hidden_stat
                                       (2, 4) if encoder_hidden_states is None else (4,))
     if attention_mask is not None:
         attention_mask = inputs.mask(attention_mask, (batch, past_length + length),
-                                   "decoder_attention_mask (it must span past + current tokens)")
+                                     "decoder_attention_mask (it must span past + current tokens)")
     self_mask = decoder_self_mask(attention_mask, length, past_length, dtype)  # [B or 1, 1, T, S] or None
     cross_mask = None
     if encoder_hidden_states is not None and encoder_attention_mask is not None:
