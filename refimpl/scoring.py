@@ -37,11 +37,15 @@ def token_logprobs(model, input_ids, attention_mask=None):  # ids [B, T] -> [B, 
     hidden = base(spec.base_params(model.params, model.architecture), model.config, input_ids=input_ids,
                   attention_mask=attention_mask, use_cache=False, return_dict=True).last_hidden_state  # [B, T, E]
     head = model.params[spec.causal_lm[model.architecture]]  # [V, E]
-    batch, length, width = hidden.shape
-    out = target_logprobs(hidden[:, :-1].reshape(-1, width), head, input_ids[:, 1:].reshape(-1))  # [B*(T-1)]
-    out = out.reshape(batch, length - 1)
-    scored = (attention_mask[:, 1:] == 1) & (attention_mask[:, :-1] == 1)
-    return np.where(scored, out, out.dtype.type(0))
+    scored = (attention_mask[:, 1:] == 1) & (attention_mask[:, :-1] == 1)  # [B, T-1]
+    return scattered(target_logprobs(hidden[:, :-1][scored], head, input_ids[:, 1:][scored]), scored)
+
+
+def scattered(values, where):  # values [n], where [B, T] bool with n True -> [B, T], 0.0 elsewhere
+    """Only the scored positions go through the head (a third of a small model's work), not the padding."""
+    out = np.zeros(where.shape, values.dtype)
+    out[where] = values
+    return out
 
 
 # LEDForConditionalGeneration's output layer: logits = lm_head(h) + final_logits_bias (modeling_led.py)
@@ -73,10 +77,8 @@ def seq2seq_token_logprobs(model, input_ids, labels, attention_mask=None, global
                   attention_mask=attention_mask, global_attention_mask=global_attention_mask,
                   decoder_input_ids=shift_tokens_right(labels, cfg.pad_token_id, cfg.decoder_start_token_id),
                   use_cache=False, return_dict=True).last_hidden_state  # [B, T, E]
-    batch, length, width = hidden.shape
-    out = target_logprobs(hidden.reshape(-1, width), model.params[SEQ2SEQ_HEAD], targets.reshape(-1),
-                          model.params[SEQ2SEQ_BIAS][0]).reshape(batch, length)  # [B, T]
-    return np.where(real, out, out.dtype.type(0))
+    return scattered(target_logprobs(hidden[real], model.params[SEQ2SEQ_HEAD], targets[real],
+                                     model.params[SEQ2SEQ_BIAS][0]), real)
 
 
 def sliding_token_logprobs(model, ids, window=None, stride=None):  # ids [T] -> [T-1]

@@ -177,21 +177,22 @@ def test_the_default_uses_every_usable_core_unless_the_input_is_one_window(tmp_p
 
 
 @pytest.mark.parametrize("lengths, parameters, expected", [
-    ([3] * 300, 10 ** 8, [150, 150]),          # less than two windows, enough work: parts of equal bytes
-    ([3] * 301, 10 ** 8, [151, 150]),
-    ([1] * 200 + [9] * 20, 10 ** 8, [190, 30]),  # 190 and 190 bytes: the short lines first
-    ([3] * 300, 10 ** 3, [300]),               # too little work to start workers: one process
+    ([3] * 300, 10 ** 8, [[150, 150]]),          # one window, enough work: parts of equal bytes
+    ([3] * 301, 10 ** 8, [[151, 150]]),
+    ([1] * 200 + [9] * 20, 10 ** 8, [[190, 30]]),  # 190 and 190 bytes: the short lines first
+    ([3] * 300, 10 ** 3, [[300]]),               # too little work to start workers: one process, one part
     ([], 10 ** 8, []),
-    ([3] * 1500, 10, [512, 512, 476]),          # two windows or more: as they come, whatever the work
+    ([3] * 1500, 10, [[256, 256], [256, 256], [238, 238]]),  # two windows or more: each cut, whatever the work
 ])
-def test_share_out_splits_a_short_input_among_the_workers(lengths, parameters, expected):
-    from refimpl.batch.run import WINDOW_LINES, share_out, windows
+def test_each_window_is_cut_into_equal_parts_for_the_workers(lengths, parameters, expected):
+    from refimpl.batch.run import WINDOW_LINES, equal_parts, share_out, windows
 
     items = [(i, b"x" * n) for i, n in enumerate(lengths)]
     workers, chunks = share_out(windows(iter(items), WINDOW_LINES, set()), 2, parameters)
-    chunks = list(chunks)
-    assert [len(c) for c in chunks] == expected
-    assert workers == (2 if len(expected) > 1 else 1)
-    assert sorted(item for c in chunks for item in c) == items, "a line lost or repeated"
-    if len(expected) == 2 and len(chunks[0]) < WINDOW_LINES:  # shared out: the shorter lines first
-        assert max(len(raw) for _, raw in chunks[0]) <= min(len(raw) for _, raw in chunks[1])
+    assert workers == (2 if any(len(parts) > 1 for parts in expected) else 1)
+    cut = [equal_parts(chunk, workers) for chunk in chunks]
+    assert [[len(part) for part in parts] for parts in cut] == expected
+    assert sorted(item for parts in cut for part in parts for item in part) == items, "a line lost or repeated"
+    for parts in cut:  # the shorter lines first
+        if len(parts) == 2:
+            assert max(len(raw) for _, raw in parts[0]) <= min(len(raw) for _, raw in parts[1])

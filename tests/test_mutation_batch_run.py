@@ -15,7 +15,7 @@ from refimpl import cli
 from refimpl.batch import jobs, lines as lines_module, output, run as run_module
 from refimpl.batch.jobs import Batch, ScoreJob, budget_batches, check_ids, padding, parse_line, parse_pair
 from refimpl.batch.lines import InputError, LineError, count_lines, decode_line, open_input, read_lines
-from refimpl.batch.run import Summary, run_and_report, run_score, share_out, windows
+from refimpl.batch.run import Summary, equal_parts, run_and_report, run_score, share_out, windows
 
 TINY = GOLDEN / "opt" / "preln-OPTForCausalLM"  # vocabulary of 37, 24 positions
 
@@ -531,22 +531,28 @@ def test_share_out_rules():
     workers, parts = share_out(iter(one_window), 2, parameters=10)  # 4 x 10 < 2 x WORKER_WORK: one process
     assert workers == 1 and [[i for i, _ in p] for p in parts] == [[0, 1, 2, 3]]
     big = int(run_module.WORKER_WORK)
-    workers, parts = share_out(iter(one_window), 2, parameters=big)
-    parts = [[i for i, _ in p] for p in parts]
-    assert workers == 2 and parts == [[0, 1, 2], [3]]  # bytes 1+2+3 | 4: the second part starts past half of 10
-    exact = [[(0, b"x"), (1, b"x" * 4), (2, b"x" * 5)]]  # 5 bytes done when the last begins: half of 10
+    exact = [[(i, b"x") for i in range(2)]]  # 2 lines x WORKER_WORK / 1 = 2 processes' worth: not less
     workers, parts = share_out(iter(exact), 2, parameters=big)
-    assert workers == 2 and [[i for i, _ in p] for p in parts] == [[0, 1], [2]]
-    three = [[(i, b"x" * 2) for i in range(7)]]  # 14 bytes in 3 parts: new parts from 14/3 and 28/3 bytes on
-    workers, parts = share_out(iter(three), 3, parameters=big)
-    assert workers == 3 and [[i for i, _ in p] for p in parts] == [[0, 1, 2], [3, 4], [5, 6]]
-    workers, parts = share_out(iter(three), 9, parameters=2 * big)  # no part without a line
-    assert workers == 9 and [len(p) for p in parts] == [1] * 7
+    assert workers == 2 and list(parts) == exact
+    workers, parts = share_out(iter(exact), 2, parameters=big - 1)  # just under: one process
+    assert workers == 1 and list(parts) == exact
     two = [[(0, b"a")], [(1, b"b")], [(2, b"c")]]
-    workers, chunks = share_out(iter(two), 3, parameters=1)
+    workers, chunks = share_out(iter(two), 3, parameters=1)  # two windows or more: whatever the work
     assert workers == 3 and list(chunks) == two
     workers, parts = share_out(iter([]), 2, parameters=big)
     assert workers == 1 and list(parts) == []
+
+
+def test_equal_parts_rules():
+    window = [(i, b"x" * (i + 1)) for i in reversed(range(4))]  # given longest first: sorted by bytes
+    assert [[i for i, _ in p] for p in equal_parts(window, 2)] == [[0, 1, 2], [3]]  # 1+2+3 | 4: past half of 10
+    exact = [(0, b"x"), (1, b"x" * 4), (2, b"x" * 5)]  # 5 bytes done when the last begins: half of 10
+    assert [[i for i, _ in p] for p in equal_parts(exact, 2)] == [[0, 1], [2]]
+    three = [(i, b"x" * 2) for i in range(7)]  # 14 bytes in 3 parts: new parts from 14/3 and 28/3 bytes on
+    assert [[i for i, _ in p] for p in equal_parts(three, 3)] == [[0, 1, 2], [3, 4], [5, 6]]
+    assert [len(p) for p in equal_parts(three, 9)] == [1] * 7  # no part without a line
+    assert [[i for i, _ in p] for p in equal_parts(three, 1)] == [list(range(7))]
+    assert equal_parts([], 2) == [[]]
 
 
 def test_progress_bar_rules(tmp_path, monkeypatch, capfd):

@@ -3,8 +3,9 @@
     read lines lazily (bytes) -> windows of `window` lines -> score (token-budget batches) -> OrderedWriter
 
 Processes and threads: refimpl.runtime.plan_workers (by default a process of one BLAS thread per usable
-core). An input of less than two windows is shared out among the workers in equal parts, or, when that
-is too little work to pay for starting them (`share_out`), scored in this process.
+core). Each window is cut into one part per process, of about equal work (`equal_parts`), so that the
+processes finish it together; an input of one window with too little work to pay for starting them
+(`share_out`) is scored in this process.
 Memory is bounded by one window per process (plus the chunks in flight to workers), whatever the
 input's length; the final stderr line reports the peak RSS. SIGINT / SIGTERM stop the run within one
 forward pass, even inside a long line's sliding windows: every record written so far is complete and
@@ -168,8 +169,8 @@ def run_score(job: ScoreJob, input_path: str, output_path: str, resume: bool = F
             if chosen and workers > 1:
                 workers, chunks = share_out(chunks, workers, model_size(scorer))
             summary.workers, summary.threads = workers, threads
-            results = (score_locally(scorer, chunks) if workers == 1 else
-                       score_in_processes(job, chunks, workers, threads, window))
+            results = (score_locally(scorer, chunks) if workers == 1 else score_in_processes(
+                job, (part for chunk in chunks for part in equal_parts(chunk, workers)), workers, threads, window))
             while True:
                 with flag.computing():
                     batch = next(results, None)
@@ -197,24 +198,27 @@ WORKER_WORK = 1e9  # lines x parameters: about 2 s of one core (lines of ~50 tok
 
 
 def share_out(chunks, workers: int, parameters: int):
-    """The windows of a run whose number of processes was chosen for it -> (workers, windows).
-
-    Two windows or more: as they come. Less: `workers` parts of about equal bytes (about equal work), the
-    shortest lines in the first, the longest in the last, so that each part batches as tightly as the
-    whole would; or, when each part would hold less than WORKER_WORK / parameters lines, one process."""
+    """The windows of a run whose number of processes was chosen for it -> (workers, windows): one process
+    when the input is a single window holding too little work to pay for starting the others (fewer than
+    WORKER_WORK / parameters lines a process); otherwise the windows as they come."""
     ahead = list(itertools.islice(chunks, 2))
-    if len(ahead) > 1:
-        return workers, itertools.chain(ahead, chunks)
-    lines = sorted(ahead[0] if ahead else [], key=lambda item: len(item[1]))  # by bytes: about by tokens
-    if len(lines) * parameters < workers * WORKER_WORK:
+    if len(ahead) < 2 and sum(map(len, ahead)) * parameters < workers * WORKER_WORK:
         return 1, iter(ahead)
-    total, done, parts = sum(len(raw) for _, raw in lines) or 1, 0, [[]]
+    return workers, itertools.chain(ahead, chunks)
+
+
+def equal_parts(lines, parts: int) -> list:
+    """Lines [(index, bytes)] -> at most `parts` non-empty lists of about equal bytes (about equal work), the
+    shortest lines in the first, the longest in the last, so that each part batches as tightly as the
+    whole would. Each window is cut so among the processes: they finish it together."""
+    lines = sorted(lines, key=lambda item: len(item[1]))  # by bytes: about by tokens
+    total, done, shares = sum(len(raw) for _, raw in lines) or 1, 0, [[]]
     for item in lines:
-        if done >= total * len(parts) / workers and len(parts) < workers:
-            parts.append([])
-        parts[-1].append(item)
+        if done >= total * len(shares) / parts and len(shares) < parts:
+            shares.append([])
+        shares[-1].append(item)
         done += len(item[1])
-    return workers, iter(parts)
+    return shares
 
 
 def model_size(scorer) -> int:  # parameters of the loaded model
