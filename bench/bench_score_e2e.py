@@ -21,9 +21,10 @@ length, made here.
 Each run is a process of its own (or a process tree: `refimpl score --workers`). tokens/s is the corpus's
 tokens (every id of every line, the first included) over the scoring time: for refimpl its own final
 stderr line (model loading excluded), for the peers the loop around `score_iterable` / `session.run`.
-Peak memory, sampled every 50 ms over the run's processes: the largest sum of their resident sets (RSS:
+Peak memory over the run's processes: the largest sum of their resident sets (RSS, sampled every 50 ms:
 pages shared by processes, the memory-mapped weights of refimpl's workers, count once in each) and of
-their proportional sets (PSS: a shared page split among its sharers; the memory really held).
+their proportional sets (PSS, every 2 s, as reading it costs CPU: a shared page split among its sharers;
+the memory really held).
 """
 from __future__ import annotations
 
@@ -228,17 +229,29 @@ def run_child(kind: str, args: list) -> dict:
     return {**report, **json.loads(lines[-1][len("RESULT "):])}
 
 
+RSS_EVERY, PSS_EVERY = 0.05, 2.0  # seconds between samples of the resident sets, of the proportional sets
+
+
 def watched(argv: list, env: dict):
     """Run argv, sampling its process tree's resident memory -> ({wall_seconds, peak_rss_mib, exit_status,
-    load_average_before}, stderr). The load average says how busy the machine was (these are shared)."""
+    load_average_before}, stderr). The load average says how busy the machine was (these are shared).
+
+    The resident sets (/proc/PID/statm, a few microseconds) are read every RSS_EVERY seconds; the
+    proportional sets (/proc/PID/smaps_rollup, which walks every page table: ~35 ms of CPU for refimpl's
+    three processes at opt-125m's size) only every PSS_EVERY seconds. Read every 50 ms they took 40% of a
+    core, away from the engine timed on a 2-core machine (refimpl's run went from 98 s to 118 s)."""
     load, start = os.getloadavg()[0], time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = [0, 0]
 
     def sample():
+        last_pss = -PSS_EVERY
         while proc.poll() is None:
-            peak[:] = map(max, peak, tree_memory_kib(proc.pid))
-            time.sleep(0.05)
+            pids = process_tree(proc.pid)
+            peak[0] = max(peak[0], sum(map(resident_kib, pids)))
+            if time.perf_counter() - last_pss >= PSS_EVERY:
+                peak[1], last_pss = max(peak[1], sum(map(proportional_kib, pids))), time.perf_counter()
+            time.sleep(RSS_EVERY)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -249,22 +262,34 @@ def watched(argv: list, env: dict):
             "exit_status": proc.returncode, "load_average_before": round(load, 1)}, stderr
 
 
-def tree_memory_kib(pid: int) -> tuple:
-    """(resident set, proportional set) summed over a process and all its descendants, KiB. The proportional
-    set counts a page shared by n processes as 1/n in each: its sum is the memory the tree really holds."""
-    rss = pss = 0
-    todo = [pid]
+def process_tree(pid: int) -> list:  # a process and all its descendants (those still running)
+    tree, todo = [], [pid]
     while todo:
         p = todo.pop()
+        tree.append(p)
         try:
-            rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
-            rss += int(re.search(r"^Rss:\s+(\d+)", rollup, re.M)[1])
-            pss += int(re.search(r"^Pss:\s+(\d+)", rollup, re.M)[1])
             for task in Path(f"/proc/{p}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, TypeError):
+        except OSError:
             continue
-    return rss, pss
+    return tree
+
+
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def resident_kib(pid: int) -> int:  # the resident set: pages shared by processes count in each
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KIB
+    except (OSError, IndexError):
+        return 0
+
+
+def proportional_kib(pid: int) -> int:  # the proportional set: a page shared by n processes counts 1/n
+    try:
+        return int(re.search(r"^Pss:\s+(\d+)", Path(f"/proc/{pid}/smaps_rollup").read_text(), re.M)[1])
+    except (OSError, TypeError):
+        return 0
 
 
 # ---- the plan -----------------------------------------------------------------------------------------------
