@@ -14,11 +14,38 @@ Two twins compute the attention itself, dispatched by refimpl.accel (`attention_
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from . import accel
 from .ops import exp_shifted_sum, linear, mask_min, softmax
 from .trace import internals_active, record, record_internal
+
+
+class PackedRows(NamedTuple):
+    """The real positions of a right- or left-padded batch, as rows of one matrix (refimpl's own, for
+    scoring: `skip_padding`). Every layer but the attention works on each position alone, so those layers
+    run on [N, D] (N real positions), not [B, T, D]; only the attention unpacks its q, k, v to [B, T, D]
+    (zeros at padding, which its mask hides) and packs its context back.
+
+    index [N]: positions in the flattened [B*T], in order; batch, length: B, T."""
+
+    index: np.ndarray
+    batch: int
+    length: int
+
+    @classmethod
+    def of(cls, attention_mask):  # attention_mask [B, T] 0/1 -> PackedRows
+        return cls(np.flatnonzero(np.asarray(attention_mask).ravel() == 1), *attention_mask.shape)
+
+    def pack(self, x):  # x [B, T, D] -> [N, D]
+        return x.reshape(-1, x.shape[-1])[self.index]
+
+    def unpack(self, x):  # x [N, D] -> [B, T, D], zeros at padding
+        out = np.zeros((self.batch * self.length, x.shape[-1]), x.dtype)
+        out[self.index] = x
+        return out.reshape(self.batch, self.length, -1)
 
 
 def split_heads(x, num_heads):  # x [B, T, H*d] -> [B, H, T, d], contiguous
@@ -134,14 +161,16 @@ def attention_heads_numba(q, k, v, mask=None, head_mask=None, clamp_to_min=False
     return context, (probs if output_probs else None)
 
 
-def project_kv(p, source, num_heads):  # source [B, S, D] -> k, v [B, H, S, d]
+def project_kv(p, source, num_heads, rows=None):  # source [B, S, D] (or packed [N, D]) -> k, v [B, H, S, d]
     k = record(p, "k_proj", linear(source, p["k_proj.weight"], p.get("k_proj.bias")))  # [B, S, D]
     v = record(p, "v_proj", linear(source, p["v_proj.weight"], p.get("v_proj.bias")))
+    if rows is not None:
+        k, v = rows.unpack(k), rows.unpack(v)  # [N, D] -> [B, S, D]
     return split_heads(k, num_heads), split_heads(v, num_heads)
 
 
 def multi_head_attention(p, x, num_heads, mask=None, *, past=None, key_value_states=None, head_mask=None,
-                         clamp_to_min=False, output_probs=True):
+                         clamp_to_min=False, output_probs=True, rows=None):
     """BartAttention-style multi-head attention. x [B, T, D] -> (out [B, T, D], probs [B, H, T, S], present).
 
     p holds `q_proj.*`, `k_proj.*`, `v_proj.*`, `out_proj.*` (biases optional: OPT's enable_bias=False).
@@ -149,18 +178,21 @@ def multi_head_attention(p, x, num_heads, mask=None, *, past=None, key_value_sta
     Cross-attention (`key_value_states` [B, S, D]): keys/values from the encoder states, or reused
     from `past` when given (they do not change between decoding steps).
     `present` is the (k, v) pair to cache for the next step.
+    rows (PackedRows, self-attention without a cache): x and out are the real positions only, [N, D].
     """
     head_dim = x.shape[-1] // num_heads
     scaling = x.dtype.type(head_dim ** -0.5)
     q = record(p, "q_proj", linear(x, p["q_proj.weight"], p.get("q_proj.bias")))  # [B, T, D]
-    q = split_heads(q * scaling, num_heads)  # [B, H, T, d]
+    q = split_heads((q if rows is None else rows.unpack(q)) * scaling, num_heads)  # [B, H, T, d]
     if key_value_states is not None:  # cross-attention
         k, v = past if past is not None else project_kv(p, key_value_states, num_heads)
     else:
-        k, v = project_kv(p, x, num_heads)  # [B, H, T, d]
+        k, v = project_kv(p, x, num_heads, rows)  # [B, H, T, d]
         if past is not None:
             k = np.concatenate([past[0], k], axis=2)  # [B, H, S_past + T, d]
             v = np.concatenate([past[1], v], axis=2)
     context, probs = attention_heads(q, k, v, mask, head_mask, clamp_to_min, p, output_probs)  # [B, T, D], [B, H, T, S]
+    if rows is not None:
+        context = rows.pack(context)  # [N, D]
     out = record(p, "out_proj", linear(context, p["out_proj.weight"], p.get("out_proj.bias")))  # [B, T, D]
     return out, probs, (k, v)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
-from .attention import multi_head_attention
+from .attention import PackedRows, multi_head_attention
 from .ops import add, layer_norm, linear
+from .trace import active as trace_active
 from .trace import path_of, record
 
 
@@ -102,7 +103,7 @@ def add_residual(p: Mapping, name: str, x, out, norm_first: bool, eps: float):  
 
 def decoder_layer(p, x, num_heads, act, self_mask, *, norm_first, past=None, head_mask=None,
                   encoder_states=None, encoder_mask=None, cross_head_mask=None, clamp_to_min=False, eps=1e-5,
-                  ffn_on_rows=False, output_probs=True):
+                  ffn_on_rows=False, output_probs=True, rows=None):
     """One BART-style decoder layer (modeling_bart.py BartDecoderLayer). x [B, T, D] -> LayerOutput.
 
     norm_first=True: x + f(LN(x)) for each sublayer (OPT-125m, XGLM). False: LN(x + f(x)) (BART/LED,
@@ -110,11 +111,12 @@ def decoder_layer(p, x, num_heads, act, self_mask, *, norm_first, past=None, hea
     `past` and `present` are (k, v) or (k, v, cross_k, cross_v) with arrays [B, H, S, d].
     ffn_on_rows: OPTDecoderLayer runs its feed-forward on [B*T, D] rows (the same numbers; its traced
     shapes are upstream's). output_probs=False: the attention probabilities are not kept (None).
+    rows (attention.PackedRows; no cache, no cross-attention): x is the real positions only, [N, D].
     """
     out, self_probs, present = multi_head_attention(
         sub(p, "self_attn"), pre_norm(p, "self_attn_layer_norm", x, norm_first, eps), num_heads, self_mask,
         past=None if past is None else past[:2], head_mask=head_mask, clamp_to_min=clamp_to_min,
-        output_probs=output_probs)
+        output_probs=output_probs, rows=rows)
     x = add_residual(p, "self_attn_layer_norm", x, record(p, "self_attn", out), norm_first, eps)
 
     cross_probs = None
@@ -131,6 +133,21 @@ def decoder_layer(p, x, num_heads, act, self_mask, *, norm_first, past=None, hea
     out = feed_forward(p, pre_norm(p, "final_layer_norm", rows, norm_first, eps), act)
     x = add_residual(p, "final_layer_norm", x, out.reshape(x.shape), norm_first, eps)
     return LayerOutput(x, attention=self_probs, cross_attention=cross_probs, present=present)
+
+
+def packed_rows(skip_padding, attention_mask, flags, past_length=0, cross_attention=False):  # -> PackedRows or None
+    """A decoder's `skip_padding=True` (refimpl's own argument, what scoring passes): its layers run on the
+    real positions of attention_mask [B, T] only (attention.PackedRows), and last_hidden_state is 0.0 at
+    padding. Refused, naming it, with what that cannot give: a cache, hidden states, attentions, a trace."""
+    if not skip_padding:
+        return None
+    for asked, name in ((flags.use_cache, "use_cache=True"), (flags.hidden_states, "output_hidden_states=True"),
+                        (flags.attentions, "output_attentions=True"), (past_length > 0, "past_key_values"),
+                        (cross_attention, "encoder_hidden_states"), (trace_active(), "a trace")):
+        if asked:
+            raise ValueError(f"skip_padding=True computes the real positions only; it cannot be combined with "
+                             f"{name} (pass skip_padding=False)")
+    return PackedRows.of(attention_mask)
 
 
 def check_head_mask(head_mask, num_layers, num_heads, name="head_mask"):  # -> [L, H] or None

@@ -35,7 +35,8 @@ def token_logprobs(model, input_ids, attention_mask=None):  # ids [B, T] -> [B, 
     attention_mask = inputs.mask(attention_mask, input_ids.shape)
     base = spec.architectures[spec.base_model]
     hidden = base(spec.base_params(model.params, model.architecture), model.config, input_ids=input_ids,
-                  attention_mask=attention_mask, use_cache=False, return_dict=True).last_hidden_state  # [B, T, E]
+                  attention_mask=attention_mask, use_cache=False, return_dict=True,
+                  skip_padding=True).last_hidden_state  # [B, T, E]: the layers skip the padding
     head = model.params[spec.causal_lm[model.architecture]]  # [V, E]
     scored = (attention_mask[:, 1:] == 1) & (attention_mask[:, :-1] == 1)  # [B, T-1]
     return scattered(target_logprobs(hidden[:, :-1][scored], head, input_ids[:, 1:][scored]), scored)

@@ -16,7 +16,7 @@ import numpy as np
 from .. import inputs
 from ..config import BaseConfig, check_heads
 from ..family import FamilySpec, Generation, refuse_pruned_heads
-from ..layers import check_head_mask, decoder_layer, dense, layer_row, norm, run_stack, sub
+from ..layers import check_head_mask, decoder_layer, dense, layer_row, norm, packed_rows, run_stack, sub
 from ..ops import activation, causal_padding_mask, classification_loss, cross_entropy, span_loss
 from ..outputs import (BaseModelOutputWithPast, CausalLMOutputWithPast, QuestionAnsweringModelOutput,
                        SequenceClassifierOutputWithPast, returned, with_loss)
@@ -125,16 +125,19 @@ def opt_embeddings(p, cfg, tokens, attention_mask, past_length):  # tokens [B, T
 
 
 def opt_model(p, cfg, input_ids=None, attention_mask=None, head_mask=None, past_key_values=None,
-              inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None):
-    """OPTModel.forward: the decoder (the heads call opt_decoder itself, as upstream's do)."""
+              inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+              *, skip_padding=False):
+    """OPTModel.forward: the decoder (the heads call opt_decoder itself, as upstream's do).
+    skip_padding: refimpl's own (refimpl.layers.packed_rows)."""
     out = opt_decoder(p, cfg, input_ids, attention_mask, head_mask, past_key_values, inputs_embeds, use_cache,
-                      output_attentions, output_hidden_states)
+                      output_attentions, output_hidden_states, skip_padding=skip_padding)
     record(p, "", out.last_hidden_state)  # the OPTModel module (the root, or `model` under a head)
     return returned(cfg, return_dict, out)
 
 
 def opt_decoder(p, cfg, input_ids=None, attention_mask=None, head_mask=None, past_key_values=None,
-                inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None):
+                inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None, *,
+                skip_padding=False):
     """OPTDecoder.forward. input_ids [B, T] -> BaseModelOutputWithPast. p: OPTModel's parameters.
 
     last_hidden_state [B, T, word_embed_proj_dim]; past_key_values: per layer (k, v) [B, H, S, d];
@@ -154,12 +157,15 @@ def opt_decoder(p, cfg, input_ids=None, attention_mask=None, head_mask=None, pas
     x = opt_embeddings(p, cfg, tokens, attention_mask, past_length)  # [B, T, D]
     mask = causal_padding_mask(attention_mask, length, dtype)  # [B, 1, T, S]
     act = activation(cfg.activation_function)
+    rows = packed_rows(skip_padding, attention_mask, flags, past_length)
+    if rows is not None:
+        x = rows.pack(x)  # [N, D]: the real positions only
 
     def layer(i, x):  # OPTDecoderLayer (its feed-forward on [B*T, D] rows); OPTAttention clamps scores
         return decoder_layer(sub(p, f"decoder.layers.{i}"), x, cfg.num_attention_heads, act, mask,
                              norm_first=cfg.do_layer_norm_before, past=layer_row(past_key_values, i),
                              head_mask=layer_row(head_mask, i), clamp_to_min=True, ffn_on_rows=True,
-                             output_probs=flags.attentions)
+                             output_probs=flags.attentions, rows=rows)
 
     stack = run_stack(cfg.num_hidden_layers, x, layer, flags, p, "decoder.layers")
     x = stack.last_hidden_state
@@ -167,6 +173,8 @@ def opt_decoder(p, cfg, input_ids=None, attention_mask=None, head_mask=None, pas
         x = norm(p, "decoder.final_layer_norm", x)
     if "decoder.project_out.weight" in p:
         x = dense(p, "decoder.project_out", x)  # [B, T, E]
+    if rows is not None:
+        x = rows.unpack(x)  # [B, T, E], 0.0 at padding
     record(p, "decoder", x)
     return BaseModelOutputWithPast(last_hidden_state=x, past_key_values=stack.past_key_values,
                                    hidden_states=stack.with_final(x), attentions=stack.attentions)

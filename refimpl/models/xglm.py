@@ -20,7 +20,7 @@ import numpy as np
 from .. import inputs, torch_vml
 from ..config import FairseqConfig, check_heads, in_islands
 from ..family import FamilySpec, Generation, refuse_pruned_heads
-from ..layers import check_head_mask, decoder_layer, dense, layer_row, norm, run_stack, sub
+from ..layers import check_head_mask, decoder_layer, dense, layer_row, norm, packed_rows, run_stack, sub
 from ..ops import activation, causal_padding_mask, cross_entropy, padding_mask
 from ..outputs import BaseModelOutputWithPastAndCrossAttentions, CausalLMOutputWithCrossAttentions, returned
 from ..trace import record
@@ -201,8 +201,9 @@ def position_embeddings(cfg, position_ids, batch, length, past_length, dtype):  
 def xglm_model(p, cfg, input_ids=None, attention_mask=None, position_ids=None, encoder_hidden_states=None,
                encoder_attention_mask=None, head_mask=None, cross_attn_head_mask=None, past_key_values=None,
                inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None,
-               return_dict=None):
+               return_dict=None, *, skip_padding=False):
     """XGLMModel.forward. input_ids [B, T] -> BaseModelOutputWithPastAndCrossAttentions.
+    skip_padding: refimpl's own (refimpl.layers.packed_rows).
 
     last_hidden_state [B, T, D] (after the final LayerNorm); past_key_values: per layer (k, v), plus
     (cross_k, cross_v) with encoder states, each [B, H, S, d]; hidden_states: L+1 entries, the last
@@ -229,16 +230,20 @@ def xglm_model(p, cfg, input_ids=None, attention_mask=None, position_ids=None, e
     x = x + record(p, "embed_positions", position_embeddings(cfg, position_ids, batch, length, past_length, dtype))
     mask = causal_padding_mask(attention_mask, length, dtype)  # [B, 1, T, S]
     act = activation(cfg.activation_function)
+    rows = packed_rows(skip_padding, attention_mask, flags, past_length, encoder_states is not None)
+    if rows is not None:
+        x = rows.pack(x)  # [N, D]: the real positions only
 
     def layer(i, x):  # XGLMDecoderLayer; XGLMAttention clamps scores at finfo.min, as OPTAttention does
         return decoder_layer(sub(p, f"layers.{i}"), x, cfg.attention_heads, act, mask, norm_first=True,
                              past=layer_row(past_key_values, i), head_mask=layer_row(head_mask, i),
                              encoder_states=encoder_states, encoder_mask=encoder_mask,
                              cross_head_mask=layer_row(cross_head_mask, i), clamp_to_min=True,
-                             output_probs=flags.attentions)
+                             output_probs=flags.attentions, rows=rows)
 
     stack = run_stack(cfg.num_layers, x, layer, flags, p, "layers")
-    x = record(p, "", norm(p, "layer_norm", stack.last_hidden_state))  # the XGLMModel module
+    x = norm(p, "layer_norm", stack.last_hidden_state)
+    x = record(p, "", x if rows is None else rows.unpack(x))  # the XGLMModel module; 0.0 at padding when packed
     return returned(cfg, return_dict, BaseModelOutputWithPastAndCrossAttentions(
         last_hidden_state=x, past_key_values=stack.past_key_values, hidden_states=stack.with_final(x),
         attentions=stack.attentions, cross_attentions=stack.cross_attentions))
