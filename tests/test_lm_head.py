@@ -49,3 +49,24 @@ def test_float64_runs_the_numpy_twin_exactly():
     targets = rng.integers(0, 300, size=5)
     got = lm_head.target_logprobs(hidden, head, targets)
     np.testing.assert_allclose(got, exact_target_logprobs(hidden, head, targets), rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif(not accel.HAVE_NUMBA, reason="the chunk width is the Numba twin's")
+@pytest.mark.parametrize("rows, width", [(lm_head.WIDE_FROM_ROWS - 1, lm_head.VOCAB),
+                                         (lm_head.WIDE_FROM_ROWS, lm_head.WIDE_VOCAB)])
+def test_many_rows_take_wide_chunks_and_the_same_numbers(monkeypatch, rows, width):
+    """Below WIDE_FROM_ROWS rows the vocabulary goes in chunks of VOCAB columns, from it on of WIDE_VOCAB; both
+    against the exact float64 log_softmax, over a vocabulary of two wide chunks and a ragged third."""
+    widths = []
+    on_threads = accel.on_threads
+    monkeypatch.setattr(accel, "on_threads", lambda fn, args, *rest, **kw: (widths.append(args[4]),
+                                                                           on_threads(fn, args, *rest, **kw))[1])
+    rng = np.random.default_rng(rows)
+    hidden = rng.standard_normal((rows, 6)).astype(np.float32)
+    head = rng.standard_normal((2 * lm_head.WIDE_VOCAB + 5, 6)).astype(np.float32)
+    targets = rng.integers(0, head.shape[0], size=rows)
+    got = lm_head.target_logprobs_numba(hidden, head, targets)
+    assert widths == [width]
+    expected = exact_target_logprobs(hidden, head, targets)
+    err = np.abs(got - expected)
+    assert err.max() <= 4e-6 * (1 + np.abs(expected).max()), f"rows={rows}: max |diff| {err.max():.3g} at {err.argmax()}"
