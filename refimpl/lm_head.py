@@ -9,12 +9,12 @@ at once. Two twins, dispatched by refimpl.accel:
 - `target_logprobs_numpy` (float64, or no Numba): logits for blocks of ROWS positions at a time, the
   textbook max-shifted logsumexp on each block (numpy's float sums).
 - `target_logprobs_numba` (float32 with Numba): one pass over the vocabulary in chunks of VOCAB columns
-  (WIDE_VOCAB from WIDE_FROM_ROWS rows on), the chunks dealt out to every core in turn. On its core, a chunk's logits (np.dot inside the kernel:
-  scipy's BLAS, single-threaded there) update that core's running maximum and running float64 sum of
-  exp(logit - maximum) per row (the "online" logsumexp) while they are still in its cache; the target's
-  logit is picked up in the chunk that holds it. The cores' (maximum, sum) pairs are merged at the end.
-  Each core streams its own share of the head, with no hand-over between a multi-threaded product and
-  the kernel after every chunk: XGLM-564M scoring 1 x 128 went from 1.58 to 1.47 s (median of 5
+  (WIDE_VOCAB from WIDE_FROM_ROWS rows on), the chunks dealt out to every core in turn. On its core, a
+  chunk's logits (np.dot inside the kernel: scipy's BLAS, single-threaded there) update that core's
+  running maximum and running float64 sum of exp(logit - maximum) per row (the "online" logsumexp),
+  chunk by chunk; the target's logit is picked up in the chunk that holds it. The cores' (maximum, sum)
+  pairs are merged at the end. Each core streams its own share of the head, with no hand-over between a
+  multi-threaded product and the kernel after every chunk: XGLM-564M scoring 1 x 128 went from 1.58 to 1.47 s (median of 5
   alternating runs), the OPT-125m head over 1016 rows from 0.61 to 0.56 s. (The same streams calling
   NumPy's BLAS from the worker threads were slower overall: NumPy's next multi-threaded products, the
   next forward's layers, ran ~40% slower after them.) Within a float32 rounding or two of the exact
