@@ -135,7 +135,7 @@ def decoder_layer(p, x, num_heads, act, self_mask, *, norm_first, past=None, hea
     return LayerOutput(x, attention=self_probs, cross_attention=cross_probs, present=present)
 
 
-def packed_rows(skip_padding, attention_mask, flags, past_length=0, cross_attention=False):  # -> PackedRows or None
+def packed_rows(skip_padding, attention_mask, flags, past_length, cross_attention=False):  # -> PackedRows or None
     """A decoder's `skip_padding=True` (refimpl's own argument, what scoring passes): its layers run on the
     real positions of attention_mask [B, T] only (attention.PackedRows), and last_hidden_state is 0.0 at
     padding. Refused, naming it, with what that cannot give: a cache, hidden states, attentions, a trace."""

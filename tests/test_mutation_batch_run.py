@@ -544,8 +544,8 @@ def test_share_out_rules():
 
 
 def test_equal_parts_rules():
-    window = [(i, b"x" * (i + 1)) for i in reversed(range(4))]  # given longest first: sorted by bytes
-    assert [[i for i, _ in p] for p in equal_parts(window, 2)] == [[0, 1, 2], [3]]  # 1+2+3 | 4: past half of 10
+    window = [(i, b"x" * n) for i, n in enumerate([3, 1, 4, 2])]  # sorted by bytes, not by index
+    assert [[i for i, _ in p] for p in equal_parts(window, 2)] == [[1, 3, 0], [2]]  # 1+2+3 | 4: past half of 10
     exact = [(0, b"x"), (1, b"x" * 4), (2, b"x" * 5)]  # 5 bytes done when the last begins: half of 10
     assert [[i for i, _ in p] for p in equal_parts(exact, 2)] == [[0, 1], [2]]
     three = [(i, b"x" * 2) for i in range(7)]  # 14 bytes in 3 parts: new parts from 14/3 and 28/3 bytes on

@@ -640,3 +640,20 @@ def test_expf_sleef_within_one_ulp_and_its_range_ends():
     ulps = np.abs(got[normal] - exact) / np.spacing(exact.astype(np.float32)).astype(np.float64)
     assert ulps.max() < 1.0, f"expf_sleef: {ulps.max():.3g} ulp at x={x[normal][ulps.argmax()]}"
     assert (got[x < -104] == 0).all() and np.isinf(got[x > 100]).all() and np.isnan(got[np.isnan(x)]).all()
+
+
+def test_multi_head_attention_defaults_keep_probs_and_do_not_clamp():
+    """By default multi_head_attention returns the probabilities (float32 too, where the Numba twin could
+    skip them) and adds the mask without clamping (BartAttention's way): a row whose every score is pushed
+    past float32's lowest value by the mask is -inf throughout, hence NaN after the softmax; with
+    clamp_to_min=True (OPTAttention's way) every score stays at finfo.min and the row is uniform."""
+    eye = np.eye(2, dtype=np.float32)
+    p = {"q_proj.weight": 1e19 * eye, "k_proj.weight": -1e19 * eye, "v_proj.weight": eye, "out_proj.weight": eye}
+    x = np.ones((1, 2, 2), np.float32)  # [B, T, D]: every score is -1e38 * 2 * 2**-0.5, about -1.4e38
+    mask = np.full((1, 1, 2, 2), np.finfo(np.float32).min, np.float32)  # every key masked
+    with np.errstate(all="ignore"):
+        _, probs, _ = attention.multi_head_attention(p, x, 1, mask)
+        _, clamped, _ = attention.multi_head_attention(p, x, 1, mask, clamp_to_min=True)
+    assert probs is not None and probs.shape == (1, 1, 2, 2) and probs.dtype == np.float32
+    assert np.isnan(probs).all(), "scores + mask overflow to -inf without the clamp: softmax of -inf is NaN"
+    np.testing.assert_array_equal(clamped, np.full((1, 1, 2, 2), 0.5, np.float32))

@@ -92,9 +92,9 @@ def test_what_skipping_cannot_give_is_refused(checkpoint, option, named):
 def test_a_cache_cross_attention_and_a_trace_are_refused():
     model = refimpl.from_pretrained(GOLDEN / "opt/preln-OPTModel")
     ids = np.array([[4, 5, 6]])
-    past = model(input_ids=ids, use_cache=True).past_key_values
+    past = model(input_ids=ids[:, :1], use_cache=True).past_key_values  # one cached token: the least refused
     with pytest.raises(ValueError, match="skip_padding=True .*past_key_values"):
-        model(input_ids=ids[:, :1], attention_mask=np.ones((1, 4), np.int64), past_key_values=past,
+        model(input_ids=ids[:, 1:2], attention_mask=np.ones((1, 2), np.int64), past_key_values=past,
               use_cache=False, skip_padding=True)
     with tracing(), pytest.raises(ValueError, match="skip_padding=True .*a trace"):
         model(input_ids=ids, use_cache=False, skip_padding=True)
