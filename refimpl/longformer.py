@@ -81,7 +81,9 @@ def global_attention(p, x, is_global, is_masked, num_heads, head_mask=None, reas
     bv = p["value_global.bias"].reshape(num_heads, d)
     if reassociate:
         q_in = np.einsum("bhxd,hde->bhxe", q, wk)  # [B, H, X, D] the queries seen from the hidden states
-        scores = q_in @ x[:, None].transpose(0, 1, 3, 2) + np.einsum("bhxd,hd->bhx", q, bk)[..., None]  # [B, H, X, T]
+        # every head's queries in one product per row, so x (all T hidden states) is read once, not H times
+        scores = (q_in.reshape(B, num_heads * X, D) @ x.transpose(0, 2, 1)).reshape(B, num_heads, X, T)
+        scores += np.einsum("bhxd,hd->bhx", q, bk)[..., None]  # [B, H, X, T]
     else:
         k = split_heads(linear(x, p["key_global.weight"], p["key_global.bias"]), num_heads)  # [B, H, T, d]
         scores = q @ k.transpose(0, 1, 3, 2)  # [B, H, X, T]
@@ -91,7 +93,7 @@ def global_attention(p, x, is_global, is_masked, num_heads, head_mask=None, reas
     if head_mask is not None:
         probs = probs * head_mask[None, :, None, None]
     if reassociate:
-        mixed = probs @ x[:, None]  # [B, H, X, D]
+        mixed = (probs.reshape(B, num_heads * X, T) @ x).reshape(B, num_heads, X, D)  # [B, H, X, D], x read once
         out = np.einsum("bhxe,hde->bhxd", mixed, wv) + bv[None, :, None, :] * probs.sum(-1, keepdims=True)
     else:
         v = split_heads(linear(x, p["value_global.weight"], p["value_global.bias"]), num_heads)  # [B, H, T, d]
