@@ -139,6 +139,8 @@ def packed_rows(skip_padding, attention_mask, flags, past_length, cross_attentio
     """A decoder's `skip_padding=True` (refimpl's own argument, what scoring passes): its layers run on the
     real positions of attention_mask [B, T] only (attention.PackedRows), and last_hidden_state is 0.0 at
     padding. Refused, naming it, with what that cannot give: a cache, hidden states, attentions, a trace."""
+    if skip_padding is not True and skip_padding is not False:
+        raise ValueError(f"skip_padding must be True or False, got {skip_padding!r}")
     if not skip_padding:
         return None
     for asked, name in ((flags.use_cache, "use_cache=True"), (flags.hidden_states, "output_hidden_states=True"),

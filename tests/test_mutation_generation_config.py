@@ -134,46 +134,35 @@ def rejected(name, value, expected):
     assert message.startswith(name)
 
 
-@pytest.mark.parametrize("name", list(INTS))
-def test_int_fields_are_bounded_below(name):
-    minimum, optional = INTS[name]
-    expected = f"must be {'None or ' if optional else ''}an int >= {minimum}"
-    for ok in (minimum, minimum + 1, minimum + 7, np.int64(minimum)):
+def check_field(name, optional, kind, oks, bads):
+    """Every value in oks is taken, every one in bads refused with "must be [None or ]<kind>"; None follows
+    `optional`."""
+    expected = f"must be {'None or ' if optional else ''}{kind}"
+    for ok in oks:
         accepted(name, ok)
-    for bad in (minimum - 1, minimum - 5, float(minimum), True, False, "3"):
+    for bad in bads:
         rejected(name, bad, expected)
     if optional:
         accepted(name, None)
     else:
         rejected(name, None, expected)
+
+
+@pytest.mark.parametrize("name", list(INTS))
+def test_int_fields_are_bounded_below(name):
+    minimum, optional = INTS[name]
+    check_field(name, optional, f"an int >= {minimum}", (minimum, minimum + 1, minimum + 7, np.int64(minimum)),
+                (minimum - 1, minimum - 5, float(minimum), True, False, "3"))
 
 
 @pytest.mark.parametrize("name", list(REALS))
 def test_real_fields_take_real_numbers_only(name):
-    optional = REALS[name]
-    expected = f"must be {'None or ' if optional else ''}a real number"
-    for ok in (0.5, 2, -1.5, 0):
-        accepted(name, ok)
-    for bad in ("0.5", True, float("nan"), [1.0]):
-        rejected(name, bad, expected)
-    if optional:
-        accepted(name, None)
-    else:
-        rejected(name, None, expected)
+    check_field(name, REALS[name], "a real number", (0.5, 2, -1.5, 0), ("0.5", True, float("nan"), [1.0]))
 
 
 @pytest.mark.parametrize("name", list(BOOLS))
 def test_bool_fields_take_true_or_false_only(name):
-    optional = BOOLS[name]
-    expected = f"must be {'None or ' if optional else ''}True or False"
-    for ok in (True, False):
-        accepted(name, ok)
-    for bad in (1, 0, "True", np.float64(1.0)):
-        rejected(name, bad, expected)
-    if optional:
-        accepted(name, None)
-    else:
-        rejected(name, None, expected)
+    check_field(name, BOOLS[name], "True or False", (True, False), (1, 0, "True", np.float64(1.0)))
 
 
 def test_token_list_fields():

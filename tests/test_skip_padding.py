@@ -2,6 +2,8 @@
 positions only (refimpl.attention.PackedRows). Expected values are the padded forward's (every position
 through every layer, the padding hidden by the attention mask only), itself checked against upstream by
 the golden and live tests; and for scoring, log_softmax of the full logits."""
+import re
+
 import numpy as np
 import pytest
 
@@ -87,6 +89,13 @@ def test_what_skipping_cannot_give_is_refused(checkpoint, option, named):
     with pytest.raises(ValueError, match=f"skip_padding=True .*{named}"):
         model(input_ids=ids_for(model, mask), attention_mask=mask, skip_padding=True,
               **{"use_cache": False, **option})
+
+
+@pytest.mark.parametrize("value", [1, "yes", None, np.bool_(True)])
+def test_skip_padding_takes_true_or_false_only(value):
+    model = refimpl.from_pretrained(GOLDEN / "opt/preln-OPTModel")
+    with pytest.raises(ValueError, match=f"^skip_padding must be True or False, got {re.escape(repr(value))}$"):
+        model(input_ids=np.array([[4, 5, 6]]), use_cache=False, skip_padding=value)
 
 
 def test_a_cache_cross_attention_and_a_trace_are_refused():
