@@ -387,15 +387,16 @@ def _softmax_block_rows(S, G, key_bias_b, global_bias_b, masked_b, s0, k0, w, sm
             P[r, :] = 0
             PG[r, :] = 0
             continue
-        # 1-D slices with non-negative loop indices: numba then emits no negative-index
-        # wraparound checks and LLVM vectorises the loops (2x faster than S[r, c] indexing)
+        # 1-D slices indexed from 0 by the loop variable alone: numba then emits no negative-index
+        # wraparound checks and LLVM vectorises the loops (S[r, c] or buf[X + t] indexing: 2x slower)
         s_band = S[r, lo:hi]                                      # [hi - lo]
         b_band = key_bias_b[k0 + lo:k0 + hi]                      # [hi - lo]
+        buf_band = buf[X:n]                                       # [hi - lo]
         g_row = G[r]                                              # [X]
         for x in range(X):
             buf[x] = g_row[x] + global_bias_b[x]
         for t in range(hi - lo):
-            buf[X + t] = s_band[t] + b_band[t]
+            buf_band[t] = s_band[t] + b_band[t]
         inv = one / exp_shifted_sum(buf, n, fast_exp)
         pg_row = PG[r]                                            # [X]
         for x in range(X):
@@ -404,7 +405,7 @@ def _softmax_block_rows(S, G, key_bias_b, global_bias_b, masked_b, s0, k0, w, sm
         P[r, hi:] = 0
         p_band = P[r, lo:hi]                                      # [hi - lo]
         for t in range(hi - lo):
-            p_band[t] = buf[X + t] * inv
+            p_band[t] = buf_band[t] * inv
 
 @accel.jit()
 def _attention_block(q, k, v, gk, gv, key_bias, global_bias, query_masked, w, b, h, s0, e0,

@@ -74,9 +74,7 @@ def _online_logsumexp_rows(logits, column0, targets, top, total, picked):
             total[r] *= math.exp(top[r] - m)
             top[r] = m
         shift = np.float32(top[r])                               # exact: top holds a float32 value
-        for j in range(c):
-            row[j] = row[j] - shift
-        exp_f32_inplace(row, c)                                  # row <- exp(row), every value in (0, 1]
+        exp_f32_inplace(row, c, shift)                           # row <- exp(row - shift), each in (0, 1]
         total[r] += sum_4_lanes(row, c, 0.0)                     # float64 sums, a fixed order
 
 

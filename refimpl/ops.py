@@ -421,13 +421,14 @@ if accel.HAVE_NUMBA:
 
 
 @accel.jit()
-def exp_f32_inplace(buf, n):  # buf[:n] <- exp(buf[:n]), float32, for x <= 0 (softmax after max-subtraction)
+def exp_f32_inplace(buf, n, shift):  # buf[:n] <- exp(buf[:n] - shift), float32, for buf <= shift (softmax)
     """Cephes `expf` (range reduction x = n ln2 + r, degree-6 polynomial, 2^n built from its bits):
     max error 0.97 ulp on [-100, 0] (numpy's float32 exp here: 2.5 ulp), exp(-inf) = 0, NaN stays NaN,
     results below 2^-126 flush to 0. Pure arithmetic, so LLVM vectorises it without fastmath; the libm
-    call `np.exp` is scalar (5-6x slower on this loop)."""
+    call `np.exp` is scalar (5-6x slower on this loop). The subtraction of the row's maximum `shift`
+    happens here, in float32 as a separate pass would do it, so the row is read and written once."""
     for t in range(n):
-        x = buf[t]
+        x = buf[t] - shift
         fx = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
         r = x - fx * np.float32(0.693359375) - fx * np.float32(-2.12194440e-4)
         y = ((((np.float32(1.9875691500e-4) * r + np.float32(1.3981999507e-3)) * r
@@ -474,13 +475,11 @@ def sum_4_lanes(buf, n, zero):  # -> sum(buf[:n]) as 4 strided partial sums, (s0
 def exp_shifted_sum(buf, n, fast_exp):  # buf[:n] <- exp(buf[:n] - max(buf[:n])); returns their sum
     """A softmax row before the division. fast_exp: exp_f32_inplace (float32 rows only), else np.exp."""
     top = max_4_lanes(buf, n)
-    for t in range(n):
-        buf[t] = buf[t] - top
     if fast_exp:
-        exp_f32_inplace(buf, n)
+        exp_f32_inplace(buf, n, top)
     else:
         for t in range(n):
-            buf[t] = np.exp(buf[t])
+            buf[t] = np.exp(buf[t] - top)
     return sum_4_lanes(buf, n, buf[0] - buf[0])  # a zero of buf's type (exp(x - top) is finite)
 
 

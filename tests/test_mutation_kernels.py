@@ -299,9 +299,16 @@ def test_softmax_row_building_blocks(n):
     x = -np.abs(rng.normal(size=n) * 30).astype(np.float32)
     x[0] = 0.0
     got = x.copy()
-    ops.exp_f32_inplace(got, n)
+    ops.exp_f32_inplace(got, n, np.float32(0))
     expected = np.exp(x.astype(np.float64))
     assert np.all(np.abs(got - expected) <= np.spacing(expected.astype(np.float32)) * 1.0 + 1e-45)
+    # the shift is subtracted in float32 first: the same bits as exponentiating (y - shift) rounded
+    shift = np.float32(2.75)
+    y = (x + shift).astype(np.float32)
+    shifted, unshifted = y.copy(), (y - shift).astype(np.float32)
+    ops.exp_f32_inplace(shifted, n, shift)
+    ops.exp_f32_inplace(unshifted, n, np.float32(0))
+    np.testing.assert_array_equal(shifted.view(np.int32), unshifted.view(np.int32))
     row = (rng.normal(size=n) * 5).astype(np.float32)
     for fast in (True, False):
         buf = row.copy()
@@ -315,7 +322,7 @@ def test_softmax_row_building_blocks(n):
 def test_exp_f32_special_values():
     x = np.array([0.0, -87.0, -87.4, -88.0, -200.0, -np.inf, np.nan, -1e-8, -0.5], np.float32)
     got = x.copy()
-    ops.exp_f32_inplace(got, x.size)
+    ops.exp_f32_inplace(got, x.size, np.float32(0))
     assert got[0] == 1.0 and got[3] == 0.0 and got[4] == 0.0 and got[5] == 0.0 and np.isnan(got[6])
     for i in (1, 7, 8):
         assert abs(got[i] - math.exp(float(x[i]))) <= np.spacing(np.float32(math.exp(float(x[i])))), i
