@@ -17,7 +17,9 @@ def load(engine: str, workload):
     if engine == "refimpl":  # as the `refimpl` command runs it, before NumPy loads
         from refimpl.runtime import configure_process
 
-        configure_process()
+        if not configure_process()["blas_spin_shortened"]:  # OpenBLAS's spinning workers slow refimpl ~10%
+            raise RuntimeError("NumPy was imported before refimpl.runtime.configure_process(): refimpl would be "
+                               "timed without the settings the `refimpl` command runs with")
     return LOADERS[engine][workload.kind](workload, workload.inputs())
 
 

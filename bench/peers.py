@@ -46,12 +46,13 @@ REQUIRES = {"refimpl": (), "upstream": ("torch", "transformers"),
 # ---- child processes ------------------------------------------------------------------------------------
 
 def child_run(engine: str, workload_name: str, repeats: int) -> None:
-    import numpy as np
-
     import peer_engines
 
     workload = WORKLOADS[workload_name]
+    # load() first: refimpl's process settings (refimpl.runtime.configure_process) must come before NumPy loads
     report, output = measure(peer_engines.load(engine, workload), repeats)
+    import numpy as np
+
     OUTPUTS.mkdir(parents=True, exist_ok=True)
     np.save(output_file(workload_name, engine), np.asarray(output))
     print("RESULT " + json.dumps(report))

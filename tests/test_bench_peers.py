@@ -148,3 +148,28 @@ def test_where_time_goes_counts_each_outermost_call_once_and_restores_the_functi
         timer.uninstall()
     assert np.array_equal(logits, expected_logits) and np.array_equal(scores, expected_scores)
     assert (ops.linear, layers.linear, attention.linear, ops.ACTIVATIONS["relu"], layers.add) == originals
+
+
+def test_refimpl_child_loads_before_numpy_so_its_process_settings_apply():
+    """peers.py's refimpl child must call configure_process before NumPy loads (OPENBLAS_THREAD_TIMEOUT is read
+    once, when NumPy loads OpenBLAS); loading refimpl after NumPy is refused, naming the cause."""
+    import os
+    import subprocess
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    probe = ("import sys, types; sys.path.insert(0, {bench!r}); import peers, peer_engines; {first}"
+             "peer_engines.LOADERS['refimpl']['hidden'] = lambda workload, x: print('loaded')\n"
+             "try:\n    peer_engines.load('refimpl', types.SimpleNamespace(kind='hidden', inputs=lambda: None))\n"
+             "except RuntimeError as e:\n    print('refused:', e)\n"
+             "import os; print('timeout', os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
+    fresh = subprocess.run([sys.executable, "-c", probe.format(bench=str(bench), first="")],
+                           capture_output=True, text=True, env=env)
+    assert "loaded" in fresh.stdout and "refused" not in fresh.stdout and "timeout 20" in fresh.stdout, fresh.stdout + fresh.stderr
+    late = subprocess.run([sys.executable, "-c", probe.format(bench=str(bench), first="import numpy; ")],
+                          capture_output=True, text=True, env=env)
+    assert "refused: NumPy was imported before" in late.stdout and "loaded" not in late.stdout, late.stdout + late.stderr
+    # and the child itself imports nothing that loads NumPy before it calls load()
+    source = (bench / "peers.py").read_text()
+    child = source[source.index("def child_run"):source.index("def child_prepare")]
+    assert child.index("peer_engines.load(") < child.index("import numpy")
