@@ -200,10 +200,10 @@ def blas_thread_setter(library: str):
 
 @contextlib.contextmanager
 def single_threaded_blas(library: str):
-    """Inside the block the calling thread's calls into `library`'s BLAS are single-threaded.
+    """Inside the block the calling thread's calls into `library`'s BLAS are single-threaded (with NumPy's
+    and SciPy's pthreads OpenBLAS: every thread's); the count before is restored at the end.
 
-    Only the library the work calls is touched: resetting the other copy's threads around every kernel
-    made NumPy's next products ~2x slower (measured on NEZHA-base)."""
+    Only the library the work calls is touched: NumPy's products between the kernels keep their threads."""
     set_threads = blas_thread_setter(library)
     previous = None if set_threads is None else set_threads(1)
     try:
@@ -231,18 +231,23 @@ def on_threads(kernel, args, n_threads: int, blas=None) -> None:
         n_threads = 1
     n_threads = max(1, int(n_threads))
 
-    def part(first):
-        with single_threaded_blas(blas) if blas is not None else contextlib.nullcontext():
-            kernel(*args, first, n_threads)
+    def part(first):  # on a pool thread, which runs nothing but kernel parts: its BLAS stays single-threaded
+        if blas is not None:
+            blas_thread_setter(blas)(1)
+        kernel(*args, first, n_threads)
 
-    if n_threads == 1:
-        part(0)
-        return
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max(1, (os.cpu_count() or 1) - 1), thread_name_prefix="refimpl")
-    others = [_POOL.submit(part, first) for first in range(1, n_threads)]
-    try:
-        part(0)
-    finally:
-        for future in others:
-            future.result()
+    # NumPy's and SciPy's OpenBLAS (pthreads builds) keep one thread count for the whole process, whatever
+    # `openblas_set_num_threads_local` promises: each part restoring "its" count would leave the last one's,
+    # often 1, to every later product. So the calling thread sets it once and restores it once, at the end.
+    with single_threaded_blas(blas) if blas is not None else contextlib.nullcontext():
+        if n_threads == 1:
+            kernel(*args, 0, 1)
+            return
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max(1, (os.cpu_count() or 1) - 1), thread_name_prefix="refimpl")
+        others = [_POOL.submit(part, first) for first in range(1, n_threads)]
+        try:
+            kernel(*args, 0, n_threads)
+        finally:
+            for future in others:
+                future.result()

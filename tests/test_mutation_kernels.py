@@ -348,6 +348,65 @@ def test_on_threads_runs_every_part_once():
         accel.on_threads(None, (), 2)
 
 
+@pytest.mark.parametrize("slow_part", [0, 1])
+def test_on_threads_restores_a_process_wide_blas_thread_count(monkeypatch, slow_part):
+    """NumPy's OpenBLAS (pthreads) keeps one thread count for the process: setting it from each part and
+    restoring it per part left the count of whichever part ended last (1) to every later product. Modelled
+    here with one shared count: every part runs single-threaded, and the caller's count comes back."""
+    import threading
+    import time
+
+    count = {"threads": 4}
+    lock = threading.Lock()
+
+    def setter(n):  # openblas_set_num_threads_local as the pthreads build behaves: returns the previous count
+        with lock:
+            previous, count["threads"] = count["threads"], n
+        return previous
+
+    monkeypatch.setattr(accel, "blas_thread_setter", lambda library: setter)
+    during = []
+
+    both_started = threading.Barrier(2)
+
+    def kernel(first, step):
+        if step == 2:
+            both_started.wait(timeout=10)  # the parts overlap: both have set the count before either ends
+        during.append(count["threads"])
+        if first == slow_part:
+            time.sleep(0.01)  # this part ends last
+
+    accel.on_threads(kernel, (), 2, blas="numpy")
+    assert during == [1, 1] and count["threads"] == 4, (during, count)
+    accel.on_threads(kernel, (), 1, blas="numpy")
+    assert during[-1] == 1 and count["threads"] == 4
+
+
+def test_on_threads_leaves_numpys_blas_threads_as_they_were():
+    """The same with the real library: after a kernel whose parts call NumPy's BLAS, the count is unchanged."""
+    setter = accel.blas_thread_setter("numpy")
+    if setter is None:
+        pytest.skip("NumPy's BLAS is not OpenBLAS with a thread setter")
+    before = setter(2)
+    setter(before)
+
+    import threading
+    import time
+
+    for slow_part in (0, 1):
+        both_started = threading.Barrier(2)
+
+        def kernel(a, first, step):
+            both_started.wait(timeout=10)
+            a @ a
+            if first == slow_part:
+                time.sleep(0.01)
+
+        accel.on_threads(kernel, (np.ones((64, 64), np.float32),), 2, blas="numpy")
+        after = setter(before)
+        assert after == before, (slow_part, before, after)
+
+
 def test_on_threads_falls_back_to_one_part_without_a_thread_local_blas(monkeypatch):
     monkeypatch.setattr(accel, "blas_thread_setter", lambda library: None)
     seen = []
