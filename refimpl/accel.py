@@ -173,8 +173,9 @@ def threads_for(work: int, small: int = SMALL_WORK) -> int:
 def _openblas_local_threads(package_file, libs_dir):
     """`openblas_set_num_threads_local` of the OpenBLAS bundled in `<site-packages>/<libs_dir>`, or None.
 
-    Thread-local (OpenBLAS >= 0.3.27): lets one worker thread run single-threaded BLAS without touching
-    the process-wide setting.
+    Thread-local in OpenBLAS's OpenMP builds only (OpenBLAS >= 0.3.27). In the pthreads builds NumPy and SciPy
+    ship it sets the one process-wide count, and returns the count before (measured: a thread setting 1 after
+    another's 3 gets 3): so only one thread should set and restore it at a time (see on_threads).
     """
     libdir = os.path.join(os.path.dirname(os.path.dirname(package_file)), libs_dir)
     for path in sorted(glob.glob(os.path.join(libdir, "*openblas*"))):

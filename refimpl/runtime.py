@@ -102,11 +102,11 @@ def plan_workers(workers=None, threads=None, cpus=None) -> tuple:
 
 
 def set_threads(n: int) -> bool:
-    """Run the calling thread's NumPy BLAS on `n` threads, cap refimpl's kernels at `n` threads
-    (refimpl.accel.set_max_threads), and start child processes with `n` BLAS threads too: one knob, so
-    OpenBLAS and the kernels never ask for more cores than given.
+    """Run NumPy's BLAS on `n` threads (the whole process's count, in NumPy's pthreads OpenBLAS), cap
+    refimpl's kernels at `n` threads (refimpl.accel.set_max_threads), and start child processes with `n`
+    BLAS threads too: one knob, so OpenBLAS and the kernels never ask for more cores than given.
 
-    Uses OpenBLAS's thread-local setter (refimpl.accel.blas_thread_setter); returns False where NumPy's
+    Uses OpenBLAS's setter (refimpl.accel.blas_thread_setter); returns False where NumPy's
     BLAS offers none (then only processes started afterwards follow OPENBLAS_NUM_THREADS)."""
     os.environ["OPENBLAS_NUM_THREADS"] = str(n)  # read by the OpenBLAS of processes started from now on
     from .accel import blas_thread_setter, set_max_threads
