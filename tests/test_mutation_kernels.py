@@ -366,7 +366,6 @@ def test_on_threads_restores_a_process_wide_blas_thread_count(monkeypatch, slow_
 
     monkeypatch.setattr(accel, "blas_thread_setter", lambda library: setter)
     during = []
-
     both_started = threading.Barrier(2)
 
     def kernel(first, step):
@@ -384,15 +383,14 @@ def test_on_threads_restores_a_process_wide_blas_thread_count(monkeypatch, slow_
 
 def test_on_threads_leaves_numpys_blas_threads_as_they_were():
     """The same with the real library: after a kernel whose parts call NumPy's BLAS, the count is unchanged."""
+    import threading
+    import time
+
     setter = accel.blas_thread_setter("numpy")
     if setter is None:
         pytest.skip("NumPy's BLAS is not OpenBLAS with a thread setter")
     before = setter(2)
     setter(before)
-
-    import threading
-    import time
-
     for slow_part in (0, 1):
         both_started = threading.Barrier(2)
 
